@@ -1,0 +1,27 @@
+"""latentzoo: a plugin-based zoo of generative-model components.
+
+The public Python API mirrors the CLI; see ``latentzoo.api``. Importing latentzoo does not
+import torch: model code loads when a component is built.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("latentzoo")
+except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+_API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid")
+
+
+def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
+    if name in _API:
+        from .core import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'latentzoo' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_API]

@@ -1,0 +1,5 @@
+"""``python -m latentzoo``."""
+
+from latentzoo.cli import main
+
+main()

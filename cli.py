@@ -1,0 +1,594 @@
+"""The ``latentzoo`` command: a thin click layer over ``latentzoo.core``.
+
+``--help``, ``list``, ``info``, ``plugins`` and ``compose`` never import torch; the verbs
+that run models import it inside their bodies. Errors are one line and a non-zero exit;
+``--debug`` (or LATENTZOO_DEBUG=1) shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from latentzoo.core.errors import LatentzooError
+
+ROLE_CHOICES = ["encoder", "decoder", "prior", "sampler", "scheduler", "pipeline"]
+
+
+class LazyGroup(click.Group):
+    """Adds plugin commands only when a name is not built in, so a broken plugin cannot break built-ins."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not self._plugins_added:
+            self._plugins_added = True
+            from latentzoo.core.plugins import get_manager
+
+            get_manager().add_commands(self)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is None:
+            self._add_plugin_commands()
+            cmd = super().get_command(ctx, name)
+        return cmd
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+
+def _version() -> str:
+    from latentzoo import __version__
+
+    return __version__
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="latentzoo")
+@click.option(
+    "--registry", "registries", multiple=True, type=click.Path(dir_okay=False), help="Extra registry YAML file (later wins); repeatable."
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, registries: tuple[str, ...], debug: bool) -> None:
+    """latentzoo: mix, train and publish the parts of image generators.
+
+    Components (encoders, decoders, priors, samplers, schedulers) come from plugins and
+    are named, with their weights, in a layered registry. Any encoder / prior / decoder
+    that share a latent space compose into a pipeline.
+
+    \b
+    Examples:
+      latentzoo list
+      latentzoo sample digits -n 16 --seed 0 -o samples.png
+      latentzoo compose --encoder digits-vqgan --prior digits-ldm --decoder digits-vqgan --sampler ddpm --scheduler scaled-linear
+    """
+    if debug:
+        os.environ["LATENTZOO_DEBUG"] = "1"
+    ctx.obj = {"registries": registries}
+
+
+def _registry(ctx: click.Context):
+    from latentzoo.core.registry import Registry
+
+    reg = Registry.load(list(ctx.obj["registries"]))
+    for message in reg.errors:
+        click.echo(f"warning: {message}", err=True)
+    return reg
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)).rstrip())
+
+
+# ---------------------------------------------------------------------------------------
+# inspecting (no torch)
+
+
+@cli.command("list")
+@click.option("--role", type=click.Choice(ROLE_CHOICES), help="Only this role.")
+@click.option("--family", help="Only this family (vqgan, diffusion, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: bool) -> None:
+    """List named components and pipelines in the registry."""
+    entries = _registry(ctx).list(role=role, family=family)
+    if as_json:
+        _emit_json([e.summary() for e in entries])
+        return
+    if not entries:
+        click.echo("nothing matches")
+        return
+    rows = [[e.name, "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
+    _table(rows, ["NAME", "ROLE", "FAMILY", "DESCRIPTION"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def info(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one component or pipeline: config, weights, latent space, and whether it composes."""
+    import yaml
+    from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
+
+    reg = _registry(ctx)
+    if name in reg.entries:
+        entry = reg.get(name)
+    else:
+        entry = resolve_component(reg, name, _declared_role(name) or "prior")
+    data = entry.summary()
+    if entry.section == "pipelines":
+        try:
+            warnings = check_spec(reg, PipelineSpec.from_entry(entry))
+            data["composes"] = {"ok": True, "warnings": warnings}
+        except LatentzooError as exc:
+            data["composes"] = {"ok": False, "error": str(exc)}
+    else:
+        try:
+            decl = reg.declaration(entry)
+            data["class_declaration"] = {k: v for k, v in decl.items() if k != "name"}
+        except LatentzooError as exc:
+            data["class_declaration"] = {"error": str(exc)}
+        if entry.latent_space:
+            data["latent_space_summary"] = entry.latent_space.describe()
+    if as_json:
+        _emit_json(data)
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120).rstrip())
+
+
+def _declared_role(name: str) -> str | None:
+    from latentzoo.core.plugins import get_manager
+
+    decl = get_manager().components().get(name)
+    return decl["roles"][0] if decl else None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any plugin is broken or incompatible.")
+def plugins(as_json: bool, strict: bool) -> None:
+    """Show installed plugins: distribution, version, location, hooks, components, status."""
+    from latentzoo.core.plugins import get_manager
+
+    report = get_manager().report()
+    if as_json:
+        _emit_json([p.to_dict() for p in report])
+    else:
+        rows = [
+            [
+                p.name,
+                f"{p.distribution or '?'} {p.version or ''}".strip(),
+                p.status,
+                ", ".join(p.components + p.datasets) or "-",
+                p.error or "",
+            ]
+            for p in report
+        ]
+        _table(rows, ["PLUGIN", "DISTRIBUTION", "STATUS", "PROVIDES", "ERROR"])
+    bad = [p for p in report if p.status in ("broken", "incompatible")]
+    if strict and bad:
+        raise LatentzooError(f"{len(bad)} plugin(s) not usable: {', '.join(f'{p.name} ({p.status})' for p in bad)}")
+
+
+def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
+    """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts."""
+    from latentzoo.core.compose import PipelineSpec, load_spec
+
+    reg = _registry(ctx)
+    if target:
+        spec, reg = load_spec(reg, target)
+        for role, value in parts.items():
+            if value:
+                setattr(spec, role, value)
+    else:
+        missing = [f"--{r}" for r in ("prior", "decoder", "sampler") if not parts.get(r)]
+        if missing:
+            raise LatentzooError(f"give a pipeline name or file, or all of --prior, --decoder and --sampler (missing {', '.join(missing)})")
+        spec = PipelineSpec(**{k: v for k, v in parts.items() if v}, name=name or "composed")
+    return spec, reg
+
+
+def _part_options(f):
+    for role in reversed(("encoder", "prior", "decoder", "sampler", "scheduler")):
+        f = click.option(f"--{role}", help=f"{role.capitalize()} name from the registry.")(f)
+    return f
+
+
+@cli.command()
+@_part_options
+@click.option("--name", default="composed", show_default=True, help="Name of the pipeline in the YAML.")
+@click.option("--steps", type=int, help="Default sampling steps.")
+@click.option("--eta", type=float, help="Default DDIM eta.")
+@click.option("--allow-mismatch", is_flag=True, help="Allow latent spaces of equal kind and shape but different identity (warns).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pipeline YAML here instead of printing it.")
+@click.pass_context
+def compose(
+    ctx: click.Context, name: str, steps: int | None, eta: float | None, allow_mismatch: bool, output: str | None, **parts: str | None
+) -> None:
+    """Check that parts fit together and print (or write) the pipeline as registry YAML."""
+    from latentzoo.core.compose import check_spec
+    from latentzoo.core.weights import write_bytes
+
+    spec, reg = _spec_from_options(ctx, None, parts, name)
+    spec.defaults.update({k: v for k, v in {"steps": steps, "eta": eta}.items() if v is not None})
+    spec.allow_mismatch = allow_mismatch
+    for warning in check_spec(reg, spec):
+        click.echo(f"warning: {warning}", err=True)
+    if output:
+        write_bytes(output, spec.to_yaml().encode())
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(spec.to_yaml().rstrip())
+
+
+# ---------------------------------------------------------------------------------------
+# running models (imports torch inside)
+
+
+def _progress(enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(i: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+        state["bar"].update(1)
+        if i == total:
+            state.pop("bar").close()
+
+    return update
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import torch
+
+    return {"latentzoo": _version(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool):
+    from latentzoo.core.build import Builder
+
+    spec, reg = _spec_from_options(ctx, target, parts)
+    pipe = Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch or None)
+    for warning in pipe.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return pipe
+
+
+def _check_output(output: str) -> Path:
+    path = Path(output)
+    parent = path if output.endswith(("/", os.sep)) else path.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise LatentzooError(f"cannot write {output}: {probe} is not writable; choose another -o")
+    if not output.endswith(("/", os.sep)) and path.is_dir():
+        raise LatentzooError(f"-o {output} is a directory; end it with / to write one PNG per sample, or give a .png file")
+    return path
+
+
+@cli.command()
+@click.argument("target", required=False)
+@_part_options
+@click.option("-n", "--num", "n", type=int, default=16, show_default=True, help="Number of samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same output).")
+@click.option("--steps", type=int, help="Sampling steps (default: the pipeline's).")
+@click.option("--eta", type=float, help="DDIM eta (0 = deterministic).")
+@click.option("--class", "class_label", type=int, help="Class label for a class-conditional prior.")
+@click.option("--guidance", type=float, help="Classifier-free guidance scale (with --class).")
+@click.option("--nrow", type=int, help="Images per row of the grid.")
+@click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
+@click.option(
+    "-o", "--output", default="samples.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG per sample."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.pass_context
+def sample(
+    ctx: click.Context,
+    target: str | None,
+    n: int,
+    seed: int,
+    steps: int | None,
+    eta: float | None,
+    class_label: int | None,
+    guidance: float | None,
+    nrow: int | None,
+    allow_mismatch: bool,
+    output: str,
+    as_json: bool,
+    no_progress: bool,
+    **parts: str | None,
+) -> None:
+    """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
+
+    Writes a PNG grid and a JSON sidecar beside it (pipeline, component sha256s, seed,
+    steps, sampler, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
+    """
+    if n < 1:
+        raise LatentzooError(f"-n must be at least 1, not {n}")
+    if steps is not None and steps < 1:
+        raise LatentzooError(f"--steps must be at least 1, not {steps}")
+    if guidance is not None and class_label is None:
+        raise LatentzooError("--guidance needs --class (classifier-free guidance towards a class)")
+    out = _check_output(output)
+    pipe = _build(ctx, target, parts, allow_mismatch)
+    overrides = {"steps": steps, "eta": eta, "class_label": class_label, "guidance": guidance}
+    images = pipe.sample(n, seed=seed, progress=_progress(not no_progress, "sampling"), **overrides)
+
+    from latentzoo.core.images import save_each, save_grid
+    from latentzoo.core.weights import write_json
+
+    opts = pipe.options(**overrides)
+    record = {
+        **pipe.record(),
+        "seed": seed,
+        "n": n,
+        "steps": int(opts.get("steps", 50)),
+        "sampler": pipe.spec.sampler,
+        "scheduler": pipe.spec.scheduler,
+        "options": {k: v for k, v in opts.items() if k != "steps"},
+        "versions": _versions(),
+    }
+    if output.endswith(("/", os.sep)):
+        files = save_each(images, out)
+        record["files"] = [f.name for f in files]
+        sidecar = out / "samples.json"
+    else:
+        save_grid(images, out, nrow=nrow)
+        record["files"] = [out.name]
+        sidecar = out.with_suffix(".json")
+    write_json(sidecar, record)
+    if as_json:
+        _emit_json(record)
+    else:
+        click.echo(f"wrote {out} ({n} samples) and {sidecar}", err=True)
+
+
+def _load_inputs(pipe, images: tuple[str, ...], fit: bool):
+    from latentzoo.core.images import load_images
+
+    enc = pipe.encoder
+    if enc is None:
+        raise LatentzooError(f"pipeline {pipe.spec.name} has no encoder; give one with --encoder")
+    size = int(getattr(enc, "sample_size", 32))
+    return load_images(list(images), size=size, channels=enc.image_channels, fit=fit, expects=pipe.spec.encoder)
+
+
+def _autoencoder_pipe(ctx: click.Context, name: str):
+    """A pipeline name, or an autoencoder component name used as encoder and decoder."""
+    from latentzoo.core.build import Builder
+    from latentzoo.core.compose import PipelineSpec, load_spec
+
+    reg = _registry(ctx)
+    entry = reg.entries.get(name)
+    if entry is not None and entry.section == "components":
+        builder = Builder(reg)
+        roles = entry.roles
+        spec = PipelineSpec(prior="-", decoder=name, sampler="-", encoder=name if "encoder" in roles else None, name=name)
+        from latentzoo.core.pipeline import Pipeline
+
+        return Pipeline(
+            prior=None,
+            decoder=builder.component(name, "decoder") if "decoder" in roles else None,
+            sampler=None,
+            spec=spec,
+            encoder=builder.component(name, "encoder") if "encoder" in roles else None,
+            sha256=builder.sha256,
+        )
+    spec, reg = load_spec(reg, name)
+    return Builder(reg).pipeline(spec)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-o", "--output", default="reconstruction.png", show_default=True, help="PNG: inputs (top row) above reconstructions.")
+@click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
+@click.option("--json", "as_json", is_flag=True, help="Print per-image PSNR as JSON.")
+@click.pass_context
+def reconstruct(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool, as_json: bool) -> None:
+    """Encode and decode IMAGES with a pipeline's (or an autoencoder's) encoder and decoder."""
+    import torch
+    from latentzoo.core.images import save_grid
+    from latentzoo.core.metrics import psnr
+
+    out = _check_output(output)
+    pipe = _autoencoder_pipe(ctx, name)
+    x = _load_inputs(pipe, images, fit)
+    rec = pipe.reconstruct(x)
+    save_grid(torch.cat([x, rec]), out, nrow=len(x))
+    scores = {str(p): round(psnr(rec[i : i + 1], x[i : i + 1]), 2) for i, p in enumerate(images)}
+    if as_json:
+        _emit_json({"output": str(out), "psnr_db": scores})
+    else:
+        click.echo(f"wrote {out}; PSNR (dB): " + ", ".join(f"{Path(k).name} {v}" for k, v in scores.items()), err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-o", "--output", default="latents.safetensors", show_default=True, help="A .safetensors latent file.")
+@click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
+@click.pass_context
+def encode(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool) -> None:
+    """Encode IMAGES to a .safetensors latent file (raw latents plus their latent space)."""
+    from latentzoo.core.weights import save_tensors
+
+    out = _check_output(output)
+    pipe = _autoencoder_pipe(ctx, name)
+    z = pipe.encode(_load_inputs(pipe, images, fit))
+    meta = {
+        "latent_space": json.dumps(pipe.encoder.latent_space.to_dict()),
+        "encoder": pipe.spec.encoder or "",
+        "files": json.dumps(list(images)),
+    }
+    save_tensors(out, {"latents": z}, metadata=meta)
+    click.echo(f"wrote {out}: latents {tuple(z.shape)} in {pipe.encoder.latent_space.describe()}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("latents", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="decoded.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG each.")
+@click.option("--allow-mismatch", is_flag=True, help="Allow an equal-shape latent space of another autoencoder (warns).")
+@click.pass_context
+def decode(ctx: click.Context, name: str, latents: str, output: str, allow_mismatch: bool) -> None:
+    """Decode a .safetensors latent file (from `encode`) to images."""
+    from latentzoo.core.images import save_each, save_grid
+    from latentzoo.core.latent import LatentSpace, check_spaces
+    from latentzoo.core.weights import load_tensors
+    from safetensors import safe_open
+
+    out = _check_output(output)
+    tensors = load_tensors(latents)
+    if "latents" not in tensors:
+        raise LatentzooError(f"{latents} holds no 'latents' tensor; write it with `latentzoo encode`")
+    with safe_open(latents, "pt") as f:
+        meta = f.metadata() or {}
+    pipe = _autoencoder_pipe(ctx, name)
+    if pipe.decoder is None:
+        raise LatentzooError(f"{name} has no decoder")
+    if "latent_space" not in meta:
+        raise LatentzooError(f"{latents} does not say which latent space it is in; write it with `latentzoo encode`")
+    space = LatentSpace.from_dict(json.loads(meta["latent_space"]))
+    _, warnings = check_spaces(
+        f"latents {latents}", space, f"decoder {pipe.spec.decoder}", pipe.decoder.accepted_spaces, allow_mismatch=allow_mismatch
+    )
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    images = pipe.decode(tensors["latents"])
+    if output.endswith(("/", os.sep)):
+        save_each(images, out)
+    else:
+        save_grid(images, out)
+    click.echo(f"wrote {out} ({len(images)} images)", err=True)
+
+
+@cli.command()
+@click.argument("family")
+@click.option("--data", default="digits", show_default=True, help="A dataset name (digits) or a folder of images.")
+@click.option("--encoder", help="Frozen encoder whose latents a prior is trained on (latent diffusion).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--name", help="Registry name of the result (default from the run directory).")
+@click.option("--steps", type=int, default=2000, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=500, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="YAML file of model / loss options.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="One option (YAML value), e.g. --set disc_start=500.")
+@click.option("--no-progress", is_flag=True)
+@click.pass_context
+def train(
+    ctx: click.Context,
+    family: str,
+    data: str,
+    encoder: str | None,
+    out: str,
+    name: str | None,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    checkpoint_every: int,
+    resume: bool,
+    config_file: str | None,
+    overrides: tuple[str, ...],
+    no_progress: bool,
+) -> None:
+    """Train a FAMILY's component (vqgan autoencoder; diffusion prior, with --encoder for latent diffusion).
+
+    Writes OUT/model.safetensors, config.json, metrics.json, checkpoints, and
+    OUT/registry.yaml naming the result (use it with --registry).
+    """
+    import yaml
+    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.registry import import_target
+    from latentzoo.core.training import TrainOptions
+
+    trainers = {d["family"]: d["trainer"] for d in get_manager().components().values() if d.get("trainer")}
+    if family not in trainers:
+        raise LatentzooError(f"no trainer for family {family!r}; trainable families: {', '.join(sorted(trainers)) or 'none'}")
+    if steps < 1 or batch_size < 1 or checkpoint_every < 1:
+        raise LatentzooError("--steps, --batch-size and --checkpoint-every must be positive")
+    config: dict[str, Any] = {}
+    if config_file:
+        loaded = yaml.safe_load(Path(config_file).read_text())
+        if not isinstance(loaded, dict):
+            raise LatentzooError(f"--config {config_file} must be a YAML mapping of options")
+        config.update(loaded)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise LatentzooError(f"--set {item!r}: use KEY=VALUE")
+        config[key.strip()] = yaml.safe_load(value)
+    options = TrainOptions(
+        out=Path(out),
+        data=data,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        name=name,
+        config=config,
+        progress=not no_progress,
+        extra={"encoder": encoder, "registry_files": ctx.obj["registries"]},
+    )
+    entry = import_target(trainers[family])(options)
+    click.echo(f"trained {family}: {json.dumps(entry.get('metrics', {}))}; registry fragment: {Path(out) / 'registry.yaml'}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning known errors into one line and exit status 1."""
+    debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("LATENTZOO_DEBUG")
+    try:
+        cli.main(args=argv, prog_name="latentzoo", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LatentzooError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(
+            f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (run with --debug for the traceback)", err=True
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Building components and pipelines: import model code, load and verify weights (imports torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .compose import PipelineSpec, check_spec, resolve_component
+from .errors import ContractError, WeightsError
+from .latent import LatentSpace
+from .registry import Entry, Registry, import_target
+from .weights import load_tensors, space_identity
+
+
+def resolve_weights(entry: Entry) -> tuple[Path, str]:
+    """Local path and sha256 of an entry's weights (a Hub reference resolves through the HF cache)."""
+    weights = entry.data["weights"]
+    if "path" in weights:
+        return entry.weights_path(), weights["sha256"]
+    from .hub import hub_file
+
+    return hub_file(weights["hub"], weights.get("file", "model.safetensors"), weights["revision"]), weights["sha256"]
+
+
+class Builder:
+    """Builds each named component once; a VQ-GAN used as encoder and decoder is one object."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.cache: dict[str, Any] = {}
+        self.sha256: dict[str, str] = {}
+
+    @classmethod
+    def from_registry(cls, extra: Any = ()) -> Builder:
+        return cls(Registry.load(list(extra)))
+
+    def component(self, name: str, role: str) -> Any:
+        entry = resolve_component(self.registry, name, role)
+        if name in self.cache:
+            return self.cache[name]
+        decl = self.registry.declaration(entry)
+        cls = import_target(decl["target"])
+        config = dict(entry.data.get("config") or {})
+        try:
+            obj = cls.from_config(config)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"{entry.where}: cannot build {name} from its config: {exc}") from exc
+        if "weights" in entry.data:
+            path, sha = resolve_weights(entry)
+            state = load_tensors(path, sha)
+            missing, unexpected = obj.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise WeightsError(
+                    f"weights {path.name} do not fit {name}'s config: {len(missing)} missing key(s) "
+                    f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
+                )
+            self.sha256[name] = sha
+        space = entry.latent_space
+        if space is not None:
+            self._check_space(entry, obj, space)
+            obj.latent_space = space
+        if hasattr(obj, "eval"):
+            obj.eval().requires_grad_(False)
+        self.cache[name] = obj
+        return obj
+
+    def _check_space(self, entry: Entry, obj: Any, space: LatentSpace) -> None:
+        """The declared contract must describe the real model."""
+        shape = obj.shape_fields() if hasattr(obj, "shape_fields") else {}
+        wrong = [f"{k} {getattr(space, k)!r} != {v!r}" for k, v in shape.items() if getattr(space, k) != v]
+        if "encoder" in entry.roles and entry.name in self.sha256:
+            expected = space_identity(self.sha256[entry.name])
+            if space.autoencoder != expected:
+                wrong.append(f"autoencoder {space.autoencoder!r} != {expected!r} (from its weights)")
+        if wrong:
+            raise ContractError(f"{entry.where}: {entry.name}'s declared latent_space does not match the model: {'; '.join(wrong)}")
+
+    def pipeline(self, spec: PipelineSpec, *, allow_mismatch: bool | None = None) -> Any:
+        from .pipeline import Pipeline
+
+        warnings = check_spec(self.registry, spec, allow_mismatch=allow_mismatch)
+        prior = self.component(spec.prior, "prior")
+        return Pipeline(
+            encoder=self.component(spec.encoder, "encoder") if spec.encoder else None,
+            prior=prior,
+            decoder=self.component(spec.decoder, "decoder"),
+            sampler=self.component(spec.sampler, "sampler"),
+            scheduler=self.component(spec.scheduler, "scheduler") if spec.scheduler else None,
+            spec=spec,
+            sha256=dict(self.sha256),
+            warnings=warnings,
+        )

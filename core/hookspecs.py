@@ -1,0 +1,41 @@
+"""The whole plugin surface of latentzoo: four hooks.
+
+A plugin is a module named by an entry point in the ``latentzoo`` group. Its module must
+stay light (no torch at import): it returns *declarations*, plain data naming the import
+path of model code, which latentzoo imports only when a component is built.
+
+A plugin may set ``LATENTZOO_PLUGIN_API = 1`` (the major version it targets); a plugin
+targeting another major version is reported as incompatible and not loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "latentzoo"
+PLUGIN_API = 1
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def latentzoo_components() -> list[dict[str, Any]]:
+    """Declare component classes: dicts with name, role(s), target "module:Class", family, description, and drives (samplers) or kind (priors)."""
+
+
+@hookspec
+def latentzoo_registry() -> list[str]:
+    """Return paths of registry.yaml fragments that name trained components and pipelines."""
+
+
+@hookspec
+def latentzoo_datasets() -> list[dict[str, Any]]:
+    """Declare datasets: dicts with name, target "module:function(split, size, channels)", description."""
+
+
+@hookspec
+def latentzoo_commands(cli: Any) -> None:
+    """Add click commands to the ``latentzoo`` group ``cli``."""

@@ -1,0 +1,78 @@
+"""Image files in and out (Pillow): grids, per-sample PNGs, strict loading for encoders."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+
+from .data import MODES, to_tensor
+from .errors import LatentzooError
+from .weights import write_bytes
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8."""
+    return images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _png(array: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    arr = array.numpy()
+    image = Image.fromarray(arr[..., 0], mode="L") if arr.shape[-1] == 1 else Image.fromarray(arr, mode="RGB")
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
+    """Tile (N, C, H, W) into one (C, H', W') image, ``nrow`` images per row."""
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / nrow)
+    out = torch.full((c, rows * (h + padding) + padding, nrow * (w + padding) + padding), -1.0)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        top, left = padding + r * (h + padding), padding + k * (w + padding)
+        out[:, top : top + h, left : left + w] = images[i]
+    return out
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
+    return write_bytes(path, _png(to_uint8(grid(images, nrow))[0]))
+
+
+def save_each(images: torch.Tensor, directory: str | Path) -> list[Path]:
+    """One PNG per image, named by index (0000.png, 0001.png, ...)."""
+    directory = Path(directory)
+    return [write_bytes(directory / f"{i:04d}.png", _png(img)) for i, img in enumerate(to_uint8(images))]
+
+
+def load_images(paths: list[str | Path], *, size: int, channels: int, fit: bool, expects: str) -> torch.Tensor:
+    """Load images for an encoder; without ``fit``, a wrong size or mode is an error naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as image:
+                image.load()
+                if not fit:
+                    if image.size != (size, size):
+                        raise LatentzooError(
+                            f"{p} is {image.width}x{image.height} but {expects} takes {size}x{size} images; pass --fit to resize and centre-crop"
+                        )
+                    ok_modes = {"L"} if channels == 1 else {"RGB"}
+                    if image.mode not in ok_modes:
+                        raise LatentzooError(
+                            f"{p} has mode {image.mode} but {expects} takes {MODES[channels]} ({channels}-channel) images; pass --fit to convert"
+                        )
+                out.append(to_tensor(image, size, channels))
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise LatentzooError(f"cannot read image {p}: no such file") from exc
+        except (UnidentifiedImageError, OSError) as exc:
+            raise LatentzooError(f"cannot read image {p}: not an image Pillow can open ({exc})") from exc
+    return torch.stack(out)

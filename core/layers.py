@@ -1,0 +1,150 @@
+"""Building blocks shared by the autoencoder and UNet families (imports torch).
+
+Module and parameter names follow diffusers' ``ResnetBlock2D``, ``Attention``,
+``Downsample2D``, ``Upsample2D`` and ``TimestepEmbedding`` so that published ``VQModel``,
+``AutoencoderKL`` and ``UNet2DModel`` state dicts load onto these modules key for key:
+one implementation, no conversion layer of modules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def group_norm(channels: int, groups: int, eps: float) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=min(groups, channels), num_channels=channels, eps=eps, affine=True)
+
+
+class ResnetBlock2D(nn.Module):
+    """GroupNorm-SiLU-conv twice with a residual; optional additive time embedding (DDPM, Ho et al. 2020)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        temb_channels: int | None = None,
+        groups: int = 32,
+        eps: float = 1e-6,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_channels, groups, eps)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.time_emb_proj = nn.Linear(temb_channels, out_channels) if temb_channels else None
+        self.norm2 = group_norm(out_channels, groups, eps)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        if self.time_emb_proj is not None and temb is not None:
+            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        if self.conv_shortcut is not None:
+            x = self.conv_shortcut(x)
+        return x + h
+
+
+class Attention(nn.Module):
+    """Spatial self-attention with a residual (diffusers ``Attention`` with a group norm)."""
+
+    def __init__(self, channels: int, *, head_dim: int | None = None, groups: int = 32, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.heads = 1 if head_dim is None else max(1, channels // head_dim)
+        self.group_norm = group_norm(channels, groups, eps)
+        self.to_q = nn.Linear(channels, channels)
+        self.to_k = nn.Linear(channels, channels)
+        self.to_v = nn.Linear(channels, channels)
+        self.to_out = nn.ModuleList([nn.Linear(channels, channels), nn.Dropout(0.0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.group_norm(x).reshape(b, c, h * w).transpose(1, 2)
+        q, k, v = (proj(y).reshape(b, h * w, self.heads, c // self.heads).transpose(1, 2) for proj in (self.to_q, self.to_k, self.to_v))
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h * w, c)
+        y = self.to_out[0](y).transpose(1, 2).reshape(b, c, h, w)
+        return x + y
+
+
+class Downsample2D(nn.Module):
+    """Strided 3x3 conv. ``asymmetric_pad`` is the autoencoders' (0,1,0,1) pad; UNets pad 1."""
+
+    def __init__(self, channels: int, *, asymmetric_pad: bool) -> None:
+        super().__init__()
+        self.asymmetric_pad = asymmetric_pad
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0 if asymmetric_pad else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.asymmetric_pad:
+            x = F.pad(x, (0, 1, 0, 1))
+        return self.conv(x)
+
+
+class Upsample2D(nn.Module):
+    """Nearest-neighbour x2 then a 3x3 conv (avoids the checkerboard of transposed convs)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def timestep_embedding(
+    timesteps: torch.Tensor, dim: int, *, flip_sin_to_cos: bool = True, freq_shift: float = 0.0, max_period: float = 10000.0
+) -> torch.Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps (Vaswani et al. 2017, sec. 3.5)."""
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / (half - freq_shift)
+    args = timesteps.float()[:, None] * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    """Linear-SiLU-Linear over the sinusoidal embedding."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_channels, out_channels)
+        self.linear_2 = nn.Linear(out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class MidBlock2D(nn.Module):
+    """resnet - attention - resnet at the lowest resolution (diffusers ``UNetMidBlock2D``)."""
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        temb_channels: int | None,
+        groups: int,
+        eps: float,
+        attention: bool = True,
+        head_dim: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        kw = dict(temb_channels=temb_channels, groups=groups, eps=eps, dropout=dropout)
+        self.resnets = nn.ModuleList([ResnetBlock2D(channels, channels, **kw), ResnetBlock2D(channels, channels, **kw)])
+        self.attentions = nn.ModuleList([Attention(channels, head_dim=head_dim, groups=groups, eps=eps)] if attention else [])
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.resnets[0](x, temb)
+        for attn in self.attentions:
+            x = attn(x)
+        return self.resnets[1](x, temb)

@@ -1,0 +1,216 @@
+"""Training machinery shared by families: run directories, checkpoints, EMA, batches.
+
+A run directory holds
+- ``checkpoint.safetensors``: model, EMA and optimizer tensors and the RNG states,
+- ``state.json``: step, optimizer hyper-parameters, config, loss history,
+- ``model.safetensors`` + ``config.json``: the trained component (EMA weights for priors),
+- ``registry.yaml``: a registry fragment naming it, usable with ``--registry``.
+All writes are atomic. ``--resume`` restores everything, so a resumed run continues the
+same random stream: stopping at step k and resuming matches an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import LatentzooError
+from .weights import load_tensors, save_tensors, write_json
+
+
+@dataclass
+class TrainOptions:
+    """Options every trainer understands (the CLI's shared flags)."""
+
+    out: Path
+    data: str = "digits"
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    seed: int = 0
+    checkpoint_every: int = 500
+    resume: bool = False
+    name: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+class EMA:
+    """Exponential moving average of parameters (Polyak averaging), kept as a frozen copy."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # Warm-up (as in many diffusion codebases): short runs are not dominated by the init.
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            ema_p.lerp_(p, 1.0 - decay)
+        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            ema_b.copy_(b)
+
+
+def batches(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
+    """Index batches for steps start_step, start_step+1, ...; epoch e is permutation(seed, e).
+
+    A pure function of (seed, step), so resuming at any step sees the same batches.
+    """
+    if n < batch_size:
+        raise LatentzooError(f"the dataset has {n} images, fewer than --batch-size {batch_size}; lower --batch-size")
+    per_epoch = n // batch_size
+    step = start_step
+    while True:
+        epoch, j = divmod(step, per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        while j < per_epoch:
+            yield order[j * batch_size : (j + 1) * batch_size]
+            j += 1
+            step += 1
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}.{idx}.{key}"] = value
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "."):
+            idx, name = key[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class Checkpointer:
+    """Saves and restores modules, optimizers and RNG streams of one run directory."""
+
+    def __init__(
+        self, out: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator
+    ) -> None:
+        self.out, self.modules, self.optimizers, self.generator = Path(out), modules, optimizers, generator
+
+    @property
+    def path(self) -> Path:
+        return self.out / "checkpoint.safetensors"
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        opt_meta = {}
+        for name, module in self.modules.items():
+            tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
+        for name, opt in self.optimizers.items():
+            t, meta = _flatten_optimizer(opt, f"opt_{name}")
+            tensors.update(t)
+            opt_meta[name] = meta
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.generator"] = self.generator.get_state()
+        save_tensors(self.path, tensors)
+        write_json(self.out / "state.json", {**state, "step": step, "optimizers": opt_meta})
+
+    def restore(self) -> dict[str, Any]:
+        state_file = self.out / "state.json"
+        if not (self.path.is_file() and state_file.is_file()):
+            raise LatentzooError(f"--resume: no checkpoint in {self.out}; start without --resume")
+        tensors = load_tensors(self.path)
+        state = json.loads(state_file.read_text())
+        for name, module in self.modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        for name, opt in self.optimizers.items():
+            _unflatten_optimizer(opt, f"opt_{name}", tensors, state["optimizers"][name])
+        torch.set_rng_state(tensors["rng.torch"])
+        self.generator.set_state(tensors["rng.generator"])
+        return state
+
+
+def prepare_run(options: TrainOptions) -> None:
+    """Refuse to overwrite a finished or running run by accident."""
+    out = options.out
+    if out.exists() and not out.is_dir():
+        raise LatentzooError(f"--out {out} is a file; give a directory for the run")
+    if not options.resume and (out / "checkpoint.safetensors").exists():
+        raise LatentzooError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def progress_bar(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, dynamic_ncols=True)
+
+
+def write_fragment(out: Path, name: str, entry: dict[str, Any]) -> Path:
+    """A registry fragment naming the trained component (usable with ``--registry``)."""
+    import yaml
+
+    from .weights import write_bytes
+
+    text = yaml.safe_dump({"components": {name: entry}}, sort_keys=False)
+    return write_bytes(out / "registry.yaml", text.encode())
+
+
+def finish_autoencoder(
+    options: TrainOptions,
+    model: nn.Module,
+    *,
+    family: str,
+    component_class: str,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    identity: Any,
+    description: str,
+) -> dict[str, Any]:
+    """Write model.safetensors, config.json, metrics.json and registry.yaml for an autoencoder."""
+    sha = save_tensors(options.out / "model.safetensors", model.state_dict(), metadata={"family": family})
+    space = {**model.shape_fields(), "autoencoder": identity(sha)}
+    entry = {
+        "family": family,
+        "class": component_class,
+        "roles": ["encoder", "decoder"],
+        "config": config,
+        "weights": {"path": "model.safetensors", "sha256": sha},
+        "latent_space": space,
+        "license": "MIT",
+        "description": description,
+        "metrics": metrics,
+        "training": {
+            "data": options.data,
+            "steps": options.steps,
+            "batch_size": options.batch_size,
+            "lr": options.lr,
+            "seed": options.seed,
+        },
+    }
+    write_json(options.out / "config.json", config)
+    write_json(options.out / "metrics.json", {"metrics": metrics, "history": history})
+    write_fragment(options.out, options.name or f"{family}-{Path(options.out).name}", entry)
+    return entry

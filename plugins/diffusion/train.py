@@ -1,0 +1,164 @@
+"""Train a UNet denoiser prior on the latents of a frozen encoder (latent diffusion, Rombach et al. 2022).
+
+The data are encoded once. The latents' normalisation is *measured*: shift = mean,
+scaling_factor = 1 / std of the training latents (Rombach et al. 2022, sec. G), and both
+are recorded in the prior's latent-space contract. Without ``--encoder`` the prior models
+images directly (pixel-space DDPM).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from latentzoo.core.data import load_dataset
+from latentzoo.core.errors import LatentzooError
+from latentzoo.core.training import EMA, Checkpointer, TrainOptions, batches, cosine_lr, prepare_run, progress_bar, write_fragment
+from latentzoo.core.weights import save_tensors, write_json
+
+from .schedulers import NoiseScheduler
+from .unet import UNetPrior
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    "block_out_channels": [32, 64, 64],
+    "layers_per_block": 2,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    "attention_head_dim": 8,
+    "norm_num_groups": 16,
+    "prediction_type": "epsilon",
+    "num_train_timesteps": 1000,
+    "num_class_embeds": None,
+}
+SCHEDULE_DEFAULTS: dict[str, Any] = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+TRAIN_DEFAULTS: dict[str, Any] = {"ema_decay": 0.999, "label_dropout": 0.1, "image_size": 32, "image_channels": 1}
+
+
+def _split(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    known = set(MODEL_DEFAULTS) | set(SCHEDULE_DEFAULTS) | set(TRAIN_DEFAULTS) | {"dropout", "sample_size", "in_channels", "out_channels"}
+    unknown = set(config) - known
+    if unknown:
+        raise LatentzooError(f"unknown diffusion option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    model = {
+        **MODEL_DEFAULTS,
+        **{k: v for k, v in config.items() if k in MODEL_DEFAULTS or k in ("dropout", "sample_size", "in_channels", "out_channels")},
+    }
+    schedule = {**SCHEDULE_DEFAULTS, **{k: v for k, v in config.items() if k in SCHEDULE_DEFAULTS}}
+    train = {**TRAIN_DEFAULTS, **{k: v for k, v in config.items() if k in TRAIN_DEFAULTS}}
+    return model, schedule, train
+
+
+@torch.inference_mode()
+def encode_dataset(encoder: Any, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([encoder.encode(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    from latentzoo.core.build import Builder
+
+    model_cfg, schedule_cfg, train_cfg = _split(options.config)
+    prepare_run(options)
+    encoder_name = options.extra.get("encoder")
+    if encoder_name:
+        builder = Builder.from_registry(options.extra.get("registry_files", ()))
+        encoder = builder.component(encoder_name, "encoder")
+        channels = encoder.image_channels
+        size = int(getattr(encoder, "sample_size", train_cfg["image_size"]))
+        data = load_dataset(options.data, split="train", size=size, channels=channels)
+        latents = encode_dataset(encoder, data.images)
+        space = encoder.latent_space
+    else:
+        data = load_dataset(options.data, split="train", size=train_cfg["image_size"], channels=train_cfg["image_channels"])
+        latents, space = data.images, None
+    shift = float(latents.mean())
+    scaling_factor = float(1.0 / (latents - shift).std())
+    x_data = (latents - shift) * scaling_factor
+    model_cfg.update(sample_size=x_data.shape[-1], in_channels=x_data.shape[1], out_channels=x_data.shape[1])
+    model_cfg["training_schedule"] = schedule_cfg
+    labels = data.labels
+    if model_cfg["num_class_embeds"] and labels is None:
+        raise LatentzooError(f"num_class_embeds needs a labelled dataset; {options.data} has no labels")
+
+    torch.manual_seed(options.seed)
+    model = UNetPrior(**model_cfg)
+    ema = EMA(model, train_cfg["ema_decay"])
+    sched = NoiseScheduler(num_train_timesteps=model_cfg["num_train_timesteps"], **schedule_cfg)
+    sqrt_ab, sqrt_1mab = sched.alphas_cumprod.sqrt().float(), (1 - sched.alphas_cumprod).sqrt().float()
+    opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(options.seed)
+    ckpt = Checkpointer(options.out, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
+    start, history = 0, []
+    if options.resume:
+        state = ckpt.restore()
+        start, history = state["step"], state["history"]
+
+    bar = progress_bar(options.steps, start, options.progress, "diffusion")
+    stream = batches(len(x_data), options.batch_size, options.seed, start)
+    model.train()
+    T = model_cfg["num_train_timesteps"]
+    for step in range(start, options.steps):
+        idx = next(stream)
+        x0 = x_data[idx]
+        t = torch.randint(0, T, (len(idx),), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a, b = sqrt_ab[t].view(-1, 1, 1, 1), sqrt_1mab[t].view(-1, 1, 1, 1)
+        x_t = a * x0 + b * noise  # q(x_t | x0), Ho et al. 2020 eq. 4
+        target = {"epsilon": noise, "v_prediction": a * noise - b * x0, "sample": x0}[model_cfg["prediction_type"]]
+        cls = None
+        if model_cfg["num_class_embeds"]:
+            cls = labels[idx].clone()
+            drop = torch.rand(len(idx), generator=gen) < train_cfg["label_dropout"]
+            cls[drop] = model_cfg["num_class_embeds"] - 1  # the null class, for classifier-free guidance
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, options.steps, options.lr)
+        loss = F.mse_loss(model(x_t, t, cls), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.update(model, step)
+        bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+        bar.update(1)
+        if (step + 1) % 50 == 0:
+            history.append({"step": step + 1, "loss": float(loss)})
+        if (step + 1) % options.checkpoint_every == 0 or step + 1 == options.steps:
+            ckpt.save(step + 1, {"history": history, "config": model_cfg, "seed": options.seed})
+    bar.close()
+
+    sha = save_tensors(options.out / "model.safetensors", ema.model.state_dict(), metadata={"family": "diffusion"})
+    if space is not None:
+        latent_space = space.with_scaling(scaling_factor, shift).to_dict()
+    else:
+        latent_space = {
+            "kind": "continuous",
+            "channels": x_data.shape[1],
+            "factor": 1,
+            "autoencoder": "pixels",
+            "scaling_factor": scaling_factor,
+            "shift": shift,
+        }
+    final = sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:]))
+    entry = {
+        "family": "diffusion",
+        "class": "diffusion.unet",
+        "roles": ["prior"],
+        "config": model_cfg,
+        "weights": {"path": "model.safetensors", "sha256": sha},
+        "latent_space": latent_space,
+        "license": "MIT",
+        "description": f"UNet denoiser ({model_cfg['prediction_type']}) on {'latents of ' + encoder_name if encoder_name else 'pixels'} of {data.name}",
+        "metrics": {"final_loss": round(final, 5)},
+        "training": {
+            "data": options.data,
+            "encoder": encoder_name,
+            "steps": options.steps,
+            "batch_size": options.batch_size,
+            "lr": options.lr,
+            "seed": options.seed,
+        },
+    }
+    write_json(options.out / "config.json", model_cfg)
+    write_json(options.out / "metrics.json", {"metrics": entry["metrics"], "history": history})
+    write_fragment(options.out, options.name or f"prior-{options.out.name}", entry)
+    return entry
