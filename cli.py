@@ -164,6 +164,7 @@ def plugins(as_json: bool, strict: bool) -> None:
     """Show installed plugins: distribution, version, location, hooks, components, status."""
     from latentzoo.core.plugins import get_manager
 
+    cli._add_plugin_commands()  # run the commands hook too, so a plugin that raises there is reported
     report = get_manager().report()
     if as_json:
         _emit_json([p.to_dict() for p in report])

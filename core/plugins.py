@@ -76,16 +76,22 @@ class Plugins:
     def _load_entry_points(self) -> None:
         allow = _allowed()
         seen: set[tuple[str, str]] = set()
+        found = []
         for ep in metadata.entry_points(group=hookspecs.PROJECT):
+            meta = ep.dist.metadata if ep.dist else None  # parsed once (dist.name / .version each re-parse it)
+            found.append((ep, meta["Name"] if meta else None, meta["Version"] if meta else None))
+        # Built-ins first (stable sort keeps sys.path order otherwise), so a third-party entry point or
+        # component that reuses a built-in name is the one reported broken, never the built-in.
+        found.sort(key=lambda item: (item[1] or "").lower() != BUILTIN_DIST)
+        for ep, dist, version in found:
             if (ep.name, ep.value) in seen:  # the same distribution visible twice on sys.path
                 continue
             seen.add((ep.name, ep.value))
-            dist = ep.dist.name if ep.dist else None
             info = PluginInfo(
                 name=ep.name,
                 module=ep.value,
                 distribution=dist,
-                version=ep.dist.version if ep.dist else None,
+                version=version,
                 builtin=(dist or "").lower() == BUILTIN_DIST,
             )
             if ep.name in self.info:
@@ -178,6 +184,7 @@ class Plugins:
     def report(self) -> list[PluginInfo]:
         self.components()
         self.datasets()
+        self.registry_fragments()  # a raising latentzoo_registry hook is reported too
         return sorted(self.info.values(), key=lambda i: (not i.builtin, i.name))
 
 

@@ -107,6 +107,16 @@ def _suggest(word: str, choices: Any) -> str:
     return f"; did you mean {', '.join(close)}?" if close else ""
 
 
+def _safe_load(text: str, loader_cls: Any) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of one YAML document, parsed once."""
+    loader = loader_cls(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
 def parse_file(path: Path, layer: str) -> list[Entry]:
     """Parse and schema-check one registry file (safe loader only)."""
     try:
@@ -114,8 +124,10 @@ def parse_file(path: Path, layer: str) -> list[Entry]:
     except OSError as exc:
         raise RegistryError(f"cannot read registry file {path}: {exc.strerror or exc}") from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=yaml.SafeLoader)
+        try:  # one pass, with libyaml's safe loader when present (start-up cost with many plugin fragments)
+            node, data = _safe_load(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError:  # the pure-Python loader gives the same line and a clearer message
+            node, data = _safe_load(text, yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -107,9 +107,10 @@ class Checkpointer:
     """Saves and restores modules, optimizers and RNG streams of one run directory."""
 
     def __init__(
-        self, out: Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator
+        self, options: TrainOptions, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator
     ) -> None:
-        self.out, self.modules, self.optimizers, self.generator = Path(out), modules, optimizers, generator
+        self.out, self.options = Path(options.out), dict(options.config)
+        self.modules, self.optimizers, self.generator = modules, optimizers, generator
 
     @property
     def path(self) -> Path:
@@ -127,7 +128,7 @@ class Checkpointer:
         tensors["rng.torch"] = torch.get_rng_state()
         tensors["rng.generator"] = self.generator.get_state()
         save_tensors(self.path, tensors)
-        write_json(self.out / "state.json", {**state, "step": step, "optimizers": opt_meta})
+        write_json(self.out / "state.json", {**state, "step": step, "optimizers": opt_meta, "options": self.options})
 
     def restore(self) -> dict[str, Any]:
         state_file = self.out / "state.json"
@@ -146,13 +147,25 @@ class Checkpointer:
 
 
 def prepare_run(options: TrainOptions) -> None:
-    """Refuse to overwrite a finished or running run by accident."""
+    """Refuse to overwrite a run by accident; on --resume, reuse the run's own options.
+
+    Options given again with --set override the saved ones (e.g. more --steps is a flag,
+    not an option, so a resumed run can be extended).
+    """
     out = options.out
     if out.exists() and not out.is_dir():
         raise LatentzooError(f"--out {out} is a file; give a directory for the run")
     if not options.resume and (out / "checkpoint.safetensors").exists():
         raise LatentzooError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if options.resume:
+        state_file = out / "state.json"
+        if not state_file.is_file():
+            raise LatentzooError(f"--resume: no checkpoint in {out}; start without --resume")
+        options.config = {**json.loads(state_file.read_text()).get("options", {}), **options.config}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatentzooError(f"cannot create run directory {out}: {exc.strerror or exc}") from exc
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:

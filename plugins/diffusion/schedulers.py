@@ -70,7 +70,9 @@ class NoiseScheduler(Scheduler):
             self.betas = rescale_zero_terminal_snr(self.betas)
         self._alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         if rescale_betas_zero_snr:
-            self._alphas_cumprod[-1] = 2**-24  # keep 1/sqrt(alpha_bar) finite (as diffusers does)
+            # keep 1/sqrt(alpha_bar) finite (as diffusers does), but below alpha_bar[T-2] so the
+            # schedule stays decreasing (a step 999 -> 998 would otherwise have a negative beta)
+            self._alphas_cumprod[-1] = min(2**-24, float(self._alphas_cumprod[-2]) / 2)
         self.final_alpha_cumprod = 1.0 if set_alpha_to_one else float(self._alphas_cumprod[0])
 
     @property

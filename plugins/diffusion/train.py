@@ -87,7 +87,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     sqrt_ab, sqrt_1mab = sched.alphas_cumprod.sqrt().float(), (1 - sched.alphas_cumprod).sqrt().float()
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(options.seed)
-    ckpt = Checkpointer(options.out, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
+    ckpt = Checkpointer(options, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
     start, history = 0, []
     if options.resume:
         state = ckpt.restore()
@@ -118,10 +118,10 @@ def train(options: TrainOptions) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         ema.update(model, step)
-        bar.set_postfix(loss=f"{float(loss):.4f}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         bar.update(1)
         if (step + 1) % 50 == 0:
-            history.append({"step": step + 1, "loss": float(loss)})
+            history.append({"step": step + 1, "loss": loss.item()})
         if (step + 1) % options.checkpoint_every == 0 or step + 1 == options.steps:
             ckpt.save(step + 1, {"history": history, "config": model_cfg, "seed": options.seed})
     bar.close()

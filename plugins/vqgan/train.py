@@ -55,7 +55,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     opt_g = torch.optim.Adam(model.parameters(), lr=options.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=options.lr, betas=(0.5, 0.9))
     generator = torch.Generator().manual_seed(options.seed)
-    ckpt = Checkpointer(options.out, {"model": model, "disc": disc}, {"g": opt_g, "d": opt_d}, generator)
+    ckpt = Checkpointer(options, {"model": model, "disc": disc}, {"g": opt_g, "d": opt_d}, generator)
     start, history = 0, []
     if options.resume:
         state = ckpt.restore()
@@ -84,13 +84,13 @@ def train(options: TrainOptions) -> dict[str, Any]:
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        logs = {"rec": float(rec_loss), "vq": float(vq_loss), "ppl": stats["perplexity"]}
+        logs = {"rec": rec_loss.item(), "vq": vq_loss.item(), "ppl": stats["perplexity"]}
         if gan_on:
             d_loss = hinge_d_loss(disc(x), disc(rec.detach()))
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            logs.update(g=float(g_loss), d=float(d_loss))
+            logs.update(g=g_loss.item(), d=d_loss.item())
         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
         bar.update(1)
         if (step + 1) % 50 == 0:
