@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from latentzoo.core.errors import LatentzooError
 
 ROLE_CHOICES = ["encoder", "decoder", "prior", "sampler", "scheduler", "pipeline"]
@@ -122,6 +123,7 @@ def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: 
 def info(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one component or pipeline: config, weights, latent space, and whether it composes."""
     import yaml
+
     from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
 
     reg = _registry(ctx)
@@ -160,7 +162,8 @@ def _declared_role(name: str) -> str | None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any plugin is broken or incompatible.")
-def plugins(as_json: bool, strict: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="One block per plugin, with where it was loaded from and its hooks.")
+def plugins(as_json: bool, strict: bool, verbose: bool) -> None:
     """Show installed plugins: distribution, version, location, hooks, components, status."""
     from latentzoo.core.plugins import get_manager
 
@@ -168,6 +171,8 @@ def plugins(as_json: bool, strict: bool) -> None:
     report = get_manager().report()
     if as_json:
         _emit_json([p.to_dict() for p in report])
+    elif verbose:
+        _plugin_blocks(report)
     else:
         rows = [
             [
@@ -183,6 +188,36 @@ def plugins(as_json: bool, strict: bool) -> None:
     bad = [p for p in report if p.status in ("broken", "incompatible")]
     if strict and bad:
         raise LatentzooError(f"{len(bad)} plugin(s) not usable: {', '.join(f'{p.name} ({p.status})' for p in bad)}")
+
+
+def _plugin_blocks(report: list[Any]) -> None:
+    """``plugins -v``: every field of every plugin, one block each."""
+    from importlib import metadata
+
+    for i, p in enumerate(report):
+        if i:
+            click.echo()
+        if p.location:
+            where = ("loaded from", p.location)
+        else:  # never imported (broken on import, disabled, incompatible): say where it is installed
+            try:
+                site = str(metadata.distribution(p.distribution).locate_file("")) if p.distribution else "?"
+            except metadata.PackageNotFoundError:
+                site = "?"
+            where = ("installed in", f"{site} (not imported)")
+        fields = [
+            ("status", p.status if p.status == "ok" else f"{p.status}: {p.error}"),
+            ("distribution", f"{p.distribution or '?'} {p.version or ''}".rstrip() + (" (built-in)" if p.builtin else "")),
+            ("module", p.module),
+            where,
+            ("plugin api", str(p.api) if p.api is not None else "-"),
+            ("hooks", ", ".join(h.removeprefix("latentzoo_") for h in p.hooks) or "-"),
+            ("components", ", ".join(p.components) or "-"),
+            ("datasets", ", ".join(p.datasets) or "-"),
+        ]
+        click.echo(p.name)
+        for label, value in fields:
+            click.echo(f"  {label + ':':<14}{value}")
 
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
@@ -409,6 +444,7 @@ def _autoencoder_pipe(ctx: click.Context, name: str):
 def reconstruct(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool, as_json: bool) -> None:
     """Encode and decode IMAGES with a pipeline's (or an autoencoder's) encoder and decoder."""
     import torch
+
     from latentzoo.core.images import save_grid
     from latentzoo.core.metrics import psnr
 
@@ -456,15 +492,13 @@ def decode(ctx: click.Context, name: str, latents: str, output: str, allow_misma
     """Decode a .safetensors latent file (from `encode`) to images."""
     from latentzoo.core.images import save_each, save_grid
     from latentzoo.core.latent import LatentSpace, check_spaces
-    from latentzoo.core.weights import load_tensors
-    from safetensors import safe_open
+    from latentzoo.core.weights import load_tensors, read_metadata
 
     out = _check_output(output)
     tensors = load_tensors(latents)
     if "latents" not in tensors:
         raise LatentzooError(f"{latents} holds no 'latents' tensor; write it with `latentzoo encode`")
-    with safe_open(latents, "pt") as f:
-        meta = f.metadata() or {}
+    meta = read_metadata(latents)
     pipe = _autoencoder_pipe(ctx, name)
     if pipe.decoder is None:
         raise LatentzooError(f"{name} has no decoder")
@@ -523,6 +557,7 @@ def train(
     OUT/registry.yaml naming the result (use it with --registry).
     """
     import yaml
+
     from latentzoo.core.plugins import get_manager
     from latentzoo.core.registry import import_target
     from latentzoo.core.training import TrainOptions
@@ -559,6 +594,232 @@ def train(
     )
     entry = import_target(trainers[family])(options)
     click.echo(f"trained {family}: {json.dumps(entry.get('metrics', {}))}; registry fragment: {Path(out) / 'registry.yaml'}", err=True)
+
+
+# ---------------------------------------------------------------------------------------
+# managing plugins (these never load plugins, so a broken plugin can always be removed)
+
+
+def _requirement_name(spec: str) -> str | None:
+    """The distribution name of a requirement like ``foo[x]>=1``; None for a path, URL or wheel file."""
+    import re
+
+    if os.sep in spec or "/" in spec or spec.endswith((".whl", ".tar.gz", ".zip")) or Path(spec).exists():
+        return None
+    match = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec)
+    return match.group(0) if match else None
+
+
+@cli.command()
+@click.argument("packages", nargs=-1)
+@click.option("-U", "--upgrade", is_flag=True, help="Upgrade to the newest available version.")
+@click.option("-e", "--editable", "editables", multiple=True, metavar="PATH", help="Install a local project in editable mode; repeatable.")
+@click.option("--no-deps", is_flag=True, help="Do not install dependencies.")
+@click.option("--no-build-isolation", is_flag=True, help="Build with the packages already installed (offline builds).")
+@click.option("--force-reinstall", is_flag=True, help="Reinstall even if already up to date.")
+@click.option("-q", "--quiet", is_flag=True, help="Less output from pip.")
+def install(
+    packages: tuple[str, ...],
+    upgrade: bool,
+    editables: tuple[str, ...],
+    no_deps: bool,
+    no_build_isolation: bool,
+    force_reinstall: bool,
+    quiet: bool,
+) -> None:
+    """Install plugin PACKAGES (names, requirements, paths, wheels) into latentzoo's environment with pip.
+
+    Afterwards shows the plugins the installed distributions registered, and their status.
+
+    \b
+    Examples:
+      latentzoo install latentzoo-example-plugin
+      latentzoo install -e ./my-plugin
+      latentzoo install -U ./dist/my_plugin-0.2.0-py3-none-any.whl
+    """
+    from latentzoo.core import install as pip_env
+
+    if not packages and not editables:
+        raise LatentzooError("name at least one package, requirement or path to install, or -e PATH")
+    flags = {
+        "--upgrade": upgrade,
+        "--no-deps": no_deps,
+        "--no-build-isolation": no_build_isolation,
+        "--force-reinstall": force_reinstall,
+        "--quiet": quiet,
+    }
+    args = ["install", *(flag for flag, on in flags.items() if on)]
+    for path in editables:
+        args += ["-e", path]
+    args += packages
+    before = pip_env.snapshot()
+    code = pip_env.pip(args)
+    if code != 0:
+        raise LatentzooError(f"pip install failed (exit status {code}); see pip's messages above")
+    touched = pip_env.changed(before, pip_env.snapshot())
+    touched |= {pip_env.normalize(n) for n in map(_requirement_name, packages) if n}
+    report = [p for p in pip_env.plugin_report() if p["distribution"] and pip_env.normalize(p["distribution"]) in touched]
+    if not report:
+        click.echo("the installed distributions register no latentzoo plugin (see `latentzoo plugins`)")
+        return
+    click.echo("plugins registered:")
+    rows = [
+        [p["name"], f"{p['distribution']} {p['version'] or ''}".strip(), p["status"], ", ".join(p["components"] + p["datasets"]) or "-"]
+        for p in report
+    ]
+    _table(rows, ["PLUGIN", "DISTRIBUTION", "STATUS", "PROVIDES"])
+    for p in report:
+        if p["status"] != "ok":
+            click.echo(f"warning: plugin {p['name']} is {p['status']}: {p['error']}", err=True)
+
+
+@cli.command()
+@click.argument("packages", nargs=-1, required=True)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def uninstall(packages: tuple[str, ...], yes: bool) -> None:
+    """Uninstall plugin PACKAGES (distribution names, as `latentzoo plugins` shows) from latentzoo's environment."""
+    from latentzoo.core import install as pip_env
+
+    if any(pip_env.normalize(p) == "latentzoo" for p in packages):
+        raise LatentzooError("refusing to uninstall latentzoo itself; run `python -m pip uninstall latentzoo` if you mean it")
+    versions = {p: pip_env.installed_version(p) for p in packages}
+    missing = [p for p, v in versions.items() if v is None]
+    if missing:
+        raise LatentzooError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed in {sys.prefix}; "
+            "see `latentzoo plugins` for distribution names"
+        )
+    if not yes:
+        click.confirm(f"Uninstall {', '.join(f'{p} {v}' for p, v in versions.items())} from {sys.prefix}?", abort=True)
+    code = pip_env.pip(["uninstall", "-y", *packages])
+    if code != 0:
+        raise LatentzooError(f"pip uninstall failed (exit status {code}); see pip's messages above")
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option(
+    "-o", "--output", "directory", type=click.Path(file_okay=False), help="Project directory (default ./NAME); must be absent or empty."
+)
+def new_plugin_cmd(name: str, directory: str | None) -> None:
+    """Write a pip-installable plugin project NAME: one working sampler, its registry fragment, a README and a test.
+
+    \b
+    Example:
+      latentzoo new-plugin latentzoo-my-sampler && latentzoo install -e latentzoo-my-sampler
+    """
+    from latentzoo.core.scaffold import new_plugin
+
+    names, root, _ = new_plugin(name, directory)
+    click.echo(f"wrote plugin {names.dist} to {root}/: package {names.package}, sampler {names.entry} (class {names.component})")
+    click.echo("next:")
+    click.echo(f"  latentzoo install -e {root}")
+    click.echo(f"  latentzoo list --role sampler        # shows {names.entry}")
+    click.echo(f"  python -m pytest {root / 'tests'}")
+
+
+# ---------------------------------------------------------------------------------------
+# diffusers interop and the Hugging Face Hub (huggingface_hub and torch import inside the bodies)
+
+
+@cli.command()
+@click.argument("source", type=click.Path(file_okay=False))
+@click.option("--from", "fmt", type=click.Choice(["diffusers"]), required=True, help="Format of SOURCE.")
+@click.option("--name", required=True, help="Registry name (a pipeline's components get NAME-vqvae, NAME-unet, ...).")
+@click.option(
+    "-o", "--out", "outdir", type=click.Path(file_okay=False), help="Output directory [default: <user registry dir>/converted/NAME]."
+)
+@click.option("--scaling-factor", type=float, help="VQ latent scaling factor, when the config does not state one.")
+@click.option(
+    "--calibrate", "calibrate_data", metavar="DATA", help="Measure the scaling factor (1/std of the latents) on a dataset or image folder."
+)
+@click.option("--no-register", is_flag=True, help="Do not add the result to the user registry; use it with --registry OUT/registry.yaml.")
+@click.option("--force", is_flag=True, help="Replace an earlier conversion / registry entries of the same name.")
+def convert(
+    source: str,
+    fmt: str,
+    name: str,
+    outdir: str | None,
+    scaling_factor: float | None,
+    calibrate_data: str | None,
+    no_register: bool,
+    force: bool,
+) -> None:
+    """Import a diffusers model or pipeline folder (VQModel, UNet2DModel, DDIM/DDPM scheduler, LDM/DDPM/DDIM pipeline).
+
+    Writes re-saved safetensors weights (with sha256) and OUT/registry.yaml, and adds the
+    entries to the user registry (unless --no-register). A VQ model's latent scaling factor
+    is never defaulted: it comes from the config, --scaling-factor, or --calibrate.
+    """
+    from latentzoo.core.convert import convert_diffusers
+
+    result = convert_diffusers(
+        source, name, outdir=outdir, scaling_factor=scaling_factor, calibrate_data=calibrate_data, register=not no_register, force=force
+    )
+    for note in result.notes:
+        click.echo(note, err=True)
+    kinds = [f"{n} ({'/'.join(e['roles'])})" for n, e in result.components.items()] + [f"{n} (pipeline)" for n in result.pipelines]
+    click.echo(f"converted {source} -> {result.fragment}: {', '.join(kinds)}", err=True)
+    if result.registered:
+        click.echo(f"added to {result.registered}", err=True)
+    else:
+        click.echo(f"use it with: latentzoo --registry {result.fragment} info {name}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--to", "fmt", type=click.Choice(["diffusers"]), required=True, help="Target format.")
+@click.option("-o", "--out", "outdir", required=True, type=click.Path(file_okay=False), help="Folder to write (must be empty or new).")
+@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.pass_context
+def export(ctx: click.Context, name: str, fmt: str, outdir: str, force: bool) -> None:
+    """Write a component (model folder) or a pipeline (pipeline folder) that diffusers' from_pretrained loads."""
+    from latentzoo.core.convert import export_diffusers
+
+    out, notes = export_diffusers(_registry(ctx), name, outdir, force=force)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"exported {name} to {out}", err=True)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--repo", required=True, help="Hub repo ORG/NAME (a pipeline's components go to ORG/NAME-<component>).")
+@click.option("--revision", help="Branch to push to (created if missing).")
+@click.option("--private", is_flag=True, help="Create the repo private.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing to the branch.")
+@click.option("--dry-run", is_flag=True, help="List what would be uploaded; no network call.")
+@click.pass_context
+def push(ctx: click.Context, name: str, repo: str, revision: str | None, private: bool, create_pr: bool, dry_run: bool) -> None:
+    """Upload a component (config.json, model.safetensors, README.md; one commit) or a pipeline to the Hub.
+
+    A pipeline's components with local weights are pushed first, each to ORG/NAME-<component>,
+    and the pipeline's pipeline.yaml references them pinned to those commits. The token comes
+    from HF_TOKEN or `huggingface-cli login` and is never printed.
+    """
+    from latentzoo.core import hub
+
+    results = hub.push(_registry(ctx), name, repo, revision=revision, private=private, create_pr=create_pr, dry_run=dry_run)
+    for target, files, commit in results:
+        if dry_run:
+            click.echo(f"would upload to {target}: {', '.join(files)}")
+        else:
+            click.echo(f"pushed {target}@{commit}: {', '.join(files)}")
+
+
+@cli.command()
+@click.argument("ref", metavar="ORG/NAME[@REVISION]")
+@click.option("--name", help="Local registry name [default: the repo name].")
+@click.option("--force", is_flag=True, help="Replace user-registry entries of the same name.")
+def pull(ref: str, name: str | None, force: bool) -> None:
+    """Download a component or pipeline from the Hub, verify its sha256, and add it to the user registry."""
+    from latentzoo.core import hub
+    from latentzoo.core.registry import user_registry_path
+
+    local, commit, components, pipelines = hub.pull(ref, name=name, force=force)
+    what = ", ".join([*components, *(f"{p} (pipeline)" for p in pipelines)])
+    where = f"added {what} to {user_registry_path()}" if what else "already in the registry"
+    click.echo(f"pulled {ref} at {commit} as {local}: {where}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,7 +42,7 @@ def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> tor
 
 
 def save_grid(images: torch.Tensor, path: str | Path, *, nrow: int | None = None) -> Path:
-    return write_bytes(path, _png(to_uint8(grid(images, nrow))[0]))
+    return write_bytes(path, _png(to_uint8(grid(images, nrow)[None])[0]))
 
 
 def save_each(images: torch.Tensor, directory: str | Path) -> list[Path]:

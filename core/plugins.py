@@ -11,6 +11,7 @@ third-party plugins load; set but empty means built-ins only.
 
 from __future__ import annotations
 
+import difflib
 import os
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -122,7 +123,14 @@ class Plugins:
             except Exception as exc:
                 info.status, info.error = "broken", f"registration failed: {_one_line(exc)}"
                 continue
-            info.hooks = sorted(impl_name for impl_name in dir(module) if impl_name.startswith("latentzoo_"))
+            info.hooks = sorted(caller.name for caller in self.pm.get_hookcallers(module) or [])
+            unknown = [hook for hook in info.hooks if not getattr(self.pm.hook, hook).has_spec()]
+            if unknown:  # a misspelt hook would otherwise never be called, silently
+                self.pm.unregister(module)
+                known = [name for name in dir(hookspecs) if name.startswith("latentzoo_")]
+                hint = difflib.get_close_matches(unknown[0], known, n=1)
+                info.status = "broken"
+                info.error = f"unknown hook {unknown[0]}" + (f"; did you mean {hint[0]}?" if hint else f"; hooks are {', '.join(known)}")
 
     def call(self, hook: str, **kwargs: Any) -> list[tuple[PluginInfo, Any]]:
         """Call each implementation of ``hook`` on its own; a raising plugin is marked broken."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,3 +227,36 @@ def finish_autoencoder(
     write_json(options.out / "metrics.json", {"metrics": metrics, "history": history})
     write_fragment(options.out, options.name or f"{family}-{Path(options.out).name}", entry)
     return entry
+
+
+def train_loop(
+    options: TrainOptions,
+    ckpt: Checkpointer,
+    *,
+    start: int,
+    history: list[dict[str, Any]],
+    num_examples: int,
+    step: Callable[[int, torch.Tensor], dict[str, float]],
+    desc: str,
+    state: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The loop every trainer shares: cosine LR with warm-up on all optimizers, progress
+    with the losses, a history row every 50 steps, and checkpoints every N steps and at the end.
+
+    ``step(i, batch_indices)`` does one optimisation step and returns its losses.
+    """
+    bar = progress_bar(options.steps, start, options.progress, desc)
+    stream = batches(num_examples, options.batch_size, options.seed, start)
+    for i in range(start, options.steps):
+        for opt in ckpt.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(i, options.steps, options.lr)
+        logs = step(i, next(stream))
+        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+        bar.update(1)
+        if (i + 1) % 50 == 0:
+            history.append({"step": i + 1, **logs})
+        if (i + 1) % options.checkpoint_every == 0 or i + 1 == options.steps:
+            ckpt.save(i + 1, {**state, "history": history, "seed": options.seed})
+    bar.close()
+    return history

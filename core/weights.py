@@ -65,13 +65,37 @@ def write_json(path: str | Path, data: Any) -> Path:
     return write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
+METADATA_KEY = "latentzoo"
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-    """Write a safetensors file atomically; return its sha256."""
+    """Write a safetensors file atomically; return its sha256.
+
+    safetensors serialises a metadata map of two or more keys in a per-process random
+    order, so the same tensors would hash differently from run to run. Metadata of more
+    than one key is therefore stored as one key holding sorted JSON (see read_metadata).
+    """
     from safetensors.torch import save_file
 
+    if metadata and len(metadata) > 1:
+        metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return sha256_file(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata written by save_tensors, unpacked."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = dict(f.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from exc
+    if set(meta) == {METADATA_KEY}:
+        return json.loads(meta[METADATA_KEY])
+    return meta
 
 
 def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:

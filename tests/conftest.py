@@ -322,6 +322,12 @@ def plugin_factory(tmp_path_factory: pytest.TempPathFactory):
     return make
 
 
+@pytest.fixture(scope="session")
+def helpers():
+    """This module, for tests that need its helpers beyond fixtures (--import-mode=importlib cannot import conftest)."""
+    return sys.modules[__name__]
+
+
 # ---------------------------------------------------------------------------------------
 # running the CLI
 

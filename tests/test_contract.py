@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from latentzoo.core.compose import PipelineSpec, accepted_spaces, check_spec
 from latentzoo.core.errors import ContractError, RegistryError
 from latentzoo.core.latent import LatentSpace, check_sampler, check_spaces

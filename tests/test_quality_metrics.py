@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+
 from latentzoo.core.data import load_dataset
 from latentzoo.core.errors import LatentzooError, WeightsError
 from latentzoo.core.metrics import frechet_distance

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from latentzoo.core.errors import LatentzooError
 from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler, dynamic_threshold, split_prediction
 from latentzoo.plugins.diffusion.schedulers import NoiseScheduler

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from latentzoo.core.errors import LatentzooError
 from latentzoo.plugins.diffusion.schedulers import NoiseScheduler, make_betas, rescale_zero_terminal_snr
 

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
+
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.metrics import frechet_distance
 

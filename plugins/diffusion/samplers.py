@@ -10,6 +10,7 @@ import math
 from typing import Any, ClassVar
 
 import torch
+
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Progress, Sampler
 

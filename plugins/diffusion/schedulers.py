@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 
 import torch
+
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Scheduler
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 SPACINGS = ("leading", "trailing", "linspace")
 
 
@@ -31,6 +32,8 @@ def make_betas(schedule: str, num_train_timesteps: int, beta_start: float, beta_
             return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
         return torch.tensor([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)], dtype=torch.float64)
+    if schedule == "sigmoid":  # GeoDiff (Xu et al. 2022), as diffusers: sigmoid(linspace(-6, 6, T)) scaled to [beta_start, beta_end]
+        return torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (beta_end - beta_start) + beta_start
     raise LatentzooError(f"unknown beta_schedule {schedule!r}; use one of {', '.join(BETA_SCHEDULES)}")
 
 

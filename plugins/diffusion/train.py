@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from latentzoo.core.data import load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, Checkpointer, TrainOptions, batches, cosine_lr, prepare_run, progress_bar, write_fragment
+from latentzoo.core.training import EMA, Checkpointer, TrainOptions, prepare_run, train_loop, write_fragment
 from latentzoo.core.weights import save_tensors, write_json
 
 from .schedulers import NoiseScheduler
@@ -47,6 +48,15 @@ def _split(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict
     schedule = {**SCHEDULE_DEFAULTS, **{k: v for k, v in config.items() if k in SCHEDULE_DEFAULTS}}
     train = {**TRAIN_DEFAULTS, **{k: v for k, v in config.items() if k in TRAIN_DEFAULTS}}
     return model, schedule, train
+
+
+def training_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """What the denoiser learns to output; v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return a * noise - b * x0
+    return x0
 
 
 @torch.inference_mode()
@@ -93,38 +103,31 @@ def train(options: TrainOptions) -> dict[str, Any]:
         state = ckpt.restore()
         start, history = state["step"], state["history"]
 
-    bar = progress_bar(options.steps, start, options.progress, "diffusion")
-    stream = batches(len(x_data), options.batch_size, options.seed, start)
-    model.train()
     T = model_cfg["num_train_timesteps"]
-    for step in range(start, options.steps):
-        idx = next(stream)
+
+    def step(i: int, idx: torch.Tensor) -> dict[str, float]:
         x0 = x_data[idx]
         t = torch.randint(0, T, (len(idx),), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a, b = sqrt_ab[t].view(-1, 1, 1, 1), sqrt_1mab[t].view(-1, 1, 1, 1)
         x_t = a * x0 + b * noise  # q(x_t | x0), Ho et al. 2020 eq. 4
-        target = {"epsilon": noise, "v_prediction": a * noise - b * x0, "sample": x0}[model_cfg["prediction_type"]]
         cls = None
         if model_cfg["num_class_embeds"]:
             cls = labels[idx].clone()
             drop = torch.rand(len(idx), generator=gen) < train_cfg["label_dropout"]
             cls[drop] = model_cfg["num_class_embeds"] - 1  # the null class, for classifier-free guidance
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, options.steps, options.lr)
-        loss = F.mse_loss(model(x_t, t, cls), target)
+        loss = F.mse_loss(model(x_t, t, cls), training_target(model_cfg["prediction_type"], x0, noise, a, b))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        ema.update(model, step)
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        bar.update(1)
-        if (step + 1) % 50 == 0:
-            history.append({"step": step + 1, "loss": loss.item()})
-        if (step + 1) % options.checkpoint_every == 0 or step + 1 == options.steps:
-            ckpt.save(step + 1, {"history": history, "config": model_cfg, "seed": options.seed})
-    bar.close()
+        ema.update(model, i)
+        return {"loss": loss.item()}
+
+    model.train()
+    history = train_loop(
+        options, ckpt, start=start, history=history, num_examples=len(x_data), step=step, desc="diffusion", state={"config": model_cfg}
+    )
 
     sha = save_tensors(options.out / "model.safetensors", ema.model.state_dict(), metadata={"family": "diffusion"})
     if space is not None:

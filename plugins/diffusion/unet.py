@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from latentzoo.core.interfaces import DenoiserPrior
 from latentzoo.core.layers import (
     Attention,
@@ -23,7 +25,6 @@ from latentzoo.core.layers import (
     group_norm,
     timestep_embedding,
 )
-from torch import nn
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 DOWN_TYPES = ("DownBlock2D", "AttnDownBlock2D")
@@ -44,6 +45,7 @@ class _DownBlock(nn.Module):
         head_dim: int | None,
         downsample: bool,
         dropout: float,
+        asymmetric_pad: bool = False,
     ) -> None:
         super().__init__()
         self.resnets = nn.ModuleList(
@@ -55,7 +57,7 @@ class _DownBlock(nn.Module):
         self.attentions = nn.ModuleList(
             [Attention(cout, head_dim=head_dim or cout, groups=groups, eps=eps) for _ in range(layers)] if attention else []
         )
-        self.downsamplers = nn.ModuleList([Downsample2D(cout, asymmetric_pad=False)] if downsample else [])
+        self.downsamplers = nn.ModuleList([Downsample2D(cout, asymmetric_pad=asymmetric_pad)] if downsample else [])
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
@@ -131,6 +133,7 @@ class UNetPrior(nn.Module, DenoiserPrior):
         dropout: float = 0.0,
         add_attention: bool = True,
         center_input_sample: bool = False,
+        downsample_padding: int = 1,
         prediction_type: str = "epsilon",
         num_train_timesteps: int = 1000,
         training_schedule: dict[str, Any] | None = None,
@@ -147,6 +150,8 @@ class UNetPrior(nn.Module, DenoiserPrior):
         for t in up_block_types:
             if t not in UP_TYPES:
                 raise ValueError(f"unsupported up block {t!r}; supported: {UP_TYPES}")
+        if downsample_padding not in (0, 1):
+            raise ValueError(f"downsample_padding must be 0 (asymmetric (0,1,0,1) pad, as google/ddpm-*) or 1, not {downsample_padding!r}")
         self.prediction_type = prediction_type
         self.num_train_timesteps = num_train_timesteps
         self.num_classes = num_class_embeds
@@ -165,7 +170,15 @@ class UNetPrior(nn.Module, DenoiserPrior):
         for i, (cout, kind) in enumerate(zip(widths, down_block_types, strict=True)):
             last = i == len(widths) - 1
             self.down_blocks.append(
-                _DownBlock(cin, cout, layers=layers_per_block, attention=kind.startswith("Attn"), downsample=not last, **common)
+                _DownBlock(
+                    cin,
+                    cout,
+                    layers=layers_per_block,
+                    attention=kind.startswith("Attn"),
+                    downsample=not last,
+                    asymmetric_pad=downsample_padding == 0,
+                    **common,
+                )
             )
             cin = cout
         self.mid_block = MidBlock2D(

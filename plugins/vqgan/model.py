@@ -11,79 +11,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from latentzoo.core.interfaces import Decoder, Encoder
-from latentzoo.core.layers import Downsample2D, MidBlock2D, ResnetBlock2D, Upsample2D, group_norm
 from torch import nn
 
-EPS = 1e-6
-
-
-class _DownEncoderBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, layers: int, groups: int, downsample: bool) -> None:
-        super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(cin if j == 0 else cout, cout, groups=groups, eps=EPS) for j in range(layers)])
-        self.downsamplers = nn.ModuleList([Downsample2D(cout, asymmetric_pad=True)] if downsample else [])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in [*self.resnets, *self.downsamplers]:
-            x = block(x)
-        return x
-
-
-class _UpDecoderBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, layers: int, groups: int, upsample: bool) -> None:
-        super().__init__()
-        self.resnets = nn.ModuleList([ResnetBlock2D(cin if j == 0 else cout, cout, groups=groups, eps=EPS) for j in range(layers)])
-        self.upsamplers = nn.ModuleList([Upsample2D(cout)] if upsample else [])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in [*self.resnets, *self.upsamplers]:
-            x = block(x)
-        return x
-
-
-class ConvEncoder(nn.Module):
-    """conv_in, residual down blocks, mid block with attention, norm-SiLU-conv_out."""
-
-    def __init__(self, in_channels: int, out_channels: int, widths: list[int], layers: int, groups: int, mid_attention: bool) -> None:
-        super().__init__()
-        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
-        chans = [widths[0], *widths]
-        self.down_blocks = nn.ModuleList(
-            [_DownEncoderBlock(chans[i], chans[i + 1], layers, groups, downsample=i < len(widths) - 1) for i in range(len(widths))]
-        )
-        self.mid_block = MidBlock2D(widths[-1], temb_channels=None, groups=groups, eps=EPS, attention=mid_attention)
-        self.conv_norm_out = group_norm(widths[-1], groups, EPS)
-        self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
-        for block in self.down_blocks:
-            x = block(x)
-        x = self.mid_block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
-
-
-class ConvDecoder(nn.Module):
-    """Mirror of ConvEncoder; each up block has one more resnet than the encoder's (as diffusers)."""
-
-    def __init__(self, in_channels: int, out_channels: int, widths: list[int], layers: int, groups: int, mid_attention: bool) -> None:
-        super().__init__()
-        rev = list(reversed(widths))
-        self.conv_in = nn.Conv2d(in_channels, rev[0], 3, padding=1)
-        self.mid_block = MidBlock2D(rev[0], temb_channels=None, groups=groups, eps=EPS, attention=mid_attention)
-        chans = [rev[0], *rev]
-        self.up_blocks = nn.ModuleList(
-            [_UpDecoderBlock(chans[i], chans[i + 1], layers + 1, groups, upsample=i < len(rev) - 1) for i in range(len(rev))]
-        )
-        self.conv_norm_out = group_norm(widths[0], groups, EPS)
-        self.conv_out = nn.Conv2d(widths[0], out_channels, 3, padding=1)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.mid_block(self.conv_in(z))
-        for block in self.up_blocks:
-            x = block(x)
-        return self.conv_out(F.silu(self.conv_norm_out(x)))
+from latentzoo.core.interfaces import Decoder, Encoder
+from latentzoo.core.layers import ConvDecoder, ConvEncoder
 
 
 class VectorQuantizer(nn.Module):

@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
 from latentzoo.core.registry import import_target
-from latentzoo.core.training import Checkpointer, TrainOptions, cosine_lr, prepare_run, progress_bar
+from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, prepare_run, train_loop
 from latentzoo.core.weights import space_identity
 
 from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
@@ -38,8 +39,6 @@ LOSS_DEFAULTS: dict[str, Any] = {"disc_start": 1000, "disc_weight": 0.5, "disc_w
 
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train and write the run directory; return the registry entry of the result."""
-    from latentzoo.core.training import finish_autoencoder
-
     unknown = set(options.config) - set(MODEL_DEFAULTS) - set(LOSS_DEFAULTS) - {"vq_embed_dim", "mid_block_add_attention"}
     if unknown:
         raise ValueError(f"unknown vqgan option(s) {sorted(unknown)}; known: {sorted({**MODEL_DEFAULTS, **LOSS_DEFAULTS})}")
@@ -62,25 +61,17 @@ def train(options: TrainOptions) -> dict[str, Any]:
         start, history = state["step"], state["history"]
         model.quantize.initialised.fill_(True)
 
-    from latentzoo.core.training import batches
-
-    model.train()
-    bar = progress_bar(options.steps, start, options.progress, "vqgan")
-    stream = batches(len(data), options.batch_size, options.seed, start)
-    for step in range(start, options.steps):
-        x = data.images[next(stream)]
-        for group in (*opt_g.param_groups, *opt_d.param_groups):
-            group["lr"] = cosine_lr(step, options.steps, options.lr)
+    def step(i: int, idx: torch.Tensor) -> dict[str, float]:
+        x = data.images[idx]
         rec, vq_loss, stats = model(x)
         rec_loss = (x - rec).abs().mean()
         if perceptual is not None:
             rec_loss = rec_loss + loss_cfg["perceptual_weight"] * perceptual(x, rec).mean()
         loss = rec_loss + vq_loss
-        gan_on = loss_cfg["disc_weight"] > 0 and step >= loss_cfg["disc_start"]
+        gan_on = loss_cfg["disc_weight"] > 0 and i >= loss_cfg["disc_start"]
         if gan_on:
             g_loss = -disc(rec).mean()
-            weight = adaptive_weight(rec_loss, g_loss, model.last_layer) * loss_cfg["disc_weight"]
-            loss = loss + weight * g_loss
+            loss = loss + adaptive_weight(rec_loss, g_loss, model.last_layer) * loss_cfg["disc_weight"] * g_loss
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
@@ -91,14 +82,19 @@ def train(options: TrainOptions) -> dict[str, Any]:
             d_loss.backward()
             opt_d.step()
             logs.update(g=g_loss.item(), d=d_loss.item())
-        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
-        bar.update(1)
-        if (step + 1) % 50 == 0:
-            history.append({"step": step + 1, **logs})
-        if (step + 1) % options.checkpoint_every == 0 or step + 1 == options.steps:
-            ckpt.save(step + 1, {"history": history, "config": cfg, "loss": loss_cfg, "seed": options.seed})
-    bar.close()
+        return logs
 
+    model.train()
+    history = train_loop(
+        options,
+        ckpt,
+        start=start,
+        history=history,
+        num_examples=len(data),
+        step=step,
+        desc="vqgan",
+        state={"config": cfg, "loss": loss_cfg},
+    )
     model.eval()
     metrics = evaluate(model, options.data, cfg)
     return finish_autoencoder(

@@ -1,0 +1,77 @@
+"""Token sampling for autoregressive priors: temperature, top-k, top-p (nucleus), guidance."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from latentzoo.core.errors import LatentzooError
+from latentzoo.core.interfaces import Progress, Sampler
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Mask all but the top-k logits, then all outside the smallest set with mass >= top_p (Holtzman et al. 2020)."""
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+class TokenSampler(Sampler):
+    """Draws a code grid position by position (raster order) from an autoregressive prior."""
+
+    drives: ClassVar[tuple[str, ...]] = ("autoregressive",)
+
+    def __init__(self, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        prior: Any,
+        scheduler: Any,
+        noise: torch.Tensor,
+        *,
+        steps: int,
+        generator: torch.Generator,
+        progress: Progress | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        class_labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        **_: Any,
+    ) -> torch.Tensor:
+        temperature = self.temperature if temperature is None else temperature
+        top_k = self.top_k if top_k is None else top_k
+        top_p = self.top_p if top_p is None else top_p
+        if temperature <= 0:
+            raise LatentzooError(f"temperature must be > 0, not {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise LatentzooError(f"top_p must be in (0, 1], not {top_p}")
+        n = noise.shape[0]
+        labels = prior.null_labels(n) if class_labels is None else class_labels
+        guided = class_labels is not None and guidance != 1.0
+        if guided:  # classifier-free guidance on logits (as in Parti / MUSE): uncond + g * (cond - uncond)
+            labels = torch.cat([labels, prior.null_labels(n)])
+        length = prior.grid_size * prior.grid_size
+        caches: list[dict[str, Any]] = [{} for _ in prior.blocks]
+        codes = torch.empty((n, length), dtype=torch.long)
+        previous = None
+        for i in range(length):
+            logits = prior.next_logits(i, previous, labels, caches)
+            if guided:
+                cond, uncond = logits.chunk(2)
+                logits = uncond + guidance * (cond - uncond)
+            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
+            codes[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            previous = torch.cat([codes[:, i], codes[:, i]]) if guided else codes[:, i]
+            if progress:
+                progress(i + 1, length)
+        return codes.view(n, prior.grid_size, prior.grid_size)

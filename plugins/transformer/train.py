@@ -1,0 +1,126 @@
+"""Train an autoregressive code prior on the codes of a frozen (VQ-GAN or dVAE) encoder.
+
+Cross-entropy on the codes, raster order; with ``num_class_embeds`` the class token is
+dropped to the null token with probability ``label_dropout`` (for classifier-free guidance).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from latentzoo.core.data import load_dataset
+from latentzoo.core.errors import LatentzooError
+from latentzoo.core.training import EMA, Checkpointer, TrainOptions, prepare_run, train_loop, write_fragment
+from latentzoo.core.weights import save_tensors, write_json
+
+from .model import CodeTransformer
+
+MODEL_DEFAULTS: dict[str, Any] = {"d_model": 128, "n_layer": 4, "n_head": 4, "num_class_embeds": None, "dropout": 0.0}
+TRAIN_DEFAULTS: dict[str, Any] = {"label_dropout": 0.1, "ema_decay": 0.999, "weight_decay": 0.01}
+
+
+@torch.inference_mode()
+def encode_codes(encoder: Any, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Code indices (N, h, w): a VQ encoder's nearest codes, or a discrete encoder's output."""
+    out = []
+    for i in range(0, len(images), batch):
+        z = encoder.encode(images[i : i + batch])
+        out.append(z if not z.is_floating_point() else encoder.quantize.indices(z))
+    return torch.cat(out)
+
+
+def train(options: TrainOptions) -> dict[str, Any]:
+    from latentzoo.core.build import Builder
+
+    prepare_run(options)
+    unknown = set(options.config) - set(MODEL_DEFAULTS) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise LatentzooError(
+            f"unknown transformer option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted({**MODEL_DEFAULTS, **TRAIN_DEFAULTS}))}"
+        )
+    encoder_name = options.extra.get("encoder")
+    if not encoder_name:
+        raise LatentzooError("an autoregressive prior models a frozen encoder's codes: pass --encoder (e.g. digits-vqgan)")
+    cfg = {**MODEL_DEFAULTS, **{k: v for k, v in options.config.items() if k in MODEL_DEFAULTS}}
+    train_cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in options.config.items() if k in TRAIN_DEFAULTS}}
+    encoder = Builder.from_registry(options.extra.get("registry_files", ())).component(encoder_name, "encoder")
+    space = encoder.latent_space
+    if not space.codebook_size:
+        raise LatentzooError(f"{encoder_name} has no codebook ({space.describe()}); an autoregressive prior needs a VQ or discrete encoder")
+    data = load_dataset(options.data, split="train", size=int(encoder.sample_size), channels=encoder.image_channels)
+    codes = encode_codes(encoder, data.images)
+    cfg.update(codebook_size=space.codebook_size, grid_size=codes.shape[-1])
+    flat = codes.flatten(1)
+    if cfg["num_class_embeds"] and data.labels is None:
+        raise LatentzooError(f"num_class_embeds needs a labelled dataset; {options.data} has no labels")
+
+    torch.manual_seed(options.seed)
+    model = CodeTransformer(**cfg)
+    ema = EMA(model, train_cfg["ema_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=train_cfg["weight_decay"], betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(options.seed)
+    ckpt = Checkpointer(options, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
+    start, history = 0, []
+    if options.resume:
+        state = ckpt.restore()
+        start, history = state["step"], state["history"]
+
+    def step(i: int, idx: torch.Tensor) -> dict[str, float]:
+        target = flat[idx]
+        labels = None
+        if cfg["num_class_embeds"]:
+            labels = data.labels[idx].clone()
+            labels[torch.rand(len(idx), generator=gen) < train_cfg["label_dropout"]] = cfg["num_class_embeds"] - 1
+        loss = F.cross_entropy(model(target, labels).reshape(-1, cfg["codebook_size"]), target.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.update(model, i)
+        return {"ce": loss.item()}
+
+    model.train()
+    history = train_loop(
+        options, ckpt, start=start, history=history, num_examples=len(flat), step=step, desc="transformer", state={"config": cfg}
+    )
+    held_ce = evaluate(ema.model, encoder, options.data, cfg)
+    sha = save_tensors(options.out / "model.safetensors", ema.model.state_dict(), metadata={"family": "transformer"})
+    prior_space = space.as_discrete() if space.kind == "continuous" else space
+    entry = {
+        "family": "transformer",
+        "class": "transformer.prior",
+        "roles": ["prior"],
+        "config": cfg,
+        "weights": {"path": "model.safetensors", "sha256": sha},
+        "latent_space": prior_space.to_dict(),
+        "license": "MIT",
+        "description": f"Autoregressive code transformer over the codes of {encoder_name} on {data.name}",
+        "metrics": {"held_out_nll_bits_per_code": held_ce},
+        "training": {
+            "data": options.data,
+            "encoder": encoder_name,
+            "steps": options.steps,
+            "batch_size": options.batch_size,
+            "lr": options.lr,
+            "seed": options.seed,
+        },
+    }
+    write_json(options.out / "config.json", cfg)
+    write_json(options.out / "metrics.json", {"metrics": entry["metrics"], "history": history})
+    write_fragment(options.out, options.name or f"prior-{options.out.name}", entry)
+    return entry
+
+
+@torch.inference_mode()
+def evaluate(model: CodeTransformer, encoder: Any, data_name: str, cfg: dict[str, Any]) -> float | None:
+    """Held-out negative log-likelihood in bits per code (unconditional)."""
+    try:
+        held = load_dataset(data_name, split="test", size=int(encoder.sample_size), channels=encoder.image_channels)
+    except LatentzooError:
+        return None
+    target = encode_codes(encoder, held.images).flatten(1)
+    ce = F.cross_entropy(model.eval()(target).reshape(-1, cfg["codebook_size"]), target.reshape(-1))
+    return round(float(ce) / float(torch.log(torch.tensor(2.0))), 4)

@@ -1,0 +1,37 @@
+"""KL-VAE family: Gaussian-posterior autoencoder, its analytic N(0, I) prior and sampler."""
+
+from __future__ import annotations
+
+from latentzoo.core.hookspecs import hookimpl
+
+LATENTZOO_PLUGIN_API = 1
+
+
+@hookimpl
+def latentzoo_components() -> list[dict]:
+    return [
+        {
+            "name": "vae.autoencoder",
+            "roles": ["encoder", "decoder"],
+            "family": "vae",
+            "target": "latentzoo.plugins.vae.model:KLAutoencoder",
+            "trainer": "latentzoo.plugins.vae.train:train",
+            "description": "KL-regularised autoencoder (diffusers AutoencoderKL layout); encode gives the posterior mean or a sample",
+        },
+        {
+            "name": "vae.gaussian",
+            "roles": ["prior"],
+            "kind": "analytic",
+            "family": "vae",
+            "target": "latentzoo.plugins.vae.model:GaussianPrior",
+            "description": "Analytic N(0, I) prior over a latent grid",
+        },
+        {
+            "name": "vae.analytic",
+            "roles": ["sampler"],
+            "drives": ["analytic"],
+            "family": "vae",
+            "target": "latentzoo.plugins.vae.model:AnalyticSampler",
+            "description": "Closed-form sampling from an analytic prior (temperature-scaled)",
+        },
+    ]
