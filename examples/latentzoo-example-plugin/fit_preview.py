@@ -3,7 +3,7 @@
     python fit_preview.py                       # fit to digits-vqgan on the digits training split
     python fit_preview.py --autoencoder NAME --registry my.yaml
 
-Least squares (with a small ridge term) from each 3x3 latent neighbourhood to the
+Least squares (with a small ridge term) from each 5x5 latent neighbourhood to the
 factor x factor pixels the real decoder draws there. The latent space the preview accepts
 is copied from the autoencoder's registry entry (never typed by hand), without scaling:
 the preview, like the autoencoder's decoder, takes raw latents.
@@ -100,7 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--autoencoder", default="digits-vqgan", help="registry name of the autoencoder to preview")
     parser.add_argument("--registry", action="append", default=[], help="extra registry file (repeatable)")
-    parser.add_argument("--kernel", type=int, default=3, help="latent neighbourhood (odd)")
+    parser.add_argument("--kernel", type=int, default=5, help="latent neighbourhood (odd)")
     parser.add_argument("--ridge", type=float, default=1e-4, help="ridge term, relative to the number of rows")
     args = parser.parse_args()
     print(fit(args.autoencoder, args.registry, args.kernel, args.ridge))

@@ -68,8 +68,8 @@ def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], progr
     for i in range(n):
         d = to_d(x, sigmas[i], model(x, sigmas[i]))
         dt = sigmas[i + 1] - sigmas[i]
-        x_next = x + d * dt  # algorithm 1, line 5: Euler predictor
-        if sigmas[i + 1] != 0:  # line 6-8: trapezoidal correction with the slope at the predicted point
+        x_next = x + d * dt  # algorithm 1, line 4: Euler predictor
+        if sigmas[i + 1] != 0:  # lines 5-7: trapezoidal correction with the slope at the predicted point
             d_next = to_d(x_next, sigmas[i + 1], model(x_next, sigmas[i + 1]))
             x_next = x + (d + d_next) * (dt / 2)
         x = x_next
@@ -81,7 +81,7 @@ def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], progr
 def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], progress: Progress | None = None) -> torch.Tensor:
     """DPM-Solver++(2M), multistep 2nd order in the data prediction (Lu et al. 2022, "DPM-Solver++", algorithm 2).
 
-    With lambda = -log sigma and h_i = lambda_{i+1} - lambda_i (eq. 9 in the VE form, alpha = 1):
+    In the VE form (alpha = 1), with lambda = -log sigma and h_i = lambda_{i+1} - lambda_i:
     x_{i+1} = (sigma_{i+1} / sigma_i) x_i - (e^{-h_i} - 1) D_i, where D_i is the model's x0 at the
     first step and at the final step to sigma = 0 (first order), otherwise
     (1 + 1 / (2 r_i)) x0_i - 1 / (2 r_i) x0_{i-1} with r_i = h_{i-1} / h_i. One model evaluation per step.

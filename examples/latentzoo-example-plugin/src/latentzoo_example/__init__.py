@@ -32,7 +32,7 @@ def latentzoo_components() -> list[dict[str, Any]]:
             "roles": ["decoder"],
             "family": "example",
             "target": "latentzoo_example.preview:LatentPreviewDecoder",
-            "description": "Approximate latent previewer: one 3x3 linear map per latent position, then pixel shuffle",
+            "description": "Approximate latent previewer: one linear map per latent neighbourhood, then pixel shuffle",
         },
     ]
 

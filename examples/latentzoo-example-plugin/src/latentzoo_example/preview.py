@@ -1,9 +1,9 @@
 """A latent previewer: an approximate decoder that costs almost nothing.
 
 Like the approximate previews Stable Diffusion front ends draw while sampling (a fixed
-linear map from each latent vector to a colour), but spatial: one 3x3 convolution maps
+linear map from each latent vector to a colour), but spatial: one 5x5 convolution maps
 the latents to factor^2 pixels per latent position, and a pixel shuffle puts them in
-place. Its few hundred weights are fitted by least squares to the real decoder's output
+place. Its ~1,200 weights are fitted by least squares to the real decoder's output
 (``fit_preview.py`` in this project), so the decoder accepts exactly the latent space of
 the autoencoder it was fitted to, and says so in its registry entry.
 """
@@ -22,7 +22,7 @@ from latentzoo.core.interfaces import Decoder
 class LatentPreviewDecoder(nn.Module, Decoder):
     """Continuous latents (B, latent_channels, h, w) -> images (B, image_channels, h * factor, w * factor)."""
 
-    def __init__(self, *, latent_channels: int, factor: int, image_channels: int = 1, kernel_size: int = 3) -> None:
+    def __init__(self, *, latent_channels: int, factor: int, image_channels: int = 1, kernel_size: int = 5) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise LatentzooError(f"kernel_size must be odd, not {kernel_size}")

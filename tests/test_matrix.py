@@ -1,0 +1,58 @@
+"""Every shipped prior x decoder x sampler either composes and samples, or is refused by
+the contract with a message naming both parts. Nothing in between."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from latentzoo.core.build import Builder
+from latentzoo.core.compose import PipelineSpec, check_spec
+from latentzoo.core.errors import ContractError
+from latentzoo.core.registry import Registry
+
+REGISTRY = Registry.load()
+BUILTIN = [e for e in REGISTRY.entries.values() if e.layer == "builtin"]
+PRIORS = sorted(e.name for e in BUILTIN if "prior" in e.roles)
+DECODERS = sorted(e.name for e in BUILTIN if "decoder" in e.roles)
+SAMPLERS = sorted(e.name for e in BUILTIN if "sampler" in e.roles)
+SCHEDULER = "scaled-linear"
+
+
+@pytest.fixture(scope="module")
+def builder() -> Builder:
+    torch.set_num_threads(1)
+    return Builder(REGISTRY)
+
+
+def test_the_matrix_is_not_trivial():
+    assert len(PRIORS) >= 2 and len(DECODERS) >= 2 and len(SAMPLERS) >= 3
+
+
+@pytest.mark.parametrize(("prior", "decoder"), list(itertools.product(PRIORS, DECODERS)))
+def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
+    outcomes = {}
+    for sampler in SAMPLERS:
+        spec = PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=SCHEDULER, name=f"{prior}+{decoder}+{sampler}")
+        try:
+            check_spec(REGISTRY, spec)
+        except ContractError as exc:
+            message = str(exc)
+            assert "\n" not in message
+            names_both = prior in message and decoder in message
+            names_sampler = sampler in message and prior in message and "drives" in message
+            assert names_both or names_sampler, message
+            outcomes[sampler] = "refused"
+            continue
+        pipe = builder.pipeline(spec)
+        images = pipe.sample(2, seed=0, steps=2)
+        assert images.shape[0] == 2 and images.shape[1] == pipe.decoder.image_channels
+        assert torch.isfinite(images).all() and images.abs().max() <= 1.0
+        outcomes[sampler] = "sampled"
+    # A pair whose spaces fit is usable with at least one sampler; a misfit is refused by every one.
+    assert set(outcomes.values()) <= {"sampled", "refused"}
+    refusals_for_space = {s for s, o in outcomes.items() if o == "refused"}
+    if len(refusals_for_space) < len(SAMPLERS):
+        assert "sampled" in outcomes.values()
