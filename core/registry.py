@@ -179,6 +179,8 @@ def parse_file(path: Path, layer: str) -> list[Entry]:
                     LatentSpace.from_dict(body["latent_space"])
                 except Exception as exc:
                     raise fail((section, name, "latent_space"), str(exc)) from exc
+            if any(e.name == str(name) for e in entries):
+                raise fail((section, name), "this name is already used in this file; components and pipelines share one namespace")
             entries.append(Entry(str(name), section, body, Path(path).resolve(), lines.get((section, name), 1), layer))
     return entries
 

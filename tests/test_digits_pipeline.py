@@ -165,7 +165,7 @@ def test_unwritable_output_leaves_nothing(cli, tmp_path):
     blocker.write_text("not a directory")
     cli("sample", "digits", "-n", "2", "-o", str(blocker / "out.png"), *FAST).assert_one_line_error("cannot write")
     cli("sample", "digits", "-n", "2", "-o", "/proc/latentzoo.png", *FAST).assert_one_line_error("cannot write")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "config", "file"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "cwd", "file"]
 
 
 def _registry_with_weights(tmp_path: Path, weights: Path) -> Path:
