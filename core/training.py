@@ -190,43 +190,65 @@ def write_fragment(out: Path, name: str, entry: dict[str, Any]) -> Path:
     return write_bytes(out / "registry.yaml", text.encode())
 
 
-def finish_autoencoder(
+def finish_run(
     options: TrainOptions,
-    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
     *,
     family: str,
     component_class: str,
+    roles: list[str],
     config: dict[str, Any],
+    latent_space: dict[str, Any] | Callable[[str], dict[str, Any]],
     metrics: dict[str, Any],
     history: list[dict[str, Any]],
-    identity: Any,
     description: str,
+    encoder: str | None = None,
 ) -> dict[str, Any]:
-    """Write model.safetensors, config.json, metrics.json and registry.yaml for an autoencoder."""
-    sha = save_tensors(options.out / "model.safetensors", model.state_dict(), metadata={"family": family})
-    space = {**model.shape_fields(), "autoencoder": identity(sha)}
+    """Write model.safetensors, config.json, metrics.json and registry.yaml; return the entry.
+
+    ``latent_space`` may be a function of the weights' sha256 (an autoencoder's identity).
+    """
+    sha = save_tensors(options.out / "model.safetensors", state_dict, metadata={"family": family})
+    training = {"data": options.data, "steps": options.steps, "batch_size": options.batch_size, "lr": options.lr, "seed": options.seed}
+    if encoder:
+        training["encoder"] = encoder
     entry = {
         "family": family,
         "class": component_class,
-        "roles": ["encoder", "decoder"],
+        "roles": roles,
         "config": config,
         "weights": {"path": "model.safetensors", "sha256": sha},
-        "latent_space": space,
+        "latent_space": latent_space(sha) if callable(latent_space) else latent_space,
         "license": "MIT",
         "description": description,
         "metrics": metrics,
-        "training": {
-            "data": options.data,
-            "steps": options.steps,
-            "batch_size": options.batch_size,
-            "lr": options.lr,
-            "seed": options.seed,
-        },
+        "training": training,
     }
     write_json(options.out / "config.json", config)
     write_json(options.out / "metrics.json", {"metrics": metrics, "history": history})
     write_fragment(options.out, options.name or f"{family}-{Path(options.out).name}", entry)
     return entry
+
+
+def finish_autoencoder(options: TrainOptions, model: nn.Module, *, identity: Callable[[str], str], **fields: Any) -> dict[str, Any]:
+    """finish_run for an autoencoder: it defines its own latent space, named by its weights."""
+    return finish_run(
+        options,
+        model.state_dict(),
+        roles=["encoder", "decoder"],
+        latent_space=lambda sha: {**model.shape_fields(), "autoencoder": identity(sha)},
+        **fields,
+    )
+
+
+def held_out_split(data_name: str, size: int, channels: int):
+    """The held-out split of a named dataset; a folder has none, so all of it."""
+    from .data import load_dataset
+
+    try:
+        return load_dataset(data_name, split="test", size=size, channels=channels)
+    except LatentzooError:
+        return load_dataset(data_name, size=size, channels=channels)
 
 
 def train_loop(

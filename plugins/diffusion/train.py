@@ -15,8 +15,7 @@ import torch.nn.functional as F
 
 from latentzoo.core.data import load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, Checkpointer, TrainOptions, prepare_run, train_loop, write_fragment
-from latentzoo.core.weights import save_tensors, write_json
+from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, train_loop
 
 from .schedulers import NoiseScheduler
 from .unet import UNetPrior
@@ -129,7 +128,6 @@ def train(options: TrainOptions) -> dict[str, Any]:
         options, ckpt, start=start, history=history, num_examples=len(x_data), step=step, desc="diffusion", state={"config": model_cfg}
     )
 
-    sha = save_tensors(options.out / "model.safetensors", ema.model.state_dict(), metadata={"family": "diffusion"})
     if space is not None:
         latent_space = space.with_scaling(scaling_factor, shift).to_dict()
     else:
@@ -142,26 +140,18 @@ def train(options: TrainOptions) -> dict[str, Any]:
             "shift": shift,
         }
     final = sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:]))
-    entry = {
-        "family": "diffusion",
-        "class": "diffusion.unet",
-        "roles": ["prior"],
-        "config": model_cfg,
-        "weights": {"path": "model.safetensors", "sha256": sha},
-        "latent_space": latent_space,
-        "license": "MIT",
-        "description": f"UNet denoiser ({model_cfg['prediction_type']}) on {'latents of ' + encoder_name if encoder_name else 'pixels'} of {data.name}",
-        "metrics": {"final_loss": round(final, 5)},
-        "training": {
-            "data": options.data,
-            "encoder": encoder_name,
-            "steps": options.steps,
-            "batch_size": options.batch_size,
-            "lr": options.lr,
-            "seed": options.seed,
-        },
-    }
-    write_json(options.out / "config.json", model_cfg)
-    write_json(options.out / "metrics.json", {"metrics": entry["metrics"], "history": history})
-    write_fragment(options.out, options.name or f"prior-{options.out.name}", entry)
+    source = f"latents of {encoder_name}" if encoder_name else "pixels"
+    entry = finish_run(
+        options,
+        ema.model.state_dict(),
+        family="diffusion",
+        component_class="diffusion.unet",
+        roles=["prior"],
+        config=model_cfg,
+        latent_space=latent_space,
+        metrics={"final_loss": round(final, 5)},
+        history=history,
+        description=f"UNet denoiser ({model_cfg['prediction_type']}) on {source} of {data.name}",
+        encoder=encoder_name,
+    )
     return entry

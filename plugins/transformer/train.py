@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from latentzoo.core.data import load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, Checkpointer, TrainOptions, prepare_run, train_loop, write_fragment
-from latentzoo.core.weights import save_tensors, write_json
+from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, train_loop
 
 from .model import CodeTransformer
 
@@ -87,30 +86,20 @@ def train(options: TrainOptions) -> dict[str, Any]:
         options, ckpt, start=start, history=history, num_examples=len(flat), step=step, desc="transformer", state={"config": cfg}
     )
     held_ce = evaluate(ema.model, encoder, options.data, cfg)
-    sha = save_tensors(options.out / "model.safetensors", ema.model.state_dict(), metadata={"family": "transformer"})
     prior_space = space.as_discrete() if space.kind == "continuous" else space
-    entry = {
-        "family": "transformer",
-        "class": "transformer.prior",
-        "roles": ["prior"],
-        "config": cfg,
-        "weights": {"path": "model.safetensors", "sha256": sha},
-        "latent_space": prior_space.to_dict(),
-        "license": "MIT",
-        "description": f"Autoregressive code transformer over the codes of {encoder_name} on {data.name}",
-        "metrics": {"held_out_nll_bits_per_code": held_ce},
-        "training": {
-            "data": options.data,
-            "encoder": encoder_name,
-            "steps": options.steps,
-            "batch_size": options.batch_size,
-            "lr": options.lr,
-            "seed": options.seed,
-        },
-    }
-    write_json(options.out / "config.json", cfg)
-    write_json(options.out / "metrics.json", {"metrics": entry["metrics"], "history": history})
-    write_fragment(options.out, options.name or f"prior-{options.out.name}", entry)
+    entry = finish_run(
+        options,
+        ema.model.state_dict(),
+        family="transformer",
+        component_class="transformer.prior",
+        roles=["prior"],
+        config=cfg,
+        latent_space=prior_space.to_dict(),
+        metrics={"held_out_nll_bits_per_code": held_ce},
+        history=history,
+        description=f"Autoregressive code transformer over the codes of {encoder_name} on {data.name}",
+        encoder=encoder_name,
+    )
     return entry
 
 

@@ -14,7 +14,7 @@ import torch
 from latentzoo.core.data import load_dataset
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.metrics import psnr
-from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, prepare_run, train_loop
+from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, train_loop
 from latentzoo.core.weights import space_identity
 
 from .model import KLAutoencoder
@@ -84,10 +84,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
 @torch.inference_mode()
 def evaluate(model: KLAutoencoder, data_name: str, cfg: dict[str, Any]) -> dict[str, float]:
     """Held-out PSNR of posterior-mean reconstructions and the mean KL per image (nats)."""
-    try:
-        held = load_dataset(data_name, split="test", size=cfg["sample_size"], channels=cfg["in_channels"])
-    except LatentzooError:
-        held = load_dataset(data_name, size=cfg["sample_size"], channels=cfg["in_channels"])
+    held = held_out_split(data_name, cfg["sample_size"], cfg["in_channels"])
     mean, logvar = model.posterior(held.images)
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
     rec = model.decode(mean).clamp(-1, 1)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
 from latentzoo.core.registry import import_target
-from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, prepare_run, train_loop
+from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, train_loop
 from latentzoo.core.weights import space_identity
 
 from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
@@ -113,10 +113,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
 @torch.inference_mode()
 def evaluate(model: VQAutoencoder, data_name: str, cfg: dict[str, Any]) -> dict[str, float]:
     """Held-out reconstruction PSNR (dB, images in [0, 1]), codebook usage and perplexity."""
-    try:
-        held = load_dataset(data_name, split="test", size=cfg["sample_size"], channels=cfg["in_channels"])
-    except Exception:  # a folder has no held-out split: evaluate on what was trained
-        held = load_dataset(data_name, size=cfg["sample_size"], channels=cfg["in_channels"])
+    held = held_out_split(data_name, cfg["sample_size"], cfg["in_channels"])
     x = held.images
     idx = model.quantize.indices(model.encode(x))
     rec = model.decode(idx).clamp(-1, 1)
