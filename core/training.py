@@ -130,6 +130,13 @@ class Checkpointer:
         save_tensors(self.path, tensors)
         write_json(self.out / "state.json", {**state, "step": step, "optimizers": opt_meta, "options": self.options})
 
+    def start(self, resume: bool) -> tuple[int, list[dict[str, Any]]]:
+        """(first step, loss history): (0, []) for a new run, the checkpoint's with --resume."""
+        if not resume:
+            return 0, []
+        state = self.restore()
+        return state["step"], state["history"]
+
     def restore(self) -> dict[str, Any]:
         state_file = self.out / "state.json"
         if not (self.path.is_file() and state_file.is_file()):
@@ -144,6 +151,18 @@ class Checkpointer:
         torch.set_rng_state(tensors["rng.torch"])
         self.generator.set_state(tensors["rng.generator"])
         return state
+
+
+def split_options(family: str, config: dict[str, Any], *groups: dict[str, Any], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Each group of defaults overridden by ``config``; ``extra`` keys (optional, no default)
+    go to the first group. An unknown key is an error naming the known ones."""
+    known = set().union(*groups, extra)
+    unknown = set(config) - known
+    if unknown:
+        raise LatentzooError(f"unknown {family} option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    out = [{**group, **{k: v for k, v in config.items() if k in group}} for group in groups]
+    out[0].update({k: v for k, v in config.items() if k in extra})
+    return out
 
 
 def prepare_run(options: TrainOptions) -> None:

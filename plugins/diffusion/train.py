@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from latentzoo.core.data import load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, train_loop
+from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, split_options, train_loop
 
 from .schedulers import NoiseScheduler
 from .unet import UNetPrior
@@ -35,18 +35,15 @@ SCHEDULE_DEFAULTS: dict[str, Any] = {"beta_schedule": "scaled_linear", "beta_sta
 TRAIN_DEFAULTS: dict[str, Any] = {"ema_decay": 0.999, "label_dropout": 0.1, "image_size": 32, "image_channels": 1}
 
 
-def _split(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    known = set(MODEL_DEFAULTS) | set(SCHEDULE_DEFAULTS) | set(TRAIN_DEFAULTS) | {"dropout", "sample_size", "in_channels", "out_channels"}
-    unknown = set(config) - known
-    if unknown:
-        raise LatentzooError(f"unknown diffusion option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    model = {
-        **MODEL_DEFAULTS,
-        **{k: v for k, v in config.items() if k in MODEL_DEFAULTS or k in ("dropout", "sample_size", "in_channels", "out_channels")},
-    }
-    schedule = {**SCHEDULE_DEFAULTS, **{k: v for k, v in config.items() if k in SCHEDULE_DEFAULTS}}
-    train = {**TRAIN_DEFAULTS, **{k: v for k, v in config.items() if k in TRAIN_DEFAULTS}}
-    return model, schedule, train
+def _split(config: dict[str, Any]) -> list[dict[str, Any]]:
+    return split_options(
+        "diffusion",
+        config,
+        MODEL_DEFAULTS,
+        SCHEDULE_DEFAULTS,
+        TRAIN_DEFAULTS,
+        extra=("dropout", "sample_size", "in_channels", "out_channels"),
+    )
 
 
 def training_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -97,10 +94,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(options.seed)
     ckpt = Checkpointer(options, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
-    start, history = 0, []
-    if options.resume:
-        state = ckpt.restore()
-        start, history = state["step"], state["history"]
+    start, history = ckpt.start(options.resume)
 
     T = model_cfg["num_train_timesteps"]
 

@@ -12,9 +12,8 @@ from typing import Any
 import torch
 
 from latentzoo.core.data import load_dataset
-from latentzoo.core.errors import LatentzooError
 from latentzoo.core.metrics import psnr
-from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, train_loop
+from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, split_options, train_loop
 from latentzoo.core.weights import space_identity
 
 from .model import DiscreteVAE
@@ -34,13 +33,7 @@ LOSS_DEFAULTS: dict[str, Any] = {"tau_start": 1.0, "tau_end": 0.0625, "kl_weight
 
 def train(options: TrainOptions) -> dict[str, Any]:
     prepare_run(options)
-    unknown = set(options.config) - set(MODEL_DEFAULTS) - set(LOSS_DEFAULTS) - {"mid_block_add_attention"}
-    if unknown:
-        raise LatentzooError(
-            f"unknown dvae option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted({**MODEL_DEFAULTS, **LOSS_DEFAULTS}))}"
-        )
-    cfg = {**MODEL_DEFAULTS, **{k: v for k, v in options.config.items() if k not in LOSS_DEFAULTS}}
-    loss_cfg = {**LOSS_DEFAULTS, **{k: v for k, v in options.config.items() if k in LOSS_DEFAULTS}}
+    cfg, loss_cfg = split_options("dvae", options.config, MODEL_DEFAULTS, LOSS_DEFAULTS, extra=("mid_block_add_attention",))
     data = load_dataset(options.data, split="train", size=cfg["sample_size"], channels=cfg["in_channels"])
 
     torch.manual_seed(options.seed)
@@ -48,10 +41,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     opt = torch.optim.Adam(model.parameters(), lr=options.lr)
     gen = torch.Generator().manual_seed(options.seed)
     ckpt = Checkpointer(options, {"model": model}, {"opt": opt}, gen)
-    start, history = 0, []
-    if options.resume:
-        state = ckpt.restore()
-        start, history = state["step"], state["history"]
+    start, history = ckpt.start(options.resume)
 
     def step(i: int, idx: torch.Tensor) -> dict[str, float]:
         progress = i / max(1, options.steps - 1)

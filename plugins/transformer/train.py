@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from latentzoo.core.data import load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, train_loop
+from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, split_options, train_loop
 
 from .model import CodeTransformer
 
@@ -35,16 +35,10 @@ def train(options: TrainOptions) -> dict[str, Any]:
     from latentzoo.core.build import Builder
 
     prepare_run(options)
-    unknown = set(options.config) - set(MODEL_DEFAULTS) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise LatentzooError(
-            f"unknown transformer option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted({**MODEL_DEFAULTS, **TRAIN_DEFAULTS}))}"
-        )
     encoder_name = options.extra.get("encoder")
     if not encoder_name:
         raise LatentzooError("an autoregressive prior models a frozen encoder's codes: pass --encoder (e.g. digits-vqgan)")
-    cfg = {**MODEL_DEFAULTS, **{k: v for k, v in options.config.items() if k in MODEL_DEFAULTS}}
-    train_cfg = {**TRAIN_DEFAULTS, **{k: v for k, v in options.config.items() if k in TRAIN_DEFAULTS}}
+    cfg, train_cfg = split_options("transformer", options.config, MODEL_DEFAULTS, TRAIN_DEFAULTS)
     encoder = Builder.from_registry(options.extra.get("registry_files", ())).component(encoder_name, "encoder")
     space = encoder.latent_space
     if not space.codebook_size:
@@ -62,10 +56,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=train_cfg["weight_decay"], betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(options.seed)
     ckpt = Checkpointer(options, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
-    start, history = 0, []
-    if options.resume:
-        state = ckpt.restore()
-        start, history = state["step"], state["history"]
+    start, history = ckpt.start(options.resume)
 
     def step(i: int, idx: torch.Tensor) -> dict[str, float]:
         target = flat[idx]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
 from latentzoo.core.registry import import_target
-from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, train_loop
+from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, split_options, train_loop
 from latentzoo.core.weights import space_identity
 
 from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
@@ -39,11 +39,7 @@ LOSS_DEFAULTS: dict[str, Any] = {"disc_start": 1000, "disc_weight": 0.5, "disc_w
 
 def train(options: TrainOptions) -> dict[str, Any]:
     """Train and write the run directory; return the registry entry of the result."""
-    unknown = set(options.config) - set(MODEL_DEFAULTS) - set(LOSS_DEFAULTS) - {"vq_embed_dim", "mid_block_add_attention"}
-    if unknown:
-        raise ValueError(f"unknown vqgan option(s) {sorted(unknown)}; known: {sorted({**MODEL_DEFAULTS, **LOSS_DEFAULTS})}")
-    cfg = {**MODEL_DEFAULTS, **{k: v for k, v in options.config.items() if k not in LOSS_DEFAULTS}}
-    loss_cfg = {**LOSS_DEFAULTS, **{k: v for k, v in options.config.items() if k in LOSS_DEFAULTS}}
+    cfg, loss_cfg = split_options("vqgan", options.config, MODEL_DEFAULTS, LOSS_DEFAULTS, extra=("vq_embed_dim", "mid_block_add_attention"))
     prepare_run(options)
     data = load_dataset(options.data, split="train", size=cfg["sample_size"], channels=cfg["in_channels"])
 
@@ -55,11 +51,9 @@ def train(options: TrainOptions) -> dict[str, Any]:
     opt_d = torch.optim.Adam(disc.parameters(), lr=options.lr, betas=(0.5, 0.9))
     generator = torch.Generator().manual_seed(options.seed)
     ckpt = Checkpointer(options, {"model": model, "disc": disc}, {"g": opt_g, "d": opt_d}, generator)
-    start, history = 0, []
-    if options.resume:
-        state = ckpt.restore()
-        start, history = state["step"], state["history"]
-        model.quantize.initialised.fill_(True)
+    start, history = ckpt.start(options.resume)
+    if start:
+        model.quantize.initialised.fill_(True)  # the codebook comes from the checkpoint: no data init
 
     def step(i: int, idx: torch.Tensor) -> dict[str, float]:
         x = data.images[idx]
