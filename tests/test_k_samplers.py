@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from unets import tiny_unet
 
 from latentzoo.core.errors import LatentzooError
 from latentzoo.plugins.diffusion.k_samplers import (
@@ -45,23 +46,6 @@ def noise(seed: int = 123, shape: tuple[int, ...] = SHAPE, dtype: torch.dtype = 
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def tiny_unet(seed: int = 0, **kw) -> UNetPrior:
-    torch.manual_seed(seed)
-    cfg = dict(
-        sample_size=4,
-        in_channels=2,
-        out_channels=2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=8,
-        norm_num_groups=4,
-    )
-    cfg.update(kw)
-    return UNetPrior(**cfg).eval()
 
 
 @pytest.fixture(scope="module", autouse=True)

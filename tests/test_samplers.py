@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from unets import tiny_unet
 
 from latentzoo.core.errors import LatentzooError
 from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler, dynamic_threshold, split_prediction
@@ -18,23 +19,6 @@ SCHEDULES = {
     "scaled_linear": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
     "cosine": dict(beta_schedule="squaredcos_cap_v2"),
 }
-
-
-def tiny_unet(seed: int = 0, **kw) -> UNetPrior:
-    torch.manual_seed(seed)
-    cfg = dict(
-        sample_size=4,
-        in_channels=2,
-        out_channels=2,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=8,
-        norm_num_groups=4,
-    )
-    cfg.update(kw)
-    return UNetPrior(**cfg).eval()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -186,7 +186,7 @@ class SigmaSampler(DenoiserSampler):
             raise LatentzooError(f"the {self.name} sampler needs a diffusion noise scheduler (e.g. --scheduler scaled-linear)")
         sched = self.check(prior, scheduler)
         sigmas = self.sigmas(sched, steps, sigma_schedule)
-        labels = self.labels(class_labels, prior, noise.shape[0])
+        labels, guidance = self.conditioning(class_labels, guidance, prior, noise.shape[0])
         model = PriorDenoiser(self, prior, SigmaGrid.from_scheduler(sched), sigmas, noise.device, labels, guidance)
         x = noise * math.sqrt(sigmas[0] ** 2 + 1)  # x_T: see the module doc
         return type(self).solver(model, x, sigmas, progress)

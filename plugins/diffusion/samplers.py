@@ -96,10 +96,16 @@ class DenoiserSampler(Sampler):
         return scheduler
 
     @staticmethod
-    def labels(class_labels: torch.Tensor | None, prior: Any, batch: int) -> torch.Tensor | None:
-        if prior.num_classes and class_labels is None:
-            return torch.full((batch,), prior.num_classes - 1, dtype=torch.long)  # the null class
-        return class_labels
+    def conditioning(class_labels: torch.Tensor | None, guidance: float, prior: Any, batch: int) -> tuple[torch.Tensor | None, float]:
+        """Labels for the prior and the guidance scale to apply.
+
+        Without class labels a conditional prior gets the null class, and guidance is
+        dropped: guiding the null class towards itself would double every model call.
+        """
+        if class_labels is None:
+            null = torch.full((batch,), prior.num_classes - 1, dtype=torch.long) if prior.num_classes else None
+            return null, 1.0
+        return class_labels, guidance
 
 
 class DDIMSampler(DenoiserSampler):
@@ -128,7 +134,7 @@ class DDIMSampler(DenoiserSampler):
         eta = self.eta if eta is None else eta
         if eta < 0:
             raise LatentzooError(f"eta must be >= 0, not {eta}")
-        labels = self.labels(class_labels, prior, noise.shape[0])
+        labels, guidance = self.conditioning(class_labels, guidance, prior, noise.shape[0])
         plan = []
         for t, t_prev in sched.pairs(steps):
             a, a_prev = sched.alpha_bar(t), sched.alpha_bar(t_prev)
@@ -162,7 +168,7 @@ class DDIMSampler(DenoiserSampler):
         first-order approximation; exact as steps grow.
         """
         sched = self.check(prior, scheduler)
-        labels = self.labels(class_labels, prior, latents.shape[0])
+        labels, _ = self.conditioning(class_labels, 1.0, prior, latents.shape[0])
         pairs = list(reversed(sched.pairs(steps)))  # (t, t_prev) from the clean end upwards
         x = latents.clone()
         for i, (t, t_prev) in enumerate(pairs):
@@ -203,7 +209,7 @@ class DDPMSampler(DenoiserSampler):
         **_: Any,
     ) -> torch.Tensor:
         sched = self.check(prior, scheduler)
-        labels = self.labels(class_labels, prior, noise.shape[0])
+        labels, guidance = self.conditioning(class_labels, guidance, prior, noise.shape[0])
         plan = []
         for t, t_prev in sched.pairs(steps):
             a, a_prev = sched.alpha_bar(t), sched.alpha_bar(t_prev)
