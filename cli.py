@@ -532,6 +532,13 @@ def decode(ctx: click.Context, name: str, latents: str, output: str, allow_misma
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="YAML file of model / loss options.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="One option (YAML value), e.g. --set disc_start=500.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cpu or cuda.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16: autocast to bfloat16.")
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step (of each process's share).")
+@click.option(
+    "--clip-grad", type=float, help="Clip the gradient norm to this (0: off). Default: the family's (1.0 for priors, off for autoencoders)."
+)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes per training process.")
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def train(
@@ -549,12 +556,22 @@ def train(
     resume: bool,
     config_file: str | None,
     overrides: tuple[str, ...],
+    device: str,
+    precision: str,
+    grad_accum: int,
+    clip_grad: float | None,
+    workers: int,
     no_progress: bool,
 ) -> None:
-    """Train a FAMILY's component (vqgan autoencoder; diffusion prior, with --encoder for latent diffusion).
+    """Train a FAMILY's component (vqgan, vae, dvae autoencoders; diffusion or transformer
+    prior, with --encoder for a prior over a frozen encoder's latents).
 
     Writes OUT/model.safetensors, config.json, metrics.json, checkpoints, and
     OUT/registry.yaml naming the result (use it with --registry).
+
+    \b
+    Data-parallel on N processes or GPUs, unchanged (--batch-size is the global batch):
+      torchrun --nproc-per-node 2 -m latentzoo train vae -o runs/vae
     """
     import yaml
 
@@ -565,8 +582,10 @@ def train(
     trainers = {d["family"]: d["trainer"] for d in get_manager().components().values() if d.get("trainer")}
     if family not in trainers:
         raise LatentzooError(f"no trainer for family {family!r}; trainable families: {', '.join(sorted(trainers)) or 'none'}")
-    if steps < 1 or batch_size < 1 or checkpoint_every < 1:
-        raise LatentzooError("--steps, --batch-size and --checkpoint-every must be positive")
+    if steps < 1 or batch_size < 1 or checkpoint_every < 1 or grad_accum < 1:
+        raise LatentzooError("--steps, --batch-size, --checkpoint-every and --grad-accum must be positive")
+    if workers < 0 or (clip_grad is not None and clip_grad < 0):
+        raise LatentzooError("--workers and --clip-grad cannot be negative")
     config: dict[str, Any] = {}
     if config_file:
         loaded = yaml.safe_load(Path(config_file).read_text())
@@ -591,8 +610,15 @@ def train(
         config=config,
         progress=not no_progress,
         extra={"encoder": encoder, "registry_files": ctx.obj["registries"]},
+        device=device,
+        precision=precision,
+        grad_accum=grad_accum,
+        clip_grad=clip_grad,
+        workers=workers,
     )
     entry = import_target(trainers[family])(options)
+    if entry is None:  # a rank other than 0 of a data-parallel run: rank 0 reports
+        return
     click.echo(f"trained {family}: {json.dumps(entry.get('metrics', {}))}; registry fragment: {Path(out) / 'registry.yaml'}", err=True)
 
 

@@ -22,6 +22,8 @@ MODES = {1: "L", 3: "RGB"}
 
 @dataclass
 class ImageSet:
+    """Images (and labels) held in memory; also used for pre-encoded latents or codes."""
+
     images: torch.Tensor
     labels: torch.Tensor | None
     name: str
@@ -29,8 +31,74 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.images[i], None if self.labels is None else self.labels[i]
 
-def load_dataset(source: str, *, split: str = "train", size: int = 32, channels: int = 1) -> ImageSet:
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A whole batch in one indexing operation (torch's DataLoader calls this when present)."""
+        return self.images[indices], None if self.labels is None else self.labels[indices]
+
+
+class ImageFolder:
+    """Every image file under a folder, decoded on demand (so DataLoader workers decode in
+    parallel and a large folder never has to fit in memory).
+
+    Files are checked when the folder is listed: one that Pillow cannot identify or verify
+    is skipped with a counted warning, so a training run does not fail on it hours in.
+    """
+
+    labels = None
+
+    def __init__(self, path: Path, *, size: int, channels: int) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        self.path, self.size, self.channels, self.name = path, size, channels, str(path)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files, skipped = [], []
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    image.verify()
+                self.files.append(file)
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                skipped.append(f"{file.name}: {exc}")
+        if skipped:
+            warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {path}: {'; '.join(skipped[:3])}", stacklevel=3)
+        if not self.files:
+            raise LatentzooError(f"no readable images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        self._images: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        try:
+            with Image.open(self.files[i]) as image:
+                return to_tensor(image, self.size, self.channels)
+        except (OSError, ValueError) as exc:
+            raise LatentzooError(f"cannot decode {self.files[i]}: {exc}; remove or replace the file") from exc
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, None]:
+        return self.load(i), None
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, None]:
+        import torch
+
+        return torch.stack([self.load(int(i)) for i in indices]), None
+
+    @property
+    def images(self) -> torch.Tensor:
+        """All images decoded, (N, C, H, W) (cached): for encoding a folder once or evaluating."""
+        import torch
+
+        if self._images is None:
+            self._images = torch.stack([self.load(i) for i in range(len(self))])
+        return self._images
+
+
+def load_dataset(source: str, *, split: str = "train", size: int = 32, channels: int = 1) -> ImageSet | ImageFolder:
     """A dataset declared by a plugin (``digits``), or a folder of images."""
     from .plugins import get_manager
     from .registry import import_target
@@ -61,21 +129,6 @@ def to_tensor(image: Image.Image, size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0)
 
 
-def folder_dataset(path: Path, *, size: int, channels: int) -> ImageSet:
+def folder_dataset(path: Path, *, size: int, channels: int) -> ImageFolder:
     """Every image file under ``path`` (recursively, sorted); unreadable files are skipped and counted."""
-    import torch
-    from PIL import Image, UnidentifiedImageError
-
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    tensors, skipped = [], []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                tensors.append(to_tensor(image, size, channels))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            skipped.append(f"{file.name}: {exc}")
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {path}: {'; '.join(skipped[:3])}", stacklevel=2)
-    if not tensors:
-        raise LatentzooError(f"no readable images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-    return ImageSet(images=torch.stack(tensors), labels=None, name=str(path))
+    return ImageFolder(path, size=size, channels=channels)

@@ -1,29 +1,47 @@
-"""Training machinery shared by families: run directories, checkpoints, EMA, batches.
+"""Training machinery shared by families: runs, data-parallel loops, checkpoints, EMA.
 
 A run directory holds
-- ``checkpoint.safetensors``: model, EMA and optimizer tensors and the RNG states,
-- ``state.json``: step, optimizer hyper-parameters, config, loss history,
+- ``checkpoint.safetensors``: model, EMA and optimizer tensors,
+- ``state.json``: step, optimizer hyper-parameters, options, loss history, the world size,
 - ``model.safetensors`` + ``config.json``: the trained component (EMA weights for priors),
 - ``registry.yaml``: a registry fragment naming it, usable with ``--registry``.
-All writes are atomic. ``--resume`` restores everything, so a resumed run continues the
-same random stream: stopping at step k and resuming matches an uninterrupted run.
+All writes are atomic and made by rank 0 only.
+
+Data parallelism (``torchrun --nproc-per-node N -m latentzoo train ...``): ``--batch-size`` is
+the *global* batch of one optimizer step. Every rank draws the same global batch (a pure
+function of seed and step) and takes its contiguous share; ``--grad-accum`` splits that
+share into micro-batches. Gradients are averaged by DistributedDataParallel, so N
+processes take the same steps as one process with the same global batch.
+
+Randomness is stateless: per-sample noise is drawn for the whole global batch from a
+generator seeded by (seed, step, draw) and sliced (``MicroBatch.randn``), and torch's
+global generator (dropout) is reseeded from (seed, step, rank) every step. So a resumed
+run needs no RNG state to continue exactly where it stopped, and per-sample noise does not
+depend on the world size or on gradient accumulation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .distributed import World, all_gather_cat, all_reduce_mean, init_world
 from .errors import LatentzooError
 from .weights import load_tensors, save_tensors, write_json
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -42,6 +60,11 @@ class TrainOptions:
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
+    device: str = "auto"
+    precision: str = "fp32"
+    grad_accum: int = 1
+    clip_grad: float | None = None  # None: the family's default; 0: off
+    workers: int = 0
 
 
 class EMA:
@@ -61,8 +84,16 @@ class EMA:
             ema_b.copy_(b)
 
 
+def stream_seed(seed: int, step: int, stream: int) -> int:
+    """A 63-bit seed for one (run seed, step, stream) triple (splitmix64-style mixing)."""
+    x = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) & (2**64 - 1)
+    x ^= x >> 31
+    x = (x * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    return (x ^ (x >> 29)) & (2**63 - 1)
+
+
 def batches(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
-    """Index batches for steps start_step, start_step+1, ...; epoch e is permutation(seed, e).
+    """Global index batches for steps start_step, start_step+1, ...; epoch e is permutation(seed, e).
 
     A pure function of (seed, step), so resuming at any step sees the same batches.
     """
@@ -77,6 +108,88 @@ def batches(n: int, batch_size: int, seed: int, start_step: int) -> Iterator[tor
             yield order[j * batch_size : (j + 1) * batch_size]
             j += 1
             step += 1
+
+
+class StepBatches:
+    """Batch sampler of one rank: for each step, its share of the global batch, as
+    ``grad_accum`` micro-batches (the distributed sampler: shares of ranks are disjoint)."""
+
+    def __init__(self, n: int, options: TrainOptions, world: World, start: int) -> None:
+        self.n, self.options, self.world, self.start = n, options, world, start
+        self.per_rank = options.batch_size // world.size
+        self.micro = self.per_rank // options.grad_accum
+
+    def __len__(self) -> int:
+        return (self.options.steps - self.start) * self.options.grad_accum
+
+    def __iter__(self) -> Iterator[list[int]]:
+        stream = batches(self.n, self.options.batch_size, self.options.seed, self.start)
+        for _ in range(self.start, self.options.steps):
+            share = next(stream)[self.world.rank * self.per_rank : (self.world.rank + 1) * self.per_rank]
+            for k in range(self.options.grad_accum):
+                yield share[k * self.micro : (k + 1) * self.micro].tolist()
+
+
+def _whole_batch(batch: Any) -> Any:
+    """collate_fn: datasets return whole batches from ``__getitems__``."""
+    return batch
+
+
+def _seed_worker(base: int, worker_id: int) -> None:
+    """Deterministic per-rank, per-worker seeds for any randomness inside a dataset."""
+    import random
+
+    import numpy as np
+
+    seed = stream_seed(base, 0, worker_id)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@dataclass
+class MicroBatch:
+    """One rank's micro-batch of one step, with stateless per-sample random draws."""
+
+    data: torch.Tensor
+    labels: torch.Tensor | None
+    step: int
+    positions: slice  # where these samples sit in the global batch
+    global_size: int
+    seed: int
+    cache: dict[str, Any] = field(default_factory=dict)
+    _draws: int = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _global(self, draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+        self._draws += 1
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, self.step, self._draws))
+        return draw(generator)[self.positions].to(self.data.device)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        """Standard normal noise (len, *shape): sample j's noise depends on (seed, step, global position)."""
+        return self._global(lambda g: torch.randn((self.global_size, *shape), generator=g))
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return self._global(lambda g: torch.rand((self.global_size, *shape), generator=g))
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor:
+        return self._global(lambda g: torch.randint(0, high, (self.global_size, *shape), generator=g))
+
+
+@dataclass
+class Phase:
+    """One optimizer's part of a step: the loss of a micro-batch, backpropagated and
+    accumulated over the step's micro-batches, then clipped and applied."""
+
+    name: str
+    optimizer: torch.optim.Optimizer
+    module: nn.Module  # what the optimizer trains, as wrapped by Run.wrap
+    loss: Callable[[MicroBatch], tuple[torch.Tensor, dict[str, float]]]
+    clip: float | None = None
+    when: Callable[[int], bool] | None = None
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -104,19 +217,19 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[
 
 
 class Checkpointer:
-    """Saves and restores modules, optimizers and RNG streams of one run directory."""
+    """Saves (rank 0) and restores (every rank) modules and optimizers of one run directory."""
 
-    def __init__(
-        self, options: TrainOptions, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], generator: torch.Generator
-    ) -> None:
-        self.out, self.options = Path(options.out), dict(options.config)
-        self.modules, self.optimizers, self.generator = modules, optimizers, generator
+    def __init__(self, run: Run, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        self.run, self.out = run, Path(run.options.out)
+        self.modules, self.optimizers = modules, optimizers
 
     @property
     def path(self) -> Path:
         return self.out / "checkpoint.safetensors"
 
     def save(self, step: int, state: dict[str, Any]) -> None:
+        if not self.run.world.is_main:
+            return
         tensors: dict[str, torch.Tensor] = {}
         opt_meta = {}
         for name, module in self.modules.items():
@@ -125,14 +238,12 @@ class Checkpointer:
             t, meta = _flatten_optimizer(opt, f"opt_{name}")
             tensors.update(t)
             opt_meta[name] = meta
-        tensors["rng.torch"] = torch.get_rng_state()
-        tensors["rng.generator"] = self.generator.get_state()
-        save_tensors(self.path, tensors)
-        write_json(self.out / "state.json", {**state, "step": step, "optimizers": opt_meta, "options": self.options})
+        save_tensors(self.path, {k: v.detach().cpu() for k, v in tensors.items()})
+        write_json(self.out / "state.json", {**state, "step": step, "optimizers": opt_meta, **self.run.record()})
 
-    def start(self, resume: bool) -> tuple[int, list[dict[str, Any]]]:
+    def start(self) -> tuple[int, list[dict[str, Any]]]:
         """(first step, loss history): (0, []) for a new run, the checkpoint's with --resume."""
-        if not resume:
+        if not self.run.options.resume:
             return 0, []
         state = self.restore()
         return state["step"], state["history"]
@@ -148,9 +259,215 @@ class Checkpointer:
             module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
         for name, opt in self.optimizers.items():
             _unflatten_optimizer(opt, f"opt_{name}", tensors, state["optimizers"][name])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.generator.set_state(tensors["rng.generator"])
+        self.run.check_resume(state)
         return state
+
+
+class Run:
+    """One training run on this process: its world (rank, device), run directory and loop."""
+
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
+        if options.precision not in PRECISIONS:
+            raise LatentzooError(f"--precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
+        if options.grad_accum < 1 or options.workers < 0:
+            raise LatentzooError("--grad-accum must be at least 1 and --workers at least 0")
+        self.world = init_world(options.device)
+        if options.batch_size % (self.world.size * options.grad_accum):
+            raise LatentzooError(
+                f"--batch-size {options.batch_size} is the global batch: it must divide evenly over {self.world.size} "
+                f"process(es) x --grad-accum {options.grad_accum}; use a multiple of {self.world.size * options.grad_accum}"
+            )
+        if options.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise LatentzooError("--precision bf16: this GPU has no bfloat16 support; use --precision fp32")
+        prepare_run(options, create=self.world.is_main)
+        self.world.barrier()
+
+    @property
+    def device(self) -> torch.device:
+        return self.world.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.world.is_main
+
+    def record(self) -> dict[str, Any]:
+        """What the checkpoint state says about how the steps were taken."""
+        o = self.options
+        return {
+            "options": o.config,
+            "seed": o.seed,
+            "world_size": self.world.size,
+            "batch_size": o.batch_size,
+            "grad_accum": o.grad_accum,
+            "precision": o.precision,
+            "clip_grad": o.clip_grad,
+            "device_type": self.device.type,
+        }
+
+    def check_resume(self, state: dict[str, Any]) -> None:
+        was = {k: state.get(k) for k in ("world_size", "batch_size", "grad_accum", "precision")}
+        now = {k: v for k, v in self.record().items() if k in was}
+        changed = [f"{k} {was[k]} -> {now[k]}" for k in was if was[k] is not None and was[k] != now[k]]
+        if changed and self.is_main:
+            warnings.warn(
+                f"resuming with {', '.join(changed)}: the run continues correctly but will not match an uninterrupted run bit for bit",
+                stacklevel=3,
+            )
+
+    def checkpointer(self, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> Checkpointer:
+        return Checkpointer(self, modules, optimizers)
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """DistributedDataParallel over the process group (the module itself on one process)."""
+        if not self.world.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def clip(self, family_default: float | None) -> float | None:
+        """The gradient-clipping max-norm: --clip-grad, else the family's default; 0 is off."""
+        value = family_default if self.options.clip_grad is None else self.options.clip_grad
+        return value or None
+
+    def loader(self, dataset: Any, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Micro-batches of this rank from ``start`` on; with ``--workers`` decoded in worker processes."""
+        from torch.utils.data import DataLoader
+
+        workers = self.options.workers
+        base = stream_seed(self.options.seed, 0, 1_000 + self.world.rank)
+        return iter(
+            DataLoader(
+                dataset,
+                batch_sampler=StepBatches(len(dataset), self.options, self.world, start),
+                num_workers=workers,
+                collate_fn=_whole_batch,
+                pin_memory=self.device.type == "cuda",
+                worker_init_fn=partial(_seed_worker, base) if workers else None,
+                generator=torch.Generator().manual_seed(base),
+                persistent_workers=False,
+            )
+        )
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.options.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def loop(
+        self,
+        dataset: Any,
+        phases: list[Phase],
+        ckpt: Checkpointer,
+        *,
+        start: int,
+        history: list[dict[str, Any]],
+        desc: str,
+        state: dict[str, Any],
+        after_step: Callable[[int], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The loop every trainer shares: cosine LR with warm-up on all optimizers; per step,
+        each active phase accumulates its loss over the micro-batches (DDP synchronises on the
+        last), clips and steps; losses are averaged over ranks; rank 0 shows progress, keeps a
+        history row every 50 steps and checkpoints every N steps and at the end.
+        """
+        o, world = self.options, self.world
+        accum, global_batch = o.grad_accum, o.batch_size
+        per_rank = global_batch // world.size
+        micro = per_rank // accum
+        bar = progress_bar(o.steps, start, o.progress and world.is_main, desc)
+        data = self.loader(dataset, start)
+        t0, timed_from = time.perf_counter(), start
+        for i in range(start, o.steps):
+            for phase in phases:
+                for group in phase.optimizer.param_groups:
+                    group["lr"] = cosine_lr(i, o.steps, o.lr)
+            torch.manual_seed(stream_seed(o.seed, i, -1 - world.rank))  # dropout: a function of (seed, step, rank)
+            batch = []
+            for k in range(accum):
+                x, labels = next(data)
+                lo = world.rank * per_rank + k * micro
+                batch.append(
+                    MicroBatch(
+                        data=x.to(self.device, non_blocking=True),
+                        labels=None if labels is None else labels.to(self.device, non_blocking=True),
+                        step=i,
+                        positions=slice(lo, lo + micro),
+                        global_size=global_batch,
+                        seed=o.seed,
+                    )
+                )
+            logs: dict[str, float] = {}
+            for phase in phases:
+                if phase.when is not None and not phase.when(i):
+                    continue
+                phase.optimizer.zero_grad(set_to_none=True)
+                for k, mb in enumerate(batch):
+                    last = k == accum - 1
+                    sync = contextlib.nullcontext() if last or not hasattr(phase.module, "no_sync") else phase.module.no_sync()
+                    with sync:
+                        with self.autocast():
+                            loss, parts = phase.loss(mb)
+                        (loss / accum).backward()
+                    for key, value in parts.items():
+                        logs[key] = logs.get(key, 0.0) + value / accum
+                if phase.clip:
+                    torch.nn.utils.clip_grad_norm_(phase.module.parameters(), phase.clip)
+                phase.optimizer.step()
+            if after_step is not None:
+                after_step(i)
+            logs = self.reduce(logs)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+            bar.update(1)
+            if (i + 1) % 50 == 0:
+                history.append({"step": i + 1, **logs})
+            if (i + 1) % o.checkpoint_every == 0 or i + 1 == o.steps:
+                seconds = time.perf_counter() - t0
+                speed = {"steps": i + 1 - timed_from, "seconds": round(seconds, 3)}
+                speed["images_per_second"] = round(speed["steps"] * global_batch / max(seconds, 1e-9), 2)
+                extra = {"replicas_identical": self.check_replicas(ckpt.modules)} if world.distributed else {}
+                ckpt.save(i + 1, {**state, "history": history, "throughput": speed, **extra})
+        bar.close()
+        return history
+
+    def check_replicas(self, modules: dict[str, nn.Module]) -> bool:
+        """Every rank must hold the same weights; a difference is a bug (e.g. a module changing
+        its parameters outside the optimizer on one rank), so it stops the run.
+
+        Compares a float64 fingerprint (sum, sum of squares, a fixed weighted sum) per module.
+        """
+        prints = []
+        for module in modules.values():
+            flat = torch.cat([t.detach().double().flatten() for t in module.state_dict().values() if t.is_floating_point()])
+            weights = torch.arange(len(flat), dtype=torch.float64, device=flat.device).mul_(0.618034).sin_()
+            prints += [flat.sum(), flat.pow(2).sum(), (flat * weights).sum()]
+        mine = torch.stack(prints)
+        every = all_gather_cat(mine[None])
+        differing = [
+            name
+            for j, name in enumerate(modules)
+            if not torch.equal(every[:, 3 * j : 3 * j + 3], mine[None, 3 * j : 3 * j + 3].expand(len(every), 3))
+        ]
+        if differing:
+            raise LatentzooError(
+                f"data-parallel ranks hold different weights for {', '.join(differing)}: a module changed its weights outside the optimizer on some ranks"
+            )
+        return True
+
+    def reduce(self, logs: dict[str, float]) -> dict[str, float]:
+        """Mean of each logged value over ranks (one all-reduce)."""
+        if not self.world.distributed or not logs:
+            return logs
+        keys = sorted(logs)
+        values = all_reduce_mean(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=self.device))
+        return dict(zip(keys, values.tolist(), strict=True))
+
+    def finish(self) -> None:
+        """Wait for rank 0's evaluation and writes, then leave the process group."""
+        self.world.barrier()
+        self.world.close()
 
 
 def split_options(family: str, config: dict[str, Any], *groups: dict[str, Any], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -165,7 +482,7 @@ def split_options(family: str, config: dict[str, Any], *groups: dict[str, Any], 
     return out
 
 
-def prepare_run(options: TrainOptions) -> None:
+def prepare_run(options: TrainOptions, create: bool = True) -> None:
     """Refuse to overwrite a run by accident; on --resume, reuse the run's own options.
 
     Options given again with --set override the saved ones (e.g. more --steps is a flag,
@@ -181,6 +498,8 @@ def prepare_run(options: TrainOptions) -> None:
         if not state_file.is_file():
             raise LatentzooError(f"--resume: no checkpoint in {out}; start without --resume")
         options.config = {**json.loads(state_file.read_text()).get("options", {}), **options.config}
+    if not create:
+        return
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -268,36 +587,3 @@ def held_out_split(data_name: str, size: int, channels: int):
         return load_dataset(data_name, split="test", size=size, channels=channels)
     except LatentzooError:
         return load_dataset(data_name, size=size, channels=channels)
-
-
-def train_loop(
-    options: TrainOptions,
-    ckpt: Checkpointer,
-    *,
-    start: int,
-    history: list[dict[str, Any]],
-    num_examples: int,
-    step: Callable[[int, torch.Tensor], dict[str, float]],
-    desc: str,
-    state: dict[str, Any],
-) -> list[dict[str, Any]]:
-    """The loop every trainer shares: cosine LR with warm-up on all optimizers, progress
-    with the losses, a history row every 50 steps, and checkpoints every N steps and at the end.
-
-    ``step(i, batch_indices)`` does one optimisation step and returns its losses.
-    """
-    bar = progress_bar(options.steps, start, options.progress, desc)
-    stream = batches(num_examples, options.batch_size, options.seed, start)
-    for i in range(start, options.steps):
-        for opt in ckpt.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = cosine_lr(i, options.steps, options.lr)
-        logs = step(i, next(stream))
-        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
-        bar.update(1)
-        if (i + 1) % 50 == 0:
-            history.append({"step": i + 1, **logs})
-        if (i + 1) % options.checkpoint_every == 0 or i + 1 == options.steps:
-            ckpt.save(i + 1, {**state, "history": history, "seed": options.seed})
-    bar.close()
-    return history

@@ -399,9 +399,9 @@ class Cli:
         )
         return Result(list(args), proc.returncode, proc.stdout, proc.stderr)
 
-    def python(self, *args: str, sites: Iterable[Path] = (), env: Mapping[str, str | None] | None = None) -> Result:
+    def python(self, *args: str, sites: Iterable[Path] = (), env: Mapping[str, str | None] | None = None, timeout: float = 120) -> Result:
         proc = subprocess.run(
-            [PYTHON, *args], cwd=self.cwd, env=self.env(sites, **(env or {})), capture_output=True, text=True, timeout=120
+            [PYTHON, *args], cwd=self.cwd, env=self.env(sites, **(env or {})), capture_output=True, text=True, timeout=timeout
         )
         return Result(list(args), proc.returncode, proc.stdout, proc.stderr)
 

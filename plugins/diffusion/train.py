@@ -13,9 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.data import load_dataset
+from latentzoo.core.data import ImageSet, load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, split_options, train_loop
+from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
 
 from .schedulers import NoiseScheduler
 from .unet import UNetPrior
@@ -60,11 +60,11 @@ def encode_dataset(encoder: Any, images: torch.Tensor, batch: int = 256) -> torc
     return torch.cat([encoder.encode(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
+def train(options: TrainOptions) -> dict[str, Any] | None:
     from latentzoo.core.build import Builder
 
+    run = Run(options)
     model_cfg, schedule_cfg, train_cfg = _split(options.config)
-    prepare_run(options)
     encoder_name = options.extra.get("encoder")
     if encoder_name:
         builder = Builder.from_registry(options.extra.get("registry_files", ()))
@@ -87,40 +87,43 @@ def train(options: TrainOptions) -> dict[str, Any]:
         raise LatentzooError(f"num_class_embeds needs a labelled dataset; {options.data} has no labels")
 
     torch.manual_seed(options.seed)
-    model = UNetPrior(**model_cfg)
+    model = UNetPrior(**model_cfg).to(run.device)
     ema = EMA(model, train_cfg["ema_decay"])
     sched = NoiseScheduler(num_train_timesteps=model_cfg["num_train_timesteps"], **schedule_cfg)
-    sqrt_ab, sqrt_1mab = sched.alphas_cumprod.sqrt().float(), (1 - sched.alphas_cumprod).sqrt().float()
+    sqrt_ab = sched.alphas_cumprod.sqrt().float().to(run.device)
+    sqrt_1mab = (1 - sched.alphas_cumprod).sqrt().float().to(run.device)
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(options.seed)
-    ckpt = Checkpointer(options, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
-    start, history = ckpt.start(options.resume)
+    ckpt = run.checkpointer({"model": model, "ema": ema.model}, {"opt": opt})
+    start, history = ckpt.start()
+    model_ddp = run.wrap(model)
+    T, classes = model_cfg["num_train_timesteps"], model_cfg["num_class_embeds"]
 
-    T = model_cfg["num_train_timesteps"]
-
-    def step(i: int, idx: torch.Tensor) -> dict[str, float]:
-        x0 = x_data[idx]
-        t = torch.randint(0, T, (len(idx),), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        x0 = mb.data
+        t = mb.randint(T)
+        noise = mb.randn(*x0.shape[1:])
         a, b = sqrt_ab[t].view(-1, 1, 1, 1), sqrt_1mab[t].view(-1, 1, 1, 1)
         x_t = a * x0 + b * noise  # q(x_t | x0), Ho et al. 2020 eq. 4
         cls = None
-        if model_cfg["num_class_embeds"]:
-            cls = labels[idx].clone()
-            drop = torch.rand(len(idx), generator=gen) < train_cfg["label_dropout"]
-            cls[drop] = model_cfg["num_class_embeds"] - 1  # the null class, for classifier-free guidance
-        loss = F.mse_loss(model(x_t, t, cls), training_target(model_cfg["prediction_type"], x0, noise, a, b))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model, i)
-        return {"loss": loss.item()}
+        if classes:
+            cls = torch.where(mb.rand() < train_cfg["label_dropout"], classes - 1, mb.labels)  # null class: for CFG
+        out = F.mse_loss(model_ddp(x_t, t, cls).float(), training_target(model_cfg["prediction_type"], x0, noise, a, b))
+        return out, {"loss": out.item()}
 
     model.train()
-    history = train_loop(
-        options, ckpt, start=start, history=history, num_examples=len(x_data), step=step, desc="diffusion", state={"config": model_cfg}
+    history = run.loop(
+        ImageSet(x_data, labels, data.name),
+        [Phase("unet", opt, model_ddp, loss, clip=run.clip(1.0))],
+        ckpt,
+        start=start,
+        history=history,
+        desc="diffusion",
+        state={"config": model_cfg, "ema_decay": train_cfg["ema_decay"]},
+        after_step=lambda i: ema.update(model, i),
     )
+    if not run.is_main:
+        run.finish()
+        return None
 
     if space is not None:
         latent_space = space.with_scaling(scaling_factor, shift).to_dict()
@@ -137,7 +140,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
     source = f"latents of {encoder_name}" if encoder_name else "pixels"
     entry = finish_run(
         options,
-        ema.model.state_dict(),
+        ema.model.cpu().state_dict(),
         family="diffusion",
         component_class="diffusion.unet",
         roles=["prior"],
@@ -148,4 +151,5 @@ def train(options: TrainOptions) -> dict[str, Any]:
         description=f"UNet denoiser ({model_cfg['prediction_type']}) on {source} of {data.name}",
         encoder=encoder_name,
     )
+    run.finish()
     return entry

@@ -56,11 +56,14 @@ class DiscreteVAE(nn.Module, Encoder, Decoder):
         return self.decoder(self.codebook(latents.long()).permute(0, 3, 1, 2))
 
     def forward(
-        self, images: torch.Tensor, temperature: float, generator: torch.Generator | None = None
+        self, images: torch.Tensor, temperature: float, uniform: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Training pass: reconstruction from relaxed codes, KL(q || uniform) per image, and the hard codes."""
+        """Training pass: reconstruction from relaxed codes, KL(q || uniform) per image, and the hard codes.
+
+        ``uniform``: U(0, 1) noise of the logits' shape for the Gumbel draw (drawn here when not given).
+        """
         logits = self.logits(images)
-        u = torch.rand(logits.shape, generator=generator).clamp_(1e-10, 1.0 - 1e-10)
+        u = (torch.rand_like(logits) if uniform is None else uniform).clamp(1e-10, 1.0 - 1e-10)
         soft = F.softmax((logits - torch.log(-torch.log(u))) / temperature, dim=1)  # Gumbel-softmax sample
         z = torch.einsum("bkhw,kd->bdhw", soft, self.codebook.weight)
         log_q = F.log_softmax(logits, dim=1)

@@ -13,7 +13,7 @@ import torch
 
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
-from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, split_options, train_loop
+from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, finish_autoencoder, held_out_split, split_options
 from latentzoo.core.weights import space_identity
 
 from .model import DiscreteVAE
@@ -31,47 +31,55 @@ MODEL_DEFAULTS: dict[str, Any] = {
 LOSS_DEFAULTS: dict[str, Any] = {"tau_start": 1.0, "tau_end": 0.0625, "kl_weight": 0.01, "kl_warmup": 0.2}
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
-    prepare_run(options)
+def train(options: TrainOptions) -> dict[str, Any] | None:
+    run = Run(options)
     cfg, loss_cfg = split_options("dvae", options.config, MODEL_DEFAULTS, LOSS_DEFAULTS, extra=("mid_block_add_attention",))
     data = load_dataset(options.data, split="train", size=cfg["sample_size"], channels=cfg["in_channels"])
 
     torch.manual_seed(options.seed)
-    model = DiscreteVAE(**cfg)
+    model = DiscreteVAE(**cfg).to(run.device)
     opt = torch.optim.Adam(model.parameters(), lr=options.lr)
-    gen = torch.Generator().manual_seed(options.seed)
-    ckpt = Checkpointer(options, {"model": model}, {"opt": opt}, gen)
-    start, history = ckpt.start(options.resume)
+    ckpt = run.checkpointer({"model": model}, {"opt": opt})
+    start, history = ckpt.start()
+    model_ddp = run.wrap(model)
+    grid = cfg["sample_size"] // model.factor
 
-    def step(i: int, idx: torch.Tensor) -> dict[str, float]:
-        progress = i / max(1, options.steps - 1)
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        progress = mb.step / max(1, options.steps - 1)
         tau = loss_cfg["tau_start"] * (loss_cfg["tau_end"] / loss_cfg["tau_start"]) ** progress
         beta = loss_cfg["kl_weight"] * min(1.0, progress / max(1e-8, loss_cfg["kl_warmup"]))
-        x = data.images[idx]
-        rec, kl, codes = model(x, tau, gen)
+        x = mb.data
+        rec, kl, codes = model_ddp(x, tau, mb.rand(cfg["num_tokens"], grid, grid))
         rec_loss = (x - rec).abs().mean()
-        loss = rec_loss + beta * kl.mean() / codes[0].numel()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"rec": rec_loss.item(), "kl": kl.mean().item(), "tau": tau}
+        total = rec_loss + beta * kl.mean() / codes[0].numel()
+        return total, {"rec": rec_loss.item(), "kl": kl.mean().item(), "tau": tau}
 
     model.train()
-    history = train_loop(
-        options, ckpt, start=start, history=history, num_examples=len(data), step=step, desc="dvae", state={"config": cfg, "loss": loss_cfg}
-    )
-    model.eval()
-    return finish_autoencoder(
-        options,
-        model,
-        family="dvae",
-        component_class="dvae.autoencoder",
-        config=cfg,
-        metrics=evaluate(model, options.data, cfg),
+    history = run.loop(
+        data,
+        [Phase("dvae", opt, model_ddp, loss, clip=run.clip(None))],
+        ckpt,
+        start=start,
         history=history,
-        identity=space_identity,
-        description=f"DALL-E discrete VAE trained on {data.name}, {options.steps} steps",
+        desc="dvae",
+        state={"config": cfg, "loss": loss_cfg},
     )
+    entry = None
+    if run.is_main:
+        model.eval().cpu()
+        entry = finish_autoencoder(
+            options,
+            model,
+            family="dvae",
+            component_class="dvae.autoencoder",
+            config=cfg,
+            metrics=evaluate(model, options.data, cfg),
+            history=history,
+            identity=space_identity,
+            description=f"DALL-E discrete VAE trained on {data.name}, {options.steps} steps",
+        )
+    run.finish()
+    return entry
 
 
 @torch.inference_mode()

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.data import load_dataset
+from latentzoo.core.data import ImageSet, load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, Checkpointer, TrainOptions, finish_run, prepare_run, split_options, train_loop
+from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
 
 from .model import CodeTransformer
 
@@ -31,13 +31,13 @@ def encode_codes(encoder: Any, images: torch.Tensor, batch: int = 256) -> torch.
     return torch.cat(out)
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
+def train(options: TrainOptions) -> dict[str, Any] | None:
     from latentzoo.core.build import Builder
 
-    prepare_run(options)
     encoder_name = options.extra.get("encoder")
     if not encoder_name:
         raise LatentzooError("an autoregressive prior models a frozen encoder's codes: pass --encoder (e.g. digits-vqgan)")
+    run = Run(options)
     cfg, train_cfg = split_options("transformer", options.config, MODEL_DEFAULTS, TRAIN_DEFAULTS)
     encoder = Builder.from_registry(options.extra.get("registry_files", ())).component(encoder_name, "encoder")
     space = encoder.latent_space
@@ -51,32 +51,36 @@ def train(options: TrainOptions) -> dict[str, Any]:
         raise LatentzooError(f"num_class_embeds needs a labelled dataset; {options.data} has no labels")
 
     torch.manual_seed(options.seed)
-    model = CodeTransformer(**cfg)
+    model = CodeTransformer(**cfg).to(run.device)
     ema = EMA(model, train_cfg["ema_decay"])
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=train_cfg["weight_decay"], betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(options.seed)
-    ckpt = Checkpointer(options, {"model": model, "ema": ema.model}, {"opt": opt}, gen)
-    start, history = ckpt.start(options.resume)
+    ckpt = run.checkpointer({"model": model, "ema": ema.model}, {"opt": opt})
+    start, history = ckpt.start()
+    model_ddp = run.wrap(model)
+    classes = cfg["num_class_embeds"]
 
-    def step(i: int, idx: torch.Tensor) -> dict[str, float]:
-        target = flat[idx]
-        labels = None
-        if cfg["num_class_embeds"]:
-            labels = data.labels[idx].clone()
-            labels[torch.rand(len(idx), generator=gen) < train_cfg["label_dropout"]] = cfg["num_class_embeds"] - 1
-        loss = F.cross_entropy(model(target, labels).reshape(-1, cfg["codebook_size"]), target.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema.update(model, i)
-        return {"ce": loss.item()}
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        target, labels = mb.data, None
+        if classes:
+            labels = torch.where(mb.rand() < train_cfg["label_dropout"], classes - 1, mb.labels)  # null token: for CFG
+        ce = F.cross_entropy(model_ddp(target, labels).float().reshape(-1, cfg["codebook_size"]), target.reshape(-1))
+        return ce, {"ce": ce.item()}
 
     model.train()
-    history = train_loop(
-        options, ckpt, start=start, history=history, num_examples=len(flat), step=step, desc="transformer", state={"config": cfg}
+    history = run.loop(
+        ImageSet(flat, data.labels, data.name),
+        [Phase("transformer", opt, model_ddp, loss, clip=run.clip(1.0))],
+        ckpt,
+        start=start,
+        history=history,
+        desc="transformer",
+        state={"config": cfg, "ema_decay": train_cfg["ema_decay"]},
+        after_step=lambda i: ema.update(model, i),
     )
-    held_ce = evaluate(ema.model, encoder, options.data, cfg)
+    if not run.is_main:
+        run.finish()
+        return None
+    held_ce = evaluate(ema.model.cpu(), encoder, options.data, cfg)
     prior_space = space.as_discrete() if space.kind == "continuous" else space
     entry = finish_run(
         options,
@@ -91,6 +95,7 @@ def train(options: TrainOptions) -> dict[str, Any]:
         description=f"Autoregressive code transformer over the codes of {encoder_name} on {data.name}",
         encoder=encoder_name,
     )
+    run.finish()
     return entry
 
 

@@ -67,10 +67,14 @@ class KLAutoencoder(nn.Module, Encoder, Decoder):
             latents = self.post_quant_conv(latents)
         return self.decoder(latents)
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training pass: reconstruction from a reparametrised sample, and KL(q(z|x) || N(0, I)) per image."""
+    def forward(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass: reconstruction from a reparametrised sample z = mean + std * noise
+        (``noise`` ~ N(0, I) of the latents' shape, drawn here when not given), and
+        KL(q(z|x) || N(0, I)) per image."""
         mean, logvar = self.posterior(images)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)  # reparametrisation trick
+        if noise is None:
+            noise = torch.randn_like(mean)
+        z = mean + torch.exp(0.5 * logvar) * noise  # reparametrisation trick
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)  # closed form, Kingma & Welling 2014 app. B
         return self.decode(z), kl
 

@@ -13,7 +13,7 @@ import torch
 
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
-from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, split_options, train_loop
+from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, finish_autoencoder, held_out_split, split_options
 from latentzoo.core.weights import space_identity
 
 from .model import KLAutoencoder
@@ -30,45 +30,52 @@ MODEL_DEFAULTS: dict[str, Any] = {
 LOSS_DEFAULTS: dict[str, Any] = {"likelihood_std": 0.1, "kl_weight": 1.0}
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
-    prepare_run(options)
+def train(options: TrainOptions) -> dict[str, Any] | None:
+    run = Run(options)
     cfg, loss_cfg = split_options("vae", options.config, MODEL_DEFAULTS, LOSS_DEFAULTS, extra=("mid_block_add_attention", "encode_mode"))
     data = load_dataset(options.data, split="train", size=cfg["sample_size"], channels=cfg["in_channels"])
 
     torch.manual_seed(options.seed)
-    model = KLAutoencoder(**cfg)
+    model = KLAutoencoder(**cfg).to(run.device)
     opt = torch.optim.Adam(model.parameters(), lr=options.lr)
-    gen = torch.Generator().manual_seed(options.seed)
-    ckpt = Checkpointer(options, {"model": model}, {"opt": opt}, gen)
-    start, history = ckpt.start(options.resume)
+    ckpt = run.checkpointer({"model": model}, {"opt": opt})
+    start, history = ckpt.start()
+    model_ddp = run.wrap(model)
     inv_two_var = 1.0 / (2 * loss_cfg["likelihood_std"] ** 2)
+    latent_size = cfg["sample_size"] // model.factor
 
-    def step(_: int, idx: torch.Tensor) -> dict[str, float]:
-        x = data.images[idx]
-        rec, kl = model(x, gen)
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        x = mb.data
+        rec, kl = model_ddp(x, mb.randn(cfg["latent_channels"], latent_size, latent_size))
         nll = (x - rec).pow(2).flatten(1).sum(1) * inv_two_var
-        loss = (nll + loss_cfg["kl_weight"] * kl).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"nll": nll.mean().item(), "kl": kl.mean().item()}
+        return (nll + loss_cfg["kl_weight"] * kl).mean(), {"nll": nll.mean().item(), "kl": kl.mean().item()}
 
     model.train()
-    history = train_loop(
-        options, ckpt, start=start, history=history, num_examples=len(data), step=step, desc="vae", state={"config": cfg, "loss": loss_cfg}
-    )
-    model.eval()
-    return finish_autoencoder(
-        options,
-        model,
-        family="vae",
-        component_class="vae.autoencoder",
-        config=cfg,
-        metrics=evaluate(model, options.data, cfg),
+    history = run.loop(
+        data,
+        [Phase("vae", opt, model_ddp, loss, clip=run.clip(None))],
+        ckpt,
+        start=start,
         history=history,
-        identity=space_identity,
-        description=f"KL-VAE trained on {data.name}, {options.steps} steps",
+        desc="vae",
+        state={"config": cfg, "loss": loss_cfg},
     )
+    entry = None
+    if run.is_main:
+        model.eval().cpu()
+        entry = finish_autoencoder(
+            options,
+            model,
+            family="vae",
+            component_class="vae.autoencoder",
+            config=cfg,
+            metrics=evaluate(model, options.data, cfg),
+            history=history,
+            identity=space_identity,
+            description=f"KL-VAE trained on {data.name}, {options.steps} steps",
+        )
+    run.finish()
+    return entry
 
 
 @torch.inference_mode()

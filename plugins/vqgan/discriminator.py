@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentzoo.core.distributed import all_reduce_mean
+
 
 class PatchDiscriminator(nn.Module):
     """Classifies overlapping patches as real or fake.
@@ -35,7 +37,11 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
 
 
 def adaptive_weight(rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4) -> torch.Tensor:
-    """lambda = ||grad_GL L_rec|| / (||grad_GL L_GAN|| + 1e-4) (Esser et al. 2021, eq. 7)."""
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    """lambda = ||grad_GL L_rec|| / (||grad_GL L_GAN|| + 1e-4) (Esser et al. 2021, eq. 7).
+
+    Under data-parallel training the two gradients are averaged over ranks first, so lambda
+    is that of the global batch, as on one process.
+    """
+    rec_grad = all_reduce_mean(torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0])
+    g_grad = all_reduce_mean(torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0])
     return (rec_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, max_weight).detach()

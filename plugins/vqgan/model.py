@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentzoo.core.distributed import all_gather_cat, all_reduce_sum, broadcast
 from latentzoo.core.interfaces import Decoder, Encoder
 from latentzoo.core.layers import ConvDecoder, ConvEncoder
 
@@ -29,6 +30,9 @@ class VectorQuantizer(nn.Module):
     and a code whose exponential-moving-average usage falls below ``dead_threshold`` is
     restarted at a random encoder output from the current batch (Dhariwal et al. 2020,
     "Jukebox", sec. 3.3). The usage statistics are training-only buffers, not saved.
+    Under data-parallel training, usage is counted over all ranks and rank 0 picks the
+    restarts from the gathered global batch and broadcasts the codebook, so every rank
+    keeps the same codebook (and the same one a single process would have).
     """
 
     def __init__(self, num_codes: int, dim: int, *, beta: float = 0.25, usage_decay: float = 0.99, dead_threshold: float = 0.5) -> None:
@@ -72,6 +76,7 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _track_usage(self, counts: torch.Tensor, z: torch.Tensor) -> None:
+        counts = all_reduce_sum(counts.clone())
         expected = counts.sum() / self.num_codes
         self.usage.mul_(self.usage_decay).add_(counts / expected, alpha=1 - self.usage_decay)
         dead = self.usage < self.dead_threshold
@@ -80,10 +85,11 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _restart(self, which: torch.Tensor, z: torch.Tensor) -> None:
-        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, self.dim)
+        flat = all_gather_cat(z.detach()).permute(0, 2, 3, 1).reshape(-1, self.dim)
         n = int(which.sum())
         pick = torch.randint(0, flat.shape[0], (n,), device=z.device)
-        self.embedding.weight.data[which] = flat[pick]
+        self.embedding.weight.data[which] = flat[pick].to(self.embedding.weight.dtype)
+        broadcast(self.embedding.weight.data)
         self.usage[which] = 1.0
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
 from latentzoo.core.registry import import_target
-from latentzoo.core.training import Checkpointer, TrainOptions, finish_autoencoder, held_out_split, prepare_run, split_options, train_loop
+from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, finish_autoencoder, held_out_split, split_options
 from latentzoo.core.weights import space_identity
 
 from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
@@ -37,71 +37,77 @@ MODEL_DEFAULTS: dict[str, Any] = {
 LOSS_DEFAULTS: dict[str, Any] = {"disc_start": 1000, "disc_weight": 0.5, "disc_width": 32, "perceptual": None, "perceptual_weight": 1.0}
 
 
-def train(options: TrainOptions) -> dict[str, Any]:
-    """Train and write the run directory; return the registry entry of the result."""
+def train(options: TrainOptions) -> dict[str, Any] | None:
+    """Train and write the run directory; return the registry entry of the result (rank 0)."""
+    run = Run(options)
     cfg, loss_cfg = split_options("vqgan", options.config, MODEL_DEFAULTS, LOSS_DEFAULTS, extra=("vq_embed_dim", "mid_block_add_attention"))
-    prepare_run(options)
     data = load_dataset(options.data, split="train", size=cfg["sample_size"], channels=cfg["in_channels"])
 
     torch.manual_seed(options.seed)
-    model = VQAutoencoder(**cfg)
-    disc = PatchDiscriminator(cfg["in_channels"], width=loss_cfg["disc_width"])
-    perceptual = import_target(loss_cfg["perceptual"])() if loss_cfg["perceptual"] else None
+    model = VQAutoencoder(**cfg).to(run.device)
+    disc = PatchDiscriminator(cfg["in_channels"], width=loss_cfg["disc_width"]).to(run.device)
+    perceptual = import_target(loss_cfg["perceptual"])().to(run.device) if loss_cfg["perceptual"] else None
     opt_g = torch.optim.Adam(model.parameters(), lr=options.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=options.lr, betas=(0.5, 0.9))
-    generator = torch.Generator().manual_seed(options.seed)
-    ckpt = Checkpointer(options, {"model": model, "disc": disc}, {"g": opt_g, "d": opt_d}, generator)
-    start, history = ckpt.start(options.resume)
+    ckpt = run.checkpointer({"model": model, "disc": disc}, {"g": opt_g, "d": opt_d})
+    start, history = ckpt.start()
     if start:
         model.quantize.initialised.fill_(True)  # the codebook comes from the checkpoint: no data init
+    model_ddp, disc_ddp = run.wrap(model), run.wrap(disc)
+    gan_on = lambda i: loss_cfg["disc_weight"] > 0 and i >= loss_cfg["disc_start"]  # noqa: E731
 
-    def step(i: int, idx: torch.Tensor) -> dict[str, float]:
-        x = data.images[idx]
-        rec, vq_loss, stats = model(x)
+    def generator_loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        x = mb.data
+        rec, vq_loss, stats = model_ddp(x)
         rec_loss = (x - rec).abs().mean()
         if perceptual is not None:
             rec_loss = rec_loss + loss_cfg["perceptual_weight"] * perceptual(x, rec).mean()
         loss = rec_loss + vq_loss
-        gan_on = loss_cfg["disc_weight"] > 0 and i >= loss_cfg["disc_start"]
-        if gan_on:
+        logs = {"rec": rec_loss.item(), "vq": vq_loss.item(), "ppl": stats["perplexity"]}
+        if gan_on(mb.step):
+            # The discriminator's plain module: its gradients here are discarded (the "d" phase
+            # zeroes them), so they need no all-reduce.
             g_loss = -disc(rec).mean()
             loss = loss + adaptive_weight(rec_loss, g_loss, model.last_layer) * loss_cfg["disc_weight"] * g_loss
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        logs = {"rec": rec_loss.item(), "vq": vq_loss.item(), "ppl": stats["perplexity"]}
-        if gan_on:
-            d_loss = hinge_d_loss(disc(x), disc(rec.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-            logs.update(g=g_loss.item(), d=d_loss.item())
-        return logs
+            mb.cache["rec"] = rec.detach()
+            logs["g"] = g_loss.item()
+        return loss, logs
+
+    def discriminator_loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        # Real and fake in one forward: one DDP reduction (GroupNorm, so no batch statistics mix).
+        logits_real, logits_fake = disc_ddp(torch.cat([mb.data, mb.cache.pop("rec")])).chunk(2)
+        d_loss = hinge_d_loss(logits_real, logits_fake)
+        return d_loss, {"d": d_loss.item()}
 
     model.train()
-    history = train_loop(
-        options,
+    history = run.loop(
+        data,
+        [
+            Phase("g", opt_g, model_ddp, generator_loss, clip=run.clip(None)),
+            Phase("d", opt_d, disc_ddp, discriminator_loss, clip=run.clip(None), when=gan_on),
+        ],
         ckpt,
         start=start,
         history=history,
-        num_examples=len(data),
-        step=step,
         desc="vqgan",
         state={"config": cfg, "loss": loss_cfg},
     )
-    model.eval()
-    metrics = evaluate(model, options.data, cfg)
-    return finish_autoencoder(
-        options,
-        model,
-        family="vqgan",
-        component_class="vqgan.autoencoder",
-        config=cfg,
-        metrics=metrics,
-        history=history,
-        identity=space_identity,
-        description=f"VQ-GAN autoencoder trained on {data.name}, {options.steps} steps",
-    )
+    entry = None
+    if run.is_main:
+        model.eval().cpu()
+        entry = finish_autoencoder(
+            options,
+            model,
+            family="vqgan",
+            component_class="vqgan.autoencoder",
+            config=cfg,
+            metrics=evaluate(model, options.data, cfg),
+            history=history,
+            identity=space_identity,
+            description=f"VQ-GAN autoencoder trained on {data.name}, {options.steps} steps",
+        )
+    run.finish()
+    return entry
 
 
 @torch.inference_mode()
