@@ -367,13 +367,16 @@ class Run:
         desc: str,
         state: dict[str, Any],
         after_step: Callable[[int], None] | None = None,
+        validate: Callable[[], dict[str, float]] | None = None,
     ) -> list[dict[str, Any]]:
         """The loop every trainer shares: cosine LR with warm-up on all optimizers; per step,
         each active phase accumulates its loss over the micro-batches (DDP synchronises on the
         last), clips and steps; losses are averaged over ranks; rank 0 shows progress, keeps a
-        history row every 50 steps and checkpoints every N steps and at the end.
+        history row every 50 steps and checkpoints every N steps and at the end, where
+        ``validate()`` (rank 0) adds held-out metrics to the history.
         """
         o, world = self.options, self.world
+        state = {**state, "max_grad_norm": {phase.name: phase.clip for phase in phases}}
         accum, global_batch = o.grad_accum, o.batch_size
         per_rank = global_batch // world.size
         micro = per_rank // accum
@@ -421,9 +424,12 @@ class Run:
             logs = self.reduce(logs)
             bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
             bar.update(1)
-            if (i + 1) % 50 == 0:
+            checkpoint = (i + 1) % o.checkpoint_every == 0 or i + 1 == o.steps
+            if checkpoint and validate is not None and world.is_main:
+                logs.update(validate())  # held-out metrics, in the history row of each checkpoint
+            if (i + 1) % 50 == 0 or i + 1 == o.steps or (checkpoint and validate is not None):
                 history.append({"step": i + 1, **logs})
-            if (i + 1) % o.checkpoint_every == 0 or i + 1 == o.steps:
+            if checkpoint:
                 seconds = time.perf_counter() - t0
                 speed = {"steps": i + 1 - timed_from, "seconds": round(seconds, 3)}
                 speed["images_per_second"] = round(speed["steps"] * global_batch / max(seconds, 1e-9), 2)

@@ -249,7 +249,8 @@ def test_gradient_clipping_bounds_each_update(tmp_path):
     assert moved == pytest.approx(cosine_lr(0, 1, 0.1) * 0.01, rel=1e-2)  # max_norm / (norm + 1e-6)
     free, _ = fit(tmp_path / "f", steps=1)
     assert torch.cat([(p.detach() - s).flatten() for p, s in zip(free.parameters(), start, strict=True)]).norm() > 10 * moved
-    assert json.loads((tmp_path / "c" / "state.json").read_text())["clip_grad"] == 0.01
+    state = json.loads((tmp_path / "c" / "state.json").read_text())
+    assert state["clip_grad"] == 0.01 and state["max_grad_norm"] == {"toy": 0.01}
 
 
 def test_bf16_autocast_trains_close_to_fp32(tmp_path):
@@ -284,3 +285,24 @@ def test_folder_is_decoded_lazily_in_workers(tmp_path):
     assert [b.shape for b in batches] == [(4, 3, 16, 16)] * 3
     order = torch.randperm(12, generator=torch.Generator().manual_seed(0))[:4]
     assert torch.equal(batches[0], folder.images[order])
+
+
+def test_validation_metrics_land_in_the_history_at_each_checkpoint(tmp_path):
+    run, model, data = toy_run(tmp_path, steps=6, checkpoint_every=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    held_x, held_y = data.images[:8], data.labels[:8]
+
+    def loss(mb: MicroBatch):
+        out = ((model(mb.data).squeeze(1) - mb.labels) ** 2).mean()
+        return out, {"mse": out.item()}
+
+    def validate():
+        with torch.no_grad():
+            return {"val_mse": float(((model(held_x).squeeze(1) - held_y) ** 2).mean())}
+
+    ckpt = run.checkpointer({"m": model}, {"o": opt})
+    history = run.loop(data, [Phase("toy", opt, model, loss)], ckpt, start=0, history=[], desc="toy", state={}, validate=validate)
+    assert [row["step"] for row in history] == [2, 4, 6]
+    assert history[-1]["val_mse"] == pytest.approx(validate()["val_mse"])
+    assert history[0]["val_mse"] > history[-1]["val_mse"]  # least squares on SGD: held-out error falls
+    assert json.loads((tmp_path / "state.json").read_text())["history"] == history

@@ -6,6 +6,7 @@ dropped to the null token with probability ``label_dropout`` (for classifier-fre
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -58,6 +59,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     start, history = ckpt.start()
     model_ddp = run.wrap(model)
     classes = cfg["num_class_embeds"]
+    held_out = held_out_codes(encoder, options.data) if run.is_main else None
 
     def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
         target, labels = mb.data, None
@@ -76,11 +78,12 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         desc="transformer",
         state={"config": cfg, "ema_decay": train_cfg["ema_decay"]},
         after_step=lambda i: ema.update(model, i),
+        validate=None if held_out is None else lambda: {"val_bits": evaluate(ema.model, cfg, held_out)},
     )
     if not run.is_main:
         run.finish()
         return None
-    held_ce = evaluate(ema.model.cpu(), encoder, options.data, cfg)
+    held_ce = evaluate(ema.model.cpu(), cfg, held_out)
     prior_space = space.as_discrete() if space.kind == "continuous" else space
     entry = finish_run(
         options,
@@ -99,13 +102,20 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     return entry
 
 
-@torch.inference_mode()
-def evaluate(model: CodeTransformer, encoder: Any, data_name: str, cfg: dict[str, Any]) -> float | None:
-    """Held-out negative log-likelihood in bits per code (unconditional)."""
+def held_out_codes(encoder: Any, data_name: str) -> torch.Tensor | None:
+    """The held-out split's codes (N, h*w), or None for a dataset without one (a folder)."""
     try:
         held = load_dataset(data_name, split="test", size=int(encoder.sample_size), channels=encoder.image_channels)
     except LatentzooError:
         return None
-    target = encode_codes(encoder, held.images).flatten(1)
-    ce = F.cross_entropy(model.eval()(target).reshape(-1, cfg["codebook_size"]), target.reshape(-1))
-    return round(float(ce) / float(torch.log(torch.tensor(2.0))), 4)
+    return encode_codes(encoder, held.images).flatten(1)
+
+
+@torch.inference_mode()
+def evaluate(model: CodeTransformer, cfg: dict[str, Any], codes: torch.Tensor | None) -> float | None:
+    """Held-out negative log-likelihood in bits per code (unconditional)."""
+    if codes is None:
+        return None
+    codes = codes.to(next(model.parameters()).device)
+    ce = F.cross_entropy(model(codes).float().reshape(-1, cfg["codebook_size"]), codes.reshape(-1))
+    return round(float(ce) / math.log(2.0), 4)

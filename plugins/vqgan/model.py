@@ -114,6 +114,7 @@ class VQAutoencoder(nn.Module, Encoder, Decoder):
         sample_size: int = 32,
         mid_block_add_attention: bool = True,
         commitment_weight: float = 0.25,
+        dead_code_threshold: float = 0.5,
     ) -> None:
         super().__init__()
         widths = list(block_out_channels)
@@ -125,7 +126,7 @@ class VQAutoencoder(nn.Module, Encoder, Decoder):
         self.codebook_size = num_vq_embeddings
         self.encoder = ConvEncoder(in_channels, latent_channels, widths, layers_per_block, norm_num_groups, mid_block_add_attention)
         self.quant_conv = nn.Conv2d(latent_channels, embed_dim, 1)
-        self.quantize = VectorQuantizer(num_vq_embeddings, embed_dim, beta=commitment_weight)
+        self.quantize = VectorQuantizer(num_vq_embeddings, embed_dim, beta=commitment_weight, dead_threshold=dead_code_threshold)
         self.post_quant_conv = nn.Conv2d(embed_dim, latent_channels, 1)
         self.decoder = ConvDecoder(latent_channels, out_channels, widths, layers_per_block, norm_num_groups, mid_block_add_attention)
 

@@ -40,7 +40,9 @@ LOSS_DEFAULTS: dict[str, Any] = {"disc_start": 1000, "disc_weight": 0.5, "disc_w
 def train(options: TrainOptions) -> dict[str, Any] | None:
     """Train and write the run directory; return the registry entry of the result (rank 0)."""
     run = Run(options)
-    cfg, loss_cfg = split_options("vqgan", options.config, MODEL_DEFAULTS, LOSS_DEFAULTS, extra=("vq_embed_dim", "mid_block_add_attention"))
+    cfg, loss_cfg = split_options(
+        "vqgan", options.config, MODEL_DEFAULTS, LOSS_DEFAULTS, extra=("vq_embed_dim", "mid_block_add_attention", "dead_code_threshold")
+    )
     data = load_dataset(options.data, split="train", size=cfg["sample_size"], channels=cfg["in_channels"])
 
     torch.manual_seed(options.seed)
