@@ -475,6 +475,13 @@ class Run:
         self.world.barrier()
         self.world.close()
 
+    def publish(self, write: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """Rank 0 evaluates and writes the result (``write()`` returns its registry entry);
+        every rank then leaves the group. None on the other ranks."""
+        entry = write() if self.is_main else None
+        self.finish()
+        return entry
+
 
 def split_options(family: str, config: dict[str, Any], *groups: dict[str, Any], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Each group of defaults overridden by ``config``; ``extra`` keys (optional, no default)
@@ -583,6 +590,37 @@ def finish_autoencoder(options: TrainOptions, model: nn.Module, *, identity: Cal
         latent_space=lambda sha: {**model.shape_fields(), "autoencoder": identity(sha)},
         **fields,
     )
+
+
+def publish_autoencoder(
+    run: Run,
+    model: nn.Module,
+    *,
+    family: str,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+    evaluate: Callable[[nn.Module, str, dict[str, Any]], dict[str, Any]],
+    description: str,
+) -> dict[str, Any] | None:
+    """The end of an autoencoder run: on rank 0, held-out ``evaluate(model, data, config)`` and
+    the run directory's files (class ``<family>.autoencoder``, named by its weights)."""
+    from .weights import space_identity
+
+    def write() -> dict[str, Any]:
+        model.eval().cpu()
+        return finish_autoencoder(
+            run.options,
+            model,
+            family=family,
+            component_class=f"{family}.autoencoder",
+            config=config,
+            metrics=evaluate(model, run.options.data, config),
+            history=history,
+            identity=space_identity,
+            description=description,
+        )
+
+    return run.publish(write)
 
 
 def held_out_split(data_name: str, size: int, channels: int):

@@ -97,58 +97,11 @@ def test_prior_on_two_processes_matches_one_process(autoencoder_runs):
     timesteps are per-sample draws, so they do not depend on the world size)."""
     cli, root, _, _ = autoencoder_runs
     reg = ["--registry", str(root / "one" / "registry.yaml")]
-    one = cli(
-        *reg,
-        "train",
-        "diffusion",
-        "--encoder",
-        "tiny-vqgan",
-        "-o",
-        str(root / "p1"),
-        "--steps",
-        "4",
-        "--batch-size",
-        "16",
-        "--seed",
-        "3",
-        "--lr",
-        "1e-3",
-        "--no-progress",
-        "--name",
-        "tiny-prior",
-        *TINY["diffusion"],
-        env=ENV,
-        timeout=300,
-    )
-    one.assert_ok()
+    args = [*reg, "train", "diffusion", "--encoder", "tiny-vqgan", "--steps", "4", "--batch-size", "16", "--seed", "3", "--lr", "1e-3"]
+    args += ["--no-progress", "--name", "tiny-prior", *TINY["diffusion"]]
+    cli(*args, "-o", str(root / "p1"), env=ENV, timeout=300).assert_ok()
     launch = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
-    two = cli.python(
-        *launch,
-        "-m",
-        "latentzoo",
-        *reg,
-        "train",
-        "diffusion",
-        "--encoder",
-        "tiny-vqgan",
-        "-o",
-        str(root / "p2"),
-        "--steps",
-        "4",
-        "--batch-size",
-        "16",
-        "--seed",
-        "3",
-        "--lr",
-        "1e-3",
-        "--no-progress",
-        "--name",
-        "tiny-prior",
-        *TINY["diffusion"],
-        env=ENV,
-        timeout=300,
-    )
-    two.assert_ok()
+    cli.python(*launch, "-m", "latentzoo", *args, "-o", str(root / "p2"), env=ENV, timeout=300).assert_ok()
     assert json.loads((root / "p2" / "state.json").read_text())["replicas_identical"] is True
     a, b = checkpoint(root / "p1"), checkpoint(root / "p2")
     assert_close(a, b, atol=1e-5)

@@ -121,35 +121,33 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         state={"config": model_cfg, "ema_decay": train_cfg["ema_decay"]},
         after_step=lambda i: ema.update(model, i),
     )
-    if not run.is_main:
-        run.finish()
-        return None
 
-    if space is not None:
-        latent_space = space.with_scaling(scaling_factor, shift).to_dict()
-    else:
-        latent_space = {
-            "kind": "continuous",
-            "channels": x_data.shape[1],
-            "factor": 1,
-            "autoencoder": "pixels",
-            "scaling_factor": scaling_factor,
-            "shift": shift,
-        }
-    final = sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:]))
-    source = f"latents of {encoder_name}" if encoder_name else "pixels"
-    entry = finish_run(
-        options,
-        ema.model.cpu().state_dict(),
-        family="diffusion",
-        component_class="diffusion.unet",
-        roles=["prior"],
-        config=model_cfg,
-        latent_space=latent_space,
-        metrics={"final_loss": round(final, 5)},
-        history=history,
-        description=f"UNet denoiser ({model_cfg['prediction_type']}) on {source} of {data.name}",
-        encoder=encoder_name,
-    )
-    run.finish()
-    return entry
+    def write() -> dict[str, Any]:
+        if space is not None:
+            latent_space = space.with_scaling(scaling_factor, shift).to_dict()
+        else:
+            latent_space = {
+                "kind": "continuous",
+                "channels": x_data.shape[1],
+                "factor": 1,
+                "autoencoder": "pixels",
+                "scaling_factor": scaling_factor,
+                "shift": shift,
+            }
+        final = sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:]))
+        source = f"latents of {encoder_name}" if encoder_name else "pixels"
+        return finish_run(
+            options,
+            ema.model.cpu().state_dict(),
+            family="diffusion",
+            component_class="diffusion.unet",
+            roles=["prior"],
+            config=model_cfg,
+            latent_space=latent_space,
+            metrics={"final_loss": round(final, 5)},
+            history=history,
+            description=f"UNet denoiser ({model_cfg['prediction_type']}) on {source} of {data.name}",
+            encoder=encoder_name,
+        )
+
+    return run.publish(write)

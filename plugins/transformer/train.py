@@ -80,26 +80,25 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         after_step=lambda i: ema.update(model, i),
         validate=None if held_out is None else lambda: {"val_bits": evaluate(ema.model, cfg, held_out)},
     )
-    if not run.is_main:
-        run.finish()
-        return None
-    held_ce = evaluate(ema.model.cpu(), cfg, held_out)
-    prior_space = space.as_discrete() if space.kind == "continuous" else space
-    entry = finish_run(
-        options,
-        ema.model.state_dict(),
-        family="transformer",
-        component_class="transformer.prior",
-        roles=["prior"],
-        config=cfg,
-        latent_space=prior_space.to_dict(),
-        metrics={"held_out_nll_bits_per_code": held_ce},
-        history=history,
-        description=f"Autoregressive code transformer over the codes of {encoder_name} on {data.name}",
-        encoder=encoder_name,
-    )
-    run.finish()
-    return entry
+
+    def write() -> dict[str, Any]:
+        held_ce = evaluate(ema.model.cpu(), cfg, held_out)
+        prior_space = space.as_discrete() if space.kind == "continuous" else space
+        return finish_run(
+            options,
+            ema.model.state_dict(),
+            family="transformer",
+            component_class="transformer.prior",
+            roles=["prior"],
+            config=cfg,
+            latent_space=prior_space.to_dict(),
+            metrics={"held_out_nll_bits_per_code": held_ce},
+            history=history,
+            description=f"Autoregressive code transformer over the codes of {encoder_name} on {data.name}",
+            encoder=encoder_name,
+        )
+
+    return run.publish(write)
 
 
 def held_out_codes(encoder: Any, data_name: str) -> torch.Tensor | None:

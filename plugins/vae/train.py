@@ -13,8 +13,7 @@ import torch
 
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
-from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, finish_autoencoder, held_out_split, split_options
-from latentzoo.core.weights import space_identity
+from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, held_out_split, publish_autoencoder, split_options
 
 from .model import KLAutoencoder
 
@@ -60,22 +59,15 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         desc="vae",
         state={"config": cfg, "loss": loss_cfg},
     )
-    entry = None
-    if run.is_main:
-        model.eval().cpu()
-        entry = finish_autoencoder(
-            options,
-            model,
-            family="vae",
-            component_class="vae.autoencoder",
-            config=cfg,
-            metrics=evaluate(model, options.data, cfg),
-            history=history,
-            identity=space_identity,
-            description=f"KL-VAE trained on {data.name}, {options.steps} steps",
-        )
-    run.finish()
-    return entry
+    return publish_autoencoder(
+        run,
+        model,
+        family="vae",
+        config=cfg,
+        history=history,
+        evaluate=evaluate,
+        description=f"KL-VAE trained on {data.name}, {options.steps} steps",
+    )
 
 
 @torch.inference_mode()

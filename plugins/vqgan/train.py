@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from latentzoo.core.data import load_dataset
 from latentzoo.core.metrics import psnr
 from latentzoo.core.registry import import_target
-from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, finish_autoencoder, held_out_split, split_options
-from latentzoo.core.weights import space_identity
+from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, held_out_split, publish_autoencoder, split_options
 
 from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss
 from .model import VQAutoencoder
@@ -94,22 +93,15 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         desc="vqgan",
         state={"config": cfg, "loss": loss_cfg},
     )
-    entry = None
-    if run.is_main:
-        model.eval().cpu()
-        entry = finish_autoencoder(
-            options,
-            model,
-            family="vqgan",
-            component_class="vqgan.autoencoder",
-            config=cfg,
-            metrics=evaluate(model, options.data, cfg),
-            history=history,
-            identity=space_identity,
-            description=f"VQ-GAN autoencoder trained on {data.name}, {options.steps} steps",
-        )
-    run.finish()
-    return entry
+    return publish_autoencoder(
+        run,
+        model,
+        family="vqgan",
+        config=cfg,
+        history=history,
+        evaluate=evaluate,
+        description=f"VQ-GAN autoencoder trained on {data.name}, {options.steps} steps",
+    )
 
 
 @torch.inference_mode()
