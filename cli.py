@@ -525,7 +525,7 @@ def decode(ctx: click.Context, name: str, latents: str, output: str, allow_misma
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--name", help="Registry name of the result (default from the run directory).")
 @click.option("--steps", type=int, default=2000, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Global batch per optimizer step (all processes).")
 @click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
