@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-TINY = {
+FAMILY_ARGS = {  # what each family needs besides the shared flags
     "vae": [],
     "vqgan": ["--set", "disc_start=0"],
     "dvae": [],
@@ -43,7 +43,7 @@ def free_port() -> int:
 def train_once(args: argparse.Namespace, out: Path, procs: int, threads: int) -> float:
     cmd = ["train", args.family, "-o", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
     cmd += ["--checkpoint-every", str(args.steps), "--no-progress", "--device", args.device, "--workers", str(args.workers)]
-    cmd += TINY[args.family]
+    cmd += FAMILY_ARGS[args.family]
     if procs == 1:
         launch = [sys.executable, "-m", "latentzoo"]
     else:
@@ -59,7 +59,7 @@ def train_once(args: argparse.Namespace, out: Path, procs: int, threads: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--family", default="vae", choices=sorted(TINY))
+    parser.add_argument("--family", default="vae", choices=sorted(FAMILY_ARGS))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64, help="Global batch (default 64).")
     parser.add_argument("--procs", type=int, default=2, help="Data-parallel processes (default 2).")

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .distributed import World, all_gather_cat, all_reduce_mean, init_world
+from .distributed import all_gather_cat, all_reduce_mean, init_world
 from .errors import LatentzooError
 from .weights import load_tensors, save_tensors, write_json
 
@@ -114,10 +114,9 @@ class StepBatches:
     """Batch sampler of one rank: for each step, its share of the global batch, as
     ``grad_accum`` micro-batches (the distributed sampler: shares of ranks are disjoint)."""
 
-    def __init__(self, n: int, options: TrainOptions, world: World, start: int) -> None:
-        self.n, self.options, self.world, self.start = n, options, world, start
-        self.per_rank = options.batch_size // world.size
-        self.micro = self.per_rank // options.grad_accum
+    def __init__(self, n: int, run: Run, start: int) -> None:
+        self.n, self.options, self.start = n, run.options, start
+        self.rank, self.share, self.micro = run.world.rank, run.share, run.micro
 
     def __len__(self) -> int:
         return (self.options.steps - self.start) * self.options.grad_accum
@@ -125,7 +124,7 @@ class StepBatches:
     def __iter__(self) -> Iterator[list[int]]:
         stream = batches(self.n, self.options.batch_size, self.options.seed, self.start)
         for _ in range(self.start, self.options.steps):
-            share = next(stream)[self.world.rank * self.per_rank : (self.world.rank + 1) * self.per_rank]
+            share = next(stream)[self.rank * self.share : (self.rank + 1) * self.share]
             for k in range(self.options.grad_accum):
                 yield share[k * self.micro : (k + 1) * self.micro].tolist()
 
@@ -187,7 +186,7 @@ class Phase:
     name: str
     optimizer: torch.optim.Optimizer
     module: nn.Module  # what the optimizer trains, as wrapped by Run.wrap
-    loss: Callable[[MicroBatch], tuple[torch.Tensor, dict[str, float]]]
+    loss: Callable[[MicroBatch], tuple[torch.Tensor, dict[str, Any]]]  # loss and what to log (detached tensors or floats)
     clip: float | None = None
     when: Callable[[int], bool] | None = None
 
@@ -278,6 +277,8 @@ class Run:
                 f"--batch-size {options.batch_size} is the global batch: it must divide evenly over {self.world.size} "
                 f"process(es) x --grad-accum {options.grad_accum}; use a multiple of {self.world.size * options.grad_accum}"
             )
+        self.share = options.batch_size // self.world.size  # this rank's samples per step
+        self.micro = self.share // options.grad_accum  # ... per micro-batch
         if options.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise LatentzooError("--precision bf16: this GPU has no bfloat16 support; use --precision fp32")
         prepare_run(options, create=self.world.is_main)
@@ -341,7 +342,7 @@ class Run:
         return iter(
             DataLoader(
                 dataset,
-                batch_sampler=StepBatches(len(dataset), self.options, self.world, start),
+                batch_sampler=StepBatches(len(dataset), self, start),
                 num_workers=workers,
                 collate_fn=_whole_batch,
                 pin_memory=self.device.type == "cuda",
@@ -377,9 +378,7 @@ class Run:
         """
         o, world = self.options, self.world
         state = {**state, "max_grad_norm": {phase.name: phase.clip for phase in phases}}
-        accum, global_batch = o.grad_accum, o.batch_size
-        per_rank = global_batch // world.size
-        micro = per_rank // accum
+        accum, global_batch, micro = o.grad_accum, o.batch_size, self.micro
         bar = progress_bar(o.steps, start, o.progress and world.is_main, desc)
         data = self.loader(dataset, start)
         t0, timed_from = time.perf_counter(), start
@@ -391,7 +390,7 @@ class Run:
             batch = []
             for k in range(accum):
                 x, labels = next(data)
-                lo = world.rank * per_rank + k * micro
+                lo = world.rank * self.share + k * micro
                 batch.append(
                     MicroBatch(
                         data=x.to(self.device, non_blocking=True),
@@ -402,7 +401,7 @@ class Run:
                         seed=o.seed,
                     )
                 )
-            logs: dict[str, float] = {}
+            logs: dict[str, Any] = {}  # tensors or floats, turned into floats once per step
             for phase in phases:
                 if phase.when is not None and not phase.when(i):
                     continue
@@ -462,13 +461,14 @@ class Run:
             )
         return True
 
-    def reduce(self, logs: dict[str, float]) -> dict[str, float]:
-        """Mean of each logged value over ranks (one all-reduce)."""
-        if not self.world.distributed or not logs:
-            return logs
+    def reduce(self, logs: dict[str, Any]) -> dict[str, float]:
+        """Mean of each logged value over ranks (one all-reduce), as floats: the step's only
+        device-to-host copy of its losses."""
+        if not logs:
+            return {}
         keys = sorted(logs)
-        values = all_reduce_mean(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=self.device))
-        return dict(zip(keys, values.tolist(), strict=True))
+        values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float64, device=self.device) for k in keys])
+        return dict(zip(keys, all_reduce_mean(values).tolist(), strict=True))
 
     def finish(self) -> None:
         """Wait for rank 0's evaluation and writes, then leave the process group."""

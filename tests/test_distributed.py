@@ -48,8 +48,11 @@ def free_port() -> int:
 def train(cli, family: str, out: Path, *extra: str, procs: int = 1, steps: int = 4):
     args = ["train", family, "-o", str(out), "--steps", str(steps), "--batch-size", "16", "--lr", "1e-3", "--seed", "3"]
     args += ["--checkpoint-every", "2", "--no-progress", "--name", f"tiny-{family}", *TINY[family], *extra]
-    if procs == 1:
-        return cli(*args, env=ENV, timeout=300)
+    return cli(*args, env=ENV, timeout=300) if procs == 1 else torchrun(cli, *args, procs=procs)
+
+
+def torchrun(cli, *args: str, procs: int = 2):
+    """The installed CLI on ``procs`` gloo processes, rendezvous on 127.0.0.1."""
     launch = ["-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(procs)]
     launch += ["--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "latentzoo"]
     return cli.python(*launch, *args, env=ENV, timeout=300)
@@ -100,8 +103,7 @@ def test_prior_on_two_processes_matches_one_process(autoencoder_runs):
     args = [*reg, "train", "diffusion", "--encoder", "tiny-vqgan", "--steps", "4", "--batch-size", "16", "--seed", "3", "--lr", "1e-3"]
     args += ["--no-progress", "--name", "tiny-prior", *TINY["diffusion"]]
     cli(*args, "-o", str(root / "p1"), env=ENV, timeout=300).assert_ok()
-    launch = ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
-    cli.python(*launch, "-m", "latentzoo", *args, "-o", str(root / "p2"), env=ENV, timeout=300).assert_ok()
+    torchrun(cli, *args, "-o", str(root / "p2")).assert_ok()
     assert json.loads((root / "p2" / "state.json").read_text())["replicas_identical"] is True
     a, b = checkpoint(root / "p1"), checkpoint(root / "p2")
     assert_close(a, b, atol=1e-5)

@@ -98,7 +98,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     model_ddp = run.wrap(model)
     T, classes = model_cfg["num_train_timesteps"], model_cfg["num_class_embeds"]
 
-    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, Any]]:
         x0 = mb.data
         t = mb.randint(T)
         noise = mb.randn(*x0.shape[1:])
@@ -108,7 +108,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         if classes:
             cls = torch.where(mb.rand() < train_cfg["label_dropout"], classes - 1, mb.labels)  # null class: for CFG
         out = F.mse_loss(model_ddp(x_t, t, cls).float(), training_target(model_cfg["prediction_type"], x0, noise, a, b))
-        return out, {"loss": out.item()}
+        return out, {"loss": out.detach()}
 
     model.train()
     history = run.loop(

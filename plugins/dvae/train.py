@@ -43,7 +43,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     model_ddp = run.wrap(model)
     grid = cfg["sample_size"] // model.factor
 
-    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, Any]]:
         progress = mb.step / max(1, options.steps - 1)
         tau = loss_cfg["tau_start"] * (loss_cfg["tau_end"] / loss_cfg["tau_start"]) ** progress
         beta = loss_cfg["kl_weight"] * min(1.0, progress / max(1e-8, loss_cfg["kl_warmup"]))
@@ -51,7 +51,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         rec, kl, codes = model_ddp(x, tau, mb.rand(cfg["num_tokens"], grid, grid))
         rec_loss = (x - rec).abs().mean()
         total = rec_loss + beta * kl.mean() / codes[0].numel()
-        return total, {"rec": rec_loss.item(), "kl": kl.mean().item(), "tau": tau}
+        return total, {"rec": rec_loss.detach(), "kl": kl.detach().mean(), "tau": tau}
 
     model.train()
     history = run.loop(

@@ -61,12 +61,12 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     classes = cfg["num_class_embeds"]
     held_out = held_out_codes(encoder, options.data) if run.is_main else None
 
-    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, Any]]:
         target, labels = mb.data, None
         if classes:
             labels = torch.where(mb.rand() < train_cfg["label_dropout"], classes - 1, mb.labels)  # null token: for CFG
         ce = F.cross_entropy(model_ddp(target, labels).float().reshape(-1, cfg["codebook_size"]), target.reshape(-1))
-        return ce, {"ce": ce.item()}
+        return ce, {"ce": ce.detach()}
 
     model.train()
     history = run.loop(

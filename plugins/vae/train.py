@@ -43,11 +43,11 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     inv_two_var = 1.0 / (2 * loss_cfg["likelihood_std"] ** 2)
     latent_size = cfg["sample_size"] // model.factor
 
-    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, Any]]:
         x = mb.data
         rec, kl = model_ddp(x, mb.randn(cfg["latent_channels"], latent_size, latent_size))
         nll = (x - rec).pow(2).flatten(1).sum(1) * inv_two_var
-        return (nll + loss_cfg["kl_weight"] * kl).mean(), {"nll": nll.mean().item(), "kl": kl.mean().item()}
+        return (nll + loss_cfg["kl_weight"] * kl).mean(), {"nll": nll.detach().mean(), "kl": kl.detach().mean()}
 
     model.train()
     history = run.loop(

@@ -57,28 +57,28 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     model_ddp, disc_ddp = run.wrap(model), run.wrap(disc)
     gan_on = lambda i: loss_cfg["disc_weight"] > 0 and i >= loss_cfg["disc_start"]  # noqa: E731
 
-    def generator_loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def generator_loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, Any]]:
         x = mb.data
         rec, vq_loss, stats = model_ddp(x)
         rec_loss = (x - rec).abs().mean()
         if perceptual is not None:
             rec_loss = rec_loss + loss_cfg["perceptual_weight"] * perceptual(x, rec).mean()
         loss = rec_loss + vq_loss
-        logs = {"rec": rec_loss.item(), "vq": vq_loss.item(), "ppl": stats["perplexity"]}
+        logs = {"rec": rec_loss.detach(), "vq": vq_loss.detach(), "ppl": stats["perplexity"]}
         if gan_on(mb.step):
             # The discriminator's plain module: its gradients here are discarded (the "d" phase
             # zeroes them), so they need no all-reduce.
             g_loss = -disc(rec).mean()
             loss = loss + adaptive_weight(rec_loss, g_loss, model.last_layer) * loss_cfg["disc_weight"] * g_loss
             mb.cache["rec"] = rec.detach()
-            logs["g"] = g_loss.item()
+            logs["g"] = g_loss.detach()
         return loss, logs
 
-    def discriminator_loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, Any]]:
         # Real and fake in one forward: one DDP reduction (GroupNorm, so no batch statistics mix).
         logits_real, logits_fake = disc_ddp(torch.cat([mb.data, mb.cache.pop("rec")])).chunk(2)
         d_loss = hinge_d_loss(logits_real, logits_fake)
-        return d_loss, {"d": d_loss.item()}
+        return d_loss, {"d": d_loss.detach()}
 
     model.train()
     history = run.loop(
