@@ -5,6 +5,16 @@ imports no torch so that plugins' declarations can name roles without loading mo
 
 Every component is built from a JSON-able ``config`` dict with ``from_config``; the
 registry then sets ``latent_space`` from its (checked) declaration.
+
+Vocabulary is open. A prior's ``kind`` and a scheduler's ``levels`` are plain strings a
+plugin declares (``denoiser``, ``autoregressive``, ``analytic``, ``flow``, ...); the core
+compares them and keeps no list. A sampler states the prior kinds it ``drives`` and the
+kind of ``levels`` it walks; composition refuses anything else before a model is loaded.
+
+One meaning of "scheduler": a scheduler picks the noise levels a sampler visits, nothing
+else. The *noise schedule a prior was trained with* belongs to the prior (a denoiser's
+``noise_schedule``), so any scheduler of the right ``levels`` works with any prior of a
+kind whose samplers walk those levels.
 """
 
 from __future__ import annotations
@@ -63,8 +73,10 @@ class Decoder(Component):
 class Prior(Component):
     """A distribution over one latent space.
 
-    ``kind`` is ``denoiser`` (predicts noise / v / x0 at a timestep), ``autoregressive``
-    (next-code logits) or ``analytic`` (samples in closed form).
+    ``kind`` is any string the plugin declares (the same string as in its declaration):
+    built-in kinds are ``denoiser`` (predicts noise / v / x0 at a noise level),
+    ``autoregressive`` (next-code logits), ``analytic`` (samples in closed form) and
+    ``flow`` (a rectified-flow velocity field).
     """
 
     kind: ClassVar[str]
@@ -77,44 +89,62 @@ class Prior(Component):
 
 
 class DenoiserPrior(Prior):
-    """A diffusion denoiser: ``forward(x_t, t, class_labels)`` returns ``prediction_type``."""
+    """A diffusion denoiser: ``forward(x_t, t, class_labels)`` returns ``prediction_type``.
+
+    ``noise_schedule`` is the discrete variance-preserving schedule it was trained with
+    (``latentzoo.core.denoising.NoiseSchedule``): alphas_cumprod over ``num_train_timesteps``
+    and the matching variance-exploding sigmas. Schedulers pick levels from it.
+    """
 
     kind: ClassVar[str] = "denoiser"
     prediction_type: str  # "epsilon" | "v_prediction" | "sample"
     num_train_timesteps: int
     num_classes: int | None
 
-
-class Scheduler(Component):
-    """The noise schedule; no network. Owns alphas_cumprod and the timestep sequence."""
-
-    num_train_timesteps: int
-
     @property
     @abstractmethod
-    def alphas_cumprod(self) -> torch.Tensor:
-        """\bar{alpha}_t for t = 0 .. T-1 (float64)."""
+    def noise_schedule(self) -> Any:
+        """The training noise schedule (a ``latentzoo.core.denoising.NoiseSchedule``)."""
+
+
+class Scheduler(Component):
+    """Picks the noise levels a sampler visits; no network.
+
+    ``levels`` names what the returned numbers are: ``sigma`` (variance-exploding noise
+    levels of a denoiser's training schedule, x = x0 + sigma eps) or any string a plugin
+    declares (the flow family's ``flow``: t in [0, 1], x_t = (1 - t) x0 + t eps).
+    """
+
+    levels: ClassVar[str] = "sigma"
 
     @abstractmethod
-    def timesteps(self, num_steps: int) -> list[int]:
-        """Descending training timesteps to visit for ``num_steps`` sampling steps."""
+    def schedule(self, prior: Prior, steps: int, **options: Any) -> list[float]:
+        """``steps`` strictly decreasing levels followed by the clean end (0.0): ``steps + 1`` floats."""
 
 
 class Sampler(Component):
-    """An algorithm that draws from a prior along a schedule; ``drives`` lists prior kinds."""
+    """An algorithm that draws from a prior.
+
+    ``drives`` lists the prior kinds it can drive. ``levels`` is the kind of scheduler levels
+    it walks, or None when it needs no scheduler (token sampling, closed form).
+    """
 
     drives: ClassVar[tuple[str, ...]]
+    levels: ClassVar[str | None] = None
 
     @abstractmethod
     def sample(
         self,
         prior: Prior,
-        scheduler: Scheduler | None,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None,
         generator: torch.Generator,
         progress: Progress | None = None,
         **options: Any,
     ) -> torch.Tensor:
-        """Return latents in the prior's (scaled) space, starting from ``noise``."""
+        """Return latents in the prior's (scaled) space, starting from ``noise``.
+
+        ``levels`` is the scheduler's output (None for a sampler with ``levels = None``);
+        ``options`` are the validated sampler and prior options (see ``core.options``).
+        """
