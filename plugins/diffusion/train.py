@@ -17,7 +17,6 @@ from latentzoo.core.data import ImageSet, load_dataset
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
 
-from .schedulers import NoiseScheduler
 from .unet import UNetPrior
 
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -89,9 +88,9 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     torch.manual_seed(options.seed)
     model = UNetPrior(**model_cfg).to(run.device)
     ema = EMA(model, train_cfg["ema_decay"])
-    sched = NoiseScheduler(num_train_timesteps=model_cfg["num_train_timesteps"], **schedule_cfg)
-    sqrt_ab = sched.alphas_cumprod.sqrt().float().to(run.device)
-    sqrt_1mab = (1 - sched.alphas_cumprod).sqrt().float().to(run.device)
+    abar = model.noise_schedule.alphas_cumprod  # the schedule the prior states, built from training_schedule
+    sqrt_ab = abar.sqrt().float().to(run.device)
+    sqrt_1mab = (1 - abar).sqrt().float().to(run.device)
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
     ckpt = run.checkpointer({"model": model, "ema": ema.model}, {"opt": opt})
     start, history = ckpt.start()
