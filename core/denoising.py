@@ -203,6 +203,20 @@ def split_prediction(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, 
     raise LatentzooError(f"unknown prediction_type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
 
 
+def training_target(prediction_type: str, x0: torch.Tensor, eps: torch.Tensor, sqrt_ab: Any, sqrt_1mab: Any) -> torch.Tensor:
+    """What a denoiser learns to output at x_t = sqrt_ab x0 + sqrt_1mab eps: the inverse of ``split_prediction``.
+
+    v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022, sec. 4); ``sqrt_ab`` / ``sqrt_1mab`` are floats or tensors.
+    """
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "v_prediction":
+        return sqrt_ab * eps - sqrt_1mab * x0
+    if prediction_type == "sample":
+        return x0
+    raise LatentzooError(f"unknown prediction_type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
+
+
 def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
     """Clamp to the ``ratio`` quantile s of |x0| per sample and divide by s (Saharia et al. 2022, sec. 2.3)."""
     s = torch.quantile(x0.abs().flatten(1), ratio, dim=1).clamp(min=1.0, max=max_value)

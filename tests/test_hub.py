@@ -230,7 +230,7 @@ def zoo(tmp_path):
                           "latent_space": {**space, "scaling_factor": 1.5, "shift": 0.0}, "license": "MIT"},
         },
         "pipelines": {"tiny-ldm": {"encoder": "tiny-vq", "prior": "tiny-unet", "decoder": "tiny-vq", "sampler": "ddim",
-                                   "scheduler": "scaled-linear", "defaults": {"steps": 3}, "license": "MIT"}},
+                                   "scheduler": "leading", "defaults": {"steps": 3}, "license": "MIT"}},
     }  # fmt: skip
     (d / "registry.yaml").write_text(yaml.safe_dump(frag, sort_keys=False))
     return {"registry": d / "registry.yaml", "vq_sha": vq_sha, "unet_sha": unet_sha}

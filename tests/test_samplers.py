@@ -9,7 +9,7 @@ import pytest
 import torch
 from unets import noise_schedule, tiny_unet
 
-from latentzoo.core.denoising import Denoiser, NoiseSchedule, dynamic_threshold, split_prediction
+from latentzoo.core.denoising import Denoiser, NoiseSchedule, dynamic_threshold, split_prediction, training_target
 from latentzoo.core.errors import LatentzooError
 from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler
 from latentzoo.plugins.diffusion.schedulers import TimestepScheduler
@@ -117,6 +117,8 @@ def test_split_prediction_recovers_x0_and_eps(alpha_bar: float) -> None:
         got_x0, got_eps = split_prediction(target, x_t, alpha_bar, prediction_type)
         torch.testing.assert_close(got_x0, x0, rtol=1e-9, atol=1e-9, msg=prediction_type)
         torch.testing.assert_close(got_eps, eps, rtol=1e-9, atol=1e-9, msg=prediction_type)
+        # and training_target is its inverse: what the trainer asks the model to output
+        torch.testing.assert_close(training_target(prediction_type, x0, eps, sa, sb), target, rtol=1e-9, atol=1e-9)
     # the three targets really are different tensors, so the test distinguishes the branches
     assert not torch.allclose(targets["epsilon"], targets["v_prediction"])
 

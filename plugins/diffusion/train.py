@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from latentzoo.core.data import ImageSet, load_dataset
+from latentzoo.core.denoising import training_target
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
 
@@ -43,15 +44,6 @@ def _split(config: dict[str, Any]) -> list[dict[str, Any]]:
         TRAIN_DEFAULTS,
         extra=("dropout", "sample_size", "in_channels", "out_channels"),
     )
-
-
-def training_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """What the denoiser learns to output; v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return a * noise - b * x0
-    return x0
 
 
 @torch.inference_mode()
