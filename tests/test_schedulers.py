@@ -281,3 +281,33 @@ def test_trailing_and_linspace_timesteps_match_diffusers(spacing: str, n: int) -
     theirs.set_timesteps(n)
     assert timesteps(spacing, n, schedule="scaled_linear") == theirs.timesteps.tolist()
     assert spaced_timesteps(T, n, spacing) == theirs.timesteps.tolist()
+
+
+def test_a_prior_without_training_schedule_is_one_line_at_build(tmp_path) -> None:
+    """As a user meets it: a registry entry for a UNet prior lacking training_schedule, sampled from the CLI."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    import latentzoo
+
+    root = Path(latentzoo.__file__).parent
+    entry = yaml.safe_load((root / "registry.yaml").read_text())["components"]["digits-ldm"]
+    del entry["config"]["training_schedule"]
+    entry["weights"]["path"] = str(root / entry["weights"]["path"])
+    registry = tmp_path / "reg.yaml"
+    registry.write_text(yaml.safe_dump({"components": {"unscheduled-ldm": entry}}))
+    parts = ["--prior", "unscheduled-ldm", "--decoder", "digits-vqgan", "--sampler", "ddim", "--scheduler", "leading"]
+    out = tmp_path / "x.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "latentzoo", "--registry", str(registry), "sample", *parts, "-n", "1", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unscheduled-ldm" in lines[0] and "needs training_schedule" in lines[0] and "add it" in lines[0]
+    assert not out.exists()
