@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -125,23 +126,31 @@ def _check_return(hook: str, value: Any) -> str | None:
     if hook not in _RETURNS or value is None:
         return None
     if not isinstance(value, (list, tuple)):
-        return f"hook {hook} returned {type(value).__name__} {str(value)[:40]!r}, not {_RETURNS[hook]}"
+        return f"hook {hook} returned {type(value).__name__} {str(value)[:40]}, not {_RETURNS[hook]}"
     if hook == "latentzoo_registry":
         bad = [p for p in value if not isinstance(p, (str, os.PathLike))]
     else:
         bad = [d for d in value if not isinstance(d, dict)]
     if bad:
-        return f"hook {hook} returned a list holding {type(bad[0]).__name__} {str(bad[0])[:40]!r}, not {_RETURNS[hook]}"
+        return f"hook {hook} returned a list holding {type(bad[0]).__name__} {str(bad[0])[:40]}, not {_RETURNS[hook]}"
     return None
 
 
-IMPORT_WARN_SECONDS = 10.0
+ENV_IMPORT_WARN = "LATENTZOO_PLUGIN_IMPORT_WARN"
 
 
-def _warn_slow_import(name: str) -> None:
-    """A plugin still importing after IMPORT_WARN_SECONDS: say which, and how to leave it out."""
+def _import_warn_seconds() -> float:
+    """Seconds a plugin may import before a warning names it (``LATENTZOO_PLUGIN_IMPORT_WARN``, default 30)."""
+    try:
+        return max(0.1, float(os.environ.get(ENV_IMPORT_WARN, "30")))
+    except ValueError:
+        return 30.0
+
+
+def _warn_slow_import(name: str, seconds: float) -> None:
+    """A plugin still importing after some seconds: say which, and how to leave it out."""
     print(
-        f"warning: plugin {name} has been importing for {IMPORT_WARN_SECONDS:g} s; if it hangs, find it with "
+        f"warning: plugin {name} has been importing for {seconds:g} s; if it hangs, find it with "
         f"`latentzoo plugins --check` and leave it out with {ENV_ALLOW}=<the other plugins> (or uninstall it)",
         file=sys.__stderr__,
         flush=True,
@@ -198,7 +207,8 @@ class Plugins:
                 info.error = f"not in {ENV_ALLOW}"
                 continue
             had_torch = "torch" in sys.modules
-            slow = threading.Timer(IMPORT_WARN_SECONDS, _warn_slow_import, args=(ep.name,))
+            warn_after = _import_warn_seconds()
+            slow = threading.Timer(warn_after, _warn_slow_import, args=(ep.name, warn_after))
             slow.daemon = True
             slow.start()
             with _guard() as sigint:
@@ -341,23 +351,30 @@ def probe_plugins(timeout: float = 20.0, names: list[str] | None = None) -> list
             probes.append((row, None))  # type: ignore[arg-type]
             continue
         row["started"] = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-c", PROBE, ep.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-        )
+        logs = (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))  # files, not pipes: a chatty plugin cannot block
+        proc = subprocess.Popen([sys.executable, "-c", PROBE, ep.name], stdout=logs[0], stderr=logs[1], stdin=subprocess.DEVNULL, text=True)
+        row["logs"] = logs
         probes.append((row, proc))
     deadline = time.perf_counter() + timeout
+    running = [(row, proc) for row, proc in probes if proc is not None]
+    while running and time.perf_counter() < deadline:
+        time.sleep(0.05)
+        for row, proc in running:
+            if proc.poll() is not None:
+                row["seconds"] = round(time.perf_counter() - row["started"], 2)
+        running = [(row, proc) for row, proc in running if proc.returncode is None]
     out = []
     for row, proc in probes:
         if proc is None:
             out.append(row)
             continue
-        try:
-            stdout, stderr = proc.communicate(timeout=max(0.0, deadline - time.perf_counter()))
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             row.update(status="hangs", detail=f"import or a declaration hook did not finish within {timeout:g} s")
+            row["seconds"] = round(timeout, 2)
         else:
+            stdout, stderr = (f.seek(0) or f.read() for f in row["logs"])
             last = (stderr.strip().splitlines() or [""])[-1]
             if proc.returncode == 0 and '"ok": true' in stdout:
                 row.update(status="ok", detail="")
@@ -365,7 +382,9 @@ def probe_plugins(timeout: float = 20.0, names: list[str] | None = None) -> list
                 row.update(status="exits", detail=f"the process exited (status {proc.returncode}) during import or a declaration hook")
             else:
                 row.update(status="fails", detail=last[:200])
-        row["seconds"] = round(time.perf_counter() - row.pop("started"), 2)
+        for f in row.pop("logs"):
+            f.close()
+        row.pop("started")
         out.append(row)
     return sorted(out, key=lambda r: r["name"])
 
