@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import RegistryError
+from .errors import LatentzooError, RegistryError
 from .latent import LatentSpace
 from .plugins import get_manager
 
@@ -259,7 +260,10 @@ def load_yaml(path: str | Path, what: str = "registry file") -> tuple[yaml.Node 
     bounded, and any failure is one RegistryError line naming the file and line.
     """
     path = Path(path)
-    text = read_text(path, what)
+    return _load_text(read_text(path, what), path)
+
+
+def _load_text(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
     fast = getattr(yaml, "CSafeLoader", None)
     try:
         if fast is not None and not _ANCHOR.search(text):
@@ -323,9 +327,72 @@ def _check_defaults(defaults: dict[str, Any], fail: Any) -> None:
         raise fail("steps", f"must be a positive integer number of sampling steps, not {steps!r}")
 
 
+# Large registry files (thousands of entries) cost seconds to compose as YAML nodes; once one
+# has parsed and passed the schema, its entries are kept as JSON keyed by the sha256 of its
+# bytes, so `list` on 20k entries reads JSON instead (never a pickle; any change re-parses).
+CACHE_MIN_BYTES = 256 * 1024
+CACHE_VERSION = 1
+
+
+def _cache_file(text: str) -> Path | None:
+    import hashlib
+
+    if len(text) < CACHE_MIN_BYTES or os.environ.get("LATENTZOO_NO_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    digest = hashlib.sha256(f"{CACHE_VERSION}\0{_version()}\0".encode() + text.encode("utf-8")).hexdigest()
+    return Path(base) / "latentzoo" / "registry" / f"{digest}.json"
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("latentzoo")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _from_cache(cache: Path | None, source: Path, layer: str) -> list[Entry] | None:
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        rows = json.loads(cache.read_text(encoding="utf-8"))
+        return [Entry(name, section, data, source, line, layer) for name, section, data, line in rows]
+    except (OSError, ValueError, TypeError):
+        return None  # unreadable or foreign: parse the YAML
+
+
+def _to_cache(cache: Path | None, entries: list[Entry]) -> None:
+    if cache is None:
+        return
+    rows = [[e.name, e.section, e.data, e.line] for e in entries]
+    try:
+        text = json.dumps(rows)
+        if json.loads(text) != rows:  # only data JSON keeps exactly (no dates, sets, int keys, NaN)
+            return
+        from .weights import write_bytes
+
+        write_bytes(cache, text.encode("utf-8"))
+    except (TypeError, ValueError, OSError, LatentzooError):
+        pass  # a cache is an optimisation: never an error
+
+
 def parse_file(path: Path, layer: str) -> list[Entry]:
     """Parse and schema-check one registry file (safe loader only)."""
-    node, data = load_yaml(path)
+    path = Path(path)
+    text = read_text(path)
+    cache = _cache_file(text)
+    cached = _from_cache(cache, path.resolve(), layer)
+    if cached is not None:
+        return cached
+    entries = _parse(text, path, layer)
+    _to_cache(cache, entries)
+    return entries
+
+
+def _parse(text: str, path: Path, layer: str) -> list[Entry]:
+    node, data = _load_text(text, path)
     if data is None:
         return []
     lines: dict[tuple[Any, ...], int] = {}

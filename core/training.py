@@ -407,17 +407,27 @@ class Checkpointer:
             final.rename(self.root / f".stale-{final.name}")
         tmp.rename(final)  # the commit point: before it the previous checkpoint stands, after it this one
         crash_point(f"checkpoint {step}: renamed into place")
+        self.prune(step)
+        crash_point(f"checkpoint {step}: older checkpoints pruned")
+
+    def prune(self, step: int) -> None:
+        """Keep the newest KEEP_CHECKPOINTS checkpoints up to ``step``; remove older ones, later
+        ones of an abandoned future (a resume from an earlier step) and torn leftovers."""
+        import shutil
+
+        if not self.run.world.is_main or not self.root.is_dir():
+            return
         kept = [d for s, d in _step_dirs(self.out) if s <= step][:KEEP_CHECKPOINTS]
         for child in self.root.iterdir():
-            if child not in kept and child.name != tmp.name:
-                shutil.rmtree(child, ignore_errors=True)  # older steps, abandoned later ones, torn leftovers
-        crash_point(f"checkpoint {step}: older checkpoints pruned")
+            if child not in kept:
+                shutil.rmtree(child, ignore_errors=True)
 
     def start(self) -> tuple[int, list[dict[str, Any]]]:
         """(first step, loss history): (0, []) for a new run, the checkpoint's with --resume."""
         if not self.run.options.resume:
             return 0, []
         state = self.restore()
+        self.prune(state["step"])  # what a kill between a checkpoint's rename and its pruning left
         return state["step"], state["history"]
 
     def restore(self) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 TRAIN = [
@@ -55,22 +57,27 @@ def test_kill_at_every_write_boundary_resumes_exactly_or_starts_cleanly(cli, tmp
     assert [int(n) for n, _ in boundaries] == list(range(1, len(boundaries) + 1))
     expected = published(tmp_path / "reference")
 
-    outcomes = {}
-    for n, label in boundaries:
+    def crash_and_recover(n: str, label: str) -> str:
         out = tmp_path / f"crash-{n}"
         killed = train(cli, out, crash=n)
         assert killed.returncode == 77, f"boundary {n} ({label}) was not reached\n{killed}"
         assert f"crash point {n}: {label}: exiting" in killed.stderr
         resumed = train(cli, out, "--resume")
         if resumed.returncode == 0:
-            outcomes[label] = "resumed"
+            outcome = "resumed"
         else:
             resumed.assert_one_line_error("--resume: no complete checkpoint")
             train(cli, out).assert_ok()  # a run without a complete checkpoint starts cleanly
-            outcomes[label] = "restarted"
+            outcome = "restarted"
         assert published(out) == expected, f"after a kill at boundary {n} ({label}) the result differs from an uninterrupted run"
         steps = sorted(p.name for p in (out / "checkpoints").iterdir())
         assert steps == ["step-00000002", "step-00000003"], (label, steps)  # torn leftovers and old steps are gone
+        return outcome
+
+    # Independent cases, so they may run side by side (each in its own run directory).
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        results = list(pool.map(lambda b: crash_and_recover(*b), boundaries))
+    outcomes = {label: outcome for (_, label), outcome in zip(boundaries, results, strict=True)}
     # Both paths were exercised: kills before the first checkpoint restart, later ones resume.
     assert set(outcomes.values()) == {"resumed", "restarted"}, outcomes
     assert outcomes["checkpoint 1: renamed into place"] == "resumed"
