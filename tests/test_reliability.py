@@ -390,3 +390,26 @@ def test_a_slow_plugin_import_is_named_with_the_way_out(cli, plugin_factory):
 
 if os.name != "posix":  # pragma: no cover
     pytestmark = pytest.mark.skip("POSIX signals and flock")
+
+
+def test_a_large_registry_is_cached_by_content_and_reparsed_when_it_changes(cli, tmp_path):
+    """Large files are parsed once into a JSON cache keyed by their sha256 (linear `list` at 20k
+    entries; benchmarks/registry_scale.py); any edit, valid or not, is seen at once."""
+    entry = "  c{i:05d}:\n    class: diffusion.ddim\n    roles: [sampler]\n    description: entry {i} {pad}\n"
+    path = tmp_path / "big.yaml"
+    path.write_text("components:\n" + "".join(entry.format(i=i, pad="x" * 40) for i in range(3000)))
+    assert path.stat().st_size > 256 * 1024
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    first = cli("--registry", str(path), "list", "--json", env=env).assert_ok().json()
+    cached = list((tmp_path / "cache" / "latentzoo" / "registry").glob("*.json"))
+    assert len(cached) == 1
+    assert cli("--registry", str(path), "list", "--json", env=env).assert_ok().json() == first
+    row = next(e for e in first if e["name"] == "c01234")
+    assert row["source"] == f"{path.resolve()}:{2 + 4 * 1234}" and row["description"].startswith("entry 1234 ")
+
+    path.write_text(path.read_text().replace("entry 1234 ", "edited 1234 "))
+    edited = {e["name"]: e for e in cli("--registry", str(path), "list", "--json", env=env).assert_ok().json()}
+    assert edited["c01234"]["description"].startswith("edited 1234 ")
+    path.write_text(path.read_text().replace("    roles: [sampler]\n", "    rols: [sampler]\n", 1))
+    cli("--registry", str(path), "list", env=env).assert_one_line_error(f"{path}:4: components.c00000.rols: unknown key")
