@@ -90,8 +90,8 @@ def _emit_json(data: Any) -> None:
 
 def _table(rows: list[list[str]], headers: list[str]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)).rstrip())
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)).rstrip() for row in [headers, *rows]]
+    click.echo("\n".join(lines))  # one write: 20k rows in one call, not 20k
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,7 +105,10 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: bool) -> None:
     """List named components and pipelines in the registry."""
-    entries = _registry(ctx).list(role=role, family=family)
+    reg = _registry(ctx)
+    entries = reg.list(role=role, family=family)
+    for warning in reg.shadow_warnings({e.name for e in entries}):
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         _emit_json([e.summary() for e in entries])
         return
@@ -113,7 +116,11 @@ def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: 
         click.echo("nothing matches")
         return
     rows = [[e.name, "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
-    _table(rows, ["NAME", "ROLE", "FAMILY", "DESCRIPTION"])
+    headers = ["NAME", "ROLE", "FAMILY", "DESCRIPTION"]
+    if any(e.shadows for e in entries):  # a later layer rebinds a name: say so beside it
+        rows = [[*row, f"shadows {e.shadows}" if e.shadows else ""] for row, e in zip(rows, entries, strict=True)]
+        headers.append("SHADOWS")
+    _table(rows, headers)
 
 
 @cli.command()
@@ -127,6 +134,8 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
 
     reg = _registry(ctx)
+    for warning in reg.shadow_warnings({name}):
+        click.echo(f"warning: {warning}", err=True)
     if name in reg.entries:
         entry = reg.get(name)
     else:
@@ -163,9 +172,30 @@ def _declared_role(name: str) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any plugin is broken or incompatible.")
 @click.option("-v", "--verbose", is_flag=True, help="One block per plugin, with where it was loaded from and its hooks.")
-def plugins(as_json: bool, strict: bool, verbose: bool) -> None:
+@click.option(
+    "--check", is_flag=True, help="Probe each third-party plugin in a subprocess (time budget): finds one that exits or hangs at import."
+)
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=20.0, show_default=True, help="Seconds the --check probes may take.")
+def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: float) -> None:
     """Show installed plugins: distribution, version, location, hooks, components, status."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.plugins import get_manager, probe_plugins
+
+    if check:  # before anything loads plugins in this process: a plugin that kills it must not stop the probe
+        probes = probe_plugins(timeout)
+        if as_json:
+            _emit_json(probes)
+        else:
+            _table(
+                [[p["name"], p["distribution"] or "?", p["status"], f"{p['seconds']}", p["detail"]] for p in probes],
+                ["PLUGIN", "DISTRIBUTION", "PROBE", "SECONDS", "DETAIL"],
+            )
+        bad = [p for p in probes if p["status"] in ("exits", "hangs", "fails")]
+        if bad:
+            raise LatentzooError(
+                f"{len(bad)} plugin(s) fail the probe: {', '.join(p['name'] + ' (' + p['status'] + ')' for p in bad)}; "
+                "uninstall them or leave them out with LATENTZOO_PLUGINS=<other plugins>"
+            )
+        return
 
     cli._add_plugin_commands()  # run the commands hook too, so a plugin that raises there is reported
     report = get_manager().report()
@@ -180,7 +210,7 @@ def plugins(as_json: bool, strict: bool, verbose: bool) -> None:
                 f"{p.distribution or '?'} {p.version or ''}".strip(),
                 p.status,
                 ", ".join(p.components + p.datasets) or "-",
-                p.error or "",
+                p.error or (f"warning: {p.warning}" if p.warning else ""),
             ]
             for p in report
         ]
@@ -575,20 +605,13 @@ def train(
     """
     import yaml
 
-    from latentzoo.core.plugins import get_manager
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.registry import load_yaml
     from latentzoo.core.training import TrainOptions
+    from latentzoo.core.training import train as run_trainer
 
-    trainers = {d["family"]: d["trainer"] for d in get_manager().components().values() if d.get("trainer")}
-    if family not in trainers:
-        raise LatentzooError(f"no trainer for family {family!r}; trainable families: {', '.join(sorted(trainers)) or 'none'}")
-    if steps < 1 or batch_size < 1 or checkpoint_every < 1 or grad_accum < 1:
-        raise LatentzooError("--steps, --batch-size, --checkpoint-every and --grad-accum must be positive")
-    if workers < 0 or (clip_grad is not None and clip_grad < 0):
-        raise LatentzooError("--workers and --clip-grad cannot be negative")
     config: dict[str, Any] = {}
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text())
+        loaded = load_yaml(config_file, "--config file")[1]
         if not isinstance(loaded, dict):
             raise LatentzooError(f"--config {config_file} must be a YAML mapping of options")
         config.update(loaded)
@@ -596,7 +619,10 @@ def train(
         key, sep, value = item.partition("=")
         if not sep:
             raise LatentzooError(f"--set {item!r}: use KEY=VALUE")
-        config[key.strip()] = yaml.safe_load(value)
+        try:
+            config[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise LatentzooError(f"--set {item!r}: the value is not valid YAML; quote it or fix it") from exc
     options = TrainOptions(
         out=Path(out),
         data=data,
@@ -616,7 +642,7 @@ def train(
         clip_grad=clip_grad,
         workers=workers,
     )
-    entry = import_target(trainers[family])(options)
+    entry = run_trainer(family, options)
     if entry is None:  # a rank other than 0 of a data-parallel run: rank 0 reports
         return
     click.echo(f"trained {family}: {json.dumps(entry.get('metrics', {}))}; registry fragment: {Path(out) / 'registry.yaml'}", err=True)
