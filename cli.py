@@ -308,10 +308,14 @@ def _progress(enabled: bool, desc: str):
     return update
 
 
-def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool):
+def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool, text_options: Any = None):
     from latentzoo.core.build import Builder
+    from latentzoo.core.compose import check_options, check_spec
 
     spec, reg = _spec_from_options(ctx, target, parts)
+    if text_options is not None:  # refuse bad options before any weights load (and before torch is imported)
+        check_spec(reg, spec, allow_mismatch=allow_mismatch or None)
+        check_options(reg, spec, text_options=text_options)
     pipe = Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch or None)
     for warning in pipe.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -398,15 +402,13 @@ def sample(
     and DIR/samples.json. Samples are drawn in batches of --batch-size: the same seed,
     options and batch size give identical bytes.
     """
-    from latentzoo.core.pipeline import check_run
+    from latentzoo.core.record import SampleOutput, check_run
 
     shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
     text_options = _option_strings(settings, steps=steps, **shortcuts)
     check_run(n, seed, batch_size, nrow)
-    from latentzoo.core.record import SampleOutput
-
     SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
-    pipe = _build(ctx, target, parts, allow_mismatch)
+    pipe = _build(ctx, target, parts, allow_mismatch, text_options)
     record = pipe.sample_to(
         output,
         n,

@@ -170,6 +170,15 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
     return warnings
 
 
+def check_options(
+    registry: Registry, spec: PipelineSpec, options: dict[str, Any] | None = None, text_options: dict[str, str] | None = None
+) -> None:
+    """Check sample-time options against the declared ones before anything is built (no torch)."""
+    declared = declared_options(registry, spec)
+    resolve(declared, options or {}, where=f"pipeline {spec.name}")
+    resolve(declared, text_options or {}, where=f"pipeline {spec.name}", text=True)
+
+
 def typed_defaults(registry: Registry, spec: PipelineSpec, text_options: dict[str, str]) -> dict[str, Any]:
     """Command-line ``KEY=VALUE`` strings as validated, typed pipeline defaults (what ``compose --set`` stores)."""
     declared = declared_options(registry, spec)

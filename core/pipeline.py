@@ -28,10 +28,9 @@ from .compose import PipelineSpec
 from .errors import LatentzooError
 from .interfaces import Progress
 from .options import Option, OptionError, canonical, resolve
+from .record import DEFAULT_BATCH_SIZE, MAX_SEED, check_run
 
 DEFAULT_STEPS = 50
-DEFAULT_BATCH_SIZE = 64
-MAX_SEED = 2**63 - 1
 
 
 def batch_seed(seed: int, k: int) -> int:
@@ -40,21 +39,6 @@ def batch_seed(seed: int, k: int) -> int:
         return seed
     digest = hashlib.sha256(f"latentzoo-batch:{seed}:{k}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & MAX_SEED
-
-
-def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None = None) -> None:
-    """One-line refusals for the numbers every sampling call takes."""
-    for label, value in (("-n", n), ("--seed", seed), ("--batch-size", batch_size), ("--nrow", nrow)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise LatentzooError(f"{label} must be an integer, not {value!r}")
-    if n < 1:
-        raise LatentzooError(f"-n must be at least 1, not {n}")
-    if not 0 <= seed <= MAX_SEED:
-        raise LatentzooError(f"--seed must be between 0 and 2**63-1 ({MAX_SEED}), not {seed}")
-    if batch_size is not None and batch_size < 1:
-        raise LatentzooError(f"--batch-size must be at least 1, not {batch_size}")
-    if nrow is not None and nrow < 1:
-        raise LatentzooError(f"--nrow must be at least 1, not {nrow}")
 
 
 @dataclass
