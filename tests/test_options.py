@@ -707,3 +707,56 @@ def test_builtin_ddim_runs_on_a_plugin_sigma_scheduler(cli, tmp_path, toy_site):
     with torch.inference_mode():
         probs = classifier_logits(grid).softmax(-1)
     assert (probs.max(-1).values > 0.8).float().mean() >= 0.6, probs.max(-1).values
+
+
+# --------------------------------------------------------------------------------------
+# a bad declaration breaks only its own plugin
+
+BAD_DECLARATIONS = {
+    "empty-kind": ({"roles": ["prior"], "kind": ""}, "must declare kind"),
+    "kind-not-string": ({"roles": ["prior"], "kind": 3}, "must declare kind"),
+    "no-drives": ({"roles": ["sampler"]}, "must declare drives"),
+    "drives-string": ({"roles": ["sampler"], "drives": "toy"}, "must declare drives"),
+    "drives-empty": ({"roles": ["sampler"], "drives": []}, "must declare drives"),
+    "levels-number": ({"roles": ["sampler"], "drives": ["toy"], "levels": 1}, "levels must be a non-empty string"),
+    "scheduler-levels-empty": ({"roles": ["scheduler"], "levels": ""}, "levels must be a non-empty string"),
+    "scaled-latents-string": ({"roles": ["prior"], "kind": "toy", "scaled_latents": "yes"}, "scaled_latents must be true or false"),
+    "options-dict": ({"roles": ["scheduler"], "options": {"eta": 0.0}}, "options must be a list"),
+    "option-type": ({"roles": ["scheduler"], "options": [{"name": "eta", "type": "number"}]}, "type must be one of"),
+    "option-default": (
+        {"roles": ["sampler"], "drives": ["toy"], "options": [{"name": "eta", "type": "float", "default": -1.0, "min": 0.0}]},
+        "default -1.0 is not accepted",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_declaration_site(plugin_factory, helpers):
+    specs = []
+    for name, (decl, _) in BAD_DECLARATIONS.items():
+        package = "bad_" + name.replace("-", "_")
+        body = {"name": f"{package}.thing", "target": f"{package}:Thing", **decl}
+        init = f"""
+            from latentzoo.core.hookspecs import hookimpl
+
+            LATENTZOO_PLUGIN_API = 1
+
+
+            @hookimpl
+            def latentzoo_components():
+                return [{body!r}]
+        """
+        specs.append(helpers.PluginSpec(dist=f"bad-{name}", package=package, init=init))
+    return plugin_factory(*specs)
+
+
+def test_a_bad_declaration_breaks_only_its_plugin_naming_it(cli, bad_declaration_site):
+    report = {p["name"]: p for p in cli("plugins", "--json", sites=[bad_declaration_site]).assert_ok().json()}
+    for name, (_, fragment) in BAD_DECLARATIONS.items():
+        package = "bad_" + name.replace("-", "_")
+        plugin = report[package]
+        assert plugin["status"] == "broken", plugin
+        assert fragment in plugin["error"] and f"{package}.thing" in plugin["error"], plugin["error"]
+    assert all(p["status"] == "ok" for p in report.values() if p["builtin"])
+    parts = ["--encoder", "digits-klvae-f8", "--prior", "digits-vae-prior", "--decoder", "digits-klvae-f8", "--sampler", "analytic"]
+    assert "sampler: analytic" in cli("compose", *parts, sites=[bad_declaration_site]).assert_ok().stdout
