@@ -144,14 +144,17 @@ class SampleOutput:
     def add(self, images: Any) -> None:
         """Take a batch of (B, H, W, C) uint8 images (the next ``B`` samples in order)."""
         if self.per_sample:
-            if self._staging is None:
-                self._mkdirs(self.path)
-                self._staging = Path(tempfile.mkdtemp(prefix=".latentzoo-staging-", dir=self.path))
-            for image in images:
-                name = f"{self.count:04d}.png"
-                (self._staging / name).write_bytes(png_bytes(image))
-                self.files.append(name)
-                self.count += 1
+            try:
+                if self._staging is None:
+                    self._mkdirs(self.path)
+                    self._staging = Path(tempfile.mkdtemp(prefix=".latentzoo-staging-", dir=self.path))
+                for image in images:
+                    name = f"{self.count:04d}.png"
+                    (self._staging / name).write_bytes(png_bytes(image))
+                    self.files.append(name)
+                    self.count += 1
+            except OSError as exc:
+                raise LatentzooError(f"cannot write {self.output}: {exc.strerror or exc}; choose another -o") from exc
             return
         import torch
 
@@ -176,15 +179,20 @@ class SampleOutput:
         moves: list[tuple[Path, Path]] = []
         if self.per_sample:
             assert self._staging is not None
-            (self._staging / DIR_SIDECAR).write_text(text, encoding="utf-8")
+            try:
+                (self._staging / DIR_SIDECAR).write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise LatentzooError(f"cannot write {self.sidecar}: {exc.strerror or exc}; nothing was written") from exc
             moves = [(self._staging / name, self.path / name) for name in self.files]
             moves.append((self._staging / DIR_SIDECAR, self.sidecar))
         else:
             self._mkdirs(self.path.parent)
-            png = self._temp(self.path)
-            png.write_bytes(png_bytes(self.canvas))
-            side = self._temp(self.sidecar)
-            side.write_text(text, encoding="utf-8")
+            png, side = self._temp(self.path), self._temp(self.sidecar)
+            try:
+                png.write_bytes(png_bytes(self.canvas))
+                side.write_text(text, encoding="utf-8")
+            except OSError as exc:  # a full disk, a quota
+                raise LatentzooError(f"cannot write {self.output}: {exc.strerror or exc}; nothing was written") from exc
             moves = [(png, self.path), (side, self.sidecar)]
         _check_sidecar(self.sidecar, self.output)  # it may have appeared while sampling
         _replace_all(moves, self.output)
