@@ -250,8 +250,8 @@ def _part_options(f):
 @cli.command()
 @_part_options
 @click.option("--name", default="composed", show_default=True, help="Name of the pipeline in the YAML.")
-@click.option("--steps", help="Default sampling steps.")
-@click.option("--eta", help="Default eta (shortcut for --set eta=VALUE).")
+@click.option("--steps", metavar="N", help="Default sampling steps.")
+@click.option("--eta", metavar="X", help="Default eta (shortcut for --set eta=VALUE).")
 @click.option(
     "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Default of a declared option (see `latentzoo info`); repeatable."
 )
@@ -363,14 +363,14 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @_part_options
 @click.option("-n", "--num", "n", type=int, default=16, show_default=True, help="Number of samples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed, 0 to 2**63-1 (same seed, same output).")
-@click.option("--steps", help="Sampling steps (default: the pipeline's).")
+@click.option("--steps", metavar="N", help="Sampling steps (default: the pipeline's).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any declared option (see `latentzoo info NAME`); repeatable.")
-@click.option("--eta", help="Shortcut for --set eta=VALUE (DDIM: 0 = deterministic).")
-@click.option("--class", "class_label", help="Shortcut for --set class_label=N (class-conditional priors).")
-@click.option("--guidance", help="Shortcut for --set guidance=G (classifier-free guidance, with --class).")
-@click.option("--temperature", help="Shortcut for --set temperature=T (token / analytic samplers).")
-@click.option("--top-k", "top_k", help="Shortcut for --set top_k=K (token sampler).")
-@click.option("--top-p", "top_p", help="Shortcut for --set top_p=P (token sampler).")
+@click.option("--eta", metavar="X", help="Shortcut for --set eta=VALUE (DDIM: 0 = deterministic).")
+@click.option("--class", "class_label", metavar="N", help="Shortcut for --set class_label=N (class-conditional priors).")
+@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class).")
+@click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
+@click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
+@click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")

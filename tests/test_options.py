@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from latentzoo.core.options import Option, OptionError, parse_options, resolve
+from latentzoo.core.registry import Registry
 
 # --------------------------------------------------------------------------------------
 # declarations and values (the parser itself)
@@ -575,6 +576,8 @@ def toy_site(plugin_factory, helpers):
     return plugin_factory(spec)
 
 
+# Any shipped scheduler (they all pick sigma levels), whatever the diffusion family names them.
+SIGMA_SCHEDULER = next(e.name for e in Registry.load().list(role="scheduler") if e.layer == "builtin")
 TOY_PARTS = ["--prior", "toy-prior", "--decoder", "digits-klvae-f8", "--sampler", "toy-sampler", "--scheduler", "toy-sched"]
 
 
@@ -659,10 +662,10 @@ def test_toy_options_are_validated(cli, tmp_path, toy_site, args, fragments):
             ["--prior", "digits-ldm", "--decoder", "digits-vqgan", "--sampler", "ddim", "--scheduler", "toy-sched"],
             ["toy-sched", "ddim", "toy-levels"],
         ),
-        # a sigma scheduler with its sampler
+        # a built-in (sigma) scheduler with its sampler
         (
-            ["--prior", "toy-prior", "--decoder", "digits-klvae-f8", "--sampler", "toy-sampler", "--scheduler", "scaled-linear"],
-            ["scaled-linear", "toy-sampler"],
+            ["--prior", "toy-prior", "--decoder", "digits-klvae-f8", "--sampler", "toy-sampler", "--scheduler", SIGMA_SCHEDULER],
+            [SIGMA_SCHEDULER, "toy-sampler", "sigma levels", "toy-levels"],
         ),
         # a scheduler for a sampler that walks no levels
         (
