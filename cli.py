@@ -225,14 +225,15 @@ def _plugin_blocks(report: list[Any]) -> None:
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
     """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts."""
-    from latentzoo.core.compose import PipelineSpec, load_spec
+    from latentzoo.core.compose import PipelineSpec, load_spec, replace_parts
 
     reg = _registry(ctx)
     if target:
         spec, reg = load_spec(reg, target)
-        for role, value in parts.items():
-            if value:
-                setattr(spec, role, value)
+        dropped = replace_parts(reg, spec, parts)
+        if dropped:
+            swapped = ", ".join(f"{role} {value}" for role, value in parts.items() if value)
+            click.echo(f"warning: pipeline {spec.name} default(s) {', '.join(dropped)} do not apply to {swapped}; ignored", err=True)
     else:
         missing = [f"--{r}" for r in ("prior", "decoder", "sampler") if not parts.get(r)]
         if missing:

@@ -131,6 +131,27 @@ def declared_options(registry: Registry, spec: PipelineSpec) -> dict[str, list[O
     return out
 
 
+def replace_parts(registry: Registry, spec: PipelineSpec, parts: dict[str, str | None]) -> list[str]:
+    """Swap parts of ``spec`` in place (``--sampler ddpm`` on a pipeline); return the defaults dropped.
+
+    A pipeline's ``defaults`` were checked against its own parts; after a swap, a default that
+    no part declares any more (``eta`` of a DDIM pipeline sampled with DDPM) no longer applies
+    and is dropped, so the caller can say so. Any other default is still checked as usual.
+    """
+    changed = {role: value for role, value in parts.items() if value and getattr(spec, role) != value}
+    for role, value in changed.items():
+        setattr(spec, role, value)
+    if not changed or not spec.defaults:
+        return []
+    declared = declared_options(registry, spec)
+    known = (
+        {"steps"} | {o.name for opts in declared.values() for o in opts} | {f"{r}.{o.name}" for r, opts in declared.items() for o in opts}
+    )
+    dropped = [key for key in spec.defaults if key not in known]
+    spec.defaults = {k: v for k, v in spec.defaults.items() if k not in dropped}
+    return dropped
+
+
 def check_defaults(registry: Registry, spec: PipelineSpec) -> tuple[int | None, dict[str, dict[str, Any]]]:
     """A pipeline's ``defaults`` checked against the declared options (a typo'd key is an error)."""
     return resolve(declared_options(registry, spec), spec.defaults, where=f"pipeline {spec.name} (its defaults)")

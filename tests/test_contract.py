@@ -12,7 +12,7 @@ from latentzoo.core.compose import PipelineSpec, accepted_spaces, check_spec
 from latentzoo.core.errors import ContractError, RegistryError
 from latentzoo.core.latent import LatentSpace, check_sampler, check_spaces
 from latentzoo.core.plugins import get_manager
-from latentzoo.core.registry import Registry
+from latentzoo.core.registry import Entry, Registry
 
 AE_A = "sha256:aaaaaaaaaaaaaaaa"
 AE_B = "sha256:bbbbbbbbbbbbbbbb"
@@ -268,17 +268,16 @@ def test_levels_must_match_and_levelless_samplers_take_no_scheduler(registry: Re
     _declare(monkeypatch, "test.flow-levels", roles=["scheduler"], levels="flow")
     _declare(monkeypatch, "test.closed-form", roles=["sampler"], drives=["denoiser"])
     _declare(monkeypatch, "test.legacy", roles=["sampler"], drives=["denoiser"], needs_scheduler=True)
-    registry.entries["flow-sched"] = registry.entries["linear"].__class__(
+    registry.entries["flow-sched"] = Entry(
         "flow-sched", "components", {"class": "test.flow-levels", "roles": ["scheduler"]}, Path("t.yaml"), 1, "cli"
     )
     for name, cls in (("closed", "test.closed-form"), ("legacy", "test.legacy")):
-        registry.entries[name] = registry.entries["linear"].__class__(
-            name, "components", {"class": cls, "roles": ["sampler"]}, Path("t.yaml"), 1, "cli"
-        )
+        registry.entries[name] = Entry(name, "components", {"class": cls, "roles": ["sampler"]}, Path("t.yaml"), 1, "cli")
     msg = refused(registry, spec("prior-ok", scheduler="flow-sched"))
     assert "flow-sched" in msg and "ddim" in msg and "flow levels" in msg and "sigma levels" in msg
-    msg = refused(registry, spec("prior-ok", sampler="closed"))
-    assert "closed" in msg and "linear" in msg and "drop the scheduler" in msg
+    closed = spec("prior-ok", sampler="closed")
+    msg = refused(registry, closed)
+    assert "closed" in msg and closed.scheduler in msg and "drop the scheduler" in msg
     assert check_spec(registry, spec("prior-ok", sampler="closed", scheduler=None)) == []
     msg = refused(registry, spec("prior-ok", sampler="legacy"))
     assert "needs_scheduler" in msg and "levels" in msg

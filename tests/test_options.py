@@ -477,6 +477,8 @@ TOY_INIT = '''
              "target": "toy_zoo.model:ToyScheduler",
              "options": [{"name": "spacing", "type": "str", "default": "linear", "choices": ["linear", "quadratic"],
                           "help": "How levels fall"}, strength]},
+            {"name": "toy.plain", "roles": ["sampler"], "drives": ["toy"], "levels": "toy-levels", "family": "toy",
+             "target": "toy_zoo.model:ToySampler", "description": "The toy sampler without declared options"},
             {"name": "toy.sigmas", "roles": ["scheduler"], "levels": "sigma", "family": "toy",
              "target": "toy_zoo.model:ToySigmas", "description": "Log-spaced sigmas of the prior's training schedule"},
         ]
@@ -559,12 +561,16 @@ TOY_REGISTRY = """
         config: {channels: 2, size: 4}
         latent_space: {kind: continuous, channels: 2, factor: 8, autoencoder: 'sha256:d348eef455448691'}
       toy-sampler: {family: toy, class: toy.sampler, roles: [sampler], config: {shrink: 1.0}}
+      toy-plain: {family: toy, class: toy.plain, roles: [sampler]}
       toy-sched: {family: toy, class: toy.scheduler, roles: [scheduler]}
       toy-sigmas: {family: toy, class: toy.sigmas, roles: [scheduler]}
     pipelines:
       toy-digits:
         {encoder: digits-klvae-f8, prior: toy-prior, decoder: digits-klvae-f8, sampler: toy-sampler, scheduler: toy-sched,
          defaults: {steps: 3}}
+      toy-shrunk:
+        {encoder: digits-klvae-f8, prior: toy-prior, decoder: digits-klvae-f8, sampler: toy-sampler, scheduler: toy-sched,
+         defaults: {steps: 3, shrink: 0.5}}
 """
 
 
@@ -584,7 +590,7 @@ TOY_PARTS = ["--prior", "toy-prior", "--decoder", "digits-klvae-f8", "--sampler"
 def test_toy_plugin_loads_with_its_new_kind_and_levels(cli, toy_site):
     plugins = {p["name"]: p for p in cli("plugins", "--json", sites=[toy_site]).assert_ok().json()}
     assert plugins["toy_zoo"]["status"] == "ok", plugins["toy_zoo"]
-    assert plugins["toy_zoo"]["components"] == ["toy.prior", "toy.sampler", "toy.scheduler", "toy.sigmas"]
+    assert plugins["toy_zoo"]["components"] == ["toy.prior", "toy.sampler", "toy.scheduler", "toy.plain", "toy.sigmas"]
     info = cli("info", "toy-digits", "--json", sites=[toy_site]).assert_ok().json()
     assert info["composes"]["ok"] is True
     assert [o["name"] for o in info["options"]["scheduler toy-sched"]] == ["spacing", "strength"]
@@ -614,6 +620,19 @@ def test_toy_right_pairing_composes_and_samples(cli, tmp_path, toy_site):
     }
     assert all(value != base for value in changed.values()), [k for k, v in changed.items() if v == base]
     assert json.loads((tmp_path / "strength.json").read_text())["options"] == {"sampler.strength": 0.5}
+
+
+def test_swapping_a_part_drops_the_defaults_that_no_longer_apply(cli, tmp_path, toy_site):
+    """toy-shrunk's default shrink belongs to toy-sampler: with --sampler toy-plain it is dropped, with a warning."""
+    swapped, plain = tmp_path / "swapped.png", tmp_path / "plain.png"
+    result = cli("sample", "toy-shrunk", "--sampler", "toy-plain", "-n", "2", "-o", str(swapped), "--no-progress", sites=[toy_site])
+    result.assert_ok()
+    assert any("shrink" in line and "toy-plain" in line and "ignored" in line for line in result.stderr_lines), str(result)
+    cli("sample", "toy-digits", "--sampler", "toy-plain", "-n", "2", "-o", str(plain), "--no-progress", sites=[toy_site]).assert_ok()
+    assert swapped.read_bytes() == plain.read_bytes()
+    cli("sample", "toy-shrunk", "--sampler", "toy-plain", "--set", "shrink=0.5", sites=[toy_site]).assert_one_line_error(
+        "unknown option 'shrink'"
+    )
 
 
 @pytest.mark.parametrize(
