@@ -630,7 +630,7 @@ def test_swapping_a_part_drops_the_defaults_that_no_longer_apply(cli, tmp_path, 
     assert any("shrink" in line and "toy-plain" in line and "ignored" in line for line in result.stderr_lines), str(result)
     cli("sample", "toy-digits", "--sampler", "toy-plain", "-n", "2", "-o", str(plain), "--no-progress", sites=[toy_site]).assert_ok()
     assert swapped.read_bytes() == plain.read_bytes()
-    cli("sample", "toy-shrunk", "--sampler", "toy-plain", "--set", "shrink=0.5", sites=[toy_site]).assert_one_line_error(
+    cli("sample", "toy-digits", "--sampler", "toy-plain", "--set", "shrink=0.5", sites=[toy_site]).assert_one_line_error(
         "unknown option 'shrink'"
     )
 
