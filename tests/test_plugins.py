@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-BUILTIN_ENTRIES = ("ddim", "ddpm", "cosine", "scaled-linear")
+BUILTIN_ENTRIES = ("ddim", "ddpm", "karras", "leading")
 BUILTIN_COMPONENT_CLASSES = {
     "datasets": [],
     "diffusion": [
         "diffusion.unet",
-        "diffusion.scheduler",
+        "diffusion.timesteps",
+        "diffusion.karras",
+        "diffusion.sigmoid",
+        "diffusion.exponential",
         "diffusion.ddim",
         "diffusion.ddpm",
         "diffusion.euler",
@@ -419,7 +422,7 @@ def test_registry_errors_report_the_line(cli, tmp_path, text, line, message):
 
 def test_unknown_name_suggests_close_names(cli, compose_args):
     cli("info", "ddmi").assert_one_line_error("no component or pipeline named 'ddmi'", "did you mean", "ddim")
-    cli("info", "cosin").assert_one_line_error("no component or pipeline named 'cosin'; did you mean cosine?")
+    cli("info", "karas").assert_one_line_error("no component or pipeline named 'karas'; did you mean karras?")
     typo = [("ddiim" if a == "ddim" else a) for a in compose_args]
     cli(*typo).assert_one_line_error("no component or pipeline named 'ddiim'", "did you mean", "ddim")
 
