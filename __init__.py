@@ -13,7 +13,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid", "train")
+_API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid", "sample", "describe_options", "train")
 _TRAINING = ("TrainOptions", "Run", "Phase", "MicroBatch", "EMA", "split_options", "finish_run")  # the trainer contract
 
 

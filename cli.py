@@ -131,7 +131,7 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one component or pipeline: config, weights, latent space, and whether it composes."""
     import yaml
 
-    from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
+    from latentzoo.core.compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
 
     reg = _registry(ctx)
     for warning in reg.shadow_warnings({name}):
@@ -142,19 +142,22 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
         entry = resolve_component(reg, name, _declared_role(name) or "prior")
     data = entry.summary()
     if entry.section == "pipelines":
+        spec = PipelineSpec.from_entry(entry)
         try:
-            warnings = check_spec(reg, PipelineSpec.from_entry(entry))
+            warnings = check_spec(reg, spec)
             data["composes"] = {"ok": True, "warnings": warnings}
         except LatentzooError as exc:
             data["composes"] = {"ok": False, "error": str(exc)}
+        data["options"] = pipeline_options_table(reg, spec)
     else:
         try:
             decl = reg.declaration(entry)
-            data["class_declaration"] = {k: v for k, v in decl.items() if k != "name"}
+            data["class_declaration"] = {k: v for k, v in decl.items() if k not in ("name", "options")}
         except LatentzooError as exc:
             data["class_declaration"] = {"error": str(exc)}
         if entry.latent_space:
             data["latent_space_summary"] = entry.latent_space.describe()
+        data["options"] = component_options_table(reg, entry)
     if as_json:
         _emit_json(data)
     else:
@@ -252,14 +255,15 @@ def _plugin_blocks(report: list[Any]) -> None:
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
     """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts."""
-    from latentzoo.core.compose import PipelineSpec, load_spec
+    from latentzoo.core.compose import PipelineSpec, load_spec, replace_parts
 
     reg = _registry(ctx)
     if target:
         spec, reg = load_spec(reg, target)
-        for role, value in parts.items():
-            if value:
-                setattr(spec, role, value)
+        dropped = replace_parts(reg, spec, parts)
+        if dropped:
+            swapped = ", ".join(f"{role} {value}" for role, value in parts.items() if value)
+            click.echo(f"warning: pipeline {spec.name} default(s) {', '.join(dropped)} do not apply to {swapped}; ignored", err=True)
     else:
         missing = [f"--{r}" for r in ("prior", "decoder", "sampler") if not parts.get(r)]
         if missing:
@@ -277,21 +281,36 @@ def _part_options(f):
 @cli.command()
 @_part_options
 @click.option("--name", default="composed", show_default=True, help="Name of the pipeline in the YAML.")
-@click.option("--steps", type=int, help="Default sampling steps.")
-@click.option("--eta", type=float, help="Default DDIM eta.")
+@click.option("--steps", metavar="N", help="Default sampling steps.")
+@click.option("--eta", metavar="X", help="Default eta (shortcut for --set eta=VALUE).")
+@click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Default of a declared option (see `latentzoo info`); repeatable."
+)
 @click.option("--allow-mismatch", is_flag=True, help="Allow latent spaces of equal kind and shape but different identity (warns).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pipeline YAML here instead of printing it.")
 @click.pass_context
 def compose(
-    ctx: click.Context, name: str, steps: int | None, eta: float | None, allow_mismatch: bool, output: str | None, **parts: str | None
+    ctx: click.Context,
+    name: str,
+    steps: str | None,
+    eta: str | None,
+    settings: tuple[str, ...],
+    allow_mismatch: bool,
+    output: str | None,
+    **parts: str | None,
 ) -> None:
-    """Check that parts fit together and print (or write) the pipeline as registry YAML."""
-    from latentzoo.core.compose import check_spec
+    """Check that parts fit together and print (or write) the pipeline as registry YAML.
+
+    --set KEY=VALUE stores a validated default for any option the prior, sampler or
+    scheduler declares (`latentzoo info NAME` lists them).
+    """
+    from latentzoo.core.compose import check_spec, typed_defaults
     from latentzoo.core.weights import write_bytes
 
     spec, reg = _spec_from_options(ctx, None, parts, name)
-    spec.defaults.update({k: v for k, v in {"steps": steps, "eta": eta}.items() if v is not None})
     spec.allow_mismatch = allow_mismatch
+    check_spec(reg, spec)  # parts first: an option error is only meaningful for parts that fit
+    spec.defaults.update(typed_defaults(reg, spec, _option_strings(settings, steps=steps, eta=eta)))
     for warning in check_spec(reg, spec):
         click.echo(f"warning: {warning}", err=True)
     if output:
@@ -320,18 +339,14 @@ def _progress(enabled: bool, desc: str):
     return update
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import torch
-
-    return {"latentzoo": _version(), "torch": torch.__version__, "python": platform.python_version()}
-
-
-def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool):
+def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool, text_options: Any = None):
     from latentzoo.core.build import Builder
+    from latentzoo.core.compose import check_options, check_spec
 
     spec, reg = _spec_from_options(ctx, target, parts)
+    if text_options is not None:  # refuse bad options before any weights load (and before torch is imported)
+        check_spec(reg, spec, allow_mismatch=allow_mismatch or None)
+        check_options(reg, spec, text_options=text_options)
     pipe = Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch or None)
     for warning in pipe.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -351,15 +366,43 @@ def _check_output(output: str) -> Path:
     return path
 
 
+# Flags that are shortcuts for --set KEY=VALUE (declared options of the prior / sampler / scheduler).
+SAMPLE_SHORTCUTS = {
+    "eta": "eta",
+    "class_label": "class_label",
+    "guidance": "guidance",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+}
+
+
+def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[str, str]:
+    """--set KEY=VALUE items and shortcut flags as one dict of command-line strings (checked later against declarations)."""
+    from latentzoo.core.options import parse_assignments
+
+    values = {SAMPLE_SHORTCUTS.get(k, k): v for k, v in shortcuts.items() if v is not None}
+    for key, value in parse_assignments(settings).items():
+        if key in values and values[key] != value:
+            raise LatentzooError(f"option {key} is given twice ({values[key]} and {value}); give it once")
+        values[key] = value
+    return values
+
+
 @cli.command()
 @click.argument("target", required=False)
 @_part_options
 @click.option("-n", "--num", "n", type=int, default=16, show_default=True, help="Number of samples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same output).")
-@click.option("--steps", type=int, help="Sampling steps (default: the pipeline's).")
-@click.option("--eta", type=float, help="DDIM eta (0 = deterministic).")
-@click.option("--class", "class_label", type=int, help="Class label for a class-conditional prior.")
-@click.option("--guidance", type=float, help="Classifier-free guidance scale (with --class).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed, 0 to 2**63-1 (same seed, same output).")
+@click.option("--steps", metavar="N", help="Sampling steps (default: the pipeline's).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any declared option (see `latentzoo info NAME`); repeatable.")
+@click.option("--eta", metavar="X", help="Shortcut for --set eta=VALUE (DDIM: 0 = deterministic).")
+@click.option("--class", "class_label", metavar="N", help="Shortcut for --set class_label=N (class-conditional priors).")
+@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class).")
+@click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
+@click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
+@click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
 @click.option(
@@ -373,10 +416,9 @@ def sample(
     target: str | None,
     n: int,
     seed: int,
-    steps: int | None,
-    eta: float | None,
-    class_label: int | None,
-    guidance: float | None,
+    steps: str | None,
+    settings: tuple[str, ...],
+    batch_size: int,
     nrow: int | None,
     allow_mismatch: bool,
     output: str,
@@ -387,46 +429,31 @@ def sample(
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
 
     Writes a PNG grid and a JSON sidecar beside it (pipeline, component sha256s, seed,
-    steps, sampler, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
+    steps, sampler, options, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
+    and DIR/samples.json. Samples are drawn in batches of --batch-size: the same seed,
+    options and batch size give identical bytes.
     """
-    if n < 1:
-        raise LatentzooError(f"-n must be at least 1, not {n}")
-    if steps is not None and steps < 1:
-        raise LatentzooError(f"--steps must be at least 1, not {steps}")
-    if guidance is not None and class_label is None:
-        raise LatentzooError("--guidance needs --class (classifier-free guidance towards a class)")
-    out = _check_output(output)
-    pipe = _build(ctx, target, parts, allow_mismatch)
-    overrides = {"steps": steps, "eta": eta, "class_label": class_label, "guidance": guidance}
-    images = pipe.sample(n, seed=seed, progress=_progress(not no_progress, "sampling"), **overrides)
+    from latentzoo.core.record import SampleOutput, check_run
 
-    from latentzoo.core.images import save_each, save_grid
-    from latentzoo.core.weights import write_json
-
-    opts = pipe.options(**overrides)
-    record = {
-        **pipe.record(),
-        "seed": seed,
-        "n": n,
-        "steps": int(opts.get("steps", 50)),
-        "sampler": pipe.spec.sampler,
-        "scheduler": pipe.spec.scheduler,
-        "options": {k: v for k, v in opts.items() if k != "steps"},
-        "versions": _versions(),
-    }
-    if output.endswith(("/", os.sep)):
-        files = save_each(images, out)
-        record["files"] = [f.name for f in files]
-        sidecar = out / "samples.json"
-    else:
-        save_grid(images, out, nrow=nrow)
-        record["files"] = [out.name]
-        sidecar = out.with_suffix(".json")
-    write_json(sidecar, record)
+    shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
+    text_options = _option_strings(settings, steps=steps, **shortcuts)
+    check_run(n, seed, batch_size, nrow)
+    SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
+    pipe = _build(ctx, target, parts, allow_mismatch, text_options)
+    record = pipe.sample_to(
+        output,
+        n,
+        seed=seed,
+        batch_size=batch_size,
+        nrow=nrow,
+        text_options=text_options,
+        progress=_progress(not no_progress, "sampling"),
+    )
     if as_json:
         _emit_json(record)
     else:
-        click.echo(f"wrote {out} ({n} samples) and {sidecar}", err=True)
+        sidecar = Path(output) / "samples.json" if output.endswith(("/", os.sep)) else Path(output).with_suffix(".json")
+        click.echo(f"wrote {output} ({n} samples) and {sidecar}", err=True)
 
 
 def _load_inputs(pipe, images: tuple[str, ...], fit: bool):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .compose import PipelineSpec, check_spec, resolve_component
+from .compose import PipelineSpec, check_spec, declared_options, resolve_component
 from .errors import ContractError, WeightsError
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
@@ -83,4 +83,5 @@ class Builder:
             spec=spec,
             sha256=dict(self.sha256),
             warnings=warnings,
+            declared=declared_options(self.registry, spec),
         )

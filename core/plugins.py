@@ -41,7 +41,7 @@ import pluggy
 from . import hookspecs
 from .errors import LatentzooError
 from .interfaces import ROLES
-from .latent import PRIOR_KINDS
+from .options import parse_options
 
 BUILTIN_DIST = "latentzoo"
 ENV_ALLOW = "LATENTZOO_PLUGINS"
@@ -389,23 +389,46 @@ def probe_plugins(timeout: float = 20.0, names: list[str] | None = None) -> list
     return sorted(out, key=lambda r: r["name"])
 
 
+def _nonempty_str(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
 def _check_component(decl: Any) -> dict[str, Any]:
+    """Check the shape of one declaration (plain data); kinds and levels are open strings."""
     if not isinstance(decl, dict):
         raise LatentzooError(f"a component declaration must be a dict, not {type(decl).__name__}")
     missing = [k for k in ("name", "roles", "target") if k not in decl]
     if missing:
         raise LatentzooError(f"component declaration {decl.get('name', '?')!r} is missing {', '.join(missing)}")
+    name = decl["name"]
+    if not _nonempty_str(name):
+        raise LatentzooError(f"a component name must be a non-empty string, not {name!r}")
     roles = decl["roles"]
+    if not isinstance(roles, (list, tuple)):
+        raise LatentzooError(f"component {name!r} roles must be a list, not {type(roles).__name__}")
     bad = [r for r in roles if r not in ROLES]
     if bad or not roles:
-        raise LatentzooError(f"component {decl['name']!r} has unknown role(s) {bad}; roles are {', '.join(ROLES)}")
-    if "prior" in roles and decl.get("kind") not in PRIOR_KINDS:
-        raise LatentzooError(f"prior {decl['name']!r} must declare kind, one of {', '.join(PRIOR_KINDS)}")
-    if "sampler" in roles and not decl.get("drives"):
-        raise LatentzooError(f"sampler {decl['name']!r} must declare the prior kinds it drives")
-    if ":" not in decl["target"]:
-        raise LatentzooError(f"component {decl['name']!r} target must be 'module:Class', not {decl['target']!r}")
-    return dict(decl)
+        raise LatentzooError(f"component {name!r} has unknown role(s) {bad}; roles are {', '.join(ROLES)}")
+    if not isinstance(decl["target"], str) or ":" not in decl["target"]:
+        raise LatentzooError(f"component {name!r} target must be 'module:Class', not {decl['target']!r}")
+    if "prior" in roles:
+        if not _nonempty_str(decl.get("kind")):
+            raise LatentzooError(f"prior {name!r} must declare kind, a non-empty string (e.g. denoiser, autoregressive, flow)")
+        if not isinstance(decl.get("scaled_latents", False), bool):
+            raise LatentzooError(f"prior {name!r}: scaled_latents must be true or false")
+    if "sampler" in roles:
+        drives = decl.get("drives")
+        if not isinstance(drives, (list, tuple)) or not drives or not all(_nonempty_str(k) for k in drives):
+            raise LatentzooError(f"sampler {name!r} must declare drives, a non-empty list of the prior kinds it drives")
+    if "sampler" in roles or "scheduler" in roles:
+        levels = decl.get("levels")
+        if levels is not None and not _nonempty_str(levels):
+            raise LatentzooError(f"{'/'.join(roles)} {name!r}: levels must be a non-empty string (e.g. sigma, flow), not {levels!r}")
+    out = dict(decl)
+    if "sampler" in roles and "drives" in out:
+        out["drives"] = list(out["drives"])
+    parse_options(decl.get("options"), f"component {name!r}")  # raises OptionError (a LatentzooError)
+    return out
 
 
 _MANAGER: Plugins | None = None
