@@ -104,14 +104,25 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
     sampler = resolve_component(registry, spec.sampler, "sampler")
     prior_decl, sampler_decl = registry.declaration(prior), registry.declaration(sampler)
     check_sampler(spec.sampler, sampler_decl["drives"], spec.prior, prior_decl["kind"])
-    if sampler_decl.get("needs_scheduler") and not spec.scheduler:
-        raise ContractError(f"sampler {spec.sampler} needs a scheduler; pass --scheduler (see `latentzoo list --role scheduler`)")
+    # The levels a sampler walks ("sigma", "flow", ...: open vocabulary) must be the levels its scheduler picks.
+    levels = sampler_decl.get("levels") or ("sigma" if sampler_decl.get("needs_scheduler") else None)
+    if levels and not spec.scheduler:
+        raise ContractError(
+            f"sampler {spec.sampler} walks {levels} levels and needs a scheduler; pass --scheduler (see `latentzoo list --role scheduler`)"
+        )
     if spec.scheduler:
-        resolve_component(registry, spec.scheduler, "scheduler")
+        scheduler_decl = registry.declaration(resolve_component(registry, spec.scheduler, "scheduler"))
+        scheduler_levels = scheduler_decl.get("levels") or "sigma"
+        if levels and scheduler_levels != levels:
+            raise ContractError(
+                f"sampler {spec.sampler} walks {levels} levels, but scheduler {spec.scheduler} picks {scheduler_levels} levels; "
+                f"choose a scheduler of {levels} levels (see `latentzoo list --role scheduler`)"
+            )
     prior_space = prior.latent_space
     if prior_space is None:
         raise ContractError(f"prior {spec.prior} states no latent_space; add one to its registry entry")
-    if prior_space.kind == "continuous" and prior_decl["kind"] == "denoiser" and prior_space.scaling_factor is None:
+    scaled = prior_decl.get("scaled_latents", prior_decl["kind"] == "denoiser")
+    if prior_space.kind == "continuous" and scaled and prior_space.scaling_factor is None:
         raise ContractError(
             f"prior {spec.prior} does not state scaling_factor; measure it from data (1/std of the latents), never default it"
         )

@@ -60,6 +60,11 @@ class Pipeline:
             opts["class_labels"] = torch.full((n,), class_label, dtype=torch.long)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((n, *self.prior.latent_shape), generator=generator)
+        if getattr(self.sampler, "levels", None) is not None:  # the role contract: the scheduler picks levels, the sampler walks them
+            if self.scheduler is None:
+                raise LatentzooError(f"sampler {self.spec.sampler} needs a scheduler of {self.sampler.levels} levels; pass --scheduler")
+            levels = self.scheduler.schedule(self.prior, steps)
+            return self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **opts)
         return self.sampler.sample(self.prior, self.scheduler, noise, steps=steps, generator=generator, progress=progress, **opts)
 
     @torch.inference_mode()

@@ -24,7 +24,6 @@ import pluggy
 from . import hookspecs
 from .errors import LatentzooError
 from .interfaces import ROLES
-from .latent import PRIOR_KINDS
 
 BUILTIN_DIST = "latentzoo"
 ENV_ALLOW = "LATENTZOO_PLUGINS"
@@ -196,6 +195,10 @@ class Plugins:
         return sorted(self.info.values(), key=lambda i: (not i.builtin, i.name))
 
 
+def _word(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
 def _check_component(decl: Any) -> dict[str, Any]:
     if not isinstance(decl, dict):
         raise LatentzooError(f"a component declaration must be a dict, not {type(decl).__name__}")
@@ -206,10 +209,14 @@ def _check_component(decl: Any) -> dict[str, Any]:
     bad = [r for r in roles if r not in ROLES]
     if bad or not roles:
         raise LatentzooError(f"component {decl['name']!r} has unknown role(s) {bad}; roles are {', '.join(ROLES)}")
-    if "prior" in roles and decl.get("kind") not in PRIOR_KINDS:
-        raise LatentzooError(f"prior {decl['name']!r} must declare kind, one of {', '.join(PRIOR_KINDS)}")
-    if "sampler" in roles and not decl.get("drives"):
-        raise LatentzooError(f"sampler {decl['name']!r} must declare the prior kinds it drives")
+    # Kinds and levels are open vocabulary: any non-empty string (the core keeps no list).
+    if "prior" in roles and not _word(decl.get("kind")):
+        raise LatentzooError(f"prior {decl['name']!r} must declare its kind, a non-empty string (e.g. denoiser, flow)")
+    drives = decl.get("drives")
+    if "sampler" in roles and (not isinstance(drives, (list, tuple)) or not drives or not all(_word(k) for k in drives)):
+        raise LatentzooError(f"sampler {decl['name']!r} must declare the prior kinds it drives, a non-empty list of strings")
+    if "levels" in decl and decl["levels"] is not None and not _word(decl["levels"]):
+        raise LatentzooError(f"component {decl['name']!r}: levels must be a non-empty string (e.g. sigma, flow)")
     if ":" not in decl["target"]:
         raise LatentzooError(f"component {decl['name']!r} target must be 'module:Class', not {decl['target']!r}")
     return dict(decl)
