@@ -18,7 +18,17 @@ BUILTIN = [e for e in REGISTRY.entries.values() if e.layer == "builtin"]
 PRIORS = sorted(e.name for e in BUILTIN if "prior" in e.roles)
 DECODERS = sorted(e.name for e in BUILTIN if "decoder" in e.roles)
 SAMPLERS = sorted(e.name for e in BUILTIN if "sampler" in e.roles)
-SCHEDULER = "scaled-linear"
+SCHEDULERS = sorted(e.name for e in BUILTIN if "scheduler" in e.roles)
+
+
+def scheduler_for(sampler: str) -> str | None:
+    """A shipped scheduler of the levels the sampler walks (its own contract is tested in test_flow.py)."""
+    decl = REGISTRY.declaration(REGISTRY.get(sampler))
+    levels = decl.get("levels") or ("sigma" if decl.get("needs_scheduler") else None)
+    if levels is None:
+        return None
+    fits = [s for s in SCHEDULERS if (REGISTRY.declaration(REGISTRY.get(s)).get("levels") or "sigma") == levels]
+    return "scaled-linear" if "scaled-linear" in fits else fits[0]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +45,9 @@ def test_the_matrix_is_not_trivial():
 def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
     outcomes = {}
     for sampler in SAMPLERS:
-        spec = PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=SCHEDULER, name=f"{prior}+{decoder}+{sampler}")
+        spec = PipelineSpec(
+            prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler_for(sampler), name=f"{prior}+{decoder}+{sampler}"
+        )
         try:
             check_spec(REGISTRY, spec)
         except ContractError as exc:
