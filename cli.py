@@ -112,8 +112,13 @@ def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: 
     if not entries:
         click.echo("nothing matches")
         return
-    rows = [[e.name, "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
+    rows = [[_with_aliases(e), "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
     _table(rows, ["NAME", "ROLE", "FAMILY", "DESCRIPTION"])
+
+
+def _with_aliases(entry) -> str:
+    aliases = entry.data.get("aliases") or []
+    return f"{entry.name} ({', '.join(aliases)})" if aliases else entry.name
 
 
 @cli.command()
@@ -127,7 +132,7 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
 
     reg = _registry(ctx)
-    if name in reg.entries:
+    if reg.canonical(name) in reg.entries:  # a name or an alias
         entry = reg.get(name)
     else:
         entry = resolve_component(reg, name, _declared_role(name) or "prior")
