@@ -453,6 +453,8 @@ def unipc_update(
     Returns (x_t, D(x_t)) when the corrector ran (its evaluation is reused by the next step).
     """
     sigma_0, d_0 = history[-1]
+    if sigma_to == 0:  # h = inf: the first-order step returns D_0 (ComfyUI ends at sigma = 0.001 instead)
+        return d_0, None
     h = math.log(sigma_0 / sigma_to)
     rks, d1s = [], []
     for m in range(1, order):
