@@ -613,3 +613,13 @@ def test_every_sampler_samples_digits_on_four_schedulers(digits, sampler: str) -
         assert not torch.equal(outputs[0], outputs[other])
     finally:
         pipe.sampler, pipe.scheduler, pipe.spec.defaults = original
+
+
+def test_declarations_and_aliases_stay_light() -> None:
+    """`list`, `info` and the plugin's hooks never import torch."""
+    code = (
+        "import sys, latentzoo.plugins.ksampling as k; k.latentzoo_components(); k.latentzoo_registry(); "
+        "from latentzoo.core.registry import Registry; Registry.load().get('uni_pc_bh2'); print('torch' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr
