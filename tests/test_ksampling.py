@@ -208,6 +208,41 @@ def test_karras_and_exponential_match_k_diffusion() -> None:
                 )
 
 
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("steps", [3, 6, 25])
+def test_unipc_agrees_with_diffusers(variant: str, steps: int) -> None:
+    """k-diffusion has no UniPC: diffusers' UniPCMultistepScheduler (order 3, data prediction, lower_order_final) is the reference.
+
+    Its sigmas are set to ours in float64; its last sigma is 1e-10 instead of 0, where its bh1
+    update is 0 * inf = NaN. Measured difference: 1e-10 (the size of that last sigma times x).
+    """
+    from diffusers import UniPCMultistepScheduler
+
+    unet = tiny_unet().double()
+    ref = UniPCMultistepScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        solver_order=3,
+        solver_type=variant,
+        lower_order_final=True,
+        predict_x0=True,
+        prediction_type="epsilon",
+    )
+    ref.set_timesteps(steps)
+    levels = [unet.noise_schedule.sigmas[int(t)] for t in ref.timesteps] + [0.0]
+    ref.sigmas = torch.tensor([*levels[:-1], 1e-10], dtype=torch.float64)
+    z = torch.randn(2, 2, 4, 4, generator=gen(0), dtype=torch.float64)
+    x = z.clone()
+    with torch.no_grad():
+        for t in ref.timesteps:
+            x = ref.step(unet(x, t.to(torch.float64)), t, x).prev_sample
+        ours = solvers.sample_unipc(Denoiser(unet, batch_size=2), z * math.sqrt(levels[0] ** 2 + 1), levels, variant=variant)
+    assert x.abs().max() > 1
+    torch.testing.assert_close(ours, x, rtol=0, atol=1e-8)
+
+
 # --- the Gaussian toy: convergence order -------------------------------------------------------------
 
 MU, S = 0.7, 0.5
