@@ -316,6 +316,23 @@ def test_dpm_adaptive_error_follows_its_tolerance() -> None:
         solvers.sample_dpm_adaptive(gaussian, x, sigmas, max_evaluations=6)
 
 
+def test_multistep_weights_integrate_polynomials_exactly() -> None:
+    """LMS / DEIS weights: sum_j c_j p(t_j) = int p for polynomials of degree < order (the Adams-Bashforth construction)."""
+    nodes, a, b = [3.0, 4.5, 7.0, 9.0], 3.0, 1.2
+    for degree in range(4):
+        c = [solvers.lagrange_integral(nodes, j, a, b) for j in range(4)]
+        assert sum(cj * t**degree for cj, t in zip(c, nodes, strict=True)) == pytest.approx(
+            (b ** (degree + 1) - a ** (degree + 1)) / (degree + 1)
+        )
+    # DEIS: the weights against d sigma / dt in VP time sum to the sigma step, and t(sigma) inverts sigma(t)
+    ts = [solvers.vp_time(s) for s in (14.6, 9.0, 5.0)]
+    c = [solvers.lagrange_integral(ts[::-1], j, ts[-1], solvers.vp_time(3.0), solvers.vp_dsigma_dt) for j in range(3)]
+    assert sum(c) == pytest.approx(3.0 - 5.0, rel=1e-10)
+    for sigma in (0.03, 1.0, 14.6):
+        t = solvers.vp_time(sigma)
+        assert math.sqrt(math.exp(solvers._VP_BETA_D * t**2 / 2 + solvers._VP_BETA_MIN * t) - 1) == pytest.approx(sigma, rel=1e-12)
+
+
 STOCHASTIC = ["euler_ancestral", "dpm2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"]
 
 
