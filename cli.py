@@ -115,12 +115,17 @@ def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: 
     if not entries:
         click.echo("nothing matches")
         return
-    rows = [[e.name, "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
+    rows = [[_with_aliases(e), "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
     headers = ["NAME", "ROLE", "FAMILY", "DESCRIPTION"]
     if any(e.shadows for e in entries):  # a later layer rebinds a name: say so beside it
         rows = [[*row, f"shadows {e.shadows}" if e.shadows else ""] for row, e in zip(rows, entries, strict=True)]
         headers.append("SHADOWS")
     _table(rows, headers)
+
+
+def _with_aliases(entry) -> str:
+    aliases = entry.data.get("aliases") or []
+    return f"{entry.name} ({', '.join(aliases)})" if aliases else entry.name
 
 
 @cli.command()
@@ -136,7 +141,7 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     reg = _registry(ctx)
     for warning in reg.shadow_warnings({name}):
         click.echo(f"warning: {warning}", err=True)
-    if name in reg.entries:
+    if reg.canonical(name) in reg.entries:  # a name or an alias
         entry = reg.get(name)
     else:
         entry = resolve_component(reg, name, _declared_role(name) or "prior")

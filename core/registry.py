@@ -37,6 +37,7 @@ COMPONENT_KEYS = {
     "description": str,
     "metrics": dict,
     "training": dict,
+    "aliases": list,
 }
 REQUIRED_COMPONENT_KEYS = ("class", "roles")
 PIPELINE_KEYS = {
@@ -49,6 +50,7 @@ PIPELINE_KEYS = {
     "description": str,
     "license": str,
     "allow_mismatch": bool,
+    "aliases": list,
 }
 REQUIRED_PIPELINE_KEYS = ("prior", "decoder", "sampler")
 WEIGHT_KEYS = {"path", "sha256", "hub", "revision", "file"}
@@ -437,6 +439,9 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
                     raise fail((section, name, "weights"), "needs path, or hub and revision (pinned)")
                 if "sha256" not in weights:
                     raise fail((section, name, "weights"), "needs sha256 of the file")
+            for i, alias in enumerate(body.get("aliases") or []):
+                if not isinstance(alias, str) or not alias or alias == str(name):
+                    raise fail((section, name, "aliases", i), "an alias is a non-empty name other than the entry's own")
             if "latent_space" in body:
                 try:
                     LatentSpace.from_dict(body["latent_space"])
@@ -464,6 +469,7 @@ class Registry:
     """All layers merged; ``entries`` maps a name to the winning entry."""
 
     entries: dict[str, Entry] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # alias -> entry name (an entry's optional `aliases: [..]`)
     shadowed: list[tuple[Entry, Entry]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -481,7 +487,29 @@ class Registry:
             reg._add(user, "user")
         for path in extra:
             reg._add(Path(path), "cli")
+        reg._index_aliases()
         return reg
+
+    def _index_aliases(self) -> None:
+        """Map every alias of a winning entry to it; an alias equal to another name or alias is an error naming both."""
+        self.aliases = {}
+        for entry in self.entries.values():
+            for alias in entry.data.get("aliases") or []:
+                if alias in self.entries:
+                    raise RegistryError(
+                        f"{entry.where}: alias {alias!r} of {entry.name} collides with the entry {alias} ({self.entries[alias].where}); "
+                        "rename one of them"
+                    )
+                if alias in self.aliases and self.aliases[alias] != entry.name:
+                    other = self.entries[self.aliases[alias]]
+                    raise RegistryError(
+                        f"{entry.where}: alias {alias!r} of {entry.name} is also an alias of {other.name} ({other.where}); rename one of them"
+                    )
+                self.aliases[alias] = entry.name
+
+    def canonical(self, name: str) -> str:
+        """The entry name that ``name`` (a name or an alias) refers to."""
+        return name if name in self.entries else self.aliases.get(name, name)
 
     def _add(self, path: Path, layer: str) -> None:
         for entry in parse_file(path, layer):
@@ -500,9 +528,9 @@ class Registry:
         return out
 
     def get(self, name: str, role: str | None = None) -> Entry:
-        entry = self.entries.get(name)
+        entry = self.entries.get(self.canonical(name))
         if entry is None:
-            names = list(self.entries)
+            names = [*self.entries, *self.aliases]
             raise RegistryError(f"no component or pipeline named {name!r}{_suggest(name, names)} (see `latentzoo list`)")
         if role and role not in entry.roles:
             raise RegistryError(f"{name} is a {'/'.join(entry.roles)}, not a {role}; see `latentzoo list --role {role}`")

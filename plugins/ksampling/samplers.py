@@ -1,0 +1,178 @@
+"""Sampler components over the solver functions in ``solvers.py``.
+
+One base class does what every sampler shares: check the scheduler's sigmas, turn the prior
+into D(x; sigma) with the public ``Denoiser`` (classifier-free guidance included), start from
+x_T = noise * sqrt(sigma_0^2 + 1) (the variance of x0 + sigma_0 eps for unit-variance latents;
+the point DDIM starts from), resolve the declared options (a value passed at sample time
+overrides the registry entry's config, which overrides the declared default), and hand the
+solver its noise source drawn from the pipeline's generator:
+
+* ``noise = "gaussian"``: fresh N(0, I) per step (ancestral samplers);
+* ``noise = "brownian"``: a Brownian tree over [sigma_min, sigma_max] of the levels seeded from
+  the generator (k-diffusion's BrownianTreeNoiseSampler semantics; SDE samplers).
+
+The same seed and options therefore give identical output on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from latentzoo.core.denoising import Denoiser, check_sigmas
+from latentzoo.core.errors import LatentzooError
+from latentzoo.core.interfaces import Progress, Sampler
+
+from . import SAMPLERS, solvers
+from .brownian import BrownianNoise, GaussianNoise
+
+
+def check_option(who: str, spec: dict[str, Any], value: Any) -> Any:
+    """A declared option's value, checked against its type, range and choices (one-line error naming both)."""
+    name, kind = spec["name"], spec["type"]
+    if value is None:
+        return None
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise LatentzooError(f"{who}: option {name} must be a finite number, not {value!r}")
+        value = float(value)
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise LatentzooError(f"{who}: option {name} must be an integer, not {value!r}")
+    elif kind == "str" and value not in spec.get("choices", [value]):
+        raise LatentzooError(f"{who}: option {name} must be one of {', '.join(spec['choices'])}, not {value!r}")
+    lo, hi = spec.get("min"), spec.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise LatentzooError(f"{who}: option {name} must lie in [{lo}, {'inf' if hi is None else hi}], not {value!r}")
+    return value
+
+
+class KSampler(Sampler):
+    """A sigma sampler for denoiser priors; subclasses name their ``solver`` and declaration ``key``."""
+
+    drives: ClassVar[tuple[str, ...]] = ("denoiser",)
+    levels: ClassVar[str | None] = "sigma"
+    key: ClassVar[str]
+    solver: ClassVar[Callable[..., torch.Tensor]]
+    noise: ClassVar[str | None] = None  # "gaussian", "brownian" or None (deterministic)
+    fixed: ClassVar[dict[str, Any]] = {}  # solver arguments this class pins (e.g. UniPC's variant)
+
+    def __init__(self, **config: Any) -> None:
+        self.specs = {o["name"]: o for o in SAMPLERS[self.key][2]}
+        unknown = sorted(set(config) - set(self.specs))
+        if unknown:
+            raise LatentzooError(f"sampler {self.name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(self.specs) or 'none'}")
+        self.defaults = {n: check_option(f"sampler {self.name}", s, config.get(n, s["default"])) for n, s in self.specs.items()}
+        self.info: dict[str, Any] = {}
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.key.replace("_", "-")
+
+    def resolve(self, options: dict[str, Any]) -> dict[str, Any]:
+        out = dict(self.defaults)
+        for n in self.specs:
+            if options.get(n) is not None:
+                out[n] = check_option(f"sampler {self.name}", self.specs[n], options[n])
+        return {k: v for k, v in out.items() if v is not None}
+
+    def noise_source(self, x: torch.Tensor, sigmas: list[float], generator: torch.Generator) -> Callable | None:
+        if self.noise == "gaussian":
+            return GaussianNoise(x, generator)
+        if self.noise == "brownian":
+            seed = int(torch.randint(0, 2**62, (), generator=generator))
+            return BrownianNoise(x, sigmas[-2], sigmas[0], seed)
+        return None
+
+    def run(
+        self, model: Callable, x: torch.Tensor, sigmas: list[float], noise: Callable | None, progress: Progress | None, **options: Any
+    ) -> torch.Tensor:
+        kwargs = {**options, **self.fixed}
+        if noise is not None:
+            kwargs["noise"] = noise
+        return type(self).solver(model, x, sigmas, progress=progress, **kwargs)
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        prior: Any,
+        noise: torch.Tensor,
+        *,
+        levels: list[float] | None,
+        generator: torch.Generator,
+        progress: Progress | None = None,
+        class_labels: torch.Tensor | None = None,
+        guidance: float | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        sigmas = check_sigmas(levels, f"sampler {self.name}")
+        opts = self.resolve(options)
+        model = Denoiser(prior, class_labels=class_labels, guidance=1.0 if guidance is None else guidance, batch_size=noise.shape[0])
+        x = noise * math.sqrt(sigmas[0] ** 2 + 1)
+        return self.run(model, x, sigmas, self.noise_source(x, sigmas, generator), progress, **opts)
+
+
+class EulerAncestralSampler(KSampler):
+    key, solver, noise = "euler_ancestral", staticmethod(solvers.sample_euler_ancestral), "gaussian"
+
+
+class DPM2Sampler(KSampler):
+    key, solver, noise = "dpm2", staticmethod(solvers.sample_dpm2), "gaussian"  # the noise only feeds churn (s_churn > 0)
+
+
+class DPM2AncestralSampler(KSampler):
+    key, solver, noise = "dpm2_ancestral", staticmethod(solvers.sample_dpm2_ancestral), "gaussian"
+
+
+class LMSSampler(KSampler):
+    key, solver = "lms", staticmethod(solvers.sample_lms)
+
+
+class DPMSolverPP2SAncestralSampler(KSampler):
+    key, solver, noise = "dpmpp_2s_ancestral", staticmethod(solvers.sample_dpmpp_2s_ancestral), "gaussian"
+
+
+class DPMSolverPPSDESampler(KSampler):
+    key, solver, noise = "dpmpp_sde", staticmethod(solvers.sample_dpmpp_sde), "brownian"
+
+
+class DPMSolverPP2MSDESampler(KSampler):
+    key, solver, noise = "dpmpp_2m_sde", staticmethod(solvers.sample_dpmpp_2m_sde), "brownian"
+
+
+class DPMSolverPP3MSDESampler(KSampler):
+    key, solver, noise = "dpmpp_3m_sde", staticmethod(solvers.sample_dpmpp_3m_sde), "brownian"
+
+
+class UniPCSampler(KSampler):
+    key, solver = "uni_pc", staticmethod(solvers.sample_unipc)
+
+
+class DEISSampler(KSampler):
+    key, solver = "deis", staticmethod(solvers.sample_deis)
+
+
+class IPNDMSampler(KSampler):
+    key, solver = "ipndm", staticmethod(solvers.sample_ipndm)
+
+
+class DPMFastSampler(KSampler):
+    key, solver, noise = "dpm_fast", staticmethod(solvers.sample_dpm_fast), "gaussian"
+
+
+class DPMAdaptiveSampler(KSampler):
+    """DPM-adaptive; ``info`` holds the last run's steps, nfe, n_accept and n_reject."""
+
+    key, solver, noise = "dpm_adaptive", staticmethod(solvers.sample_dpm_adaptive), "gaussian"
+
+    def run(
+        self, model: Callable, x: torch.Tensor, sigmas: list[float], noise: Callable | None, progress: Progress | None, **options: Any
+    ) -> torch.Tensor:
+        self.info = {}
+        try:
+            return super().run(model, x, sigmas, noise, progress, info=self.info, **options)
+        except RuntimeError as exc:
+            raise LatentzooError(f"sampler {self.name}: {exc}") from exc
