@@ -14,6 +14,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
     __version__ = "0.0.0+unknown"
 
 _API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid")
+_SCORING = {"classify": "classify", "clip_score": "score", "load_scorer": "load_scorer"}  # core.scoring
 
 
 def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
@@ -21,7 +22,11 @@ def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
         from .core import api
 
         return getattr(api, name)
+    if name in _SCORING:
+        from .core import scoring
+
+        return getattr(scoring, _SCORING[name])
     raise AttributeError(f"module 'latentzoo' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", *_API, *_SCORING]

@@ -55,6 +55,8 @@ class Builder:
                     f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
                 )
             self.sha256[name] = sha
+            if hasattr(obj, "load_assets"):  # files shipped beside the weights (e.g. a text encoder's tokenizer.json)
+                obj.load_assets(path.parent)
         space = entry.latent_space
         if space is not None:
             self._check_space(entry, obj, space)

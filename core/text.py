@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 PAD_WORD, UNK_WORD = "<|pad|>", "<|unk|>"
 # CLIP's pre-tokenization pattern (Radford et al. 2021, clip/simple_tokenizer.py), as in CLIPConverter.
-CLIP_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 CLIP_CONTEXT = 77
 
 
@@ -120,7 +120,7 @@ class TextTokenizer:
 
 def clip_bpe_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
     """CLIP's byte-level BPE, built as transformers' ``CLIPConverter`` builds ``CLIPTokenizerFast``."""
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import BPE
 
     for token in (BOS, EOS):
@@ -139,10 +139,9 @@ def clip_bpe_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> 
         ]
     )
     tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(BOS, special=True), AddedToken(EOS, special=True)])  # typed in a prompt, they stay one token
     # RobertaProcessing adds <start> ... <end> and keeps byte-level offsets right (as CLIPConverter does).
-    tok.post_processor = processors.RobertaProcessing(
-        sep=(EOS, vocab[EOS]), cls=(BOS, vocab[BOS]), add_prefix_space=False, trim_offsets=False
-    )
+    tok.post_processor = processors.RobertaProcessing((EOS, vocab[EOS]), (BOS, vocab[BOS]), trim_offsets=False, add_prefix_space=False)
     return tok
 
 

@@ -9,8 +9,6 @@ latentzoo's classes with strict=True and every output agrees to 1e-5.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -154,3 +152,98 @@ def test_checkpoint_files_load_key_for_key(tmp_path: Path) -> None:
     ours = CLIPModel(text_config=text, vision_config=vision, projection_dim=32)
     ours.load_state_dict(hf_state_dict(state), strict=True)
     assert set(ours.state_dict()) == {k for k in state if not k.endswith("position_ids")}
+
+
+# ---------------------------------------------------------------------------------------
+# tokenizers
+
+CORPUS = [
+    "a photo of a cat",
+    "A handwritten SEVEN, slanted!",
+    "the digit 7, thin and upright",
+    "it's a dog's life; they're here, we've gone, I'm fine, you'll see, he'd go",
+    "numbers 12345 and 3.14159 and 1,000,000",
+    "Café naïve résumé — ünïcödé 東京 🙂",
+    "   lots   of\twhitespace\n\nand newlines   ",
+    "punctuation!!! ??? ... (brackets) [square] {curly} <angle> #hash @at",
+    "an astronaut riding a horse on the moon, highly detailed, 8k, trending on artstation",
+]
+
+
+def clip_vocab_files(folder: Path) -> tuple[Path, Path]:
+    """A small CLIP-format vocab.json + merges.txt, its merges learned with tokenizers' BpeTrainer:
+    256 byte symbols, the same with ``</w>``, the merged tokens in merge order, then the two specials."""
+    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+    from tokenizers.trainers import BpeTrainer
+
+    from latentzoo.core.text import CLIP_PATTERN
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    tok = Tokenizer(BPE(end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="removed", invert=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    trainer = BpeTrainer(vocab_size=600, initial_alphabet=alphabet, end_of_word_suffix="</w>", show_progress=False)
+    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    byte_symbols = sorted(alphabet, key=lambda c: ord(c))
+    tokens = byte_symbols + [s + "</w>" for s in byte_symbols] + ["".join(m) for m in merges]
+    vocab: dict[str, int] = {}
+    for t in [*tokens, "<|startoftext|>", "<|endoftext|>"]:
+        vocab.setdefault(t, len(vocab))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n", encoding="utf-8")
+    return folder / "vocab.json", folder / "merges.txt"
+
+
+def test_clip_bpe_matches_transformers(tmp_path: Path) -> None:
+    """Token ids and masks equal transformers' CLIP tokenizer (the tokenizers-backed one) at 77 tokens."""
+    from latentzoo.core import text
+
+    vocab, merges = clip_vocab_files(tmp_path / "tok")
+    ours = text.clip_bpe(vocab, merges)
+    reference = getattr(transformers, "CLIPTokenizerFast", None) or transformers.CLIPTokenizer
+    ref = reference.from_pretrained(str(tmp_path / "tok"))  # a model folder: vocab.json + merges.txt
+    strings = [*CORPUS, "", "a", "A  B", "x" * 300, " ".join(["word"] * 100), "a cat<|endoftext|>dog", "don't STOP"]
+    expected = ref(strings, padding="max_length", max_length=77, truncation=True)
+    with pytest.warns(UserWarning, match="77 tokens"):
+        ids, mask = ours.encode(strings)
+    assert ids.tolist() == expected["input_ids"]
+    assert mask.long().tolist() == expected["attention_mask"]
+    assert ours.vocab_size == len(json.loads(vocab.read_text()))
+    # the same tokenizer through a folder, as model folders ship it
+    assert text.load(tmp_path / "tok").encode(["a photo of a cat"])[0].tolist() == ids[:1].tolist()
+
+
+def test_long_prompt_truncated_with_warning_empty_prompt_is_bos_eos() -> None:
+    from latentzoo.core import text
+
+    tok = text.train_word_level(["a thick seven", "a thin one"], context_length=6)
+    with pytest.warns(UserWarning, match="6 tokens were truncated"):
+        ids, mask = tok.encode(["a thick thick thick thick seven"])
+    assert ids[0, -1] == tok.eos_token_id and mask.all()
+    ids, mask = tok.encode([""])  # unconditional: just <start><end>
+    assert ids[0, :2].tolist() == [tok.bos_token_id, tok.eos_token_id] and mask.sum() == 2
+    assert tok.encode(["a GIRAFFE seven"])[0][0, 2] == tok.tokenizer.token_to_id(text.UNK_WORD)
+
+
+def test_tokenizer_json_round_trip_and_vocab_mismatch(tmp_path: Path) -> None:
+    from latentzoo.core import text
+    from latentzoo.core.errors import LatentzooError
+
+    tok = text.train_word_level(["a thick seven", "7, thin"], context_length=8)
+    tok.save(tmp_path / "tokenizer.json")
+    again = text.load(tmp_path / "tokenizer.json")
+    assert again.context_length == 8 and again.pad_token == text.PAD_WORD
+    assert again.encode(["7, thin"])[0].tolist() == tok.encode(["7, thin"])[0].tolist()
+    model = CLIPTextEncoder(text_config=dict(small_configs(3, vocab=tok.vocab_size + 1)[0], max_position_embeddings=8))
+    with pytest.raises(LatentzooError, match="token embedding has"):
+        model.set_tokenizer(again)
+    for bad in ("not json", '{"model": 3}'):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(LatentzooError, match="cannot load tokenizer"):
+            text.load(tmp_path / "bad.json")

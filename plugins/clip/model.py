@@ -22,6 +22,7 @@ leaves out when it saves a standalone CLIPTextModel).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -242,6 +243,22 @@ class _TextTower:
         tokenizer.check_vocab(self.text_model.embeddings.token_embedding.num_embeddings, owner)
         self.tokenizer = tokenizer
 
+    def load_assets(self, folder: Path) -> None:
+        """Attach the tokenizer shipped beside the weights (config ``tokenizer: {file, sha256}``), sha256-checked."""
+        spec = getattr(self, "tokenizer_file", None)
+        if not spec or self.tokenizer is not None:
+            return
+        from latentzoo.core import text
+        from latentzoo.core.errors import WeightsError
+        from latentzoo.core.weights import sha256_file
+
+        path = Path(folder) / spec["file"]
+        if not path.is_file():
+            raise WeightsError(f"tokenizer {path} is missing; it ships beside the weights: reinstall or re-download the model")
+        if spec.get("sha256") and sha256_file(path) != spec["sha256"]:
+            raise WeightsError(f"tokenizer {path} fails its sha256 check; the file is corrupt or was replaced: re-download it")
+        self.set_tokenizer(text.load(path, context_length=self.text_config["max_position_embeddings"]), "this text encoder")
+
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:
             from latentzoo.core.errors import LatentzooError
@@ -261,8 +278,11 @@ class CLIPTextEncoder(nn.Module, _TextTower, Conditioner):
 
     conditioning_space: Any = None
 
-    def __init__(self, text_config: dict[str, Any] | None = None, projection_dim: int | None = None) -> None:
+    def __init__(
+        self, text_config: dict[str, Any] | None = None, projection_dim: int | None = None, tokenizer: dict[str, str] | None = None
+    ) -> None:
         super().__init__()
+        self.tokenizer_file = tokenizer
         self.text_config = _text_config(text_config)
         self.text_model = CLIPTextTransformer(self.text_config)
         self.text_projection = nn.Linear(self.text_config["hidden_size"], projection_dim, bias=False) if projection_dim else None
@@ -319,8 +339,10 @@ class CLIPModel(nn.Module, _TextTower, Conditioner):
         logit_scale_init_value: float = math.log(1 / 0.07),
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        tokenizer: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
+        self.tokenizer_file = tokenizer
         self.text_config, self.vision_config = _text_config(text_config), _vision_config(vision_config)
         self.text_model = CLIPTextTransformer(self.text_config)
         self.vision_model = CLIPVisionTransformer(self.vision_config)
@@ -382,6 +404,16 @@ class CLIPModel(nn.Module, _TextTower, Conditioner):
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         ids, mask = self.tokenize(texts)
         return self.text_embeds(ids, mask)
+
+    @torch.inference_mode()
+    def similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """(N images, T texts) cosine similarity of the unit-norm embeddings."""
+        return self.encode_images(images) @ self.encode_texts(texts).t()
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """(N, T): softmax over texts of exp(logit_scale) * cosine (zero-shot classification, Radford et al. 2021 sec. 3.1.2)."""
+        return (self.logit_scale.exp().clamp(max=100) * self.similarity(images, texts)).softmax(-1)
 
     @torch.inference_mode()
     def encode_images(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
