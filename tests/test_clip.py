@@ -9,6 +9,8 @@ latentzoo's classes with strict=True and every output agrees to 1e-5.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -247,3 +249,167 @@ def test_tokenizer_json_round_trip_and_vocab_mismatch(tmp_path: Path) -> None:
         (tmp_path / "bad.json").write_text(bad)
         with pytest.raises(LatentzooError, match="cannot load tokenizer"):
             text.load(tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------------------------------
+# the shipped digits-clip: zero-shot target, conditioner output, CLI and API
+
+
+@pytest.fixture(scope="module")
+def digits_clip():
+    import latentzoo
+
+    return latentzoo.load_scorer("digits-clip")
+
+
+def test_digits_clip_zero_shot_accuracy_on_held_out(digits_clip) -> None:
+    """Target: >= 95 % of the 360 held-out digits get "a handwritten <their digit>" as the most probable of ten prompts."""
+    from latentzoo.plugins.clip.zero_shot import attribute_accuracy, digit_accuracy
+    from latentzoo.plugins.datasets.captions import load
+
+    held = load("test")
+    assert len(held) == 360
+    assert digit_accuracy(digits_clip, held.images, held.labels) >= 0.95
+    attributes = attribute_accuracy(digits_clip, held)
+    assert min(attributes.values()) > 0.6, attributes  # well above chance (0.5) for thickness, slant and width
+
+
+def test_digits_clip_conditioner_output(digits_clip) -> None:
+    import latentzoo
+
+    entry = latentzoo.info("digits-clip")
+    space = entry.data["conditioning_space"]
+    out = digits_clip.condition(["a thick, slanted seven", ""])
+    assert out["tokens"].shape == (2, space["sequence_length"], space["width"])
+    assert out["pooled"].shape == (2, space["width"]) and out["mask"].dtype == torch.bool
+    assert out["mask"][1].sum() == 2  # the empty prompt: <start><end>, the unconditional input
+    assert space["encoder"] == "sha256:" + entry.data["weights"]["sha256"][:16]
+    assert digits_clip.tokenizer.vocab_size == entry.data["config"]["text_config"]["vocab_size"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "latentzoo", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def digit_pngs(tmp_path_factory) -> list[Path]:
+    """Held-out digits 0..9 (the first of each), saved as 32x32 PNGs as `latentzoo sample` writes them."""
+    from latentzoo.core.images import save_each
+    from latentzoo.plugins.datasets.captions import load
+
+    held = load("test")
+    picks = [int((held.labels == c).nonzero()[0]) for c in range(10)]
+    return save_each(held.images[picks], tmp_path_factory.mktemp("digits"))
+
+
+def test_cli_classify_and_score(digit_pngs: list[Path], tmp_path: Path) -> None:
+    from latentzoo.plugins.datasets.captions import NAMES
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"a handwritten {n}" for n in NAMES) + "\n")
+    r = run_cli("classify", "digits-clip", *map(str, digit_pngs), "--texts-file", str(prompts), "--json")
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)
+    assert [x["label"] for x in results] == [f"a handwritten {n}" for n in NAMES]
+    assert all(abs(sum(x["probabilities"].values()) - 1) < 1e-4 for x in results)
+    r = run_cli("classify", "digits-clip", str(digit_pngs[7]), "-l", "a handwritten seven", "-l", "a handwritten one")
+    assert r.returncode == 0 and "a handwritten seven" in r.stdout.split("(")[0]
+    r = run_cli("score", "digits-clip", str(digit_pngs[7]), "--text", "a handwritten seven", "--text", "a handwritten zero", "--json")
+    scores = json.loads(r.stdout)[0]["scores"]
+    assert -1 <= scores["a handwritten zero"] < scores["a handwritten seven"] <= 1
+
+
+def test_api_matches_cli(digit_pngs: list[Path], digits_clip) -> None:
+    import latentzoo
+
+    out = latentzoo.classify(
+        "digits-clip", [str(p) for p in digit_pngs[:3]], ["a handwritten zero", "a handwritten one", "a handwritten two"]
+    )
+    assert [r["label"] for r in out] == ["a handwritten zero", "a handwritten one", "a handwritten two"]
+    (row,) = latentzoo.clip_score(digits_clip, str(digit_pngs[3]), "a handwritten three")
+    assert 0 < row[0] <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("classify", "digits-clip", "{img}"), "no candidate texts"),
+        (("classify", "digits-clip", "{img}", "-l", "  "), "is empty"),
+        (("classify", "no-such-model", "{img}", "-l", "a seven"), "no component or pipeline named 'no-such-model'"),
+        (("classify", "digits", "{img}", "-l", "a seven"), "is a pipeline"),
+        (("classify", "digits-vqgan", "{img}", "-l", "a seven"), "cannot score images against texts"),
+        (("classify", "digits-clip", "{txt}", "-l", "a seven"), "not an image"),
+        (("classify", "digits-clip", "{missing}", "-l", "a seven"), "no such file"),
+        (("classify", "digits-clip", "{big}", "-l", "a seven"), "pass --fit"),
+        (("classify", "digits-clip", "{img}", "--texts-file", "{missing}"), "cannot read --texts-file"),
+        (("score", "digits-clip", "{img}"), "no text to score against"),
+    ],
+)
+def test_cli_bad_input_is_one_line(args: tuple[str, ...], message: str, digit_pngs: list[Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    Image.new("L", (64, 48)).save(tmp_path / "big.png")
+    paths = {"img": digit_pngs[0], "txt": tmp_path / "notes.txt", "missing": tmp_path / "nope.png", "big": tmp_path / "big.png"}
+    r = run_cli(*(a.format(**paths) for a in args))
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_commands_and_listing_stay_light() -> None:
+    """`--help` lists the plugin's commands; `list --role conditioner` shows digits-clip; neither imports torch."""
+    code = (
+        "import sys; from latentzoo.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    for args in (["--help"], ["list", "--role", "conditioner"]):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert ("classify" in r.stdout and "score" in r.stdout) if args == ["--help"] else "digits-clip" in r.stdout
+
+
+def test_train_clip_cli_on_a_captioned_folder(tmp_path: Path) -> None:
+    """A tiny run end to end: weights, tokenizer.json (sha256 in the entry), conditioning_space,
+    and the fragment usable with --registry by `classify`."""
+    import yaml
+    from PIL import Image
+
+    from latentzoo.core.weights import sha256_file
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rows = []
+    for i in range(8):
+        img = Image.new("L", (32, 32), 0)
+        img.paste(255, (4 + 2 * i, 4, 10 + 2 * i, 28))
+        img.save(folder / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "text": f"a bar at {i}"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    tiny = ["vision_width=32", "vision_layers=1", "text_width=32", "text_layers=1", "projection_dim=16", "patch_size=8"]
+    sets = [a for kv in tiny for a in ("--set", kv)]
+    r = run_cli("train", "clip", "--data", str(folder), "-o", str(out), "--steps", "3", "--batch-size", "4", "--no-progress", *sets)
+    assert r.returncode == 0, r.stderr
+    (entry,) = yaml.safe_load((out / "registry.yaml").read_text())["components"].values()
+    assert entry["class"] == "clip.model" and entry["roles"] == ["conditioner"]
+    assert entry["config"]["tokenizer"] == {"file": "tokenizer.json", "sha256": sha256_file(out / "tokenizer.json")}
+    space = entry["conditioning_space"]
+    assert space == {
+        "kind": "text",
+        "width": 32,
+        "sequence_length": 16,
+        "pooled": True,
+        "encoder": "sha256:" + entry["weights"]["sha256"][:16],
+    }
+    name = next(iter(yaml.safe_load((out / "registry.yaml").read_text())["components"]))
+    r = run_cli("--registry", str(out / "registry.yaml"), "classify", name, str(folder / "0.png"), "-l", "a bar at 0", "-l", "a bar at 7")
+    assert r.returncode == 0, r.stderr
+    # a tokenizer that is not the one the entry names is refused at load, in one line
+    (out / "tokenizer.json").write_text((out / "tokenizer.json").read_text().replace('"bar"', '"baz"'))
+    r = run_cli("--registry", str(out / "registry.yaml"), "classify", name, str(folder / "0.png"), "-l", "a bar")
+    assert r.returncode == 1 and "fails its sha256 check" in r.stderr and len(r.stderr.strip().splitlines()) == 1

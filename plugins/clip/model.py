@@ -272,8 +272,10 @@ class _TextTower:
 class CLIPTextEncoder(nn.Module, _TextTower, Conditioner):
     """CLIPTextModel (``projection_dim`` None) or CLIPTextModelWithProjection, as a conditioner.
 
-    ``condition(prompts)``: tokens = last_hidden_state, pooled = the end token's state
-    (projected when there is a projection, as CLIPTextModelWithProjection's text_embeds).
+    ``forward`` returns (last_hidden_state, pooler_output or, with a projection, text_embeds
+    unnormalised, as CLIPTextModelWithProjection). ``condition(prompts)``: tokens =
+    last_hidden_state, pooled = the end token's state before any projection (width W, as
+    the Conditioner contract says), mask = the real tokens.
     """
 
     conditioning_space: Any = None
@@ -297,7 +299,7 @@ class CLIPTextEncoder(nn.Module, _TextTower, Conditioner):
     @torch.inference_mode()
     def condition(self, inputs: list[str]) -> dict[str, torch.Tensor]:
         ids, mask = self.tokenize(inputs)
-        tokens, pooled = self(ids, mask)
+        tokens, pooled = self.text_model(ids, mask)
         return {"tokens": tokens, "pooled": pooled, "mask": mask}
 
 

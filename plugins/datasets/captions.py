@@ -45,7 +45,7 @@ def measure(images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Attributes of images (N, 1, H, W) in [-1, 1]: thickness (px), slant (degrees, >= 0), width (px)."""
     ink = images[:, 0].add(1).div(2).clamp(0, 1).double()
     mask = (ink > 0.5).double()
-    n, h, w = mask.shape
+    _, h, w = mask.shape
     area = mask.sum((1, 2))
     padded = torch.nn.functional.pad(mask, (1, 1, 1, 1))
     perimeter = (padded[:, 1:, :] != padded[:, :-1, :]).sum((1, 2)) + (padded[:, :, 1:] != padded[:, :, :-1]).sum((1, 2))
