@@ -177,6 +177,38 @@ def clip_bpe(
     return TextTokenizer(clip_bpe_tokenizer(vocab, merges), context_length, pad)
 
 
+CLIP_MERGES = 49152 - 256 - 2  # OpenAI's tokenizer keeps the first 48,894 merges of bpe_simple_vocab_16e6
+
+
+def clip_bpe_from_merges(path: str | Path, *, context_length: int = CLIP_CONTEXT, pad_token: str = EOS) -> TextTokenizer:
+    """CLIP's tokenizer from OpenAI's merges-only file (``bpe_simple_vocab_16e6.txt[.gz]``, as open_clip
+    and OpenAI's clip package ship it), with the vocabulary built as their SimpleTokenizer builds it:
+    the 256 byte symbols (in code-point order), the same with ``</w>``, each merge's result, the specials."""
+    import gzip
+
+    path = Path(path)
+    try:
+        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        lines = raw.decode("utf-8").split("\n")
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise LatentzooError(f"cannot read CLIP merges {path}: {exc}") from exc
+    merges = []
+    for n, line in enumerate(lines[1 : CLIP_MERGES + 1], 2):  # line 1 is a version header
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise LatentzooError(f"{path}:{n}: a merge is two tokens separated by a space; is this CLIP's bpe_simple_vocab file?")
+        merges.append((parts[0], parts[1]))
+    from tokenizers import pre_tokenizers
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord)  # = CLIP's bytes_to_unicode() values, in order
+    vocab: dict[str, int] = {}
+    for token in [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), BOS, EOS]:
+        vocab.setdefault(token, len(vocab))
+    return TextTokenizer(clip_bpe_tokenizer(vocab, merges), context_length, pad_token)
+
+
 def _folder_pad_token(folder: Path) -> str | None:
     """The pad token named by a transformers tokenizer folder (special_tokens_map / tokenizer_config)."""
     for name in ("special_tokens_map.json", "tokenizer_config.json"):

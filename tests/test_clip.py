@@ -221,6 +221,20 @@ def test_clip_bpe_matches_transformers(tmp_path: Path) -> None:
     assert text.load(tmp_path / "tok").encode(["a photo of a cat"])[0].tolist() == ids[:1].tolist()
 
 
+def test_clip_bpe_from_openai_merges_file(tmp_path: Path) -> None:
+    """OpenAI's merges-only ``bpe_simple_vocab_16e6.txt.gz`` format gives the same ids as vocab.json + merges.txt."""
+    import gzip
+
+    from latentzoo.core import text
+
+    vocab, merges = clip_vocab_files(tmp_path / "tok")
+    lines = merges.read_text(encoding="utf-8").splitlines()
+    (tmp_path / "bpe_simple_vocab_16e6.txt.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    from_gz = text.clip_bpe_from_merges(tmp_path / "bpe_simple_vocab_16e6.txt.gz")
+    assert json.loads(from_gz.tokenizer.to_str())["model"]["vocab"] == json.loads(vocab.read_text())
+    assert from_gz.encode(CORPUS)[0].tolist() == text.clip_bpe(vocab, merges).encode(CORPUS)[0].tolist()
+
+
 def test_long_prompt_truncated_with_warning_empty_prompt_is_bos_eos() -> None:
     from latentzoo.core import text
 
