@@ -47,6 +47,10 @@ class TextTokenizer:
     pad_token: str = EOS
 
     def __post_init__(self) -> None:
+        # Rows are cut and padded here (with a warning and a mask); a tokenizer.json saved after
+        # padded calls carries its own padding / truncation, which would hide both.
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
         for token in (BOS, EOS, self.pad_token):
             if self.tokenizer.token_to_id(token) is None:
                 raise LatentzooError(f"tokenizer has no {token!r} token; it is not a tokenizer for a CLIP-style text encoder")

@@ -438,7 +438,16 @@ def test_train_clip_cli_on_a_captioned_folder(tmp_path: Path) -> None:
 def test_train_clip_resume_is_exact(tmp_path: Path) -> None:
     """2 steps, then --resume to 4, gives the same weights bit for bit as 4 steps in one go
     (caption picks, shifts and dropout are stateless draws; the tokenizer is retrained identically)."""
-    tiny = ["vision_width=16", "vision_layers=1", "text_width=16", "text_layers=1", "projection_dim=8", "patch_size=8", "vision_heads=2", "text_heads=2"]
+    tiny = [
+        "vision_width=16",
+        "vision_layers=1",
+        "text_width=16",
+        "text_layers=1",
+        "projection_dim=8",
+        "patch_size=8",
+        "vision_heads=2",
+        "text_heads=2",
+    ]
     sets = [a for kv in tiny for a in ("--set", kv)]
     common = ["train", "clip", "--data", "digits-captions", "--batch-size", "8", "--checkpoint-every", "2", "--no-progress", *sets]
     r = run_cli(*common, "-o", str(tmp_path / "a"), "--steps", "4")
@@ -449,3 +458,45 @@ def test_train_clip_resume_is_exact(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     for name in ("model.safetensors", "tokenizer.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_transformers_folders_load_with_their_tokenizer(tmp_path: Path) -> None:
+    """save_pretrained folders (a CLIPModel with its tokenizer; a Stable Diffusion-style text_encoder/ +
+    tokenizer/ pair) load into the matching class and give transformers' outputs."""
+    from latentzoo.core.errors import LatentzooError
+    from latentzoo.plugins.clip.model import from_transformers
+
+    vocab_file, _ = clip_vocab_files(tmp_path / "tok")
+    vocab = len(json.loads(vocab_file.read_text()))
+    hf_tok = transformers.CLIPTokenizer.from_pretrained(str(tmp_path / "tok"))
+    text, vision = small_configs(hf_tok.eos_token_id, vocab=vocab)
+    ref = hf_clip(text, vision)
+    ref.save_pretrained(tmp_path / "clip")
+    hf_tok.save_pretrained(tmp_path / "clip")
+    ours = from_transformers(tmp_path / "clip")
+    assert isinstance(ours, CLIPModel) and ours.tokenizer is not None
+    prompts = ["a photo of a cat", "an astronaut riding a horse"]
+    batch = hf_tok(prompts, padding="max_length", max_length=77, return_tensors="pt")
+    with torch.no_grad():
+        expected = ref.get_text_features(**batch)
+        expected = getattr(expected, "pooler_output", expected)
+    assert err(ours.encode_texts(prompts), torch.nn.functional.normalize(expected, dim=-1)) < TOL
+
+    sd = tmp_path / "sd"  # diffusers' Stable Diffusion folder: text_encoder/ and tokenizer/ side by side
+    torch.manual_seed(5)
+    te = transformers.CLIPTextModel(
+        transformers.CLIPTextConfig(**text, bos_token_id=hf_tok.bos_token_id, pad_token_id=hf_tok.pad_token_id)
+    ).eval()
+    te.save_pretrained(sd / "text_encoder")
+    hf_tok.save_pretrained(sd / "tokenizer")
+    encoder = from_transformers(sd / "text_encoder")
+    assert isinstance(encoder, CLIPTextEncoder) and encoder.text_projection is None
+    out = encoder.condition(prompts)
+    with torch.no_grad():
+        r = te(**hf_tok(prompts, padding="max_length", max_length=77, return_tensors="pt"))
+    assert err(out["tokens"], r.last_hidden_state) < TOL and err(out["pooled"], r.pooler_output) < TOL
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text(json.dumps({"architectures": ["BertModel"]}))
+    with pytest.raises(LatentzooError, match="not a CLIP model"):
+        from_transformers(tmp_path / "bad")

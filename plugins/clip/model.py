@@ -422,3 +422,88 @@ class CLIPModel(nn.Module, _TextTower, Conditioner):
         """Unit-norm image embeddings of latentzoo images (B, C, H, W) in [-1, 1]."""
         device = self.logit_scale.device
         return torch.cat([self.image_embeds(self.pixel_values(images[i : i + batch].to(device))) for i in range(0, len(images), batch)])
+
+
+# transformers' CLIPTextConfig / CLIPVisionConfig defaults: what a config.json that omits a key means.
+HF_TEXT_DEFAULTS: dict[str, Any] = {
+    **TEXT_DEFAULTS,
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "num_attention_heads": 8,
+    "eos_token_id": 49407,
+}
+HF_VISION_DEFAULTS: dict[str, Any] = {
+    **VISION_DEFAULTS,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "patch_size": 32,
+}
+HF_PROJECTION_DIM = 512
+
+
+def from_transformers(folder: str | Path) -> nn.Module:
+    """A transformers CLIP folder (config.json + model.safetensors; CLIPModel, CLIPTextModel[WithProjection]
+    or CLIPVisionModel[WithProjection]) as the matching latentzoo class, loaded strictly, with the
+    tokenizer of the folder (or of a sibling ``tokenizer/`` folder, as in diffusers' Stable Diffusion
+    layout) attached when there is one. ``model.config`` is what a registry entry needs."""
+    import json
+
+    from latentzoo.core.errors import LatentzooError, WeightsError
+    from latentzoo.core.weights import load_tensors
+
+    folder = Path(folder)
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LatentzooError(f"cannot read {folder / 'config.json'}: {exc}; give a transformers CLIP model folder") from exc
+
+    def pick(data: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        return {k: data.get(k, v) for k, v in defaults.items()}
+
+    arch = (cfg.get("architectures") or ["CLIPModel"])[0]
+    projection = cfg.get("projection_dim", HF_PROJECTION_DIM)
+    if arch == "CLIPModel":
+        config: dict[str, Any] = {
+            "text_config": pick(cfg.get("text_config") or {}, HF_TEXT_DEFAULTS),
+            "vision_config": pick(cfg.get("vision_config") or {}, HF_VISION_DEFAULTS),
+            "projection_dim": projection,
+            "logit_scale_init_value": cfg.get("logit_scale_init_value", 2.6592),
+        }
+        try:
+            pre = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+            config.update(image_mean=list(pre["image_mean"]), image_std=list(pre["image_std"]))
+        except (OSError, ValueError, KeyError):
+            pass
+        cls: Any = CLIPModel
+    elif arch in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+        config, cls = (
+            {"text_config": pick(cfg, HF_TEXT_DEFAULTS), "projection_dim": projection if arch.endswith("Projection") else None},
+            CLIPTextEncoder,
+        )
+    elif arch in ("CLIPVisionModel", "CLIPVisionModelWithProjection"):
+        config = {"vision_config": pick(cfg, HF_VISION_DEFAULTS), "projection_dim": projection if arch.endswith("Projection") else None}
+        cls = CLIPVisionEncoder
+    else:
+        raise LatentzooError(
+            f"{folder}: architecture {arch!r} is not a CLIP model (CLIPModel, CLIPTextModel[WithProjection], CLIPVisionModel[WithProjection])"
+        )
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise WeightsError(f"{folder} has no model.safetensors; pickled .bin weights are never loaded: save the model with safetensors")
+    model = cls(**config)
+    missing, unexpected = model.load_state_dict(hf_state_dict(load_tensors(weights)), strict=False)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{weights} does not fit its config.json: {len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+        )
+    model.config = config
+    if isinstance(model, _TextTower):
+        from latentzoo.core import text
+
+        for place in (folder, folder.parent / "tokenizer"):
+            if (place / "tokenizer.json").is_file() or ((place / "vocab.json").is_file() and (place / "merges.txt").is_file()):
+                model.set_tokenizer(text.load(place, context_length=model.text_config["max_position_embeddings"]), str(folder))
+                break
+    return model.eval()
