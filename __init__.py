@@ -13,7 +13,8 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid")
+_API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid", "sample", "describe_options", "train")
+_TRAINING = ("TrainOptions", "Run", "Phase", "MicroBatch", "EMA", "split_options", "finish_run")  # the trainer contract
 _SCORING = {"classify": "classify", "clip_score": "score", "load_scorer": "load_scorer"}  # core.scoring
 
 
@@ -22,6 +23,10 @@ def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
         from .core import api
 
         return getattr(api, name)
+    if name in _TRAINING:  # imports torch
+        from .core import training
+
+        return getattr(training, name)
     if name in _SCORING:
         from .core import scoring
 
@@ -29,4 +34,4 @@ def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
     raise AttributeError(f"module 'latentzoo' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API, *_SCORING]
+__all__ = ["__version__", *_API, *_TRAINING, *_SCORING]

@@ -68,7 +68,7 @@ def cli(ctx: click.Context, registries: tuple[str, ...], debug: bool) -> None:
     Examples:
       latentzoo list
       latentzoo sample digits -n 16 --seed 0 -o samples.png
-      latentzoo compose --encoder digits-vqgan --prior digits-ldm --decoder digits-vqgan --sampler ddpm --scheduler scaled-linear
+      latentzoo compose --encoder digits-vqgan --prior digits-ldm --decoder digits-vqgan --sampler ddpm --scheduler leading
     """
     if debug:
         os.environ["LATENTZOO_DEBUG"] = "1"
@@ -90,8 +90,8 @@ def _emit_json(data: Any) -> None:
 
 def _table(rows: list[list[str]], headers: list[str]) -> None:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    for row in [headers, *rows]:
-        click.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)).rstrip())
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)).rstrip() for row in [headers, *rows]]
+    click.echo("\n".join(lines))  # one write: 20k rows in one call, not 20k
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,7 +105,10 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: bool) -> None:
     """List named components and pipelines in the registry."""
-    entries = _registry(ctx).list(role=role, family=family)
+    reg = _registry(ctx)
+    entries = reg.list(role=role, family=family)
+    for warning in reg.shadow_warnings({e.name for e in entries}):
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         _emit_json([e.summary() for e in entries])
         return
@@ -113,7 +116,11 @@ def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: 
         click.echo("nothing matches")
         return
     rows = [[e.name, "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
-    _table(rows, ["NAME", "ROLE", "FAMILY", "DESCRIPTION"])
+    headers = ["NAME", "ROLE", "FAMILY", "DESCRIPTION"]
+    if any(e.shadows for e in entries):  # a later layer rebinds a name: say so beside it
+        rows = [[*row, f"shadows {e.shadows}" if e.shadows else ""] for row, e in zip(rows, entries, strict=True)]
+        headers.append("SHADOWS")
+    _table(rows, headers)
 
 
 @cli.command()
@@ -124,28 +131,33 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one component or pipeline: config, weights, latent space, and whether it composes."""
     import yaml
 
-    from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
+    from latentzoo.core.compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
 
     reg = _registry(ctx)
+    for warning in reg.shadow_warnings({name}):
+        click.echo(f"warning: {warning}", err=True)
     if name in reg.entries:
         entry = reg.get(name)
     else:
         entry = resolve_component(reg, name, _declared_role(name) or "prior")
     data = entry.summary()
     if entry.section == "pipelines":
+        spec = PipelineSpec.from_entry(entry)
         try:
-            warnings = check_spec(reg, PipelineSpec.from_entry(entry))
+            warnings = check_spec(reg, spec)
             data["composes"] = {"ok": True, "warnings": warnings}
         except LatentzooError as exc:
             data["composes"] = {"ok": False, "error": str(exc)}
+        data["options"] = pipeline_options_table(reg, spec)
     else:
         try:
             decl = reg.declaration(entry)
-            data["class_declaration"] = {k: v for k, v in decl.items() if k != "name"}
+            data["class_declaration"] = {k: v for k, v in decl.items() if k not in ("name", "options")}
         except LatentzooError as exc:
             data["class_declaration"] = {"error": str(exc)}
         if entry.latent_space:
             data["latent_space_summary"] = entry.latent_space.describe()
+        data["options"] = component_options_table(reg, entry)
     if as_json:
         _emit_json(data)
     else:
@@ -163,9 +175,30 @@ def _declared_role(name: str) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any plugin is broken or incompatible.")
 @click.option("-v", "--verbose", is_flag=True, help="One block per plugin, with where it was loaded from and its hooks.")
-def plugins(as_json: bool, strict: bool, verbose: bool) -> None:
+@click.option(
+    "--check", is_flag=True, help="Probe each third-party plugin in a subprocess (time budget): finds one that exits or hangs at import."
+)
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=20.0, show_default=True, help="Seconds the --check probes may take.")
+def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: float) -> None:
     """Show installed plugins: distribution, version, location, hooks, components, status."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.plugins import get_manager, probe_plugins
+
+    if check:  # before anything loads plugins in this process: a plugin that kills it must not stop the probe
+        probes = probe_plugins(timeout)
+        if as_json:
+            _emit_json(probes)
+        else:
+            _table(
+                [[p["name"], p["distribution"] or "?", p["status"], f"{p['seconds']}", p["detail"]] for p in probes],
+                ["PLUGIN", "DISTRIBUTION", "PROBE", "SECONDS", "DETAIL"],
+            )
+        bad = [p for p in probes if p["status"] in ("exits", "hangs", "fails")]
+        if bad:
+            raise LatentzooError(
+                f"{len(bad)} plugin(s) fail the probe: {', '.join(p['name'] + ' (' + p['status'] + ')' for p in bad)}; "
+                "uninstall them or leave them out with LATENTZOO_PLUGINS=<other plugins>"
+            )
+        return
 
     cli._add_plugin_commands()  # run the commands hook too, so a plugin that raises there is reported
     report = get_manager().report()
@@ -180,7 +213,7 @@ def plugins(as_json: bool, strict: bool, verbose: bool) -> None:
                 f"{p.distribution or '?'} {p.version or ''}".strip(),
                 p.status,
                 ", ".join(p.components + p.datasets) or "-",
-                p.error or "",
+                p.error or (f"warning: {p.warning}" if p.warning else ""),
             ]
             for p in report
         ]
@@ -222,14 +255,15 @@ def _plugin_blocks(report: list[Any]) -> None:
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
     """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts."""
-    from latentzoo.core.compose import PipelineSpec, load_spec
+    from latentzoo.core.compose import PipelineSpec, load_spec, replace_parts
 
     reg = _registry(ctx)
     if target:
         spec, reg = load_spec(reg, target)
-        for role, value in parts.items():
-            if value:
-                setattr(spec, role, value)
+        dropped = replace_parts(reg, spec, parts)
+        if dropped:
+            swapped = ", ".join(f"{role} {value}" for role, value in parts.items() if value)
+            click.echo(f"warning: pipeline {spec.name} default(s) {', '.join(dropped)} do not apply to {swapped}; ignored", err=True)
     else:
         missing = [f"--{r}" for r in ("prior", "decoder", "sampler") if not parts.get(r)]
         if missing:
@@ -247,21 +281,36 @@ def _part_options(f):
 @cli.command()
 @_part_options
 @click.option("--name", default="composed", show_default=True, help="Name of the pipeline in the YAML.")
-@click.option("--steps", type=int, help="Default sampling steps.")
-@click.option("--eta", type=float, help="Default DDIM eta.")
+@click.option("--steps", metavar="N", help="Default sampling steps.")
+@click.option("--eta", metavar="X", help="Default eta (shortcut for --set eta=VALUE).")
+@click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Default of a declared option (see `latentzoo info`); repeatable."
+)
 @click.option("--allow-mismatch", is_flag=True, help="Allow latent spaces of equal kind and shape but different identity (warns).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pipeline YAML here instead of printing it.")
 @click.pass_context
 def compose(
-    ctx: click.Context, name: str, steps: int | None, eta: float | None, allow_mismatch: bool, output: str | None, **parts: str | None
+    ctx: click.Context,
+    name: str,
+    steps: str | None,
+    eta: str | None,
+    settings: tuple[str, ...],
+    allow_mismatch: bool,
+    output: str | None,
+    **parts: str | None,
 ) -> None:
-    """Check that parts fit together and print (or write) the pipeline as registry YAML."""
-    from latentzoo.core.compose import check_spec
+    """Check that parts fit together and print (or write) the pipeline as registry YAML.
+
+    --set KEY=VALUE stores a validated default for any option the prior, sampler or
+    scheduler declares (`latentzoo info NAME` lists them).
+    """
+    from latentzoo.core.compose import check_spec, typed_defaults
     from latentzoo.core.weights import write_bytes
 
     spec, reg = _spec_from_options(ctx, None, parts, name)
-    spec.defaults.update({k: v for k, v in {"steps": steps, "eta": eta}.items() if v is not None})
     spec.allow_mismatch = allow_mismatch
+    check_spec(reg, spec)  # parts first: an option error is only meaningful for parts that fit
+    spec.defaults.update(typed_defaults(reg, spec, _option_strings(settings, steps=steps, eta=eta)))
     for warning in check_spec(reg, spec):
         click.echo(f"warning: {warning}", err=True)
     if output:
@@ -290,18 +339,14 @@ def _progress(enabled: bool, desc: str):
     return update
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import torch
-
-    return {"latentzoo": _version(), "torch": torch.__version__, "python": platform.python_version()}
-
-
-def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool):
+def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool, text_options: Any = None):
     from latentzoo.core.build import Builder
+    from latentzoo.core.compose import check_options, check_spec
 
     spec, reg = _spec_from_options(ctx, target, parts)
+    if text_options is not None:  # refuse bad options before any weights load (and before torch is imported)
+        check_spec(reg, spec, allow_mismatch=allow_mismatch or None)
+        check_options(reg, spec, text_options=text_options)
     pipe = Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch or None)
     for warning in pipe.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -321,15 +366,43 @@ def _check_output(output: str) -> Path:
     return path
 
 
+# Flags that are shortcuts for --set KEY=VALUE (declared options of the prior / sampler / scheduler).
+SAMPLE_SHORTCUTS = {
+    "eta": "eta",
+    "class_label": "class_label",
+    "guidance": "guidance",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+}
+
+
+def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[str, str]:
+    """--set KEY=VALUE items and shortcut flags as one dict of command-line strings (checked later against declarations)."""
+    from latentzoo.core.options import parse_assignments
+
+    values = {SAMPLE_SHORTCUTS.get(k, k): v for k, v in shortcuts.items() if v is not None}
+    for key, value in parse_assignments(settings).items():
+        if key in values and values[key] != value:
+            raise LatentzooError(f"option {key} is given twice ({values[key]} and {value}); give it once")
+        values[key] = value
+    return values
+
+
 @cli.command()
 @click.argument("target", required=False)
 @_part_options
 @click.option("-n", "--num", "n", type=int, default=16, show_default=True, help="Number of samples.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same output).")
-@click.option("--steps", type=int, help="Sampling steps (default: the pipeline's).")
-@click.option("--eta", type=float, help="DDIM eta (0 = deterministic).")
-@click.option("--class", "class_label", type=int, help="Class label for a class-conditional prior.")
-@click.option("--guidance", type=float, help="Classifier-free guidance scale (with --class).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed, 0 to 2**63-1 (same seed, same output).")
+@click.option("--steps", metavar="N", help="Sampling steps (default: the pipeline's).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any declared option (see `latentzoo info NAME`); repeatable.")
+@click.option("--eta", metavar="X", help="Shortcut for --set eta=VALUE (DDIM: 0 = deterministic).")
+@click.option("--class", "class_label", metavar="N", help="Shortcut for --set class_label=N (class-conditional priors).")
+@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class).")
+@click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
+@click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
+@click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
 @click.option(
@@ -343,10 +416,9 @@ def sample(
     target: str | None,
     n: int,
     seed: int,
-    steps: int | None,
-    eta: float | None,
-    class_label: int | None,
-    guidance: float | None,
+    steps: str | None,
+    settings: tuple[str, ...],
+    batch_size: int,
     nrow: int | None,
     allow_mismatch: bool,
     output: str,
@@ -357,46 +429,31 @@ def sample(
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
 
     Writes a PNG grid and a JSON sidecar beside it (pipeline, component sha256s, seed,
-    steps, sampler, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
+    steps, sampler, options, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
+    and DIR/samples.json. Samples are drawn in batches of --batch-size: the same seed,
+    options and batch size give identical bytes.
     """
-    if n < 1:
-        raise LatentzooError(f"-n must be at least 1, not {n}")
-    if steps is not None and steps < 1:
-        raise LatentzooError(f"--steps must be at least 1, not {steps}")
-    if guidance is not None and class_label is None:
-        raise LatentzooError("--guidance needs --class (classifier-free guidance towards a class)")
-    out = _check_output(output)
-    pipe = _build(ctx, target, parts, allow_mismatch)
-    overrides = {"steps": steps, "eta": eta, "class_label": class_label, "guidance": guidance}
-    images = pipe.sample(n, seed=seed, progress=_progress(not no_progress, "sampling"), **overrides)
+    from latentzoo.core.record import SampleOutput, check_run
 
-    from latentzoo.core.images import save_each, save_grid
-    from latentzoo.core.weights import write_json
-
-    opts = pipe.options(**overrides)
-    record = {
-        **pipe.record(),
-        "seed": seed,
-        "n": n,
-        "steps": int(opts.get("steps", 50)),
-        "sampler": pipe.spec.sampler,
-        "scheduler": pipe.spec.scheduler,
-        "options": {k: v for k, v in opts.items() if k != "steps"},
-        "versions": _versions(),
-    }
-    if output.endswith(("/", os.sep)):
-        files = save_each(images, out)
-        record["files"] = [f.name for f in files]
-        sidecar = out / "samples.json"
-    else:
-        save_grid(images, out, nrow=nrow)
-        record["files"] = [out.name]
-        sidecar = out.with_suffix(".json")
-    write_json(sidecar, record)
+    shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
+    text_options = _option_strings(settings, steps=steps, **shortcuts)
+    check_run(n, seed, batch_size, nrow)
+    SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
+    pipe = _build(ctx, target, parts, allow_mismatch, text_options)
+    record = pipe.sample_to(
+        output,
+        n,
+        seed=seed,
+        batch_size=batch_size,
+        nrow=nrow,
+        text_options=text_options,
+        progress=_progress(not no_progress, "sampling"),
+    )
     if as_json:
         _emit_json(record)
     else:
-        click.echo(f"wrote {out} ({n} samples) and {sidecar}", err=True)
+        sidecar = Path(output) / "samples.json" if output.endswith(("/", os.sep)) else Path(output).with_suffix(".json")
+        click.echo(f"wrote {output} ({n} samples) and {sidecar}", err=True)
 
 
 def _load_inputs(pipe, images: tuple[str, ...], fit: bool):
@@ -575,20 +632,13 @@ def train(
     """
     import yaml
 
-    from latentzoo.core.plugins import get_manager
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.registry import load_yaml
     from latentzoo.core.training import TrainOptions
+    from latentzoo.core.training import train as run_trainer
 
-    trainers = {d["family"]: d["trainer"] for d in get_manager().components().values() if d.get("trainer")}
-    if family not in trainers:
-        raise LatentzooError(f"no trainer for family {family!r}; trainable families: {', '.join(sorted(trainers)) or 'none'}")
-    if steps < 1 or batch_size < 1 or checkpoint_every < 1 or grad_accum < 1:
-        raise LatentzooError("--steps, --batch-size, --checkpoint-every and --grad-accum must be positive")
-    if workers < 0 or (clip_grad is not None and clip_grad < 0):
-        raise LatentzooError("--workers and --clip-grad cannot be negative")
     config: dict[str, Any] = {}
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text())
+        loaded = load_yaml(config_file, "--config file")[1]
         if not isinstance(loaded, dict):
             raise LatentzooError(f"--config {config_file} must be a YAML mapping of options")
         config.update(loaded)
@@ -596,7 +646,10 @@ def train(
         key, sep, value = item.partition("=")
         if not sep:
             raise LatentzooError(f"--set {item!r}: use KEY=VALUE")
-        config[key.strip()] = yaml.safe_load(value)
+        try:
+            config[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise LatentzooError(f"--set {item!r}: the value is not valid YAML; quote it or fix it") from exc
     options = TrainOptions(
         out=Path(out),
         data=data,
@@ -616,7 +669,7 @@ def train(
         clip_grad=clip_grad,
         workers=workers,
     )
-    entry = import_target(trainers[family])(options)
+    entry = run_trainer(family, options)
     if entry is None:  # a rank other than 0 of a data-parallel run: rank 0 reports
         return
     click.echo(f"trained {family}: {json.dumps(entry.get('metrics', {}))}; registry fragment: {Path(out) / 'registry.yaml'}", err=True)

@@ -5,6 +5,9 @@
     pipe = latentzoo.load_pipeline("digits")          # or compose(prior=..., decoder=..., ...)
     images = pipe.sample(16, seed=0, steps=50)        # (16, 1, 32, 32) in [-1, 1]
     latentzoo.save_grid(images, "samples.png")
+    # what `latentzoo sample` does, sidecar included (PNG + JSON written as one unit):
+    record = latentzoo.sample("digits-dalle", 16, seed=0, output="out.png", options={"temperature": 0.8})
+    latentzoo.describe_options("digits-dalle")        # the declared options `--set` reaches
 
 Listing, inspecting and composing never import torch; building does.
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .compose import PipelineSpec, check_spec, load_spec
+from .compose import PipelineSpec, check_spec, component_options_table, load_spec, pipeline_options_table, resolve_component
 from .registry import Entry, Registry
 
 
@@ -81,3 +84,61 @@ def save_grid(images: Any, path: str | Path, *, nrow: int | None = None) -> Path
     from .images import save_grid as _save
 
     return _save(images, path, nrow=nrow)
+
+
+def train(family: str, options: Any = None, **fields: Any) -> dict[str, Any] | None:
+    """Train FAMILY's component, as ``latentzoo train FAMILY`` does: ``options`` is a
+    ``latentzoo.TrainOptions`` (or give its fields as keywords, ``out=`` required). Returns the
+    registry entry written to ``<out>/registry.yaml`` (None on data-parallel ranks other than 0)."""
+    from .training import TrainOptions
+    from .training import train as _train
+
+    if options is None:
+        options = TrainOptions(**fields)
+    elif fields:
+        raise TypeError("give a TrainOptions or keyword fields, not both")
+    return _train(family, options)
+
+
+def sample(
+    target: str | PipelineSpec,
+    n: int = 16,
+    *,
+    seed: int = 0,
+    output: str | Path = "samples.png",
+    options: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    nrow: int | None = None,
+    progress: Any = None,
+    extra: Any = (),
+    allow_mismatch: bool | None = None,
+) -> dict[str, Any]:
+    """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar.
+
+    ``options`` are values of declared options (``{"temperature": 0.8}``, ``{"sampler.eta": 0.5}``,
+    ``{"steps": 20}``), checked like ``--set``. Returns the sidecar record (pipeline, component
+    sha256s, seed, steps, sampler, scheduler, validated options, versions, files). Batch ``k`` is
+    seeded from (seed, k); see ``latentzoo.core.pipeline`` for what is reproducible.
+    """
+    from .record import SampleOutput, check_run
+
+    check_run(n, seed, batch_size, nrow)
+    SampleOutput(str(output), n=n, nrow=nrow)  # refuse a bad output before loading weights
+    pipe = load_pipeline(target, extra=extra, allow_mismatch=allow_mismatch)
+    return pipe.sample_to(str(output), n, seed=seed, batch_size=batch_size, nrow=nrow, options=options, progress=progress)
+
+
+def describe_options(name: str, *, extra: Any = ()) -> Any:
+    """The declared options of a component (a list) or of each part of a pipeline (a dict), as ``info`` shows them."""
+    reg = registry(extra)
+    entry = reg.get(name) if name in reg.entries else resolve_component(reg, name, _declared_role(name))
+    if entry.section == "pipelines":
+        return pipeline_options_table(reg, PipelineSpec.from_entry(entry))
+    return component_options_table(reg, entry)
+
+
+def _declared_role(name: str) -> str:
+    from .plugins import get_manager
+
+    decl = get_manager().components().get(name)
+    return decl["roles"][0] if decl else "prior"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .compose import PipelineSpec, check_spec, resolve_component
+from .compose import PipelineSpec, check_spec, declared_options, resolve_component
 from .errors import ContractError, WeightsError
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
-from .weights import load_tensors, space_identity
+from .weights import load_state, load_tensors, space_identity
 
 
 def resolve_weights(entry: Entry) -> tuple[Path, str]:
@@ -47,13 +47,7 @@ class Builder:
             raise WeightsError(f"{entry.where}: cannot build {name} from its config: {exc}") from exc
         if "weights" in entry.data:
             path, sha = resolve_weights(entry)
-            state = load_tensors(path, sha)
-            missing, unexpected = obj.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise WeightsError(
-                    f"weights {path.name} do not fit {name}'s config: {len(missing)} missing key(s) "
-                    f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
-                )
+            load_state(obj, load_tensors(path, sha), path, name)  # names a tensor of the wrong shape
             self.sha256[name] = sha
             if hasattr(obj, "load_assets"):  # files shipped beside the weights (e.g. a text encoder's tokenizer.json)
                 obj.load_assets(path.parent)
@@ -91,4 +85,5 @@ class Builder:
             spec=spec,
             sha256=dict(self.sha256),
             warnings=warnings,
+            declared=declared_options(self.registry, spec),
         )

@@ -14,6 +14,7 @@ import yaml
 
 from .errors import ContractError, RegistryError
 from .latent import LatentSpace, check_sampler, check_spaces
+from .options import OPTION_ROLES, STEPS, Option, OptionError, canonical, parse_options, resolve
 from .registry import Entry, Registry, parse_file
 
 ROLE_FIELDS = ("encoder", "prior", "decoder", "sampler", "scheduler")
@@ -96,6 +97,66 @@ def accepted_spaces(registry: Registry, entry: Entry) -> list[LatentSpace]:
     return spaces
 
 
+def check_levels(spec: PipelineSpec, sampler_decl: dict[str, Any], scheduler_decl: dict[str, Any] | None) -> None:
+    """A sampler that walks levels needs a scheduler of the same levels; one that walks none takes no scheduler."""
+    walks = sampler_decl.get("levels")
+    if walks and not spec.scheduler:
+        raise ContractError(
+            f"sampler {spec.sampler} walks {walks} levels but the pipeline has no scheduler; "
+            f"add a scheduler of {walks} levels (see `latentzoo list --role scheduler`)"
+        )
+    if scheduler_decl is None:
+        return
+    picks = scheduler_decl.get("levels") or "sigma"
+    if not walks:
+        legacy = " (its declaration uses needs_scheduler, which is now levels: <kind>)" if sampler_decl.get("needs_scheduler") else ""
+        raise ContractError(
+            f"sampler {spec.sampler} walks no levels{legacy}, so scheduler {spec.scheduler} ({picks} levels) would be ignored; drop the scheduler"
+        )
+    if picks != walks:
+        raise ContractError(
+            f"scheduler {spec.scheduler} picks {picks} levels but sampler {spec.sampler} walks {walks} levels; "
+            f"choose a scheduler of {walks} levels (see `latentzoo list --role scheduler`)"
+        )
+
+
+def declared_options(registry: Registry, spec: PipelineSpec) -> dict[str, list[Option]]:
+    """The options the pipeline's prior, sampler and scheduler declare (what --set reaches)."""
+    out: dict[str, list[Option]] = {}
+    for role in OPTION_ROLES:
+        name = getattr(spec, role)
+        if name:
+            decl = registry.declaration(resolve_component(registry, name, role))
+            out[role] = parse_options(decl.get("options"), f"component {decl['name']!r}")
+    return out
+
+
+def replace_parts(registry: Registry, spec: PipelineSpec, parts: dict[str, str | None]) -> list[str]:
+    """Swap parts of ``spec`` in place (``--sampler ddpm`` on a pipeline); return the defaults dropped.
+
+    A pipeline's ``defaults`` were checked against its own parts; after a swap, a default that
+    no part declares any more (``eta`` of a DDIM pipeline sampled with DDPM) no longer applies
+    and is dropped, so the caller can say so. Any other default is still checked as usual.
+    """
+    changed = {role: value for role, value in parts.items() if value and getattr(spec, role) != value}
+    for role, value in changed.items():
+        setattr(spec, role, value)
+    if not changed or not spec.defaults:
+        return []
+    declared = declared_options(registry, spec)
+    known = (
+        {"steps"} | {o.name for opts in declared.values() for o in opts} | {f"{r}.{o.name}" for r, opts in declared.items() for o in opts}
+    )
+    dropped = [key for key in spec.defaults if key not in known]
+    spec.defaults = {k: v for k, v in spec.defaults.items() if k not in dropped}
+    return dropped
+
+
+def check_defaults(registry: Registry, spec: PipelineSpec) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """A pipeline's ``defaults`` checked against the declared options (a typo'd key is an error)."""
+    return resolve(declared_options(registry, spec), spec.defaults, where=f"pipeline {spec.name} (its defaults)")
+
+
 def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool | None = None) -> list[str]:
     """Check every link of a pipeline; return warnings, raise ContractError / RegistryError."""
     allow = spec.allow_mismatch if allow_mismatch is None else allow_mismatch
@@ -104,14 +165,13 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
     sampler = resolve_component(registry, spec.sampler, "sampler")
     prior_decl, sampler_decl = registry.declaration(prior), registry.declaration(sampler)
     check_sampler(spec.sampler, sampler_decl["drives"], spec.prior, prior_decl["kind"])
-    if sampler_decl.get("needs_scheduler") and not spec.scheduler:
-        raise ContractError(f"sampler {spec.sampler} needs a scheduler; pass --scheduler (see `latentzoo list --role scheduler`)")
-    if spec.scheduler:
-        resolve_component(registry, spec.scheduler, "scheduler")
+    scheduler_decl = registry.declaration(resolve_component(registry, spec.scheduler, "scheduler")) if spec.scheduler else None
+    check_levels(spec, sampler_decl, scheduler_decl)
     prior_space = prior.latent_space
     if prior_space is None:
         raise ContractError(f"prior {spec.prior} states no latent_space; add one to its registry entry")
-    if prior_space.kind == "continuous" and prior_decl["kind"] == "denoiser" and prior_space.scaling_factor is None:
+    # A prior class that models normalised latents declares scaled_latents: the instance must state its scale.
+    if prior_space.kind == "continuous" and prior_decl.get("scaled_latents") and prior_space.scaling_factor is None:
         raise ContractError(
             f"prior {spec.prior} does not state scaling_factor; measure it from data (1/std of the latents), never default it"
         )
@@ -127,7 +187,64 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
             f"encoder {spec.encoder}", enc_space, f"decoder {spec.decoder}", accepted_spaces(registry, decoder), allow_mismatch=allow
         )
         warnings += more
+    check_defaults(registry, spec)
     return warnings
+
+
+def check_options(
+    registry: Registry, spec: PipelineSpec, options: dict[str, Any] | None = None, text_options: dict[str, str] | None = None
+) -> None:
+    """Check sample-time options against the declared ones before anything is built (no torch)."""
+    declared = declared_options(registry, spec)
+    resolve(declared, options or {}, where=f"pipeline {spec.name}")
+    resolve(declared, text_options or {}, where=f"pipeline {spec.name}", text=True)
+
+
+def typed_defaults(registry: Registry, spec: PipelineSpec, text_options: dict[str, str]) -> dict[str, Any]:
+    """Command-line ``KEY=VALUE`` strings as validated, typed pipeline defaults (what ``compose --set`` stores)."""
+    declared = declared_options(registry, spec)
+    steps, per_role = resolve(declared, text_options, where=f"pipeline {spec.name}", text=True)
+    out: dict[str, Any] = {} if steps is None else {"steps": steps}
+    out.update(canonical(declared, per_role))
+    return out
+
+
+def component_options_table(registry: Registry, entry: Entry, defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """What ``info`` shows for one component: each declared option (name, type, range, default, help).
+
+    The default shown is the one this instance uses: the pipeline's ``defaults``, else the
+    registry entry's ``config``, else the declared default.
+    """
+    try:
+        decl = registry.declaration(entry)
+        options = parse_options(decl.get("options"), f"component {decl['name']!r}")
+    except (RegistryError, OptionError):
+        return []
+    config = entry.data.get("config") or {}
+    rows = []
+    for option in options:
+        row = option.describe()
+        if option.name in config:
+            row["default"] = config[option.name]
+        if defaults and option.name in defaults:
+            row["default"] = defaults[option.name]
+        rows.append(row)
+    return rows
+
+
+def pipeline_options_table(registry: Registry, spec: PipelineSpec) -> dict[str, Any]:
+    """``info`` of a pipeline: steps and the declared options of each part that takes options at sample time."""
+    table: dict[str, Any] = {"steps": STEPS.describe() | {"range": "[1, inf)", "default": spec.defaults.get("steps")}}
+    for role in OPTION_ROLES:
+        name = getattr(spec, role)
+        if not name:
+            continue
+        try:
+            entry = resolve_component(registry, name, role)
+        except RegistryError:
+            continue
+        table[f"{role} {name}"] = component_options_table(registry, entry, spec.defaults)
+    return table
 
 
 def load_spec(registry: Registry, target: str) -> tuple[PipelineSpec, Registry]:

@@ -158,16 +158,9 @@ UNET_TO_OURS = (
     "center_input_sample",
     "downsample_padding",
 )
-SCHED_TO_OURS = (
-    "beta_schedule",
-    "beta_start",
-    "beta_end",
-    "num_train_timesteps",
-    "timestep_spacing",
-    "steps_offset",
-    "set_alpha_to_one",
-    "rescale_betas_zero_snr",
-)
+# a diffusers scheduler config splits three ways: the prior's training schedule, the level picker
+# (spacing), and the sampler's options
+TRAINING_FROM_SCHED = ("beta_schedule", "beta_start", "beta_end", "rescale_betas_zero_snr")
 SAMPLER_FROM_SCHED = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
 PIPELINE_STEPS = {"LDMPipeline": 50, "DDIMPipeline": 50, "DDPMPipeline": 1000}
 
@@ -282,8 +275,20 @@ def unet_config(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def scheduler_parts(path: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any], str]:
-    """(NoiseScheduler config, sampler class, sampler config, prediction_type) from a DDIM/DDPM scheduler config."""
+@dataclass
+class SchedulerParts:
+    """A DDIM/DDPM scheduler config split into the prior's training schedule, a timestep scheduler and a sampler."""
+
+    training_schedule: dict[str, Any]
+    num_train_timesteps: int
+    levels: dict[str, Any]  # a diffusion.timesteps scheduler config: spacing, steps_offset
+    sampler_cls: str
+    sampler: dict[str, Any]
+    prediction_type: str
+
+
+def scheduler_parts(path: Path, raw: dict[str, Any]) -> SchedulerParts:
+    """The parts of a diffusers DDIM/DDPM scheduler config."""
     cls = raw.get("_class_name")
     _require(cls in ("DDIMScheduler", "DDPMScheduler"), path, f"scheduler class {cls!r} (only DDIMScheduler, DDPMScheduler)")
     cfg = _with_defaults(raw, SCHED_DEFAULTS)
@@ -295,13 +300,17 @@ def scheduler_parts(path: Path, raw: dict[str, Any]) -> tuple[dict[str, Any], st
     )
     _require(cfg["timestep_spacing"] in ("leading", "trailing", "linspace"), path, f"timestep_spacing {cfg['timestep_spacing']!r}")
     _require(cfg["prediction_type"] in ("epsilon", "v_prediction", "sample"), path, f"prediction_type {cfg['prediction_type']!r}")
-    sched = {k: cfg[k] for k in SCHED_TO_OURS}
+    training = {k: cfg[k] for k in TRAINING_FROM_SCHED}
+    if training["beta_schedule"] == "squaredcos_cap_v2":
+        training.pop("beta_start"), training.pop("beta_end")
+    levels = {"spacing": cfg["timestep_spacing"], "steps_offset": cfg["steps_offset"]}
     sampler = {k: cfg[k] for k in SAMPLER_FROM_SCHED}
-    if cls == "DDPMScheduler":
+    if cls == "DDPMScheduler":  # DDPMScheduler's alpha_bar before t = 0 is 1
         _require(cfg["variance_type"] in ("fixed_small", "fixed_large"), path, f"variance_type {cfg['variance_type']!r}")
-        sched["set_alpha_to_one"] = True  # DDPMScheduler's alpha_bar before t = 0 is 1
-        return sched, "diffusion.ddpm", {"variance_type": cfg["variance_type"], **sampler}, cfg["prediction_type"]
-    return sched, "diffusion.ddim", {"eta": 0.0, **sampler}, cfg["prediction_type"]
+        sampler_cls, sampler = "diffusion.ddpm", {"variance_type": cfg["variance_type"], **sampler}
+    else:
+        sampler_cls, sampler = "diffusion.ddim", {"eta": 0.0, "set_alpha_to_one": cfg["set_alpha_to_one"], **sampler}
+    return SchedulerParts(training, int(cfg["num_train_timesteps"]), levels, sampler_cls, sampler, cfg["prediction_type"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -485,12 +494,17 @@ def _convert(
             "training": {**provenance, "scaling_factor_source": source_of},
         }
 
-    def add_unet(folder: Path, comp: str, prediction_type: str, timesteps: int, space: dict[str, Any]) -> None:
+    def add_unet(folder: Path, comp: str, parts: SchedulerParts, space: dict[str, Any]) -> None:
         from latentzoo.plugins.diffusion.unet import UNetPrior
 
         path, raw = _config_of(folder)
         _require(raw.get("_class_name") == "UNet2DModel", path, f"class {raw.get('_class_name')!r} is not UNet2DModel")
-        cfg = {**unet_config(path, raw), "prediction_type": prediction_type, "num_train_timesteps": timesteps}
+        cfg = {
+            **unet_config(path, raw),
+            "prediction_type": parts.prediction_type,
+            "num_train_timesteps": parts.num_train_timesteps,
+            "training_schedule": parts.training_schedule,
+        }
         model = _build_and_load(UNetPrior, cfg, _load_source_weights(folder), path)
         _require(cfg["in_channels"] == space["channels"], path, f"in_channels {cfg['in_channels']} != latent channels {space['channels']}")
         sha = save_tensors(stage / f"{comp}.safetensors", model.state_dict(), metadata={"family": "diffusion"})
@@ -501,31 +515,31 @@ def _convert(
             "config": cfg,
             "weights": {"path": f"{comp}.safetensors", "sha256": sha},
             "latent_space": space,
-            "description": f"diffusers UNet2DModel from {src.name}, converted ({prediction_type})",
+            "description": f"diffusers UNet2DModel from {src.name}, converted ({parts.prediction_type})",
             "training": dict(provenance),
         }
 
-    def add_scheduler(folder: Path, comp: str, base: str) -> tuple[str, str, dict[str, Any], str, int]:
+    def add_scheduler(folder: Path, comp: str, base: str) -> tuple[str, str, SchedulerParts]:
         path, raw = _config_of(folder)
-        sched, sampler_cls, sampler_cfg, prediction_type = scheduler_parts(path, raw)
+        parts = scheduler_parts(path, raw)
         components[comp] = {
             "family": "diffusion",
-            "class": "diffusion.scheduler",
+            "class": "diffusion.timesteps",
             "roles": ["scheduler"],
-            "config": sched,
-            "description": f"{raw['_class_name']} schedule from {src.name}",
+            "config": parts.levels,
+            "description": f"{raw['_class_name']} timesteps ({parts.levels['spacing']} spacing) from {src.name}",
             "training": dict(provenance),
         }
-        sampler = f"{base}-{sampler_cls.split('.')[1]}"
+        sampler = f"{base}-{parts.sampler_cls.split('.')[1]}"
         components[sampler] = {
             "family": "diffusion",
-            "class": sampler_cls,
+            "class": parts.sampler_cls,
             "roles": ["sampler"],
-            "config": sampler_cfg,
+            "config": parts.sampler,
             "description": f"{raw['_class_name']} sampling options from {src.name}",
             "training": dict(provenance),
         }
-        return comp, sampler, sampler_cfg, prediction_type, int(sched["num_train_timesteps"])
+        return comp, sampler, parts
 
     def pixel_space(channels: int) -> dict[str, Any]:
         return {"kind": "continuous", "channels": channels, "factor": 1, "autoencoder": "pixels", "scaling_factor": 1.0, "shift": 0.0}
@@ -539,7 +553,7 @@ def _convert(
         for part in ("unet", "scheduler", *(("vqvae",) if kind == "LDMPipeline" else ())):
             if not (src / part).is_dir():
                 raise LatentzooError(f"{index_path}: {kind} needs a {part}/ subfolder, which {src} lacks")
-        sched_name, sampler_name, sampler_cfg, prediction_type, timesteps = add_scheduler(src / "scheduler", f"{name}-scheduler", name)
+        sched_name, sampler_name, parts = add_scheduler(src / "scheduler", f"{name}-scheduler", name)
         if kind == "LDMPipeline":
             space, _, _ = add_vq(src / "vqvae", f"{name}-vqvae")
             decoder = encoder = f"{name}-vqvae"
@@ -557,12 +571,12 @@ def _convert(
                 "latent_space": {k: v for k, v in space.items() if k in ("kind", "channels", "factor", "autoencoder")},
                 "description": "pixel space (identity decoder)",
             }
-        add_unet(src / "unet", f"{name}-unet", prediction_type, timesteps, space)
+        add_unet(src / "unet", f"{name}-unet", parts, space)
         body: dict[str, Any] = {"prior": f"{name}-unet", "decoder": decoder, "sampler": sampler_name, "scheduler": sched_name}
         if encoder:
             body = {"encoder": encoder, **body}
         defaults: dict[str, Any] = {"steps": PIPELINE_STEPS[kind]}
-        if "eta" in sampler_cfg:
+        if "eta" in parts.sampler:
             defaults["eta"] = 0.0
         pipelines[name] = {**body, "defaults": defaults, "description": f"diffusers {kind} from {src.name}, converted"}
     else:
@@ -571,22 +585,25 @@ def _convert(
         if kind == "VQModel":
             add_vq(src, name)
         elif kind == "UNet2DModel":
-            sched_dir = src.parent / "scheduler"
-            prediction_type, timesteps = "epsilon", 1000
-            if (sched_dir / "scheduler_config.json").is_file():
-                sched_cfg, _, _, prediction_type = scheduler_parts(
-                    sched_dir / "scheduler_config.json", _read_json(sched_dir / "scheduler_config.json")
-                )
-                timesteps = int(sched_cfg["num_train_timesteps"])
-                notes.append(f"prediction_type {prediction_type} from {sched_dir / 'scheduler_config.json'}")
+            sched_path = src.parent / "scheduler" / "scheduler_config.json"
+            if sched_path.is_file():
+                parts = scheduler_parts(sched_path, _read_json(sched_path))
+                notes.append(f"prediction_type {parts.prediction_type} and training schedule from {sched_path}")
             else:
-                notes.append("prediction_type epsilon, 1000 training timesteps (diffusers' defaults; no ../scheduler/ config found)")
+                parts = scheduler_parts(path, {"_class_name": "DDPMScheduler"})
+                notes.append(
+                    "prediction_type epsilon, 1000 training timesteps, linear betas 0.0001..0.02 (diffusers' defaults; "
+                    "no ../scheduler/ config found): check them, they are the prior's training_schedule"
+                )
             channels = int(_with_defaults(raw, UNET_DEFAULTS)["in_channels"])
             notes.append("latent space: pixels (a UNet folder alone does not say which autoencoder it was trained on)")
-            add_unet(src, name, prediction_type, timesteps, pixel_space(channels))
+            add_unet(src, name, parts, pixel_space(channels))
         elif kind in ("DDIMScheduler", "DDPMScheduler"):
-            *_, prediction_type, _ = add_scheduler(src, name, name)
-            notes.append(f"prediction_type {prediction_type} belongs to a prior; it is recorded when a pipeline or UNet is converted")
+            _, _, parts = add_scheduler(src, name, name)
+            notes.append(
+                f"prediction_type {parts.prediction_type} and the {parts.training_schedule['beta_schedule']} training schedule belong "
+                "to a prior; they are recorded when a pipeline or UNet is converted"
+            )
         elif kind == "AutoencoderKL":
             add_kl(src, name)
         else:
@@ -671,16 +688,25 @@ def _unet_export_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _scheduler_export_config(sched: dict[str, Any], sampler_cls: str, sampler: dict[str, Any], prediction_type: str) -> dict[str, Any]:
+def _scheduler_export_config(
+    training: dict[str, Any],
+    num_train_timesteps: int,
+    levels: dict[str, Any],
+    sampler_cls: str,
+    sampler: dict[str, Any],
+    prediction_type: str,
+) -> dict[str, Any]:
+    """A diffusers scheduler config from the prior's training schedule, a diffusion.timesteps config and the sampler's options."""
     from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler, DenoiserSampler
-    from latentzoo.plugins.diffusion.schedulers import NoiseScheduler
 
-    s = {**_signature_defaults(NoiseScheduler), **sched}
     cls = DDPMSampler if sampler_cls == "diffusion.ddpm" else DDIMSampler
     smp = {**_signature_defaults(DenoiserSampler), **_signature_defaults(cls), **sampler}
     name = "DDPMScheduler" if sampler_cls == "diffusion.ddpm" else "DDIMScheduler"
     out: dict[str, Any] = {"_class_name": name, "_diffusers_version": DIFFUSERS_VERSION}
-    out.update({k: s[k] for k in SCHED_TO_OURS if k != "set_alpha_to_one" or name == "DDIMScheduler"})
+    out.update({k: training.get(k, SCHED_DEFAULTS[k]) for k in TRAINING_FROM_SCHED}, num_train_timesteps=num_train_timesteps)
+    out.update(timestep_spacing=levels.get("spacing", "leading"), steps_offset=levels.get("steps_offset", 0))
+    if name == "DDIMScheduler":
+        out["set_alpha_to_one"] = smp["set_alpha_to_one"]
     out.update({k: smp[k] for k in SAMPLER_FROM_SCHED})
     out.update(prediction_type=prediction_type, trained_betas=None)
     if name == "DDPMScheduler":
@@ -744,9 +770,10 @@ def export_diffusers(registry: Registry, name: str, outdir: str | Path, *, force
                 notes.append(f"UNet2DModel configs carry no prediction_type; this prior predicts {cfg.get('prediction_type', 'epsilon')}")
                 body = {k: v for k, v in cfg.items() if k not in ("prediction_type", "num_train_timesteps", "training_schedule")}
                 _write_model(tmp, _unet_export_config(body), _weights(entry))
-            elif cls in ("diffusion.scheduler",):
-                _write_model(tmp, _scheduler_export_config(cfg, "diffusion.ddim", {}, "epsilon"), {}, "scheduler_config.json")
-                notes.append("exported as a DDIMScheduler with prediction_type epsilon (a schedule alone states no sampler or prior)")
+            elif cls == "diffusion.timesteps":
+                raise LatentzooError(
+                    f"{name} picks timesteps of a prior's training schedule and states no betas of its own; export a pipeline instead"
+                )
             else:
                 raise LatentzooError(
                     f"{name} ({cls}) has no diffusers counterpart; export a vqgan/vae autoencoder, a diffusion.unet or a pipeline"
@@ -763,12 +790,22 @@ def export_diffusers(registry: Registry, name: str, outdir: str | Path, *, force
             if spec.encoder and spec.encoder != spec.decoder:
                 raise LatentzooError(f"pipeline {name}: encoder and decoder differ; an LDMPipeline has one vqvae")
             sched_entry = registry.get(spec.scheduler)
+            if sched_entry.data.get("class") != "diffusion.timesteps":
+                raise LatentzooError(
+                    f"pipeline {name}: diffusers' DDIM/DDPM schedulers step on training timesteps; compose it with "
+                    "--scheduler leading, trailing or linspace to export"
+                )
             sampler_cfg = dict(sampler.data.get("config") or {})
             eta = spec.defaults.get("eta", sampler_cfg.get("eta", 0.0))
             prior_cfg = dict(prior.data.get("config") or {})
             space = prior.latent_space
             sched_cfg = _scheduler_export_config(
-                dict(sched_entry.data.get("config") or {}), sampler.data["class"], sampler_cfg, prior_cfg.get("prediction_type", "epsilon")
+                prior_cfg["training_schedule"],
+                int(prior_cfg.get("num_train_timesteps", 1000)),
+                dict(sched_entry.data.get("config") or {}),
+                sampler.data["class"],
+                sampler_cfg,
+                prior_cfg.get("prediction_type", "epsilon"),
             )
             if sched_cfg["_class_name"] == "DDIMScheduler" and sched_cfg["timestep_spacing"] != "leading":
                 notes.append("diffusers' DDIMScheduler steps to t - T // n, which matches latentzoo only for leading spacing")

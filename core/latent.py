@@ -14,14 +14,13 @@ sides state them, they must agree.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from .errors import ContractError
 
 LatentKind = Literal["continuous", "discrete"]
-PriorKind = Literal["denoiser", "autoregressive", "analytic"]
-PRIOR_KINDS: tuple[str, ...] = ("denoiser", "autoregressive", "analytic")
 
 # Fields that define which space this is; scaling is compared separately (see module doc).
 IDENTITY_FIELDS = ("kind", "channels", "factor", "codebook_size", "autoencoder")
@@ -53,8 +52,25 @@ class LatentSpace:
             raise ContractError(f"latent space kind must be continuous or discrete, not {self.kind!r}")
         if self.kind == "discrete" and not self.codebook_size:
             raise ContractError("a discrete latent space needs codebook_size")
+        for name in ("channels", "factor"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ContractError(f"latent space {name} must be a positive integer, not {value!r}")
+        if self.codebook_size is not None and (not isinstance(self.codebook_size, int) or isinstance(self.codebook_size, bool)):
+            raise ContractError(f"latent space codebook_size must be a positive integer or null, not {self.codebook_size!r}")
         if self.channels < 1 or self.factor < 1:
             raise ContractError("latent space channels and factor must be positive integers")
+        # A zero, negative or non-finite scale turns every latent into 0, inf or NaN downstream.
+        if self.scaling_factor is not None:
+            if not _is_finite_number(self.scaling_factor) or self.scaling_factor <= 0:
+                raise ContractError(
+                    f"latent space scaling_factor must be a finite number > 0, not {self.scaling_factor!r}; "
+                    "measure it from data (1/std of the latents)"
+                )
+        if self.shift is not None and not _is_finite_number(self.shift):
+            raise ContractError(
+                f"latent space shift must be a finite number, not {self.shift!r}; measure it from data (mean of the latents)"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatentSpace:
@@ -100,6 +116,10 @@ class LatentSpace:
         code = f", codebook {self.codebook_size}" if self.codebook_size else ""
         scale = f", scale {self.scaling_factor:.4g}" if self.scaling_factor is not None else ""
         return f"{self.kind} {self.channels}ch /{self.factor}{code}{scale} [{self.autoencoder}]"
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _format_diffs(diffs: list[tuple[str, Any, Any]]) -> str:

@@ -1,7 +1,24 @@
-"""A composed pipeline: encoder (optional), prior, sampler, scheduler, decoder (imports torch)."""
+"""A composed pipeline: encoder (optional), prior, sampler, scheduler, decoder (imports torch).
+
+Sampling follows the role contract (core/interfaces.py): when the sampler walks levels,
+``levels = scheduler.schedule(prior, steps, **scheduler_options)``; then
+``sampler.sample(prior, noise, levels=levels, generator=g, progress=p, **options)`` with
+the validated sampler and prior options (``class_label`` becomes the ``class_labels``
+LongTensor).
+
+Batches and reproducibility. ``n`` samples are drawn in batches of ``batch_size``
+(default 64), so memory does not grow with ``n``. Batch ``k`` draws its noise and all its
+randomness from its own generator seeded with ``batch_seed(seed, k)``: batch 0 uses
+``seed`` itself, so for ``n <= batch_size`` the result is exactly the unbatched draw of
+earlier versions; later batches use a seed derived from (seed, k) by SHA-256. The same
+pipeline, seed, options and batch size give identical bytes on CPU; a different batch
+size gives a different (equally valid) draw for samples past the first batch.
+"""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +27,32 @@ import torch
 from .compose import PipelineSpec
 from .errors import LatentzooError
 from .interfaces import Progress
+from .options import Option, OptionError, canonical, resolve
+from .record import DEFAULT_BATCH_SIZE, MAX_SEED, check_run
+
+DEFAULT_STEPS = 50
+
+
+def batch_seed(seed: int, k: int) -> int:
+    """The seed of batch ``k``: ``seed`` for the first batch, else 63 bits of sha256("seed:k")."""
+    if k == 0:
+        return seed
+    digest = hashlib.sha256(f"latentzoo-batch:{seed}:{k}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & MAX_SEED
+
+
+@dataclass
+class SamplingOptions:
+    """Validated options of one call: steps, one dict per role, and which keys the caller set."""
+
+    steps: int
+    per_role: dict[str, dict[str, Any]]
+    flat: dict[str, Any]
+    given: set[str] = field(default_factory=set)
+
+
+def _finite(x: torch.Tensor) -> bool:
+    return not x.is_floating_point() or bool(torch.isfinite(x).all())
 
 
 @dataclass
@@ -22,6 +65,8 @@ class Pipeline:
     scheduler: Any = None
     sha256: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # What the prior, sampler and scheduler declare (core.options); set by the builder.
+    declared: dict[str, list[Option]] = field(default_factory=dict)
 
     # The prior models (z - shift) * scaling_factor; the decoder takes raw z.
     def scale(self, z: torch.Tensor) -> torch.Tensor:
@@ -36,36 +81,160 @@ class Pipeline:
             return z
         return z / space.scaling_factor + (space.shift or 0.0)
 
-    def options(self, **overrides: Any) -> dict[str, Any]:
-        """Pipeline defaults overridden by explicit, non-None arguments."""
-        merged = dict(self.spec.defaults)
-        merged.update({k: v for k, v in overrides.items() if v is not None})
-        return merged
+    # -- options ------------------------------------------------------------------------
+    def resolve_options(
+        self, options: Mapping[str, Any] | None = None, text_options: Mapping[str, str] | None = None, **overrides: Any
+    ) -> SamplingOptions:
+        """Pipeline defaults, then ``options`` and keyword ``overrides`` (YAML values; None = unset),
+        then ``text_options`` (command-line strings), each checked against the declared options.
 
-    @torch.inference_mode()
-    def sample_latents(self, n: int, *, seed: int = 0, progress: Progress | None = None, **overrides: Any) -> torch.Tensor:
-        if n < 1:
-            raise LatentzooError(f"-n must be at least 1, not {n}")
-        opts = self.options(**overrides)
-        steps = int(opts.pop("steps", 50))
-        if steps < 1:
-            raise LatentzooError(f"steps must be at least 1, not {steps}")
-        class_label = opts.pop("class_label", None)
+        ``steps`` is always accepted; any other key must be declared by the prior, the
+        sampler or the scheduler (``role.name`` where a name is ambiguous).
+        """
+        declared = self.declared or {"prior": [], "sampler": [], **({"scheduler": []} if self.scheduler is not None else {})}
+        where = f"pipeline {self.spec.name}"
+        default_steps, merged = resolve(declared, self.spec.defaults, where=f"{where} (its defaults)")
+        values = {**(options or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        steps, given = resolve(declared, values, where=where)
+        text_steps, given_text = resolve(declared, text_options or {}, where=where, text=True)
+        for layer in (given, given_text):
+            for role, vals in layer.items():
+                merged.setdefault(role, {}).update(vals)
+        steps = next((s for s in (text_steps, steps, default_steps) if s is not None), DEFAULT_STEPS)
+        keys = {name for layer in (given, given_text) for vals in layer.values() for name in vals}
+        return SamplingOptions(steps=steps, per_role=merged, flat=canonical(declared, merged), given=keys)
+
+    def options(self, **overrides: Any) -> dict[str, Any]:
+        """Pipeline defaults overridden by explicit, non-None arguments, validated (flat keys and steps)."""
+        plan = self.resolve_options(**overrides)
+        return {"steps": plan.steps, **plan.flat}
+
+    def _call_options(self, plan: SamplingOptions, batch: int) -> dict[str, Any]:
+        """Keyword arguments of ``sampler.sample``: prior options, then sampler options; class_label -> class_labels."""
+        call = {**plan.per_role.get("prior", {}), **plan.per_role.get("sampler", {})}
+        class_label = call.pop("class_label", None)
+        if class_label is None and "guidance" in plan.given and call.get("guidance") is not None:
+            raise LatentzooError("--guidance needs --class (classifier-free guidance towards a class)")
         if class_label is not None:
             num_classes = getattr(self.prior, "num_classes", None)
             if not num_classes:
                 raise LatentzooError(f"prior {self.spec.prior} is unconditional; drop --class")
             if not 0 <= class_label < num_classes - 1:
                 raise LatentzooError(f"--class must be between 0 and {num_classes - 2} for prior {self.spec.prior}")
-            opts["class_labels"] = torch.full((n,), class_label, dtype=torch.long)
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn((n, *self.prior.latent_shape), generator=generator)
-        return self.sampler.sample(self.prior, self.scheduler, noise, steps=steps, generator=generator, progress=progress, **opts)
+            call["class_labels"] = torch.full((batch,), class_label, dtype=torch.long)
+        return call
+
+    # -- sampling -----------------------------------------------------------------------
+    def levels(self, plan: SamplingOptions) -> list[float] | None:
+        """The scheduler's levels for this call, or None when the sampler walks none."""
+        if getattr(self.sampler, "levels", None) is None:
+            return None
+        if self.scheduler is None:
+            raise LatentzooError(f"sampler {self.spec.sampler} walks {self.sampler.levels} levels; add a scheduler")
+        return list(self.scheduler.schedule(self.prior, plan.steps, **plan.per_role.get("scheduler", {})))
 
     @torch.inference_mode()
-    def sample(self, n: int, *, seed: int = 0, progress: Progress | None = None, **overrides: Any) -> torch.Tensor:
-        """n images in [-1, 1]; the same seed and options give identical output on CPU."""
-        return self.decode(self.unscale(self.sample_latents(n, seed=seed, progress=progress, **overrides)))
+    def _latents(self, plan: SamplingOptions, n: int, seed: int, progress: Progress | None, levels: list[float] | None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn((n, *self.prior.latent_shape), generator=generator)
+        latents = self.sampler.sample(
+            self.prior, noise, levels=levels, generator=generator, progress=progress, **self._call_options(plan, n)
+        )
+        if not _finite(latents):
+            raise LatentzooError(
+                f"sampler {self.spec.sampler} produced non-finite latents from prior {self.spec.prior} (seed {seed}); "
+                "check the prior's weights and the sampling options"
+            )
+        return latents
+
+    @torch.inference_mode()
+    def sample_latents(
+        self, n: int, *, seed: int = 0, progress: Progress | None = None, options: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> torch.Tensor:
+        """n latents in the prior's (scaled) space, drawn in one batch from ``seed``."""
+        check_run(n, seed)
+        plan = self.resolve_options(options, **overrides)
+        return self._latents(plan, n, seed, progress, self.levels(plan))
+
+    @torch.inference_mode()
+    def iter_batches(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        plan: SamplingOptions | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield image batches in [-1, 1] (batch ``k`` seeded with ``batch_seed(seed, k)``), n images in all."""
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        check_run(n, seed, batch_size)
+        plan = plan or self.resolve_options()
+        levels = self.levels(plan)
+        for k, start in enumerate(range(0, n, batch_size)):
+            b = min(batch_size, n - start)
+            yield self.decode(self.unscale(self._latents(plan, b, batch_seed(seed, k), progress, levels)))
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        n: int,
+        *,
+        seed: int = 0,
+        progress: Progress | None = None,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        options: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> torch.Tensor:
+        """n images in [-1, 1]; the same seed, options and batch size give identical output on CPU."""
+        plan = self.resolve_options(options, **overrides)
+        return torch.cat(list(self.iter_batches(n, seed=seed, batch_size=batch_size, plan=plan, progress=progress)))
+
+    def sample_to(
+        self,
+        output: str,
+        n: int,
+        *,
+        seed: int = 0,
+        batch_size: int | None = DEFAULT_BATCH_SIZE,
+        nrow: int | None = None,
+        options: Mapping[str, Any] | None = None,
+        text_options: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Sample and write ``output`` (a .png grid, or ``DIR/`` for one PNG per sample) with its JSON sidecar.
+
+        PNG(s) and sidecar are one unit: written to temporary files, then renamed; if
+        anything fails nothing is left. Memory stays flat in ``n`` (batches; the grid is
+        assembled from uint8 tiles; per-sample files are written as they are made).
+        Returns the sidecar record.
+        """
+        from .images import to_uint8
+        from .record import RECORD_FORMAT, SampleOutput, versions
+
+        batch_size = batch_size or DEFAULT_BATCH_SIZE
+        check_run(n, seed, batch_size, nrow)
+        plan = self.resolve_options(options, text_options)
+        out = SampleOutput(output, n=n, nrow=nrow)
+        try:
+            for images in self.iter_batches(n, seed=seed, batch_size=batch_size, plan=plan, progress=progress):
+                out.add(to_uint8(images))
+            record = {
+                "format": RECORD_FORMAT,
+                **self.record(),
+                "seed": seed,
+                "n": n,
+                "batch_size": batch_size,
+                "steps": plan.steps if getattr(self.sampler, "levels", None) is not None else None,
+                "sampler": self.spec.sampler,
+                "scheduler": self.spec.scheduler,
+                "options": dict(plan.flat),
+                "versions": versions(),
+            }
+            return out.commit(record)
+        except BaseException:
+            out.abort()
+            raise
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -75,7 +244,10 @@ class Pipeline:
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.decoder.decode(latents).clamp(-1, 1)
+        images = self.decoder.decode(latents)
+        if not _finite(images):
+            raise LatentzooError(f"decoder {self.spec.decoder} produced non-finite images; check its weights")
+        return images.clamp(-1, 1)
 
     @torch.inference_mode()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
@@ -89,3 +261,6 @@ class Pipeline:
             "sha256": dict(self.sha256),
             "defaults": dict(self.spec.defaults),
         }
+
+
+__all__ = ["DEFAULT_BATCH_SIZE", "OptionError", "Pipeline", "SamplingOptions", "batch_seed", "check_run"]

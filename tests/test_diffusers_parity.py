@@ -196,17 +196,17 @@ def test_converted_fragment_names_the_autoencoder_space(ldm):
     assert prior.latent_space.autoencoder == space_identity(sha) == vq.latent_space.autoencoder
     assert prior.latent_space.scaling_factor == SCALE and prior.latent_space.shift == 0.0
     assert prior.data["config"]["prediction_type"] == "epsilon"
-    sched = reg.get("tiny-ldm-scheduler").data["config"]
-    assert sched == {
+    # the scheduler config splits three ways: the prior's training schedule, the timestep scheduler, the sampler
+    assert prior.data["config"]["num_train_timesteps"] == 1000
+    assert prior.data["config"]["training_schedule"] == {
         "beta_schedule": "scaled_linear",
         "beta_start": 0.0015,
         "beta_end": 0.0195,
-        "num_train_timesteps": 1000,
-        "timestep_spacing": "leading",
-        "steps_offset": 1,
-        "set_alpha_to_one": False,
         "rescale_betas_zero_snr": False,
     }
+    assert reg.get("tiny-ldm-scheduler").data["class"] == "diffusion.timesteps"
+    assert reg.get("tiny-ldm-scheduler").data["config"] == {"spacing": "leading", "steps_offset": 1}
+    assert reg.get("tiny-ldm-ddim").data["config"]["set_alpha_to_one"] is False
 
 
 @torch.no_grad()
@@ -273,7 +273,7 @@ def test_ddim_on_ddpm_schedule_parity(ddpm):
     sched = diffusers.DDIMScheduler.from_config(ddpm["sched"].config)
     gen = torch.Generator().manual_seed(9)
     noise = torch.randn(2, 3, 16, 16, generator=gen)
-    ours = ddim.sample(pipe.prior, pipe.scheduler, noise, steps=STEPS, generator=gen, eta=1.0)
+    ours = ddim.sample(pipe.prior, noise, levels=pipe.scheduler.schedule(pipe.prior, STEPS), generator=gen, eta=1.0)
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(2, 3, 16, 16, generator=gen)
     sched.set_timesteps(STEPS)
@@ -297,7 +297,12 @@ def test_ddim_pipeline_v_prediction_trailing_parity(env):
     user = Path(env["env"]["LATENTZOO_REGISTRY"])
     reg = Registry.load([user])
     assert reg.get("tiny-v-unet").data["config"]["prediction_type"] == "v_prediction"
-    assert reg.get("tiny-v-scheduler").data["config"]["timestep_spacing"] == "trailing"
+    assert reg.get("tiny-v-scheduler").data["config"]["spacing"] == "trailing"
+    # the beta schedule went to the prior: it owns its training schedule
+    assert reg.get("tiny-v-unet").data["config"]["training_schedule"] == {
+        "beta_schedule": "squaredcos_cap_v2",
+        "rescale_betas_zero_snr": False,
+    }
     assert reg.get("tiny-v").data["decoder"] == "tiny-v-pixels"
     pipe = latentzoo.load_pipeline("tiny-v", extra=[user])
     ours = pipe.sample_latents(2, seed=3, steps=STEPS, eta=0.3)
@@ -309,13 +314,15 @@ def test_standalone_scheduler_and_unet_folders(env, ddpm):
     base = env["base"]
     sched = diffusers.DDPMScheduler(variance_type="fixed_large", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     sched.save_pretrained(base / "sched-only")
-    assert run_cli("convert", "--from", "diffusers", str(base / "sched-only"), "--name", "sl", env=env["env"], cwd=base).returncode == 0
+    proc = run_cli("convert", "--from", "diffusers", str(base / "sched-only"), "--name", "sl", env=env["env"], cwd=base)
+    assert proc.returncode == 0, proc.stderr
+    assert "scaled_linear training schedule belong to a prior" in proc.stderr
     reg = Registry.load([Path(env["env"]["LATENTZOO_REGISTRY"])])
-    assert reg.get("sl").roles == ["scheduler"] and reg.get("sl").data["config"]["beta_schedule"] == "scaled_linear"
+    assert reg.get("sl").roles == ["scheduler"] and reg.get("sl").data["config"] == {"spacing": "leading", "steps_offset": 0}
     assert reg.get("sl-ddpm").data["config"]["variance_type"] == "fixed_large"
     proc = run_cli("convert", "--from", "diffusers", str(ddpm["folder"] / "unet"), "--name", "u", env=env["env"], cwd=base)
     assert proc.returncode == 0, proc.stderr
-    assert "prediction_type epsilon from" in proc.stderr and "latent space: pixels" in proc.stderr
+    assert "prediction_type epsilon and training schedule from" in proc.stderr and "latent space: pixels" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------

@@ -215,7 +215,8 @@ def zoo(tmp_path):
               "num_vq_embeddings": 16, "norm_num_groups": 4, "sample_size": 16}  # fmt: skip
     unet_cfg = {"sample_size": 8, "in_channels": 2, "out_channels": 2, "block_out_channels": [8, 16], "layers_per_block": 1,
                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-                "attention_head_dim": 4, "norm_num_groups": 4}  # fmt: skip
+                "attention_head_dim": 4, "norm_num_groups": 4,
+                "training_schedule": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}}  # fmt: skip
     d = tmp_path / "zoo"
     vq_sha = save_tensors(d / "vq.safetensors", VQAutoencoder(**vq_cfg).state_dict())
     unet_sha = save_tensors(d / "unet.safetensors", UNetPrior(**unet_cfg).state_dict())
@@ -230,7 +231,7 @@ def zoo(tmp_path):
                           "latent_space": {**space, "scaling_factor": 1.5, "shift": 0.0}, "license": "MIT"},
         },
         "pipelines": {"tiny-ldm": {"encoder": "tiny-vq", "prior": "tiny-unet", "decoder": "tiny-vq", "sampler": "ddim",
-                                   "scheduler": "scaled-linear", "defaults": {"steps": 3}, "license": "MIT"}},
+                                   "scheduler": "leading", "defaults": {"steps": 3}, "license": "MIT"}},
     }  # fmt: skip
     (d / "registry.yaml").write_text(yaml.safe_dump(frag, sort_keys=False))
     return {"registry": d / "registry.yaml", "vq_sha": vq_sha, "unet_sha": unet_sha}

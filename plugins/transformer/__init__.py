@@ -6,6 +6,39 @@ from latentzoo.core.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 
+# What a class-conditional prior accepts at sample time (the pipeline turns class_label into class_labels).
+CONDITIONING_OPTIONS = [
+    {"name": "class_label", "type": "int", "default": None, "min": 0, "help": "Class to draw (class-conditional priors only)"},
+    {
+        "name": "guidance",
+        "type": "float",
+        "default": 1.0,
+        "min": 0.0,
+        "help": "Classifier-free guidance scale with class_label: uncond + g * (cond - uncond); 1 = none",
+    },
+]
+
+TOKEN_OPTIONS = [
+    {
+        "name": "temperature",
+        "type": "float",
+        "default": 1.0,
+        "min": 0.0,
+        "min_exclusive": True,
+        "help": "Divide the logits by this before sampling (< 1 sharper, > 1 more varied)",
+    },
+    {"name": "top_k", "type": "int", "default": None, "min": 1, "help": "Sample only among the k most likely codes (null: all)"},
+    {
+        "name": "top_p",
+        "type": "float",
+        "default": None,
+        "min": 0.0,
+        "min_exclusive": True,
+        "max": 1.0,
+        "help": "Nucleus sampling: the smallest set of codes with this much probability (null: all)",
+    },
+]
+
 
 @hookimpl
 def latentzoo_components() -> list[dict]:
@@ -18,6 +51,7 @@ def latentzoo_components() -> list[dict]:
             "target": "latentzoo.plugins.transformer.model:CodeTransformer",
             "trainer": "latentzoo.plugins.transformer.train:train",
             "description": "Causal transformer over raster-ordered code grids, optional class token",
+            "options": CONDITIONING_OPTIONS,
         },
         {
             "name": "transformer.tokens",
@@ -26,5 +60,6 @@ def latentzoo_components() -> list[dict]:
             "family": "transformer",
             "target": "latentzoo.plugins.transformer.sampler:TokenSampler",
             "description": "Token sampling with temperature, top-k, top-p and classifier-free guidance",
+            "options": TOKEN_OPTIONS,
         },
     ]

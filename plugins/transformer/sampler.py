@@ -24,7 +24,12 @@ def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) 
 
 
 class TokenSampler(Sampler):
-    """Draws a code grid position by position (raster order) from an autoregressive prior."""
+    """Draws a code grid position by position (raster order) from an autoregressive prior.
+
+    Walks no levels (no scheduler); ``noise`` only gives the batch size. Options:
+    temperature, top_k, top_p (declared in the family's plugin module), and the prior's
+    class_labels / guidance.
+    """
 
     drives: ClassVar[tuple[str, ...]] = ("autoregressive",)
 
@@ -35,10 +40,9 @@ class TokenSampler(Sampler):
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None = None,
         generator: torch.Generator,
         progress: Progress | None = None,
         temperature: float | None = None,
@@ -55,6 +59,8 @@ class TokenSampler(Sampler):
             raise LatentzooError(f"temperature must be > 0, not {temperature}")
         if top_p is not None and not 0 < top_p <= 1:
             raise LatentzooError(f"top_p must be in (0, 1], not {top_p}")
+        if top_k is not None and top_k < 1:
+            raise LatentzooError(f"top_k must be >= 1, not {top_k}")
         n = noise.shape[0]
         labels = prior.null_labels(n) if class_labels is None else class_labels
         guided = class_labels is not None and guidance != 1.0

@@ -33,5 +33,15 @@ def latentzoo_components() -> list[dict]:
             "family": "vae",
             "target": "latentzoo.plugins.vae.model:AnalyticSampler",
             "description": "Closed-form sampling from an analytic prior (temperature-scaled)",
+            "options": [
+                {
+                    "name": "temperature",
+                    "type": "float",
+                    "default": 1.0,
+                    "min": 0.0,
+                    "min_exclusive": True,
+                    "help": "Scale of the N(0, I) draw (< 1: closer to the mean image)",
+                }
+            ],
         },
     ]

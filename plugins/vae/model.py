@@ -6,11 +6,13 @@ Module names match diffusers' ``AutoencoderKL`` (``encoder`` with a doubled outp
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Decoder, Encoder, Prior, Sampler
 from latentzoo.core.layers import ConvDecoder, ConvEncoder
 
@@ -97,9 +99,10 @@ class GaussianPrior(Prior):
 
 
 class AnalyticSampler(Sampler):
-    """Draws from an analytic prior in closed form: for N(0, I), the initial noise is the sample."""
+    """Draws from an analytic prior in closed form: for N(0, I), the initial noise is the sample (no levels)."""
 
     drives = ("analytic",)
+    levels = None
 
     def __init__(self, *, temperature: float = 1.0) -> None:
         self.temperature = temperature
@@ -107,15 +110,17 @@ class AnalyticSampler(Sampler):
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None = None,
         generator: torch.Generator,
         progress: Any = None,
         temperature: float | None = None,
         **_: Any,
     ) -> torch.Tensor:
+        temperature = self.temperature if temperature is None else temperature
+        if not math.isfinite(temperature) or temperature <= 0:
+            raise LatentzooError(f"temperature must be a finite number > 0, not {temperature}")
         if progress:
             progress(1, 1)
-        return noise * (self.temperature if temperature is None else temperature)
+        return noise * temperature
