@@ -15,6 +15,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree that is not
 
 _API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid", "sample", "describe_options", "train")
 _TRAINING = ("TrainOptions", "Run", "Phase", "MicroBatch", "EMA", "split_options", "finish_run")  # the trainer contract
+_SCORING = {"classify": "classify", "clip_score": "score", "load_scorer": "load_scorer"}  # core.scoring
 
 
 def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
@@ -26,7 +27,11 @@ def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
         from .core import training
 
         return getattr(training, name)
+    if name in _SCORING:
+        from .core import scoring
+
+        return getattr(scoring, _SCORING[name])
     raise AttributeError(f"module 'latentzoo' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API, *_TRAINING]
+__all__ = ["__version__", *_API, *_TRAINING, *_SCORING]

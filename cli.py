@@ -17,7 +17,7 @@ import click
 
 from latentzoo.core.errors import LatentzooError
 
-ROLE_CHOICES = ["encoder", "decoder", "prior", "sampler", "scheduler", "pipeline"]
+ROLE_CHOICES = ["encoder", "decoder", "prior", "sampler", "scheduler", "conditioner", "pipeline"]
 
 
 class LazyGroup(click.Group):

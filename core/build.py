@@ -49,6 +49,8 @@ class Builder:
             path, sha = resolve_weights(entry)
             load_state(obj, load_tensors(path, sha), path, name)  # names a tensor of the wrong shape
             self.sha256[name] = sha
+            if hasattr(obj, "load_assets"):  # files shipped beside the weights (e.g. a text encoder's tokenizer.json)
+                obj.load_assets(path.parent)
         space = entry.latent_space
         if space is not None:
             self._check_space(entry, obj, space)

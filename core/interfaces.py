@@ -28,7 +28,7 @@ from .latent import LatentSpace
 if TYPE_CHECKING:
     import torch
 
-ROLES: tuple[str, ...] = ("encoder", "decoder", "prior", "sampler", "scheduler")
+ROLES: tuple[str, ...] = ("encoder", "decoder", "prior", "sampler", "scheduler", "conditioner")
 
 # A progress callback: called once per step with (step_index, total_steps).
 Progress = Callable[[int, int], None]
@@ -148,3 +148,14 @@ class Sampler(Component):
         ``levels`` is the scheduler's output (None for a sampler with ``levels = None``);
         ``options`` are the validated sampler and prior options (see ``core.options``).
         """
+
+
+class Conditioner(Component):
+    """Maps conditioning inputs (text prompts, class labels, ...) to what a prior attends to.
+    ``conditioning_space`` says what it produces; a prior states the space it accepts."""
+
+    conditioning_space: Any  # core.conditioning.ConditioningSpace (added by the contract helper)
+
+    @abstractmethod
+    def condition(self, inputs: list[Any]) -> dict[str, torch.Tensor]:
+        """A batch: {"tokens": (B, L, W) per-token states, "pooled": (B, W) if it has one, "mask": (B, L) bool}."""

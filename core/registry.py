@@ -33,6 +33,7 @@ COMPONENT_KEYS = {
     "config": dict,
     "weights": dict,
     "latent_space": dict,
+    "conditioning_space": dict,
     "license": str,
     "description": str,
     "metrics": dict,

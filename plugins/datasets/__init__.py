@@ -14,5 +14,10 @@ def latentzoo_datasets() -> list[dict]:
             "name": "digits",
             "target": "latentzoo.plugins.datasets.digits:load",
             "description": "1,797 handwritten digits (8x8, upscaled), fixed 360-image held-out split",
-        }
+        },
+        {
+            "name": "digits-captions",
+            "target": "latentzoo.plugins.datasets.captions:load",
+            "description": "digits with captions from the label and measured thickness, slant and width ('a thick, slanted seven'); same split",
+        },
     ]

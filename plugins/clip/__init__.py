@@ -1,0 +1,120 @@
+"""CLIP family (Radford et al. 2021): text and vision transformers in transformers' layout,
+contrastive training, zero-shot classification and text-image scores."""
+
+from __future__ import annotations
+
+from latentzoo.core.hookspecs import hookimpl
+
+LATENTZOO_PLUGIN_API = 1
+
+
+@hookimpl
+def latentzoo_components() -> list[dict]:
+    return [
+        {
+            "name": "clip.model",
+            "roles": ["conditioner"],
+            "family": "clip",
+            "target": "latentzoo.plugins.clip.model:CLIPModel",
+            "trainer": "latentzoo.plugins.clip.train:train",
+            "description": "CLIP text + vision towers (transformers CLIPModel layout); conditions on its text tower, scores images against texts",
+        },
+        {
+            "name": "clip.text",
+            "roles": ["conditioner"],
+            "family": "clip",
+            "target": "latentzoo.plugins.clip.model:CLIPTextEncoder",
+            "description": "CLIP text transformer (transformers CLIPTextModel / CLIPTextModelWithProjection layout), e.g. Stable Diffusion's text encoder",
+        },
+    ]
+
+
+@hookimpl
+def latentzoo_commands(cli) -> None:
+    classify, score = _commands()
+    cli.add_command(classify)
+    cli.add_command(score)
+
+
+def _commands():
+    """``latentzoo classify`` and ``latentzoo score``: thin commands over ``latentzoo.core.scoring``.
+
+    Built here, inside the hook, so that inspecting commands import no model code (nor torch).
+    """
+    import json
+    from pathlib import Path
+
+    import click
+
+    from latentzoo.core.errors import LatentzooError
+
+    def _registries(ctx: click.Context) -> tuple[str, ...]:
+        return tuple((ctx.find_root().obj or {}).get("registries", ()))
+
+    def _read_texts(path: str) -> list[str]:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LatentzooError(f"cannot read --texts-file {path}: {exc}") from exc
+        return [line.strip() for line in lines if line.strip()]
+
+    @click.command()
+    @click.argument("model")
+    @click.argument("images", nargs=-1, required=True)
+    @click.option("--labels", "-l", "labels", multiple=True, help='A candidate text, e.g. "a handwritten seven"; repeatable.')
+    @click.option("--texts-file", type=click.Path(dir_okay=False), help="A file of candidate texts, one per line.")
+    @click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
+    @click.option("--json", "as_json", is_flag=True, help="Every image's probabilities as JSON.")
+    @click.pass_context
+    def classify(
+        ctx: click.Context, model: str, images: tuple[str, ...], labels: tuple[str, ...], texts_file: str | None, as_json: bool, fit: bool
+    ) -> None:
+        """Zero-shot classification of IMAGES against candidate texts with an image-text MODEL (digits-clip).
+
+        \b
+          latentzoo classify digits-clip a.png b.png -l "a handwritten zero" -l "a handwritten one"
+          latentzoo classify digits-clip *.png --texts-file prompts.txt --json
+        """
+        from latentzoo.core.scoring import classify as run
+
+        texts = list(labels) + (_read_texts(texts_file) if texts_file else [])
+        if not texts:
+            raise LatentzooError("no candidate texts: pass --labels TEXT (repeatable) or --texts-file FILE")
+        results = run(model, list(images), texts, fit=fit, extra=_registries(ctx))
+        if as_json:
+            click.echo(json.dumps([{"image": img, **r} for img, r in zip(images, results, strict=True)], indent=2))
+            return
+        for img, r in zip(images, results, strict=True):
+            top = sorted(r["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+            click.echo(f"{img}: {r['label']}  (" + ", ".join(f"{t!r} {p:.3f}" for t, p in top) + ")")
+
+    @click.command()
+    @click.argument("model")
+    @click.argument("images", nargs=-1, required=True)
+    @click.option("--text", "-t", "texts", multiple=True, help="A text to score each image against; repeatable.")
+    @click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
+    @click.option("--json", "as_json", is_flag=True, help="Scores as JSON.")
+    @click.pass_context
+    def score(ctx: click.Context, model: str, images: tuple[str, ...], texts: tuple[str, ...], fit: bool, as_json: bool) -> None:
+        """Text-image score: cosine similarity of each of IMAGES with each --text under MODEL (in [-1, 1]).
+
+        \b
+          latentzoo score digits-clip seven.png --text "a thick, slanted seven"
+        """
+        from latentzoo.core.scoring import score as run
+
+        if not texts:
+            raise LatentzooError("no text to score against: pass --text TEXT (repeatable)")
+        scores = run(model, list(images), list(texts), fit=fit, extra=_registries(ctx))
+        if as_json:
+            click.echo(
+                json.dumps(
+                    [{"image": img, "scores": dict(zip(texts, row, strict=True))} for img, row in zip(images, scores, strict=True)],
+                    indent=2,
+                )
+            )
+            return
+        for img, row in zip(images, scores, strict=True):
+            click.echo(f"{img}: " + ", ".join(f"{t!r} {s:.4f}" for t, s in zip(texts, row, strict=True)))
+
+    return classify, score
