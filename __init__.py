@@ -17,6 +17,10 @@ _API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build",
 
 
 def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name], __name__), name)
     if name in _API:
         from .core import api
 
@@ -25,3 +29,10 @@ def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
 
 
 __all__ = ["__version__", *_API]
+
+# The rest of the CLI's verbs, by module: latentzoo.reconstruct(...), latentzoo.pull(...), ...
+_ELSEWHERE = {
+    **dict.fromkeys(("reconstruct", "encode", "decode"), ".core.codec"),
+    **dict.fromkeys(("convert", "export", "push", "pull", "formats"), ".interop.api"),
+}
+__all__ += list(_ELSEWHERE)

@@ -399,87 +399,49 @@ def sample(
         click.echo(f"wrote {out} ({n} samples) and {sidecar}", err=True)
 
 
-def _load_inputs(pipe, images: tuple[str, ...], fit: bool):
-    from latentzoo.core.images import load_images
-
-    enc = pipe.encoder
-    if enc is None:
-        raise LatentzooError(f"pipeline {pipe.spec.name} has no encoder; give one with --encoder")
-    size = int(getattr(enc, "sample_size", 32))
-    return load_images(list(images), size=size, channels=enc.image_channels, fit=fit, expects=pipe.spec.encoder)
-
-
-def _autoencoder_pipe(ctx: click.Context, name: str):
-    """A pipeline name, or an autoencoder component name used as encoder and decoder."""
-    from latentzoo.core.build import Builder
-    from latentzoo.core.compose import PipelineSpec, load_spec
-
-    reg = _registry(ctx)
-    entry = reg.entries.get(name)
-    if entry is not None and entry.section == "components":
-        builder = Builder(reg)
-        roles = entry.roles
-        spec = PipelineSpec(prior="-", decoder=name, sampler="-", encoder=name if "encoder" in roles else None, name=name)
-        from latentzoo.core.pipeline import Pipeline
-
-        return Pipeline(
-            prior=None,
-            decoder=builder.component(name, "decoder") if "decoder" in roles else None,
-            sampler=None,
-            spec=spec,
-            encoder=builder.component(name, "encoder") if "encoder" in roles else None,
-            sha256=builder.sha256,
-        )
-    spec, reg = load_spec(reg, name)
-    return Builder(reg).pipeline(spec)
-
-
 @cli.command()
 @click.argument("name")
 @click.argument("images", nargs=-1, required=True)
-@click.option("-o", "--output", default="reconstruction.png", show_default=True, help="PNG: inputs (top row) above reconstructions.")
+@click.option(
+    "-o",
+    "--output",
+    default="reconstruction.png",
+    show_default=True,
+    help="PNG: inputs (top row) above reconstructions; DIR/ writes DIR/reconstruction.png.",
+)
 @click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
 @click.option("--json", "as_json", is_flag=True, help="Print per-image PSNR as JSON.")
 @click.pass_context
 def reconstruct(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool, as_json: bool) -> None:
     """Encode and decode IMAGES with a pipeline's (or an autoencoder's) encoder and decoder."""
-    import torch
+    from latentzoo.core.codec import reconstruct as run
 
-    from latentzoo.core.images import save_grid
-    from latentzoo.core.metrics import psnr
-
-    out = _check_output(output)
-    pipe = _autoencoder_pipe(ctx, name)
-    x = _load_inputs(pipe, images, fit)
-    rec = pipe.reconstruct(x)
-    save_grid(torch.cat([x, rec]), out, nrow=len(x))
-    scores = {str(p): round(psnr(rec[i : i + 1], x[i : i + 1]), 2) for i, p in enumerate(images)}
+    result = run(name, list(images), output, fit=fit, extra=ctx.obj["registries"])
     if as_json:
-        _emit_json({"output": str(out), "psnr_db": scores})
+        _emit_json({"output": str(result.output), "psnr_db": result.psnr_db})
     else:
-        click.echo(f"wrote {out}; PSNR (dB): " + ", ".join(f"{Path(k).name} {v}" for k, v in scores.items()), err=True)
+        scores = ", ".join(f"{Path(k).name} {v}" for k, v in result.psnr_db.items())
+        click.echo(f"wrote {result.output}; PSNR (dB): {scores}", err=True)
 
 
 @cli.command()
 @click.argument("name")
 @click.argument("images", nargs=-1, required=True)
-@click.option("-o", "--output", default="latents.safetensors", show_default=True, help="A .safetensors latent file.")
+@click.option(
+    "-o",
+    "--output",
+    default="latents.safetensors",
+    show_default=True,
+    help="A .safetensors latent file; DIR/ writes DIR/latents.safetensors.",
+)
 @click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
 @click.pass_context
 def encode(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool) -> None:
     """Encode IMAGES to a .safetensors latent file (raw latents plus their latent space)."""
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.codec import encode as run
 
-    out = _check_output(output)
-    pipe = _autoencoder_pipe(ctx, name)
-    z = pipe.encode(_load_inputs(pipe, images, fit))
-    meta = {
-        "latent_space": json.dumps(pipe.encoder.latent_space.to_dict()),
-        "encoder": pipe.spec.encoder or "",
-        "files": json.dumps(list(images)),
-    }
-    save_tensors(out, {"latents": z}, metadata=meta)
-    click.echo(f"wrote {out}: latents {tuple(z.shape)} in {pipe.encoder.latent_space.describe()}", err=True)
+    result = run(name, list(images), output, fit=fit, extra=ctx.obj["registries"])
+    click.echo(f"wrote {result.output}: latents {result.shape} in {result.latent_space.describe()}", err=True)
 
 
 @cli.command()
@@ -490,32 +452,12 @@ def encode(ctx: click.Context, name: str, images: tuple[str, ...], output: str, 
 @click.pass_context
 def decode(ctx: click.Context, name: str, latents: str, output: str, allow_mismatch: bool) -> None:
     """Decode a .safetensors latent file (from `encode`) to images."""
-    from latentzoo.core.images import save_each, save_grid
-    from latentzoo.core.latent import LatentSpace, check_spaces
-    from latentzoo.core.weights import load_tensors, read_metadata
+    from latentzoo.core.codec import decode as run
 
-    out = _check_output(output)
-    tensors = load_tensors(latents)
-    if "latents" not in tensors:
-        raise LatentzooError(f"{latents} holds no 'latents' tensor; write it with `latentzoo encode`")
-    meta = read_metadata(latents)
-    pipe = _autoencoder_pipe(ctx, name)
-    if pipe.decoder is None:
-        raise LatentzooError(f"{name} has no decoder")
-    if "latent_space" not in meta:
-        raise LatentzooError(f"{latents} does not say which latent space it is in; write it with `latentzoo encode`")
-    space = LatentSpace.from_dict(json.loads(meta["latent_space"]))
-    _, warnings = check_spaces(
-        f"latents {latents}", space, f"decoder {pipe.spec.decoder}", pipe.decoder.accepted_spaces, allow_mismatch=allow_mismatch
-    )
-    for w in warnings:
+    result = run(name, latents, output, allow_mismatch=allow_mismatch, extra=ctx.obj["registries"])
+    for w in result.warnings:
         click.echo(f"warning: {w}", err=True)
-    images = pipe.decode(tensors["latents"])
-    if output.endswith(("/", os.sep)):
-        save_each(images, out)
-    else:
-        save_grid(images, out)
-    click.echo(f"wrote {out} ({len(images)} images)", err=True)
+    click.echo(f"wrote {result.output} ({len(result.files)} file(s))", err=True)
 
 
 @cli.command()
@@ -748,19 +690,25 @@ def new_plugin_cmd(name: str, directory: str | None) -> None:
 # diffusers interop and the Hugging Face Hub (huggingface_hub and torch import inside the bodies)
 
 
+class FormatName(click.ParamType):
+    """A format name; checked against the declared formats when the command runs (no plugin import for --help)."""
+
+    name = "FORMAT"
+
+
 @cli.command()
-@click.argument("source", type=click.Path(file_okay=False))
-@click.option("--from", "fmt", type=click.Choice(["diffusers"]), required=True, help="Format of SOURCE.")
+@click.argument("source", type=click.Path())
+@click.option("--from", "fmt", type=FormatName(), required=True, help="Format of SOURCE (see `latentzoo formats`), e.g. diffusers.")
 @click.option("--name", required=True, help="Registry name (a pipeline's components get NAME-vqvae, NAME-unet, ...).")
 @click.option(
     "-o", "--out", "outdir", type=click.Path(file_okay=False), help="Output directory [default: <user registry dir>/converted/NAME]."
 )
-@click.option("--scaling-factor", type=float, help="VQ latent scaling factor, when the config does not state one.")
+@click.option("--scaling-factor", type=float, help="Latent scaling factor, when the config does not state one (diffusers).")
 @click.option(
     "--calibrate", "calibrate_data", metavar="DATA", help="Measure the scaling factor (1/std of the latents) on a dataset or image folder."
 )
 @click.option("--no-register", is_flag=True, help="Do not add the result to the user registry; use it with --registry OUT/registry.yaml.")
-@click.option("--force", is_flag=True, help="Replace an earlier conversion / registry entries of the same name.")
+@click.option("--force", is_flag=True, help="Replace an earlier conversion, or shadow registry entries of the same names.")
 def convert(
     source: str,
     fmt: str,
@@ -771,17 +719,17 @@ def convert(
     no_register: bool,
     force: bool,
 ) -> None:
-    """Import a diffusers model or pipeline folder (VQModel, UNet2DModel, DDIM/DDPM scheduler, LDM/DDPM/DDIM pipeline).
+    """Import a model or pipeline folder from another format (diffusers: VQModel, AutoencoderKL, UNet2DModel, DDIM/DDPM, pipelines).
 
     Writes re-saved safetensors weights (with sha256) and OUT/registry.yaml, and adds the
-    entries to the user registry (unless --no-register). A VQ model's latent scaling factor
-    is never defaulted: it comes from the config, --scaling-factor, or --calibrate.
+    entries to the user registry (unless --no-register). A name the registry already has
+    (built-in or yours) is refused unless --force. A latent scaling factor is never
+    defaulted: it comes from the config, --scaling-factor, or --calibrate.
     """
-    from latentzoo.core.convert import convert_diffusers
+    from latentzoo.interop.api import convert as run
 
-    result = convert_diffusers(
-        source, name, outdir=outdir, scaling_factor=scaling_factor, calibrate_data=calibrate_data, register=not no_register, force=force
-    )
+    options = {k: v for k, v in {"scaling_factor": scaling_factor, "calibrate": calibrate_data}.items() if v is not None}
+    result = run(source, name, from_format=fmt, outdir=outdir, register=not no_register, force=force, **options)
     for note in result.notes:
         click.echo(note, err=True)
     kinds = [f"{n} ({'/'.join(e['roles'])})" for n, e in result.components.items()] + [f"{n} (pipeline)" for n in result.pipelines]
@@ -794,18 +742,37 @@ def convert(
 
 @cli.command()
 @click.argument("name")
-@click.option("--to", "fmt", type=click.Choice(["diffusers"]), required=True, help="Target format.")
-@click.option("-o", "--out", "outdir", required=True, type=click.Path(file_okay=False), help="Folder to write (must be empty or new).")
-@click.option("--force", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--to", "fmt", type=FormatName(), required=True, help="Target format (see `latentzoo formats`), e.g. diffusers.")
+@click.option("-o", "--out", "outdir", required=True, type=click.Path(file_okay=False), help="Folder to write (new or empty).")
+@click.option("--force", is_flag=True, help="Replace a previous export in that folder (never other files).")
 @click.pass_context
 def export(ctx: click.Context, name: str, fmt: str, outdir: str, force: bool) -> None:
-    """Write a component (model folder) or a pipeline (pipeline folder) that diffusers' from_pretrained loads."""
-    from latentzoo.core.convert import export_diffusers
+    """Write a component (model folder) or a pipeline (pipeline folder) in another format, e.g. one diffusers' from_pretrained loads."""
+    from latentzoo.interop.api import export as run
 
-    out, notes = export_diffusers(_registry(ctx), name, outdir, force=force)
+    out, notes = run(name, outdir, to_format=fmt, force=force, extra=ctx.obj["registries"])
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"exported {name} to {out}", err=True)
+
+
+@cli.command("formats")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def formats_cmd(as_json: bool) -> None:
+    """List the formats plugins declare for `convert --from` and `export --to`."""
+    from latentzoo.interop.api import formats
+
+    found = formats()
+    if as_json:
+        _emit_json(
+            [
+                {"name": f.name, "plugin": f.plugin, "convert": f.can("convert"), "export": f.can("export"), "description": f.description}
+                for f in found
+            ]
+        )
+        return
+    rows = [[f.name, "yes" if f.can("convert") else "-", "yes" if f.can("export") else "-", f.plugin, f.description[:60]] for f in found]
+    _table(rows, ["FORMAT", "CONVERT", "EXPORT", "PLUGIN", "DESCRIPTION"])
 
 
 @cli.command()
@@ -823,29 +790,35 @@ def push(ctx: click.Context, name: str, repo: str, revision: str | None, private
     and the pipeline's pipeline.yaml references them pinned to those commits. The token comes
     from HF_TOKEN or `huggingface-cli login` and is never printed.
     """
-    from latentzoo.core import hub
+    from latentzoo.interop.api import push as run
 
-    results = hub.push(_registry(ctx), name, repo, revision=revision, private=private, create_pr=create_pr, dry_run=dry_run)
-    for target, files, commit in results:
+    results = run(name, repo, revision=revision, private=private, create_pr=create_pr, dry_run=dry_run, extra=ctx.obj["registries"])
+    for pushed in results:
         if dry_run:
-            click.echo(f"would upload to {target}: {', '.join(files)}")
+            click.echo(f"would upload to {pushed.repo}: {', '.join(pushed.files)}")
         else:
-            click.echo(f"pushed {target}@{commit}: {', '.join(files)}")
+            click.echo(f"pushed {pushed.repo}@{pushed.commit}: {', '.join(pushed.files)}")
 
 
 @cli.command()
 @click.argument("ref", metavar="ORG/NAME[@REVISION]")
-@click.option("--name", help="Local registry name [default: the repo name].")
-@click.option("--force", is_flag=True, help="Replace user-registry entries of the same name.")
+@click.option("--name", help="Local registry name [default: the repo name]; a pipeline's components become NAME-<component>.")
+@click.option("--force", is_flag=True, help="Replace or shadow entries of the same names (built-in ones included).")
 def pull(ref: str, name: str | None, force: bool) -> None:
-    """Download a component or pipeline from the Hub, verify its sha256, and add it to the user registry."""
-    from latentzoo.core import hub
-    from latentzoo.core.registry import user_registry_path
+    """Download a component or pipeline from the Hub, verify its sha256, and add it to the user registry.
 
-    local, commit, components, pipelines = hub.pull(ref, name=name, force=force)
-    what = ", ".join([*components, *(f"{p} (pipeline)" for p in pipelines)])
+    Names from the Hub never replace names the registry already has unless --force. A
+    pipeline's components are added as NAME-<component>, except those identical (class,
+    config, weights sha256) to an entry the registry has, which the pipeline reuses.
+    """
+    from latentzoo.core.registry import user_registry_path
+    from latentzoo.interop.api import pull as run
+
+    result = run(ref, name=name, force=force)
+    what = ", ".join([*result.components, *(f"{p} (pipeline)" for p in result.pipelines)])
     where = f"added {what} to {user_registry_path()}" if what else "already in the registry"
-    click.echo(f"pulled {ref} at {commit} as {local}: {where}", err=True)
+    reused = f"; reuses {', '.join(sorted(set(result.reused.values())))}" if result.reused else ""
+    click.echo(f"pulled {ref} at {result.commit} as {result.name}: {where}{reused}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:
