@@ -743,7 +743,7 @@ def convert(
 @cli.command()
 @click.argument("name")
 @click.option("--to", "fmt", type=FormatName(), required=True, help="Target format (see `latentzoo formats`), e.g. diffusers.")
-@click.option("-o", "--out", "outdir", required=True, type=click.Path(file_okay=False), help="Folder to write (new or empty).")
+@click.option("-o", "--out", "outdir", required=True, help="Folder to write (new or empty).")
 @click.option("--force", is_flag=True, help="Replace a previous export in that folder (never other files).")
 @click.pass_context
 def export(ctx: click.Context, name: str, fmt: str, outdir: str, force: bool) -> None:

@@ -126,9 +126,8 @@ class ReadContext:
         if not cond:
             raise LatentzooError(f"{where}: {message}; latentzoo cannot convert this model")
 
-    def load_weights(self, folder: Path) -> dict[str, Any]:
-        from safetensors.torch import load_file
-
+    def weights_file(self, folder: Path) -> Path:
+        """The folder's safetensors weights; a pickle-only folder is refused (never unpickled)."""
         path = folder / WEIGHTS_FILE
         if not path.is_file():
             if (folder / "diffusion_pytorch_model.bin").is_file():
@@ -137,6 +136,12 @@ class ReadContext:
                     "re-save it as safetensors (save_pretrained(..., safe_serialization=True))"
                 )
             raise LatentzooError(f"{folder} has no {WEIGHTS_FILE}; give a diffusers model folder saved with safetensors")
+        return path
+
+    def load_weights(self, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        path = self.weights_file(folder)
         try:
             return load_file(str(path))
         except Exception as exc:

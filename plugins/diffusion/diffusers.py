@@ -234,6 +234,8 @@ class DiffusersFormat:
         }
 
     def _read_unet_alone(self, ctx: Any, folder: Path, raw: dict[str, Any], comp: str) -> dict[str, Any]:
+        unet_config(ctx, folder / "config.json", raw)  # what we cannot convert is refused first
+        ctx.weights_file(folder)
         sched_path = folder.parent / "scheduler" / "scheduler_config.json"
         if not sched_path.is_file():
             raise LatentzooError(
