@@ -303,7 +303,11 @@ def test_ddim_pipeline_v_prediction_trailing_parity(env):
     assert reg.get("tiny-v-unet").data["config"]["prediction_type"] == "v_prediction"
     assert reg.get("tiny-v").data["scheduler"] == "trailing"  # the built-in spacing (steps_offset 0): no copy
     assert "tiny-v-scheduler" not in reg.entries
-    assert reg.get("tiny-v-unet").data["config"]["training_schedule"]["beta_schedule"] == "squaredcos_cap_v2"
+    # the beta schedule went to the prior: it owns its training schedule
+    assert reg.get("tiny-v-unet").data["config"]["training_schedule"] == {
+        "beta_schedule": "squaredcos_cap_v2",
+        "rescale_betas_zero_snr": False,
+    }
     assert reg.get("tiny-v").data["decoder"] == "tiny-v-pixels"
     pipe = latentzoo.load_pipeline("tiny-v", extra=[user])
     ours = pipe.sample_latents(2, seed=3, steps=STEPS, eta=0.3)
@@ -315,7 +319,9 @@ def test_standalone_scheduler_and_unet_folders(env, ddpm):
     base = env["base"]
     sched = diffusers.DDPMScheduler(variance_type="fixed_large", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     sched.save_pretrained(base / "sched-only")
-    assert run_cli("convert", "--from", "diffusers", str(base / "sched-only"), "--name", "sl", env=env["env"], cwd=base).returncode == 0
+    proc = run_cli("convert", "--from", "diffusers", str(base / "sched-only"), "--name", "sl", env=env["env"], cwd=base)
+    assert proc.returncode == 0, proc.stderr
+    assert "scaled_linear training schedule belong to a prior" in proc.stderr
     reg = Registry.load([Path(env["env"]["LATENTZOO_REGISTRY"])])
     assert reg.get("sl").roles == ["scheduler"] and reg.get("sl").data["config"] == {"spacing": "leading", "steps_offset": 0}
     assert reg.get("sl-ddpm").data["config"]["variance_type"] == "fixed_large"

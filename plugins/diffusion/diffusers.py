@@ -147,9 +147,12 @@ def scheduler_parts(ctx: Any, path: Path, raw: dict[str, Any]) -> dict[str, Any]
         sampler_cls, sampler = "diffusion.ddpm", {"variance_type": cfg["variance_type"], **x0}
     else:
         sampler_cls, sampler = "diffusion.ddim", {"eta": 0.0, "set_alpha_to_one": bool(cfg["set_alpha_to_one"]), **x0}
+    training = {k: cfg[k] for k in TRAINING_SCHEDULE}
+    if training["beta_schedule"] == "squaredcos_cap_v2":  # a closed form: beta_start / beta_end do not enter it
+        training.pop("beta_start"), training.pop("beta_end")
     return {
         "class": cls,
-        "training_schedule": {k: cfg[k] for k in TRAINING_SCHEDULE},
+        "training_schedule": training,
         "num_train_timesteps": int(cfg["num_train_timesteps"]),
         "prediction_type": cfg["prediction_type"],
         "spacing": cfg["timestep_spacing"],
@@ -201,8 +204,8 @@ class DiffusersFormat:
         }
         if standalone:
             ctx.notes.append(
-                f"the training schedule ({parts['training_schedule']['beta_schedule']}, {parts['num_train_timesteps']} steps) and "
-                f"prediction_type {parts['prediction_type']} belong to a prior; they are recorded when a pipeline or UNet is converted"
+                f"prediction_type {parts['prediction_type']} and the {parts['training_schedule']['beta_schedule']} training schedule "
+                "belong to a prior; they are recorded when a pipeline or UNet is converted"
             )
         return {**parts, "scheduler": name, "sampler_name": sampler}
 
