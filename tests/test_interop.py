@@ -256,8 +256,12 @@ def test_the_wheel_holds_every_subpackage(tmp_path):
     """setup.py finds packages itself: every folder with an __init__.py (but tests, benchmarks, ...) is in the wheel."""
     pytest.importorskip("setuptools")
     pytest.importorskip("wheel")
+    import shutil
+
+    source = tmp_path / "src"  # a clean copy: no stale build/ of an earlier layout can leak into the wheel
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "dist", "*.egg-info", "__pycache__", "runs"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT), "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(source), "-w", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -276,5 +280,6 @@ def test_the_wheel_holds_every_subpackage(tmp_path):
     for module in ("interop/hub.py", "interop/formats.py", "core/sources.py", "plugins/diffusers/folders.py", "registry.yaml", "cli.py"):
         assert f"latentzoo/{module}" in names, module
     assert not any(n.startswith(("latentzoo/tests/", "latentzoo/benchmarks/")) or n == "latentzoo/setup.py" for n in names)
+    assert "latentzoo/core/convert.py" not in names and "latentzoo/core/hub.py" not in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "diffusers = latentzoo.plugins.diffusers" in zipfile.ZipFile(wheel).read(entry_points).decode()
