@@ -690,15 +690,9 @@ def new_plugin_cmd(name: str, directory: str | None) -> None:
 # diffusers interop and the Hugging Face Hub (huggingface_hub and torch import inside the bodies)
 
 
-class FormatName(click.ParamType):
-    """A format name; checked against the declared formats when the command runs (no plugin import for --help)."""
-
-    name = "FORMAT"
-
-
 @cli.command()
 @click.argument("source", type=click.Path())
-@click.option("--from", "fmt", type=FormatName(), required=True, help="Format of SOURCE (see `latentzoo formats`), e.g. diffusers.")
+@click.option("--from", "fmt", metavar="FORMAT", required=True, help="Format of SOURCE (see `latentzoo formats`), e.g. diffusers.")
 @click.option("--name", required=True, help="Registry name (a pipeline's components get NAME-vqvae, NAME-unet, ...).")
 @click.option(
     "-o", "--out", "outdir", type=click.Path(file_okay=False), help="Output directory [default: <user registry dir>/converted/NAME]."
@@ -742,7 +736,7 @@ def convert(
 
 @cli.command()
 @click.argument("name")
-@click.option("--to", "fmt", type=FormatName(), required=True, help="Target format (see `latentzoo formats`), e.g. diffusers.")
+@click.option("--to", "fmt", metavar="FORMAT", required=True, help="Target format (see `latentzoo formats`), e.g. diffusers.")
 @click.option("-o", "--out", "outdir", required=True, help="Folder to write (new or empty).")
 @click.option("--force", is_flag=True, help="Replace a previous export in that folder (never other files).")
 @click.pass_context
