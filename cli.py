@@ -617,6 +617,10 @@ def install(
         "--quiet": quiet,
     }
     args = ["install", *(flag for flag, on in flags.items() if on)]
+    from latentzoo.core.sources import offline
+
+    if offline():  # offline means zero network requests: pip installs from local paths and wheels only
+        args.append("--no-index")
     for path in editables:
         args += ["-e", path]
     args += packages

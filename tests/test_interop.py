@@ -283,3 +283,39 @@ def test_the_wheel_holds_every_subpackage(tmp_path):
     assert "latentzoo/core/convert.py" not in names and "latentzoo/core/hub.py" not in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "diffusers = latentzoo.plugins.diffusers" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+# ---------------------------------------------------------------------------------------
+# offline means zero requests from every command: install too
+
+
+def test_install_offline_asks_no_package_index(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Index(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {**latentzoo_env(tmp_path), "PIP_INDEX_URL": f"http://127.0.0.1:{server.server_address[1]}/simple", "PIP_RETRIES": "0"}
+        env.pop("HF_HUB_OFFLINE")
+        args = ("install", "-q", "latentzoo-no-such-plugin-xyz")
+        proc = cli(*args, env={**env, "LATENTZOO_OFFLINE": "1"}, cwd=tmp_path)  # pip's own messages, then our one line
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr and "pip install failed" in proc.stderr.splitlines()[-1]
+        assert seen == []
+        cli(*args, env=env, cwd=tmp_path)  # online, the same command asks the index (so the check above can fail)
+        assert seen
+    finally:
+        server.shutdown()
+        server.server_close()
