@@ -822,6 +822,9 @@ def pull(ref: str, name: str | None, force: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning known errors into one line and exit status 1."""
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("LATENTZOO_DEBUG")
+    from latentzoo.core.sources import configure_hub_client
+
+    configure_hub_client()  # LATENTZOO_OFFLINE reaches huggingface_hub before anything (a plugin too) imports it
     try:
         cli.main(args=argv, prog_name="latentzoo", standalone_mode=False)
     except click.exceptions.Exit as exc:
