@@ -274,10 +274,18 @@ def test_the_wheel_holds_every_subpackage(tmp_path):
         for p in ROOT.rglob("__init__.py")
         if not ({".venv", *NOT_PACKAGED} & set(p.relative_to(ROOT).parts[:1])) and not any(part.startswith(".") for part in p.parts)
     ]
-    assert {"interop", "plugins/diffusers", "core"} <= {p.as_posix() for p in packages}
+    assert {"interop", "plugins/diffusers", "core", "commands"} <= {p.as_posix() for p in packages}
     missing = [p for p in packages if f"latentzoo/{(p / '__init__.py').as_posix()}".replace("/./", "/") not in names]
     assert not missing, missing
-    for module in ("interop/hub.py", "interop/formats.py", "core/sources.py", "plugins/diffusers/folders.py", "registry.yaml", "cli.py"):
+    for module in (
+        "interop/hub.py",
+        "interop/formats.py",
+        "core/sources.py",
+        "plugins/diffusers/folders.py",
+        "commands/sampling.py",
+        "registry.yaml",
+        "cli.py",
+    ):
         assert f"latentzoo/{module}" in names, module
     assert not any(n.startswith(("latentzoo/tests/", "latentzoo/benchmarks/")) or n == "latentzoo/setup.py" for n in names)
     assert "latentzoo/core/convert.py" not in names and "latentzoo/core/hub.py" not in names
