@@ -13,7 +13,8 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-_API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid")
+_API = ("registry", "list_entries", "info", "compose", "load_pipeline", "build", "save_grid", "train")
+_TRAINING = ("TrainOptions", "Run", "Phase", "MicroBatch", "EMA", "split_options", "finish_run")  # the trainer contract
 
 
 def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
@@ -25,10 +26,14 @@ def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
         from .core import api
 
         return getattr(api, name)
+    if name in _TRAINING:  # imports torch
+        from .core import training
+
+        return getattr(training, name)
     raise AttributeError(f"module 'latentzoo' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", *_API, *_TRAINING]
 
 # The rest of the CLI's verbs, by module: latentzoo.reconstruct(...), latentzoo.pull(...), ...
 _ELSEWHERE = {

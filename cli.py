@@ -87,7 +87,7 @@ def cli(ctx: click.Context, registries: tuple[str, ...], debug: bool) -> None:
     Examples:
       latentzoo list
       latentzoo sample digits -n 16 --seed 0 -o samples.png
-      latentzoo compose --encoder digits-vqgan --prior digits-ldm --decoder digits-vqgan --sampler ddpm --scheduler scaled-linear
+      latentzoo compose --encoder digits-vqgan --prior digits-ldm --decoder digits-vqgan --sampler ddpm --scheduler leading
     """
     if debug:
         os.environ["LATENTZOO_DEBUG"] = "1"

@@ -1,7 +1,7 @@
 """Sample quality of a pipeline on digits: Fréchet distance in the digit classifier's feature space.
 
     python benchmarks/quality.py digits --n 1000 --steps 50
-    python benchmarks/quality.py digits --sampler ddim --scheduler scaled-linear-trailing --steps 20 --json
+    python benchmarks/quality.py digits --sampler ddim --scheduler trailing --steps 20 --json
     python benchmarks/quality.py digits --class 3 --guidance 2.0       # fraction of samples classified as 3
     python benchmarks/quality.py --fake-noise 0.1                       # sanity check: held-out digits + noise
     python benchmarks/quality.py --reconstruction digits-vqgan          # held-out reconstruction PSNR

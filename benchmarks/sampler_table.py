@@ -1,7 +1,9 @@
 """Fréchet distance of one pipeline under several samplers and step counts (the table in docs/samplers.md).
 
     python benchmarks/sampler_table.py digits --n 1000 --steps 10 20 50 --out runs/sampler_table.json
-    python benchmarks/sampler_table.py digits --samplers ddim euler heun --grids runs/grids   # also one PNG grid per sampler
+    python benchmarks/sampler_table.py digits --samplers ddim euler+karras heun --grids runs/grids   # also one PNG grid per sampler
+
+A row is ``SAMPLER`` (the pipeline's scheduler) or ``SAMPLER+SCHEDULER`` (e.g. ``dpmpp-2m+karras``).
 
 Runs ``benchmarks/quality.py`` in-process for every (sampler, steps) pair, so the classifier
 and the held-out features are loaded once; results are appended to ``--out`` as they finish,
@@ -20,7 +22,13 @@ from typing import Any
 
 import torch
 
-SAMPLERS = ["ddim", "ddpm", "euler", "euler-karras", "heun", "heun-karras", "dpmpp-2m", "dpmpp-2m-karras"]
+SAMPLERS = ["ddim", "ddpm", "euler", "euler+karras", "heun", "heun+karras", "dpmpp-2m", "dpmpp-2m+karras", "dpmpp-2m+sigmoid"]
+
+
+def parts(row: str) -> tuple[str, str | None]:
+    """(sampler, scheduler or None for the pipeline's own) of a row name."""
+    sampler, _, scheduler = row.partition("+")
+    return sampler, scheduler or None
 
 
 def load_quality() -> Any:
@@ -69,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             qargs = argparse.Namespace(
                 pipeline=args.pipeline,
                 registry=[],
-                sampler=name,
-                scheduler=None,
+                sampler=parts(name)[0],
+                scheduler=parts(name)[1],
                 steps=steps,
                 eta=None,
                 class_label=None,
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.grids.mkdir(parents=True, exist_ok=True)
         for name in args.samplers:
-            pipe = quality.build_pipeline(args.pipeline, [], name, None)
+            pipe = quality.build_pipeline(args.pipeline, [], *parts(name))
             latentzoo.save_grid(pipe.sample(64, seed=args.seed, steps=20), args.grids / f"{name}.png", nrow=8)
     print(table([r for r in results if r["n"] == args.n and r["seed"] == args.seed], args.samplers, args.steps))
     return 0

@@ -53,7 +53,9 @@ def train_once(args: argparse.Namespace, out: Path, procs: int, threads: int) ->
     proc = subprocess.run(launch + cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{' '.join(launch + cmd)} failed:\n{proc.stderr[-2000:]}")
-    state = json.loads((out / "state.json").read_text())
+    from latentzoo.core.training import latest_checkpoint
+
+    _, state = latest_checkpoint(out)  # state.json of the newest verified checkpoint
     return float(state["throughput"]["images_per_second"])
 
 

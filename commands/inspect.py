@@ -55,7 +55,10 @@ def _plugin_blocks(report: list[Any]) -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: bool) -> None:
     """List named components and pipelines in the registry."""
-    entries = _registry(ctx).list(role=role, family=family)
+    reg = _registry(ctx)
+    entries = reg.list(role=role, family=family)
+    for warning in reg.shadow_warnings({e.name for e in entries}):
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         _emit_json([e.summary() for e in entries])
         return
@@ -63,7 +66,11 @@ def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: 
         click.echo("nothing matches")
         return
     rows = [[e.name, "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
-    _table(rows, ["NAME", "ROLE", "FAMILY", "DESCRIPTION"])
+    headers = ["NAME", "ROLE", "FAMILY", "DESCRIPTION"]
+    if any(e.shadows for e in entries):  # a later layer rebinds a name: say so beside it
+        rows = [[*row, f"shadows {e.shadows}" if e.shadows else ""] for row, e in zip(rows, entries, strict=True)]
+        headers.append("SHADOWS")
+    _table(rows, headers)
 
 
 @click.command()
@@ -77,6 +84,8 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
 
     reg = _registry(ctx)
+    for warning in reg.shadow_warnings({name}):
+        click.echo(f"warning: {warning}", err=True)
     if name in reg.entries:
         entry = reg.get(name)
     else:
@@ -106,15 +115,36 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any plugin is broken or incompatible.")
 @click.option("-v", "--verbose", is_flag=True, help="One block per plugin, with where it was loaded from and its hooks.")
-def plugins(as_json: bool, strict: bool, verbose: bool) -> None:
+@click.option(
+    "--check", is_flag=True, help="Probe each third-party plugin in a subprocess (time budget): finds one that exits or hangs at import."
+)
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=20.0, show_default=True, help="Seconds the --check probes may take.")
+def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: float) -> None:
     """Show installed plugins: distribution, version, location, hooks, components, status."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.plugins import get_manager, probe_plugins
+
+    if check:  # before anything loads plugins in this process: a plugin that kills it must not stop the probe
+        probes = probe_plugins(timeout)
+        if as_json:
+            _emit_json(probes)
+        else:
+            _table(
+                [[p["name"], p["distribution"] or "?", p["status"], f"{p['seconds']}", p["detail"]] for p in probes],
+                ["PLUGIN", "DISTRIBUTION", "PROBE", "SECONDS", "DETAIL"],
+            )
+        bad = [p for p in probes if p["status"] in ("exits", "hangs", "fails")]
+        if bad:
+            raise LatentzooError(
+                f"{len(bad)} plugin(s) fail the probe: {', '.join(p['name'] + ' (' + p['status'] + ')' for p in bad)}; "
+                "uninstall them or leave them out with LATENTZOO_PLUGINS=<other plugins>"
+            )
+        return
 
     click.get_current_context().find_root().command._add_plugin_commands()  # run the commands hook too, so a plugin that raises there is reported
     from latentzoo.interop.formats import formats
 
     report = get_manager().report()
-    provided = {}  # the formats each plugin declares (a bad declaration marks its plugin broken, so call it first)
+    provided: dict[str, list[str]] = {}  # the formats each plugin declares (a bad declaration marks its plugin broken)
     for fmt in formats().values():
         provided.setdefault(fmt.plugin, []).append(f"format {fmt.name}")
     if as_json:
@@ -128,7 +158,7 @@ def plugins(as_json: bool, strict: bool, verbose: bool) -> None:
                 f"{p.distribution or '?'} {p.version or ''}".strip(),
                 p.status,
                 ", ".join(p.components + p.datasets + provided.get(p.name, [])) or "-",
-                p.error or "",
+                p.error or (f"warning: {p.warning}" if p.warning else ""),
             ]
             for p in report
         ]

@@ -68,20 +68,13 @@ def train(
     """
     import yaml
 
-    from latentzoo.core.plugins import get_manager
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.registry import load_yaml
     from latentzoo.core.training import TrainOptions
+    from latentzoo.core.training import train as run_trainer
 
-    trainers = {d["family"]: d["trainer"] for d in get_manager().components().values() if d.get("trainer")}
-    if family not in trainers:
-        raise LatentzooError(f"no trainer for family {family!r}; trainable families: {', '.join(sorted(trainers)) or 'none'}")
-    if steps < 1 or batch_size < 1 or checkpoint_every < 1 or grad_accum < 1:
-        raise LatentzooError("--steps, --batch-size, --checkpoint-every and --grad-accum must be positive")
-    if workers < 0 or (clip_grad is not None and clip_grad < 0):
-        raise LatentzooError("--workers and --clip-grad cannot be negative")
     config: dict[str, Any] = {}
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text())
+        loaded = load_yaml(config_file, "--config file")[1]
         if not isinstance(loaded, dict):
             raise LatentzooError(f"--config {config_file} must be a YAML mapping of options")
         config.update(loaded)
@@ -89,7 +82,10 @@ def train(
         key, sep, value = item.partition("=")
         if not sep:
             raise LatentzooError(f"--set {item!r}: use KEY=VALUE")
-        config[key.strip()] = yaml.safe_load(value)
+        try:
+            config[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise LatentzooError(f"--set {item!r}: the value is not valid YAML; quote it or fix it") from exc
     options = TrainOptions(
         out=Path(out),
         data=data,
@@ -109,7 +105,7 @@ def train(
         clip_grad=clip_grad,
         workers=workers,
     )
-    entry = import_target(trainers[family])(options)
+    entry = run_trainer(family, options)
     if entry is None:  # a rank other than 0 of a data-parallel run: rank 0 reports
         return
     click.echo(f"trained {family}: {json.dumps(entry.get('metrics', {}))}; registry fragment: {Path(out) / 'registry.yaml'}", err=True)

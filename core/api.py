@@ -81,3 +81,17 @@ def save_grid(images: Any, path: str | Path, *, nrow: int | None = None) -> Path
     from .images import save_grid as _save
 
     return _save(images, path, nrow=nrow)
+
+
+def train(family: str, options: Any = None, **fields: Any) -> dict[str, Any] | None:
+    """Train FAMILY's component, as ``latentzoo train FAMILY`` does: ``options`` is a
+    ``latentzoo.TrainOptions`` (or give its fields as keywords, ``out=`` required). Returns the
+    registry entry written to ``<out>/registry.yaml`` (None on data-parallel ranks other than 0)."""
+    from .training import TrainOptions
+    from .training import train as _train
+
+    if options is None:
+        options = TrainOptions(**fields)
+    elif fields:
+        raise TypeError("give a TrainOptions or keyword fields, not both")
+    return _train(family, options)

@@ -9,7 +9,7 @@ from .errors import ContractError, WeightsError
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
 from .sources import resolve_weights
-from .weights import load_tensors, space_identity
+from .weights import load_state, load_tensors, space_identity
 
 
 class Builder:
@@ -37,13 +37,7 @@ class Builder:
             raise WeightsError(f"{entry.where}: cannot build {name} from its config: {exc}") from exc
         if "weights" in entry.data:
             path, sha = resolve_weights(entry)
-            state = load_tensors(path, sha)
-            missing, unexpected = obj.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise WeightsError(
-                    f"weights {path.name} do not fit {name}'s config: {len(missing)} missing key(s) "
-                    f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
-                )
+            load_state(obj, load_tensors(path, sha), path, name)  # names a tensor of the wrong shape
             self.sha256[name] = sha
         space = entry.latent_space
         if space is not None:

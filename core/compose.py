@@ -104,10 +104,16 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
     sampler = resolve_component(registry, spec.sampler, "sampler")
     prior_decl, sampler_decl = registry.declaration(prior), registry.declaration(sampler)
     check_sampler(spec.sampler, sampler_decl["drives"], spec.prior, prior_decl["kind"])
-    if sampler_decl.get("needs_scheduler") and not spec.scheduler:
+    if sampler_decl.get("levels") and not spec.scheduler:
         raise ContractError(f"sampler {spec.sampler} needs a scheduler; pass --scheduler (see `latentzoo list --role scheduler`)")
     if spec.scheduler:
-        resolve_component(registry, spec.scheduler, "scheduler")
+        scheduler = resolve_component(registry, spec.scheduler, "scheduler")
+        levels = registry.declaration(scheduler).get("levels", "sigma")
+        if sampler_decl.get("levels") and levels != sampler_decl["levels"]:
+            raise ContractError(
+                f"scheduler {spec.scheduler} picks {levels} levels but sampler {spec.sampler} walks {sampler_decl['levels']} levels; "
+                "choose a matching scheduler"
+            )
     prior_space = prior.latent_space
     if prior_space is None:
         raise ContractError(f"prior {spec.prior} states no latent_space; add one to its registry entry")

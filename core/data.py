@@ -60,7 +60,7 @@ class ImageFolder:
                 with Image.open(file) as image:
                     image.verify()
                 self.files.append(file)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 skipped.append(f"{file.name}: {exc}")
         if skipped:
             warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {path}: {'; '.join(skipped[:3])}", stacklevel=3)
@@ -77,7 +77,7 @@ class ImageFolder:
         try:
             with Image.open(self.files[i]) as image:
                 return to_tensor(image, self.size, self.channels)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise LatentzooError(f"cannot decode {self.files[i]}: {exc}; remove or replace the file") from exc
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, None]:

@@ -51,6 +51,16 @@ def save_each(images: torch.Tensor, directory: str | Path) -> list[Path]:
     return [write_bytes(directory / f"{i:04d}.png", _png(img)) for i, img in enumerate(to_uint8(images))]
 
 
+def too_large(exc: Exception) -> str:
+    """Pillow's DecompressionBombError, as the one-line reason and fix."""
+    from PIL import Image
+
+    return (
+        f"the image is too large ({exc}); Pillow refuses images over {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels "
+        "as a possible decompression bomb: use a smaller image"
+    )
+
+
 def load_images(paths: list[str | Path], *, size: int, channels: int, fit: bool, expects: str) -> torch.Tensor:
     """Load images for an encoder; without ``fit``, a wrong size or mode is an error naming the file."""
     from PIL import Image, UnidentifiedImageError
@@ -71,6 +81,8 @@ def load_images(paths: list[str | Path], *, size: int, channels: int, fit: bool,
                             f"{p} has mode {image.mode} but {expects} takes {MODES[channels]} ({channels}-channel) images; pass --fit to convert"
                         )
                 out.append(to_tensor(image, size, channels))
+        except Image.DecompressionBombError as exc:
+            raise LatentzooError(f"cannot read image {p}: {too_large(exc)}") from exc
         except (FileNotFoundError, IsADirectoryError) as exc:
             raise LatentzooError(f"cannot read image {p}: no such file") from exc
         except (UnidentifiedImageError, OSError) as exc:

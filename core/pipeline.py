@@ -60,7 +60,9 @@ class Pipeline:
             opts["class_labels"] = torch.full((n,), class_label, dtype=torch.long)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((n, *self.prior.latent_shape), generator=generator)
-        return self.sampler.sample(self.prior, self.scheduler, noise, steps=steps, generator=generator, progress=progress, **opts)
+        # the new contract: the scheduler picks levels (if the sampler walks any), the sampler walks them
+        levels = self.scheduler.schedule(self.prior, steps) if getattr(self.sampler, "levels", None) else None
+        return self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **opts)
 
     @torch.inference_mode()
     def sample(self, n: int, *, seed: int = 0, progress: Progress | None = None, **overrides: Any) -> torch.Tensor:

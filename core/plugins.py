@@ -7,13 +7,30 @@ command keeps working. Nothing here imports torch.
 
 ``LATENTZOO_PLUGINS`` (comma-separated entry-point or distribution names) selects which
 third-party plugins load; set but empty means built-ins only.
+
+Plugin code (its import and every hook call) runs under a guard: stdout is redirected to
+stderr (a ``print`` never corrupts ``list --json``), any exception (``SystemExit`` and a
+``KeyboardInterrupt`` raised by the plugin included) marks the plugin broken with a message
+naming it, while a real Ctrl-C (SIGINT received during the call) still interrupts. A hook
+returning the wrong type marks its plugin broken too, and a broken plugin's registry
+fragment is not loaded. What a guard cannot catch in-process, a plugin calling ``os._exit``
+or hanging at import, ``latentzoo plugins --check`` finds by probing each third-party plugin
+in a subprocess with a time budget (``probe_plugins``); ``LATENTZOO_PLUGINS`` then leaves it out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -46,6 +63,7 @@ class PluginInfo:
     components: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     api: int | None = None
+    warning: str | None = None  # works, but something is wrong (e.g. imports torch at import time)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +71,90 @@ class PluginInfo:
 
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+class _Interrupted(Exception):
+    """Internal: a real Ctrl-C arrived while plugin code ran."""
+
+
+@contextlib.contextmanager
+def _guard() -> Iterator[dict[str, bool]]:
+    """Run plugin code with stdout sent to stderr, noting whether a real SIGINT arrives.
+
+    A KeyboardInterrupt that a plugin raises itself (at import or in a hook) is a broken
+    plugin; one that comes from the terminal must still interrupt the command. The SIGINT
+    handler installed here records the signal before raising, which tells the two apart.
+    """
+    seen = {"sigint": False}
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+
+            def on_sigint(signum: int, frame: Any) -> None:
+                seen["sigint"] = True
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except (ValueError, OSError):  # not in the main interpreter / signals unavailable
+            previous = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield seen
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _plugin_failure(exc: BaseException, seen: dict[str, bool]) -> str:
+    """The one-line description of what plugin code raised; re-raise a real Ctrl-C."""
+    if isinstance(exc, KeyboardInterrupt) and seen["sigint"]:
+        raise exc
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: {exc.code}" if exc.code is not None else "SystemExit"
+    return _one_line(exc)
+
+
+# What each hook must return (None is always accepted as "nothing").
+_RETURNS = {
+    "latentzoo_components": "a list of declaration dicts",
+    "latentzoo_registry": "a list of paths",
+    "latentzoo_datasets": "a list of declaration dicts",
+}
+
+
+def _check_return(hook: str, value: Any) -> str | None:
+    if hook not in _RETURNS or value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        return f"hook {hook} returned {type(value).__name__} {str(value)[:40]}, not {_RETURNS[hook]}"
+    if hook == "latentzoo_registry":
+        bad = [p for p in value if not isinstance(p, (str, os.PathLike))]
+    else:
+        bad = [d for d in value if not isinstance(d, dict)]
+    if bad:
+        return f"hook {hook} returned a list holding {type(bad[0]).__name__} {str(bad[0])[:40]}, not {_RETURNS[hook]}"
+    return None
+
+
+ENV_IMPORT_WARN = "LATENTZOO_PLUGIN_IMPORT_WARN"
+
+
+def _import_warn_seconds() -> float:
+    """Seconds a plugin may import before a warning names it (``LATENTZOO_PLUGIN_IMPORT_WARN``, default 30)."""
+    try:
+        return max(0.1, float(os.environ.get(ENV_IMPORT_WARN, "30")))
+    except ValueError:
+        return 30.0
+
+
+def _warn_slow_import(name: str, seconds: float) -> None:
+    """A plugin still importing after some seconds: say which, and how to leave it out."""
+    print(
+        f"warning: plugin {name} has been importing for {seconds:g} s; if it hangs, find it with "
+        f"`latentzoo plugins --check` and leave it out with {ENV_ALLOW}=<the other plugins> (or uninstall it)",
+        file=sys.__stderr__,
+        flush=True,
+    )
 
 
 def _allowed() -> set[str] | None:
@@ -104,13 +206,21 @@ class Plugins:
                 info.status = "disabled"
                 info.error = f"not in {ENV_ALLOW}"
                 continue
-            try:
-                module = ep.load()
-            except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                info.status, info.error = "broken", f"import failed: {_one_line(exc)}"
-                continue
+            had_torch = "torch" in sys.modules
+            warn_after = _import_warn_seconds()
+            slow = threading.Timer(warn_after, _warn_slow_import, args=(ep.name, warn_after))
+            slow.daemon = True
+            slow.start()
+            with _guard() as sigint:
+                try:
+                    module = ep.load()
+                except BaseException as exc:
+                    info.status, info.error = "broken", f"import failed: {_plugin_failure(exc, sigint)}"
+                    continue
+                finally:
+                    slow.cancel()
+            if not had_torch and "torch" in sys.modules and not info.builtin:
+                info.warning = "imports torch at import time: slows every command; import it inside the model code"
             info.location = getattr(module, "__file__", None)
             api = getattr(module, "LATENTZOO_PLUGIN_API", hookspecs.PLUGIN_API)
             info.api = api
@@ -139,12 +249,19 @@ class Plugins:
             info = self.info[impl.plugin_name]
             if info.status != "ok":
                 continue
-            try:
-                results.append((info, impl.function(**kwargs)))
-            except Exception as exc:
-                info.status, info.error = "broken", f"hook {hook} raised {_one_line(exc)}"
-                if os.environ.get("LATENTZOO_DEBUG"):
-                    traceback.print_exc()
+            with _guard() as seen:
+                try:
+                    value = impl.function(**kwargs)
+                except BaseException as exc:
+                    info.status, info.error = "broken", f"hook {hook} raised {_plugin_failure(exc, seen)}"
+                    if os.environ.get("LATENTZOO_DEBUG"):
+                        traceback.print_exc()
+                    continue
+            problem = _check_return(hook, value)
+            if problem:
+                info.status, info.error = "broken", problem
+                continue
+            results.append((info, value))
         return results
 
     # -- declarations ------------------------------------------------------------------
@@ -162,7 +279,7 @@ class Plugins:
                             )
                         found[decl["name"]] = {**decl, "plugin": info.name}
                         info.components.append(decl["name"])
-                except (LatentzooError, TypeError, KeyError) as exc:
+                except (LatentzooError, TypeError, KeyError, AttributeError) as exc:
                     info.status, info.error = "broken", f"bad component declaration: {exc}"
             self._components = found
         return self._components
@@ -172,7 +289,7 @@ class Plugins:
             found: dict[str, dict[str, Any]] = {}
             for info, decls in self.call("latentzoo_datasets"):
                 for decl in decls or []:
-                    if not isinstance(decl, dict) or "name" not in decl or "target" not in decl:
+                    if "name" not in decl or "target" not in decl or not isinstance(decl["name"], str):
                         info.status, info.error = "broken", "bad dataset declaration: needs name and target"
                         break
                     found.setdefault(decl["name"], {**decl, "plugin": info.name})
@@ -181,10 +298,12 @@ class Plugins:
         return self._datasets
 
     def registry_fragments(self) -> list[tuple[str, Path]]:
-        fragments = []
-        for info, paths in self.call("latentzoo_registry"):
-            fragments.extend((info.name, Path(p)) for p in paths or [])
-        return fragments
+        """Registry fragments of plugins in good standing: a plugin whose other hooks raised
+        (or returned garbage) is broken, and its fragment is not loaded."""
+        self.components()
+        self.datasets()
+        found = self.call("latentzoo_registry")
+        return [(info.name, Path(p)) for info, paths in found if info.status == "ok" for p in paths or []]
 
     def add_commands(self, cli: Any) -> None:
         self.call("latentzoo_commands", cli=cli)
@@ -194,6 +313,80 @@ class Plugins:
         self.datasets()
         self.registry_fragments()  # a raising latentzoo_registry hook is reported too
         return sorted(self.info.values(), key=lambda i: (not i.builtin, i.name))
+
+
+PROBE = """
+import json, sys
+from importlib import metadata
+name = sys.argv[1]
+eps = [ep for ep in metadata.entry_points(group="latentzoo") if ep.name == name]
+module = eps[0].load()
+for hook in ("latentzoo_components", "latentzoo_datasets", "latentzoo_registry"):
+    function = getattr(module, hook, None)
+    if callable(function):
+        function()
+print(json.dumps({"ok": True}))
+"""
+
+
+def probe_plugins(timeout: float = 20.0, names: list[str] | None = None) -> list[dict[str, Any]]:
+    """Import each third-party plugin and call its declaration hooks in its own subprocess,
+    all in parallel, within ``timeout`` seconds: what an in-process guard cannot survive (a
+    plugin that calls ``os._exit`` or hangs at import) is found and named here.
+
+    Returns one dict per plugin: name, distribution, status (ok | exits | hangs | fails),
+    seconds and a one-line detail. Nothing is imported in this process.
+    """
+    allow = _allowed()
+    probes: list[tuple[dict[str, Any], subprocess.Popen[str]]] = []
+    seen: set[str] = set()
+    for ep in metadata.entry_points(group=hookspecs.PROJECT):
+        dist = ep.dist.metadata["Name"] if ep.dist else None
+        if (dist or "").lower() == BUILTIN_DIST or ep.name in seen or (names and ep.name not in names):
+            continue
+        seen.add(ep.name)
+        row: dict[str, Any] = {"name": ep.name, "distribution": dist, "module": ep.value}
+        if allow is not None and ep.name not in allow and (dist or "") not in allow:
+            row.update(status="disabled", seconds=0.0, detail=f"not in {ENV_ALLOW}")
+            probes.append((row, None))  # type: ignore[arg-type]
+            continue
+        row["started"] = time.perf_counter()
+        logs = (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))  # files, not pipes: a chatty plugin cannot block
+        proc = subprocess.Popen([sys.executable, "-c", PROBE, ep.name], stdout=logs[0], stderr=logs[1], stdin=subprocess.DEVNULL, text=True)
+        row["logs"] = logs
+        probes.append((row, proc))
+    deadline = time.perf_counter() + timeout
+    running = [(row, proc) for row, proc in probes if proc is not None]
+    while running and time.perf_counter() < deadline:
+        time.sleep(0.05)
+        for row, proc in running:
+            if proc.poll() is not None:
+                row["seconds"] = round(time.perf_counter() - row["started"], 2)
+        running = [(row, proc) for row, proc in running if proc.returncode is None]
+    out = []
+    for row, proc in probes:
+        if proc is None:
+            out.append(row)
+            continue
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            row.update(status="hangs", detail=f"import or a declaration hook did not finish within {timeout:g} s")
+            row["seconds"] = round(timeout, 2)
+        else:
+            stdout, stderr = (f.seek(0) or f.read() for f in row["logs"])
+            last = (stderr.strip().splitlines() or [""])[-1]
+            if proc.returncode == 0 and '"ok": true' in stdout:
+                row.update(status="ok", detail="")
+            elif proc.returncode == 0 or not last:
+                row.update(status="exits", detail=f"the process exited (status {proc.returncode}) during import or a declaration hook")
+            else:
+                row.update(status="fails", detail=last[:200])
+        for f in row.pop("logs"):
+            f.close()
+        row.pop("started")
+        out.append(row)
+    return sorted(out, key=lambda r: r["name"])
 
 
 def _check_component(decl: Any) -> dict[str, Any]:

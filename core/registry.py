@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import RegistryError
+from .errors import LatentzooError, RegistryError
 from .latent import LatentSpace
 from .plugins import get_manager
 
@@ -62,6 +64,7 @@ class Entry:
     source: Path
     line: int
     layer: str
+    shadows: str | None = None  # "<layer> <file>:<line>" of the entry this one replaces
 
     @property
     def roles(self) -> list[str]:
@@ -82,33 +85,138 @@ class Entry:
 
     def summary(self) -> dict[str, Any]:
         out = {"name": self.name, "roles": self.roles, "source": self.where, "layer": self.layer}
+        if self.shadows:
+            out["shadows"] = self.shadows
         out.update({k: v for k, v in self.data.items()})
         return out
 
 
-def _line_map(node: yaml.Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], source: Path) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                raise RegistryError(f"{source}:{key_node.start_mark.line + 1}: duplicate key {key!r}")
-            seen.add(key)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _line_map(value_node, (*path, key), lines, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[(*path, i)] = item.start_mark.line + 1
-            _line_map(item, (*path, i), lines, source)
+# Bounds on what a registry or pipeline file may cost to read (YAML "billion laughs" and
+# deep-nesting attacks): generous for any real registry, refused in one line otherwise.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 100_000  # nodes that aliases may add to the document when expanded
 
 
-def _suggest(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
-    return f"; did you mean {', '.join(close)}?" if close else ""
+def read_text(path: str | Path, what: str = "registry file") -> str:
+    """A YAML file's text: at most MAX_FILE_BYTES, UTF-8; anything else is one line naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except IsADirectoryError as exc:
+        raise RegistryError(f"{what} {path} is a directory; give a YAML file") from exc
+    except OSError as exc:
+        raise RegistryError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise RegistryError(f"{what} {path} is larger than {MAX_FILE_BYTES >> 20} MiB; a registry file is small YAML, split it or fix it")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise RegistryError(
+            f"{path}:{line}: {what} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from exc
 
 
-def _safe_load(text: str, loader_cls: Any) -> tuple[yaml.Node | None, Any]:
-    """The node tree (for line numbers) and the data of one YAML document, parsed once."""
+def _compose(text: str, loader_cls: Any, path: Path) -> tuple[yaml.Node | None, Any]:
+    """Parse one YAML document into nodes from the parser's events, iteratively and bounded.
+
+    PyYAML's own composer recurses (a deeply nested file overflows the stack) and shares
+    aliased nodes, so a few hundred bytes of nested aliases expand to billions of nodes in
+    anything that walks the data ("billion laughs"). Here depth is capped at MAX_DEPTH,
+    aliases may add at most MAX_ALIAS_NODES nodes in total (counted in O(1) per alias from
+    each anchored node's expanded size), recursive aliases and duplicate keys are refused,
+    and only then is the document constructed (safe constructor).
+    """
+    loader = loader_cls(text)
+    try:
+        anchors: dict[str, yaml.Node] = {}
+        sizes: dict[int, int] = {}  # id(node) -> expanded size (nodes), for finished nodes
+        open_nodes: list[tuple[yaml.Node, list[Any], int]] = []  # (node, children, size so far)
+        extra = 0
+        root: yaml.Node | None = None
+        documents = 0
+
+        def fail(mark: Any, message: str) -> RegistryError:
+            return RegistryError(f"{path}:{mark.line + 1 if mark else 1}: {message}")
+
+        def finish(node: yaml.Node, size: int) -> None:
+            nonlocal root
+            sizes[id(node)] = size
+            if open_nodes:
+                parent, children, psize = open_nodes[-1]
+                children.append(node)
+                open_nodes[-1] = (parent, children, psize + size)
+            else:
+                root = node
+
+        while not loader.check_event(yaml.StreamEndEvent):
+            event = loader.get_event()
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise fail(event.start_mark, "holds more than one YAML document (---); keep one")
+            elif isinstance(event, (yaml.StreamStartEvent, yaml.DocumentEndEvent)):
+                continue
+            elif isinstance(event, yaml.AliasEvent):
+                node = anchors.get(event.anchor)
+                if node is None:
+                    raise fail(event.start_mark, f"alias *{event.anchor} names no anchor defined before it")
+                if id(node) not in sizes:
+                    raise fail(event.start_mark, f"alias *{event.anchor} refers to the node that contains it (a recursive alias)")
+                extra += sizes[id(node)]
+                if extra > MAX_ALIAS_NODES:
+                    raise fail(
+                        event.start_mark,
+                        f"YAML aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?); write the entries out instead",
+                    )
+                finish(node, sizes[id(node)])
+            elif isinstance(event, yaml.ScalarEvent):
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+                if event.anchor is not None:
+                    anchors[event.anchor] = node
+                finish(node, 1)
+            elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                if len(open_nodes) >= MAX_DEPTH:
+                    raise fail(event.start_mark, f"YAML nested more than {MAX_DEPTH} levels deep; a registry entry needs a few")
+                kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = loader.resolve(kind, None, event.implicit)
+                node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+                if event.anchor is not None:
+                    anchors[event.anchor] = node
+                open_nodes.append((node, [], 1))
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                node, children, size = open_nodes.pop()
+                node.end_mark = event.end_mark
+                if isinstance(node, yaml.MappingNode):
+                    pairs = list(zip(children[::2], children[1::2], strict=True))
+                    seen: set[Any] = set()
+                    for key_node, _ in pairs:
+                        if isinstance(key_node, yaml.ScalarNode):
+                            if key_node.value in seen and key_node.value != "<<":
+                                raise fail(key_node.start_mark, f"duplicate key {key_node.value!r}")
+                            seen.add(key_node.value)
+                    node.value = pairs
+                else:
+                    node.value = children
+                finish(node, size)
+        if root is None:
+            return None, None
+        return root, loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+_ANCHOR = re.compile(r"(?:^|[\s\[{,:-])&[^\s\[\]{},]")  # a YAML anchor (&name) may be present
+
+
+def _native(text: str, loader_cls: Any) -> tuple[yaml.Node | None, Any]:
     loader = loader_cls(text)
     try:
         node = loader.get_single_node()
@@ -117,25 +225,178 @@ def _safe_load(text: str, loader_cls: Any) -> tuple[yaml.Node | None, Any]:
         loader.dispose()
 
 
-def parse_file(path: Path, layer: str) -> list[Entry]:
-    """Parse and schema-check one registry file (safe loader only)."""
+def _check_depth(root: yaml.Node | None, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH (an iterative walk: no recursion on hostile input)
+    and duplicate keys (which YAML loaders otherwise resolve silently, last one wins)."""
+    scalar, mapping = yaml.ScalarNode, yaml.MappingNode
+    todo = [(root, 0)] if root is not None and root.__class__ is not scalar else []
+    while todo:
+        node, depth = todo.pop()
+        if depth >= MAX_DEPTH:
+            raise RegistryError(
+                f"{path}:{node.start_mark.line + 1}: YAML nested more than {MAX_DEPTH} levels deep; a registry entry needs a few"
+            )
+        depth += 1
+        if node.__class__ is mapping:
+            keys: set[str] = set()
+            for key, value in node.value:
+                if value.__class__ is not scalar:
+                    todo.append((value, depth))
+                if key.__class__ is not scalar:
+                    todo.append((key, depth))
+                elif key.value in keys and key.value != "<<":
+                    raise RegistryError(f"{path}:{key.start_mark.line + 1}: duplicate key {key.value!r}")
+                else:
+                    keys.add(key.value)
+        else:
+            todo.extend((child, depth) for child in node.value if child.__class__ is not scalar)
+
+
+def load_yaml(path: str | Path, what: str = "registry file") -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of a bounded, safe-loaded YAML file.
+
+    Every YAML file latentzoo reads from outside (registry layers, pipeline files, pulled
+    pipeline.yaml, training --config) goes through here: size, depth and alias expansion are
+    bounded, and any failure is one RegistryError line naming the file and line.
+    """
+    path = Path(path)
+    return _load_text(read_text(path, what), path)
+
+
+def _load_text(text: str, path: Path) -> tuple[yaml.Node | None, Any]:
+    fast = getattr(yaml, "CSafeLoader", None)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RegistryError(f"cannot read registry file {path}: {exc.strerror or exc}") from exc
-    try:
-        try:  # one pass, with libyaml's safe loader when present (start-up cost with many plugin fragments)
-            node, data = _safe_load(text, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError:  # the pure-Python loader gives the same line and a clearer message
-            node, data = _safe_load(text, yaml.SafeLoader)
+        if fast is not None and not _ANCHOR.search(text):
+            # No anchors, so no aliases: libyaml composes natively (it caps nesting at 1000
+            # levels itself) and one iterative walk enforces MAX_DEPTH. Linear and fast.
+            try:
+                node, data = _native(text, fast)
+                _check_depth(node, path)
+                return node, data
+            except yaml.YAMLError:
+                pass  # the pure-Python parser below gives the same line and a clearer message
+        try:
+            return _compose(text, fast or yaml.SafeLoader, path)
+        except yaml.YAMLError:
+            return _compose(text, yaml.SafeLoader, path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RegistryError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc}); fix the syntax") from exc
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RegistryError(f"{where}: invalid YAML ({problem}); fix the syntax") from exc
+    except RecursionError as exc:  # the constructor on a pathological but bounded document
+        raise RegistryError(f"{path}: YAML too deeply nested; simplify it") from exc
+
+
+def _line_map(node: yaml.Node, lines: dict[tuple[Any, ...], int], depth: int = 4) -> None:
+    """Line numbers of mapping keys down to ``depth`` levels (section, name, key, sub-key): what
+    schema errors cite. Linear in the nodes visited; deeper (and aliased) subtrees are not walked."""
+    mapping = yaml.MappingNode
+    todo: list[tuple[yaml.Node, tuple[Any, ...]]] = [(node, ())]
+    while todo:
+        node, path = todo.pop()
+        if node.__class__ is not mapping:
+            continue
+        deeper = len(path) + 1 < depth
+        for key_node, value_node in node.value:
+            key = (*path, key_node.value)
+            if key not in lines:
+                lines[key] = key_node.start_mark.line + 1
+            if deeper:
+                todo.append((value_node, key))
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _check_defaults(defaults: dict[str, Any], fail: Any) -> None:
+    """A pipeline's defaults are sampling options: plain finite scalars; ``steps`` a positive integer."""
+    import math
+
+    for key, value in defaults.items():
+        if not isinstance(key, str):
+            raise fail(key, f"option names are strings, not {type(key).__name__}")
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise fail(key, f"must be a number, string or boolean, not a {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise fail(key, f"must be a finite number, not {value}")
+    steps = defaults.get("steps")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise fail("steps", f"must be a positive integer number of sampling steps, not {steps!r}")
+
+
+# Large registry files (thousands of entries) cost seconds to compose as YAML nodes; once one
+# has parsed and passed the schema, its entries are kept as JSON keyed by the sha256 of its
+# bytes, so `list` on 20k entries reads JSON instead (never a pickle; any change re-parses).
+CACHE_MIN_BYTES = 256 * 1024
+CACHE_VERSION = 1
+
+
+def _cache_file(text: str) -> Path | None:
+    import hashlib
+
+    if len(text) < CACHE_MIN_BYTES or os.environ.get("LATENTZOO_NO_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+    digest = hashlib.sha256(f"{CACHE_VERSION}\0{_version()}\0".encode() + text.encode("utf-8")).hexdigest()
+    return Path(base) / "latentzoo" / "registry" / f"{digest}.json"
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("latentzoo")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _from_cache(cache: Path | None, source: Path, layer: str) -> list[Entry] | None:
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        rows = json.loads(cache.read_text(encoding="utf-8"))
+        return [Entry(name, section, data, source, line, layer) for name, section, data, line in rows]
+    except (OSError, ValueError, TypeError):
+        return None  # unreadable or foreign: parse the YAML
+
+
+def _to_cache(cache: Path | None, entries: list[Entry]) -> None:
+    if cache is None:
+        return
+    rows = [[e.name, e.section, e.data, e.line] for e in entries]
+    try:
+        text = json.dumps(rows)
+        if json.loads(text) != rows:  # only data JSON keeps exactly (no dates, sets, int keys, NaN)
+            return
+        from .weights import write_bytes
+
+        write_bytes(cache, text.encode("utf-8"))
+    except (TypeError, ValueError, OSError, LatentzooError):
+        pass  # a cache is an optimisation: never an error
+
+
+def parse_file(path: Path, layer: str) -> list[Entry]:
+    """Parse and schema-check one registry file (safe loader only)."""
+    path = Path(path)
+    text = read_text(path)
+    cache = _cache_file(text)
+    cached = _from_cache(cache, path.resolve(), layer)
+    if cached is not None:
+        return cached
+    entries = _parse(text, path, layer)
+    _to_cache(cache, entries)
+    return entries
+
+
+def _parse(text: str, path: Path, layer: str) -> list[Entry]:
+    node, data = _load_text(text, path)
     if data is None:
         return []
     lines: dict[tuple[Any, ...], int] = {}
-    _line_map(node, (), lines, Path(path))
+    _line_map(node, lines)
 
     def fail(key_path: tuple[Any, ...], message: str) -> RegistryError:
         line = lines.get(key_path) or lines.get(key_path[:-1]) or 1
@@ -147,6 +408,8 @@ def parse_file(path: Path, layer: str) -> list[Entry]:
         if key not in ("version", "components", "pipelines"):
             raise fail((key,), f"unknown section{_suggest(str(key), ['components', 'pipelines', 'version'])}")
     entries = []
+    source = Path(path).resolve()
+    names: set[str] = set()  # a set: the check stays linear in the number of entries
     for section, keys, required in (
         ("components", COMPONENT_KEYS, REQUIRED_COMPONENT_KEYS),
         ("pipelines", PIPELINE_KEYS, REQUIRED_PIPELINE_KEYS),
@@ -179,9 +442,12 @@ def parse_file(path: Path, layer: str) -> list[Entry]:
                     LatentSpace.from_dict(body["latent_space"])
                 except Exception as exc:
                     raise fail((section, name, "latent_space"), str(exc)) from exc
-            if any(e.name == str(name) for e in entries):
+            if section == "pipelines" and "defaults" in body:
+                _check_defaults(body["defaults"], lambda key, message, n=name: fail(("pipelines", n, "defaults", key), message))
+            if str(name) in names:
                 raise fail((section, name), "this name is already used in this file; components and pipelines share one namespace")
-            entries.append(Entry(str(name), section, body, Path(path).resolve(), lines.get((section, name), 1), layer))
+            names.add(str(name))
+            entries.append(Entry(str(name), section, body, source, lines.get((section, name), 1), layer))
     return entries
 
 
@@ -211,7 +477,7 @@ class Registry:
             except RegistryError as exc:  # a plugin's bad fragment must not break the rest
                 reg.errors.append(f"plugin {plugin}: {exc}")
         user = user_registry_path()
-        if user.is_file() or os.environ.get(ENV_USER):
+        if user.exists():  # a user registry that does not exist yet is an empty layer (created on first write)
             reg._add(user, "user")
         for path in extra:
             reg._add(Path(path), "cli")
@@ -219,9 +485,19 @@ class Registry:
 
     def _add(self, path: Path, layer: str) -> None:
         for entry in parse_file(path, layer):
-            if entry.name in self.entries:
-                self.shadowed.append((self.entries[entry.name], entry))
+            old = self.entries.get(entry.name)
+            if old is not None:
+                self.shadowed.append((old, entry))
+                entry.shadows = old.shadows or f"{old.layer} {old.source.name}:{old.line}"
             self.entries[entry.name] = entry
+
+    def shadow_warnings(self, names: Any = None) -> list[str]:
+        """One line per name that a later layer (plugin, user, --registry) rebinds, e.g. a built-in."""
+        out = []
+        for entry in self.entries.values():
+            if entry.shadows and (names is None or entry.name in names):
+                out.append(f"{entry.name} from {entry.layer} {entry.where} shadows {entry.shadows}")
+        return out
 
     def get(self, name: str, role: str | None = None) -> Entry:
         entry = self.entries.get(name)

@@ -177,7 +177,7 @@ def latentzoo_components() -> list[dict[str, Any]]:
             "name": "@COMPONENT@",
             "roles": ["sampler"],
             "drives": ["denoiser"],
-            "needs_scheduler": True,
+            "levels": "sigma",
             "family": "@ENTRY_POINT@",
             "target": "@PACKAGE@.sampler:EulerSampler",
             "description": "Euler steps of the probability-flow ODE (Karras et al. 2022)",
@@ -192,13 +192,15 @@ def latentzoo_registry() -> list[str]:
 
 SAMPLER = '''\
 """Euler sampler for denoiser priors (Karras et al. 2022, "Elucidating the Design Space
-of Diffusion-Based Generative Models", algorithm 1 without the second-order correction).
+of Diffusion-Based Generative Models", algorithm 2 without churn).
 
-A variance-preserving chain x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps (a_t = alpha_bar_t)
-is, in y = x_t / sqrt(a_t) and sigma_t = sqrt((1 - a_t) / a_t), the variance-exploding
-y = x0 + sigma_t eps, whose probability-flow ODE is dy / dsigma = eps(y, sigma) (eq. 4 with
-s(t) = 1). One Euler step: y_next = y + (sigma_next - sigma) eps. In this parametrisation
-it coincides with DDIM at eta = 0 (Song et al. 2021, sec. 4.3).
+Written against latentzoo's public denoising API. The scheduler's ``levels`` are noise levels
+sigma of the prior's training schedule, in the variance-exploding form x = x0 + sigma eps, and
+``Denoiser`` turns the prior (epsilon / v / x0 prediction, class labels, the null class and
+classifier-free guidance included) into D(x; sigma). The probability-flow ODE is
+dx / dsigma = (x - D(x; sigma)) / sigma (eq. 3, ``to_d``); one Euler step is
+x_next = x + (sigma_next - sigma) d. On the schedule's own timesteps it coincides with DDIM
+at eta = 0 (Song et al. 2021, sec. 4.3).
 """
 
 from __future__ import annotations
@@ -207,75 +209,39 @@ import math
 from typing import Any, ClassVar
 
 import torch
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.denoising import Denoiser, check_sigmas, to_d
 from latentzoo.core.interfaces import Progress, Sampler
 
 
-def predict_epsilon(
-    prior: Any, x: torch.Tensor, t: int, alpha_bar: float, class_labels: torch.Tensor | None, guidance: float
-) -> torch.Tensor:
-    """The prior's output converted to eps; classifier-free guidance when guidance != 1 (Ho & Salimans 2022, eq. 6)."""
-    t_ = torch.tensor(t)
-    if class_labels is not None and guidance != 1.0:
-        null = torch.full_like(class_labels, prior.num_classes - 1)
-        cond, uncond = prior(torch.cat([x, x]), t_, torch.cat([class_labels, null])).chunk(2)
-        out = uncond + guidance * (cond - uncond)
-    else:
-        out = prior(x, t_, class_labels)
-    sa, sb = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-    if prior.prediction_type == "epsilon":
-        return out
-    if prior.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)
-        return sa * out + sb * x
-    if prior.prediction_type == "sample":
-        return (x - sa * out) / sb
-    raise LatentzooError(f"unknown prediction_type {prior.prediction_type!r}")
-
-
 class EulerSampler(Sampler):
-    """Deterministic Euler steps along the scheduler's timesteps."""
+    """Deterministic Euler steps over the scheduler's sigma levels; one model evaluation per step."""
 
     drives: ClassVar[tuple[str, ...]] = ("denoiser",)
+    levels: ClassVar[str | None] = "sigma"
 
     @torch.inference_mode()
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None,
         generator: torch.Generator,
         progress: Progress | None = None,
         class_labels: torch.Tensor | None = None,
         guidance: float | None = None,
         **_: Any,
     ) -> torch.Tensor:
-        if scheduler is None:
-            raise LatentzooError("the Euler sampler needs a scheduler; pass --scheduler (see `latentzoo list --role scheduler`)")
-        if scheduler.num_train_timesteps != prior.num_train_timesteps:
-            raise LatentzooError(
-                f"the scheduler has {scheduler.num_train_timesteps} training timesteps but the prior "
-                f"{prior.num_train_timesteps}; choose a matching scheduler"
-            )
-        if getattr(prior, "num_classes", None) and class_labels is None:
-            class_labels = torch.full((noise.shape[0],), prior.num_classes - 1, dtype=torch.long)  # the null class
-        alphas = scheduler.alphas_cumprod
-        ts = scheduler.timesteps(steps)
-
-        def sigma(t: int) -> float:  # t = -1 is the clean end (alpha_bar = 1)
-            a = 1.0 if t < 0 else float(alphas[t])
-            return math.sqrt((1.0 - a) / a)
-
-        t0 = ts[0]
-        y = noise / math.sqrt(float(alphas[t0]))  # into the variance-exploding view
-        for i, (t, t_next) in enumerate(zip(ts, [*ts[1:], -1], strict=True)):
-            a = float(alphas[t])
-            eps = predict_epsilon(prior, y * math.sqrt(a), t, a, class_labels, 1.0 if guidance is None else guidance)
-            y = y + (sigma(t_next) - sigma(t)) * eps
+        sigmas = check_sigmas(levels, "sampler @ENTRY@")  # sigma_0 > ... > sigma_{n-1} > 0 = sigma_n
+        model = Denoiser(prior, class_labels=class_labels, guidance=1.0 if guidance is None else guidance, batch_size=noise.shape[0])
+        x = noise * math.sqrt(sigmas[0] ** 2 + 1)  # unit-variance latents plus noise of std sigma_0
+        n = len(sigmas) - 1
+        for i in range(n):
+            d = to_d(x, sigmas[i], model(x, sigmas[i]))
+            x = x + (sigmas[i + 1] - sigmas[i]) * d
             if progress:
-                progress(i + 1, len(ts))
-        return y  # sigma = 0 at the clean end: y is x0
+                progress(i + 1, n)
+        return x  # sigma = 0 at the end: x is a sample of x0
 '''
 
 FRAGMENT = """\
@@ -301,7 +267,10 @@ import sys
 
 import pytest
 import torch
-from latentzoo.core.interfaces import DenoiserPrior, Scheduler
+from latentzoo.core.denoising import NoiseSchedule
+from latentzoo.core.interfaces import DenoiserPrior
+
+SCHEDULE = NoiseSchedule.from_config({"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000})
 
 
 class PointMass(DenoiserPrior):
@@ -310,28 +279,32 @@ class PointMass(DenoiserPrior):
     prediction_type = "epsilon"
     num_train_timesteps = 1000
     num_classes = None
+    noise_schedule = SCHEDULE
 
-    def __init__(self, scheduler: Scheduler, target: torch.Tensor) -> None:
-        self.alphas, self.target = scheduler.alphas_cumprod, target
+    def __init__(self, target: torch.Tensor) -> None:
+        self.target = target
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
         return tuple(self.target.shape)
 
+    def alpha_bar(self, t: torch.Tensor) -> float:
+        return 1 / (1 + SCHEDULE.sigma(float(t)) ** 2)
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        a = float(self.alphas[int(t)])
+        a = self.alpha_bar(t)
         return (x - math.sqrt(a) * self.target) / math.sqrt(1 - a)
 
 
 class Gaussian(PointMass):
     """The exact denoiser of data ~ N(0, std^2 I): E[eps | x_t] = sqrt(1 - a) x_t / (a std^2 + 1 - a)."""
 
-    def __init__(self, scheduler: Scheduler, std: float, shape: tuple[int, ...]) -> None:
-        super().__init__(scheduler, torch.zeros(shape))
+    def __init__(self, std: float, shape: tuple[int, ...]) -> None:
+        super().__init__(torch.zeros(shape))
         self.std = std
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        a = float(self.alphas[int(t)])
+        a = self.alpha_bar(t)
         return math.sqrt(1 - a) * x / (a * self.std**2 + 1 - a)
 
 
@@ -365,34 +338,34 @@ def test_plugin_module_does_not_import_torch() -> None:
 def parts():
     import latentzoo
 
-    return latentzoo.build("@ENTRY@", "sampler"), latentzoo.build("scaled-linear", "scheduler")
+    return latentzoo.build("@ENTRY@", "sampler"), latentzoo.build("leading", "scheduler")
 
 
 def test_point_mass_is_reached_exactly(parts) -> None:
     sampler, scheduler = parts
     target = torch.linspace(-1, 1, 16).reshape(1, 4, 4)
-    prior = PointMass(scheduler, target)
+    prior = PointMass(target)
     noise = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    out = sampler.sample(prior, scheduler, noise, steps=10, generator=torch.Generator().manual_seed(0))
+    out = sampler.sample(prior, noise, levels=scheduler.schedule(prior, 10), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, target.expand_as(out), atol=1e-4, rtol=0)
 
 
-def exact_solution(noise: torch.Tensor, scheduler: Scheduler, steps: int, std: float) -> torch.Tensor:
-    """For data ~ N(0, std^2) the ODE solves in closed form: y(sigma) = y(sigma_T) sqrt((std^2 + sigma^2) / (std^2 + sigma_T^2))."""
-    a = float(scheduler.alphas_cumprod[scheduler.timesteps(steps)[0]])
-    return noise / math.sqrt(a) * std / math.sqrt(std**2 + (1 - a) / a)
+def exact_solution(noise: torch.Tensor, sigma_max: float, std: float) -> torch.Tensor:
+    """For data ~ N(0, std^2) the ODE solves in closed form: x(sigma) = x(sigma_max) sqrt((std^2 + sigma^2) / (std^2 + sigma_max^2))."""
+    return noise * math.sqrt(sigma_max**2 + 1) * std / math.sqrt(std**2 + sigma_max**2)
 
 
 def test_gaussian_data_converges_to_the_exact_solution(parts) -> None:
     sampler, scheduler = parts
-    prior = Gaussian(scheduler, 0.5, (1, 8, 8))
+    prior = Gaussian(0.5, (1, 8, 8))
     noise = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     errors, calls = [], []
     for steps in (10, 40):
         calls.clear()
-        out = sampler.sample(prior, scheduler, noise, steps=steps, generator=torch.Generator(), progress=lambda i, n: calls.append((i, n)))
+        levels = scheduler.schedule(prior, steps)
+        out = sampler.sample(prior, noise, levels=levels, generator=torch.Generator(), progress=lambda i, n: calls.append((i, n)))
         assert calls == [(i, steps) for i in range(1, steps + 1)]
-        errors.append((out - exact_solution(noise, scheduler, steps, 0.5)).abs().max().item())
+        errors.append((out - exact_solution(noise, levels[0], 0.5)).abs().max().item())
     assert errors[1] < errors[0] / 2.5, errors  # first order: 4x the steps, about 4x less error
     assert errors[1] < 0.2, errors
 '''

@@ -1,11 +1,23 @@
-"""Training machinery shared by families: runs, data-parallel loops, checkpoints, EMA.
+"""Training machinery shared by families: the public trainer contract, runs, data-parallel
+loops, crash-consistent checkpoints, EMA and publishing.
 
-A run directory holds
-- ``checkpoint.safetensors``: model, EMA and optimizer tensors,
-- ``state.json``: step, optimizer hyper-parameters, options, loss history, the world size,
+The trainer contract (docs/plugins.md, "Trainer contract"): a family's declaration may name
+``"trainer": "module:function"``; ``latentzoo train FAMILY`` (and ``latentzoo.train``) calls
+``function(options: TrainOptions) -> dict | None`` and the function returns the registry entry
+of what it published (None on ranks other than 0). A trainer builds a ``Run(options)``, takes a
+``run.checkpointer(...)``, drives ``run.loop(...)`` and ends with ``run.publish(...)`` (or
+``run.publish_component(...)``), so every family gets the same run directory:
+
+- ``checkpoints/step-NNNNNNNN/``: one checkpoint, a single atomic unit: ``checkpoint.safetensors``
+  (model, EMA and optimizer tensors), ``state.json`` (step, options, loss history, world
+  size, ...) and ``manifest.json`` (written last, the sha256 of both). It is written as
+  ``checkpoints/.tmp-step-NNNNNNNN/`` and renamed into place; the last two are kept. A resume
+  takes the newest checkpoint whose manifest verifies, never a torn one.
 - ``model.safetensors`` + ``config.json``: the trained component (EMA weights for priors),
+- ``metrics.json``: held-out metrics and the loss history,
 - ``registry.yaml``: a registry fragment naming it, usable with ``--registry``.
-All writes are atomic and made by rank 0 only.
+All writes are atomic and made by rank 0 only. A run that fails before its first checkpoint
+removes the run directory it created.
 
 Data parallelism (``torchrun --nproc-per-node N -m latentzoo train ...``): ``--batch-size`` is
 the *global* batch of one optimizer step. Every rank draws the same global batch (a pure
@@ -44,27 +56,91 @@ from .weights import load_tensors, save_tensors, write_json
 PRECISIONS = ("fp32", "bf16")
 
 
+MAX_STEPS = 100_000_000  # a bound on --steps that no real run reaches, so a typo is an error, not a hang
+MAX_SEED = 2**63
+
+
 @dataclass
 class TrainOptions:
-    """Options every trainer understands (the CLI's shared flags)."""
+    """What a family's trainer receives: the shared ``latentzoo train`` flags (public API).
+
+    A trainer reads these and nothing else from the command line; family-specific model and
+    loss options arrive in ``config`` (from ``--config FILE`` and ``--set KEY=VALUE``), to be
+    checked with ``split_options``. ``validate()`` is called by ``latentzoo.train`` before the
+    trainer runs.
+    """
 
     out: Path
+    """The run directory (created; see the module docstring for its layout)."""
     data: str = "digits"
+    """A dataset name declared by a plugin, or a folder of images (``core.data.load_dataset``)."""
     steps: int = 2000
+    """Total optimizer steps of the run (a resumed run continues up to this)."""
     batch_size: int = 64
+    """The global batch of one optimizer step, over all processes."""
     lr: float = 2e-4
+    """Peak learning rate (``run.loop`` applies warm-up and cosine decay)."""
     seed: int = 0
+    """Seed of every random draw of the run (0 <= seed < 2**63)."""
     checkpoint_every: int = 500
+    """Steps between checkpoints (there is always one at the last step)."""
     resume: bool = False
+    """Continue from the newest verified checkpoint in ``out``."""
     name: str | None = None
+    """Registry name of the result (default ``<family>-<run directory name>``)."""
     config: dict[str, Any] = field(default_factory=dict)
+    """Family options (model shape, loss weights), checked by the trainer with ``split_options``."""
     extra: dict[str, Any] = field(default_factory=dict)
+    """Anything else the CLI passes: ``encoder`` (a frozen encoder name) and ``registry_files``."""
     progress: bool = True
+    """Show a progress bar (rank 0)."""
     device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``."""
     precision: str = "fp32"
+    """``fp32`` or ``bf16`` (autocast)."""
     grad_accum: int = 1
-    clip_grad: float | None = None  # None: the family's default; 0: off
+    """Micro-batches per optimizer step, of each process's share."""
+    clip_grad: float | None = None
+    """Max gradient norm: None the family's default, 0 off."""
     workers: int = 0
+    """DataLoader worker processes per training process."""
+
+    def validate(self) -> TrainOptions:
+        """Refuse impossible values in one line naming the flag (non-finite numbers included)."""
+        self.out = Path(self.out)
+        ints = {"--steps": self.steps, "--batch-size": self.batch_size, "--checkpoint-every": self.checkpoint_every}
+        ints |= {"--grad-accum": self.grad_accum}
+        for flag, value in ints.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LatentzooError(f"{flag} must be a positive integer, not {value!r}")
+        if self.steps > MAX_STEPS:
+            raise LatentzooError(f"--steps {self.steps} is beyond any real run (at most {MAX_STEPS}); check the number")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise LatentzooError(f"--workers must be 0 or more, not {self.workers!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < MAX_SEED:
+            raise LatentzooError(f"--seed must be an integer from 0 to 2**63-1, not {self.seed!r}")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            raise LatentzooError(f"--lr must be a finite positive number, not {self.lr!r}")
+        if self.clip_grad is not None and (not math.isfinite(self.clip_grad) or self.clip_grad < 0):
+            raise LatentzooError(f"--clip-grad must be a finite number >= 0 (0: off), not {self.clip_grad!r}")
+        if self.precision not in PRECISIONS:
+            raise LatentzooError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if not isinstance(self.config, dict):
+            raise LatentzooError(f"training options (--config / --set) must be a mapping, not {type(self.config).__name__}")
+        _check_finite_config(self.config)
+        return self
+
+
+def _check_finite_config(config: Any, path: str = "") -> None:
+    """A NaN or Inf family option (``--set lr_decay=.nan``) is refused, naming the key."""
+    if isinstance(config, dict):
+        for key, value in config.items():
+            _check_finite_config(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(config, (list, tuple)):
+        for i, value in enumerate(config):
+            _check_finite_config(value, f"{path}[{i}]")
+    elif isinstance(config, float) and not math.isfinite(config):
+        raise LatentzooError(f"training option {path} is {config}; give a finite number")
 
 
 class EMA:
@@ -215,20 +291,98 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2
+_CKPT_FILES = ("checkpoint.safetensors", "state.json")
+
+
+def _step_dirs(out: Path) -> list[tuple[int, Path]]:
+    """Renamed-into-place checkpoint directories of a run, newest first (torn ``.tmp-*`` excluded)."""
+    root = Path(out) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        step = child.name.removeprefix("step-")
+        if child.name.startswith("step-") and step.isdigit() and child.is_dir():
+            found.append((int(step), child))
+    return sorted(found, reverse=True)
+
+
+def verify_checkpoint(directory: Path) -> dict[str, Any]:
+    """The state of one checkpoint directory if its manifest names both files with matching
+    sha256s; otherwise a LatentzooError saying what is wrong."""
+    from .weights import sha256_file
+
+    manifest_file = directory / "manifest.json"
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LatentzooError(f"{manifest_file} is missing or unreadable ({type(exc).__name__})") from exc
+    for name in _CKPT_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise LatentzooError(f"{path} is missing")
+        if sha256_file(path) != files.get(name):
+            raise LatentzooError(f"{path} does not match its manifest's sha256 (modified or corrupt)")
+    try:
+        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise LatentzooError(f"{directory / 'state.json'} is not valid JSON ({exc})") from exc
+    if not isinstance(state, dict) or state.get("step") != manifest.get("step") or not isinstance(state.get("history"), list):
+        raise LatentzooError(f"{directory / 'state.json'} does not hold the state of step {manifest.get('step')}")
+    return state
+
+
+def latest_checkpoint(out: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of a run that verifies, with its state; None if the run has none.
+
+    A checkpoint that fails verification is skipped with a warning naming why, so a resume falls
+    back to the previous complete one; if none verifies, the error lists what was found.
+    """
+    problems = []
+    for _, directory in _step_dirs(out):
+        try:
+            state = verify_checkpoint(directory)
+        except LatentzooError as exc:
+            problems.append(str(exc))
+            continue
+        for problem in problems:
+            warnings.warn(f"skipping a bad checkpoint: {problem}", stacklevel=2)
+        return directory, state
+    if problems:
+        raise LatentzooError(f"no checkpoint in {out} verifies ({'; '.join(problems)}); start a new run in another --out")
+    if (Path(out) / "checkpoint.safetensors").exists():
+        raise LatentzooError(
+            f"{out} holds a checkpoint in the old two-file layout, which cannot be verified; start a new run in another --out"
+        )
+    return None
+
+
 class Checkpointer:
-    """Saves (rank 0) and restores (every rank) modules and optimizers of one run directory."""
+    """Saves (rank 0) and restores (every rank) modules and optimizers of one run directory.
+
+    A checkpoint is one atomic unit: a step directory written beside its final place, with a
+    manifest (the sha256 of both files) written last, then renamed into place (see the module
+    docstring). Each write boundary is a ``crash_point`` for the crash-consistency tests.
+    """
 
     def __init__(self, run: Run, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> None:
         self.run, self.out = run, Path(run.options.out)
         self.modules, self.optimizers = modules, optimizers
 
     @property
-    def path(self) -> Path:
-        return self.out / "checkpoint.safetensors"
+    def root(self) -> Path:
+        return self.out / CHECKPOINTS
 
     def save(self, step: int, state: dict[str, Any]) -> None:
         if not self.run.world.is_main:
             return
+        import shutil
+
+        from .weights import crash_point, sha256_file
+
         tensors: dict[str, torch.Tensor] = {}
         opt_meta = {}
         for name, module in self.modules.items():
@@ -237,27 +391,62 @@ class Checkpointer:
             t, meta = _flatten_optimizer(opt, f"opt_{name}")
             tensors.update(t)
             opt_meta[name] = meta
-        save_tensors(self.path, {k: v.detach().cpu() for k, v in tensors.items()})
-        write_json(self.out / "state.json", {**state, "step": step, "optimizers": opt_meta, **self.run.record()})
+        final = self.root / f"step-{step:08d}"
+        tmp = self.root / f".tmp-{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        crash_point(f"checkpoint {step}: directory created")
+        files = {"checkpoint.safetensors": save_tensors(tmp / "checkpoint.safetensors", {k: v.detach().cpu() for k, v in tensors.items()})}
+        crash_point(f"checkpoint {step}: tensors written")
+        write_json(tmp / "state.json", {**state, "step": step, "optimizers": opt_meta, **self.run.record()})
+        files["state.json"] = sha256_file(tmp / "state.json")
+        crash_point(f"checkpoint {step}: state written")
+        write_json(tmp / "manifest.json", {"step": step, "files": files})
+        crash_point(f"checkpoint {step}: manifest written")
+        if final.exists():  # left by a run resumed from an earlier checkpoint: superseded
+            final.rename(self.root / f".stale-{final.name}")
+        tmp.rename(final)  # the commit point: before it the previous checkpoint stands, after it this one
+        crash_point(f"checkpoint {step}: renamed into place")
+        self.prune(step)
+        crash_point(f"checkpoint {step}: older checkpoints pruned")
+
+    def prune(self, step: int) -> None:
+        """Keep the newest KEEP_CHECKPOINTS checkpoints up to ``step``; remove older ones, later
+        ones of an abandoned future (a resume from an earlier step) and torn leftovers."""
+        import shutil
+
+        if not self.run.world.is_main or not self.root.is_dir():
+            return
+        kept = [d for s, d in _step_dirs(self.out) if s <= step][:KEEP_CHECKPOINTS]
+        for child in self.root.iterdir():
+            if child not in kept:
+                shutil.rmtree(child, ignore_errors=True)
 
     def start(self) -> tuple[int, list[dict[str, Any]]]:
         """(first step, loss history): (0, []) for a new run, the checkpoint's with --resume."""
         if not self.run.options.resume:
             return 0, []
         state = self.restore()
+        self.prune(state["step"])  # what a kill between a checkpoint's rename and its pruning left
         return state["step"], state["history"]
 
     def restore(self) -> dict[str, Any]:
-        state_file = self.out / "state.json"
-        if not (self.path.is_file() and state_file.is_file()):
-            raise LatentzooError(f"--resume: no checkpoint in {self.out}; start without --resume")
-        tensors = load_tensors(self.path)
-        state = json.loads(state_file.read_text())
-        for name, module in self.modules.items():
-            prefix = f"{name}."
-            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-        for name, opt in self.optimizers.items():
-            _unflatten_optimizer(opt, f"opt_{name}", tensors, state["optimizers"][name])
+        found = self.run.resume_from or latest_checkpoint(self.out)
+        if found is None:
+            raise LatentzooError(f"--resume: no complete checkpoint in {self.out}; start without --resume")
+        directory, state = found
+        tensors = load_tensors(directory / "checkpoint.safetensors")
+        try:
+            for name, module in self.modules.items():
+                prefix = f"{name}."
+                module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+            for name, opt in self.optimizers.items():
+                _unflatten_optimizer(opt, f"opt_{name}", tensors, state["optimizers"][name])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise LatentzooError(
+                f"--resume: the checkpoint in {directory} does not fit this model ({str(exc).splitlines()[0]}); "
+                "resume with the run's own options or start a new run"
+            ) from exc
         self.run.check_resume(state)
         return state
 
@@ -266,11 +455,7 @@ class Run:
     """One training run on this process: its world (rank, device), run directory and loop."""
 
     def __init__(self, options: TrainOptions) -> None:
-        self.options = options
-        if options.precision not in PRECISIONS:
-            raise LatentzooError(f"--precision must be one of {', '.join(PRECISIONS)}, not {options.precision!r}")
-        if options.grad_accum < 1 or options.workers < 0:
-            raise LatentzooError("--grad-accum must be at least 1 and --workers at least 0")
+        self.options = options.validate()
         self.world = init_world(options.device)
         if options.batch_size % (self.world.size * options.grad_accum):
             raise LatentzooError(
@@ -281,7 +466,7 @@ class Run:
         self.micro = self.share // options.grad_accum  # ... per micro-batch
         if options.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise LatentzooError("--precision bf16: this GPU has no bfloat16 support; use --precision fp32")
-        prepare_run(options, create=self.world.is_main)
+        self.resume_from = prepare_run(options, create=self.world.is_main)
         self.world.barrier()
 
     @property
@@ -482,6 +667,20 @@ class Run:
         self.finish()
         return entry
 
+    def publish_component(self, state_dict: dict[str, torch.Tensor] | nn.Module, **fields: Any) -> dict[str, Any] | None:
+        """Publish a trained component the way every family does: on rank 0, ``finish_run``
+        writes ``model.safetensors``, ``config.json``, ``metrics.json`` and ``registry.yaml``
+        (the fragment naming it); every rank then leaves the group. ``fields`` are
+        ``finish_run``'s (family, component_class, roles, config, latent_space, metrics,
+        history, description, encoder). Returns the registry entry (None on other ranks).
+        """
+
+        def write() -> dict[str, Any]:
+            state = state_dict.state_dict() if isinstance(state_dict, nn.Module) else state_dict
+            return finish_run(self.options, state, **fields)
+
+        return self.publish(write)
+
 
 def split_options(family: str, config: dict[str, Any], *groups: dict[str, Any], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Each group of defaults overridden by ``config``; ``extra`` keys (optional, no default)
@@ -495,28 +694,63 @@ def split_options(family: str, config: dict[str, Any], *groups: dict[str, Any], 
     return out
 
 
-def prepare_run(options: TrainOptions, create: bool = True) -> None:
-    """Refuse to overwrite a run by accident; on --resume, reuse the run's own options.
+def prepare_run(options: TrainOptions, create: bool = True) -> tuple[Path, dict[str, Any]] | None:
+    """Refuse to overwrite a run by accident; on --resume, find the checkpoint to resume from
+    (returned) and reuse the run's own options.
 
     Options given again with --set override the saved ones (e.g. more --steps is a flag,
-    not an option, so a resumed run can be extended).
+    not an option, so a resumed run can be extended). A run directory holding only torn
+    leftovers of a first checkpoint starts afresh (they are removed).
     """
-    out = options.out
+    import shutil
+
+    out = Path(options.out)
     if out.exists() and not out.is_dir():
         raise LatentzooError(f"--out {out} is a file; give a directory for the run")
-    if not options.resume and (out / "checkpoint.safetensors").exists():
-        raise LatentzooError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    found = None
     if options.resume:
-        state_file = out / "state.json"
-        if not state_file.is_file():
-            raise LatentzooError(f"--resume: no checkpoint in {out}; start without --resume")
-        options.config = {**json.loads(state_file.read_text()).get("options", {}), **options.config}
+        found = latest_checkpoint(out)
+        if found is None:
+            raise LatentzooError(f"--resume: no complete checkpoint in {out}; start without --resume")
+        saved = found[1].get("options", {})
+        options.config = {**(saved if isinstance(saved, dict) else {}), **options.config}
+    elif _step_dirs(out) or (out / "checkpoint.safetensors").exists():
+        raise LatentzooError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if not create:
-        return
+        return found
+    if not options.resume:
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # only torn leftovers can be here (checked above)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise LatentzooError(f"cannot create run directory {out}: {exc.strerror or exc}") from exc
+    return found
+
+
+def train(family: str, options: TrainOptions) -> dict[str, Any] | None:
+    """Run FAMILY's trainer (the one its plugin declares) with ``options``; return the registry
+    entry it published (None on ranks other than 0). The Python API of ``latentzoo train``.
+
+    A run that fails before writing its first checkpoint leaves no run directory behind when it
+    created that directory (an existing one is left as it was).
+    """
+    import shutil
+
+    from .plugins import get_manager
+    from .registry import import_target
+
+    trainers = {d["family"]: d["trainer"] for d in get_manager().components().values() if d.get("trainer") and d.get("family")}
+    if family not in trainers:
+        raise LatentzooError(f"no trainer for family {family!r}; trainable families: {', '.join(sorted(trainers)) or 'none'}")
+    options.validate()
+    out = Path(options.out)
+    created = not out.exists()
+    try:
+        return import_target(trainers[family])(options)
+    except BaseException:
+        if created and out.is_dir() and not _step_dirs(out):
+            shutil.rmtree(out, ignore_errors=True)  # nothing of value: we made it and no checkpoint was written
+        raise
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:

@@ -1,20 +1,27 @@
 """Adding entries to the user's registry file (``$LATENTZOO_REGISTRY`` or the config-dir default).
 
-The file is read with YAML's safe loader, the new entries are merged in, the result is
-schema-checked, and only then written atomically: a failure leaves the old file untouched.
+A read-modify-write under an exclusive lock: ``fcntl.flock`` on a sidecar ``.<name>.lock``
+file beside the registry (the registry itself is replaced by rename, so it cannot carry the
+lock), held from the read to the rename. Within it the file is read with the bounded safe
+loader, the new entries are merged in, the result is schema-checked, and only then written
+atomically (temporary file + rename): a failure leaves the old file untouched, and N
+concurrent writers (parallel `convert` / `pull`) leave all N sets of entries.
+A missing file is an empty layer; it is created by the first write.
 (Comments in the user file are not preserved: it is a machine-written layer.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import RegistryError
-from .registry import parse_file, user_registry_path
+from .errors import LatentzooError, RegistryError
+from .registry import load_yaml, parse_file, user_registry_path
 from .weights import atomic_write
 
 
@@ -27,6 +34,34 @@ def relative_weights(path: Path, registry_file: Path) -> str:
         return str(path)
 
 
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive advisory lock for read-modify-writes of ``path`` (blocks until free).
+
+    The lock lives on ``.<name>.lock`` beside ``path``; it is released when the block ends or
+    the process dies (flock locks belong to the open file), so a crashed writer never wedges it.
+    """
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise LatentzooError(
+            f"cannot lock {path} for writing ({lock}: {exc.strerror or exc}); choose a writable registry location"
+        ) from exc
+    try:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; the rename is still atomic
+            fcntl = None  # type: ignore[assignment]
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def add_entries(
     components: dict[str, dict[str, Any]] | None = None,
     pipelines: dict[str, dict[str, Any]] | None = None,
@@ -36,12 +71,17 @@ def add_entries(
 ) -> Path:
     """Merge entries into the user registry; an existing name is refused unless ``force``."""
     path = Path(path or user_registry_path())
+    with locked(path):
+        return _merge(path, components or {}, pipelines or {}, force)
+
+
+def _merge(path: Path, components: dict[str, dict[str, Any]], pipelines: dict[str, dict[str, Any]], force: bool) -> Path:
     data: dict[str, Any] = {}
-    if path.is_file():
+    if path.exists():
         parse_file(path, "user")  # refuse to rewrite a file that is already broken
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path)[1] or {}
     data.setdefault("version", 1)
-    for section, new in (("components", components or {}), ("pipelines", pipelines or {})):
+    for section, new in (("components", components), ("pipelines", pipelines)):
         if not new:
             continue
         block = data.get(section) or {}

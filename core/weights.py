@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,28 @@ def space_identity(sha256: str) -> str:
     return f"sha256:{sha256[:16]}"
 
 
+ENV_CRASH_AT = "LATENTZOO_CRASH_AT"
+_CRASH_COUNT = 0
+
+
+def crash_point(label: str) -> None:
+    """A write boundary. With ``LATENTZOO_CRASH_AT=N`` the process dies (``os._exit(77)``, no
+    cleanup, as a kill would) at the N-th boundary it reaches: the crash-consistency tests use
+    it to interrupt a real run at every boundary in turn. ``LATENTZOO_CRASH_AT=list`` prints
+    each boundary to stderr instead. Unset (always, in normal use), it costs one dict lookup.
+    """
+    target = os.environ.get(ENV_CRASH_AT)
+    if not target:
+        return
+    global _CRASH_COUNT
+    _CRASH_COUNT += 1
+    if target == "list":
+        print(f"crash point {_CRASH_COUNT}: {label}", file=sys.stderr, flush=True)
+    elif target.isdigit() and int(target) == _CRASH_COUNT:
+        print(f"crash point {_CRASH_COUNT}: {label}: exiting", file=sys.stderr, flush=True)
+        os._exit(77)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -50,6 +73,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; published files get the usual mode
+        crash_point(f"before rename to {path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,8 +122,31 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
+_FINITE_CHECKED: set[str] = set()  # sha256s of files whose tensors were all found finite (this process)
+
+
+def check_finite(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse a file holding NaN or Inf in any floating-point tensor, naming the file and tensor.
+
+    A single NaN in a prior's weights gives grey samples with exit 0; this costs one pass
+    over the tensors (``isfinite(...).all()`` each), done once per file in a process.
+    """
+    import torch
+
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad = int(finite.numel() - finite.sum())
+                raise WeightsError(
+                    f"weights file {path}: tensor {name!r} holds {bad} NaN/Inf value(s) of {tensor.numel()}; "
+                    "the file is corrupt or its training diverged: retrain it or restore a good copy"
+                )
+
+
 def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, checking its sha256 first when one is given."""
+    """Read a safetensors file, checking its sha256 first when one is given, and that every
+    floating-point tensor is finite (once per sha256 in a process)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -114,6 +161,31 @@ def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch
                 "it is truncated or was modified; restore it or re-download it"
             )
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"weights file {path} is not a readable safetensors file ({exc}); restore or re-download it") from exc
+    if sha256 is None or sha256 not in _FINITE_CHECKED:
+        check_finite(path, tensors)
+        if sha256 is not None:
+            _FINITE_CHECKED.add(sha256)
+    return tensors
+
+
+def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, name: str) -> None:
+    """Load ``state`` into ``module`` (strictly); a missing, unexpected or wrongly shaped tensor
+    is one line naming the tensor and, for a shape, the expected and found shapes."""
+    own = module.state_dict()
+    for key, tensor in state.items():
+        if key in own and tuple(own[key].shape) != tuple(tensor.shape):
+            raise WeightsError(
+                f"weights file {path}: tensor {key!r} has shape {list(tensor.shape)} but {name} expects {list(own[key].shape)}; "
+                "the config and weights belong to different models (fix the config or the weights)"
+            )
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise WeightsError(
+            f"weights {Path(path).name} do not fit {name}'s config: {len(missing)} missing key(s) "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
+        )
+    module.load_state_dict(state, strict=True)

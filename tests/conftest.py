@@ -454,5 +454,5 @@ def compose_args(tmp_path: Path) -> list[str]:
             """
         )
     )
-    parts = ["--encoder", "t-ae", "--prior", "t-ldm", "--decoder", "t-ae", "--sampler", "ddim", "--scheduler", "cosine"]
+    parts = ["--encoder", "t-ae", "--prior", "t-ldm", "--decoder", "t-ae", "--sampler", "ddim", "--scheduler", "karras"]
     return ["--registry", str(path), "compose", *parts]

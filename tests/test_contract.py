@@ -59,9 +59,9 @@ COMPONENTS = {
 }
 
 PIPELINES = {
-    "good": {"prior": "prior-ok", "decoder": "vq-a", "sampler": "ddim", "scheduler": "linear"},
-    "lenient": {"prior": "prior-other-ae", "decoder": "vq-a", "sampler": "ddim", "scheduler": "linear", "allow_mismatch": True},
-    "strict": {"prior": "prior-other-ae", "decoder": "vq-a", "sampler": "ddim", "scheduler": "linear"},
+    "good": {"prior": "prior-ok", "decoder": "vq-a", "sampler": "ddim", "scheduler": "leading"},
+    "lenient": {"prior": "prior-other-ae", "decoder": "vq-a", "sampler": "ddim", "scheduler": "leading", "allow_mismatch": True},
+    "strict": {"prior": "prior-other-ae", "decoder": "vq-a", "sampler": "ddim", "scheduler": "leading"},
 }
 
 
@@ -77,7 +77,7 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Registry:
     return reg
 
 
-def spec(prior: str, decoder: str = "vq-a", sampler: str = "ddim", scheduler: str | None = "linear", **kw) -> PipelineSpec:
+def spec(prior: str, decoder: str = "vq-a", sampler: str = "ddim", scheduler: str | None = "leading", **kw) -> PipelineSpec:
     return PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler, **kw)
 
 
@@ -103,7 +103,7 @@ def test_matching_pipeline_is_accepted(registry: Registry) -> None:
     # equal scaling on both sides is fine
     assert check_spec(registry, spec("prior-ok", decoder="vq-a-scaled")) == []
     # plugin class names work as sampler / scheduler with their default config
-    assert check_spec(registry, spec("prior-ok", sampler="diffusion.ddpm", scheduler="diffusion.scheduler")) == []
+    assert check_spec(registry, spec("prior-ok", sampler="diffusion.ddpm", scheduler="diffusion.karras")) == []
 
 
 def test_registry_pipeline_entry(registry: Registry) -> None:
@@ -254,7 +254,7 @@ def test_wrong_roles_are_registry_errors(registry: Registry) -> None:
     with pytest.raises(RegistryError, match="not a scheduler"):
         check_spec(registry, spec("prior-ok", scheduler="ddim"))
     with pytest.raises(RegistryError, match="not a sampler"):
-        check_spec(registry, spec("prior-ok", sampler="linear"))
+        check_spec(registry, spec("prior-ok", sampler="leading"))
     with pytest.raises(RegistryError, match="not a decoder"):
         check_spec(registry, spec("prior-ok", decoder="prior-ok"))
 

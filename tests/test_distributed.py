@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from latentzoo.core.data import ImageSet, folder_dataset
-from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, cosine_lr
+from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, cosine_lr, latest_checkpoint
 
 TINY = {
     "vae": ["--set", "block_out_channels=[8,8]", "--set", "norm_num_groups=4"],
@@ -59,7 +59,13 @@ def torchrun(cli, *args: str, procs: int = 2):
 
 
 def checkpoint(run: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "checkpoint.safetensors"))
+    directory, _ = latest_checkpoint(run)
+    return load_file(str(directory / "checkpoint.safetensors"))
+
+
+def run_state(run: Path) -> dict:
+    """state.json of the run's newest verified checkpoint."""
+    return latest_checkpoint(run)[1]
 
 
 def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
@@ -83,7 +89,7 @@ def autoencoder_runs(tmp_path_factory, helpers):
 
 def test_two_processes_hold_identical_weights_equal_to_one_process(autoencoder_runs):
     _, root, one, two = autoencoder_runs
-    state = json.loads((root / "two" / "state.json").read_text())
+    state = run_state(root / "two")
     assert state["world_size"] == 2 and state["replicas_identical"] is True and state["step"] == 4
     # Generator, discriminator and both optimizers' moments, at the same global batch of 16.
     assert_close(checkpoint(root / "one"), checkpoint(root / "two"), atol=1e-5)
@@ -104,7 +110,7 @@ def test_prior_on_two_processes_matches_one_process(autoencoder_runs):
     args += ["--no-progress", "--name", "tiny-prior", *TINY["diffusion"]]
     cli(*args, "-o", str(root / "p1"), env=ENV, timeout=300).assert_ok()
     torchrun(cli, *args, "-o", str(root / "p2")).assert_ok()
-    assert json.loads((root / "p2" / "state.json").read_text())["replicas_identical"] is True
+    assert run_state(root / "p2")["replicas_identical"] is True
     a, b = checkpoint(root / "p1"), checkpoint(root / "p2")
     assert_close(a, b, atol=1e-5)
     assert any(k.startswith("ema.") for k in a)
@@ -123,14 +129,14 @@ def test_distributed_resume_is_exact(autoencoder_runs):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    state = json.loads((root / "split" / "state.json").read_text())
+    state = run_state(root / "split")
     assert (state["grad_accum"], state["world_size"], state["precision"]) == (2, 2, "fp32")
 
 
 def test_batch_that_does_not_divide_over_processes_is_refused(cli, tmp_path):
     r = train(cli, "vae", tmp_path / "r", "--batch-size", "15", "--grad-accum", "2")
     r.assert_one_line_error("--batch-size 15 is the global batch", "use a multiple of 2")
-    assert not (tmp_path / "r" / "checkpoint.safetensors").exists()
+    assert not (tmp_path / "r").exists()  # a run that fails before its first checkpoint leaves no directory
 
 
 def test_bad_device_and_precision_are_one_line_errors(cli, tmp_path):
@@ -192,7 +198,7 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path):
     full, _ = fit(tmp_path / "a")
     accumulated, _ = fit(tmp_path / "b", grad_accum=4)
     assert torch.allclose(full.weight, accumulated.weight, atol=1e-6) and torch.allclose(full.bias, accumulated.bias, atol=1e-6)
-    assert json.loads((tmp_path / "b" / "state.json").read_text())["grad_accum"] == 4
+    assert run_state(tmp_path / "b")["grad_accum"] == 4
 
 
 def test_gradient_clipping_bounds_each_update(tmp_path):
@@ -204,7 +210,7 @@ def test_gradient_clipping_bounds_each_update(tmp_path):
     assert moved == pytest.approx(cosine_lr(0, 1, 0.1) * 0.01, rel=1e-2)  # max_norm / (norm + 1e-6)
     free, _ = fit(tmp_path / "f", steps=1)
     assert torch.cat([(p.detach() - s).flatten() for p, s in zip(free.parameters(), start, strict=True)]).norm() > 10 * moved
-    state = json.loads((tmp_path / "c" / "state.json").read_text())
+    state = run_state(tmp_path / "c")
     assert state["clip_grad"] == 0.01 and state["max_grad_norm"] == {"toy": 0.01}
 
 
@@ -213,7 +219,7 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
     half, _ = fit(tmp_path / "bf16", precision="bf16")
     assert not torch.equal(full.weight, half.weight)  # autocast really ran the matmuls in bfloat16
     assert torch.allclose(full.weight, half.weight, atol=0.05)
-    assert json.loads((tmp_path / "bf16" / "state.json").read_text())["precision"] == "bf16"
+    assert run_state(tmp_path / "bf16")["precision"] == "bf16"
 
 
 def test_workers_load_the_same_batches_as_the_main_process(tmp_path):
@@ -260,4 +266,4 @@ def test_validation_metrics_land_in_the_history_at_each_checkpoint(tmp_path):
     assert [row["step"] for row in history] == [2, 4, 6]
     assert history[-1]["val_mse"] == pytest.approx(validate()["val_mse"])
     assert history[0]["val_mse"] > history[-1]["val_mse"]  # least squares on SGD: held-out error falls
-    assert json.loads((tmp_path / "state.json").read_text())["history"] == history
+    assert run_state(tmp_path)["history"] == history

@@ -1,4 +1,4 @@
-"""Euler / Heun / DPM-Solver++(2M) over sigma sequences: exactness on a Gaussian toy, DDIM equivalence, schedules, diffusers parity."""
+"""Euler / Heun / DPM-Solver++(2M) over sigma levels: exactness on a Gaussian toy, DDIM equivalence, schedulers, diffusers parity."""
 
 from __future__ import annotations
 
@@ -8,36 +8,52 @@ import math
 import numpy as np
 import pytest
 import torch
-from unets import tiny_unet
+from unets import noise_schedule, tiny_unet
 
+from latentzoo.core.denoising import Denoiser, NoiseSchedule, make_betas
 from latentzoo.core.errors import LatentzooError
+from latentzoo.core.interfaces import Scheduler
 from latentzoo.plugins.diffusion.k_samplers import (
     DPMSolverPP2MSampler,
     EulerSampler,
     HeunSampler,
-    PriorDenoiser,
     sample_dpmpp_2m,
     sample_euler,
     sample_heun,
 )
-from latentzoo.plugins.diffusion.samplers import DDIMSampler
-from latentzoo.plugins.diffusion.schedulers import NoiseScheduler, make_betas
-from latentzoo.plugins.diffusion.sigmas import RAMP_SIGMA_MAX, SigmaGrid, karras_sigmas, sigma_sequence, sigmoid_sigmas
+from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler
+from latentzoo.plugins.diffusion.schedulers import (
+    RAMP_SIGMA_MAX,
+    ExponentialScheduler,
+    KarrasScheduler,
+    SigmoidScheduler,
+    TimestepScheduler,
+    karras_sigmas,
+    sigmoid_sigmas,
+)
 from latentzoo.plugins.diffusion.unet import UNetPrior
 
 SHAPE = (2, 2, 4, 4)
-SCHEDULES = {
-    "linear": dict(beta_schedule="linear", beta_start=0.0001, beta_end=0.02),
-    "scaled_linear": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
-    "cosine": dict(beta_schedule="squaredcos_cap_v2"),
-    "sigmoid": dict(beta_schedule="sigmoid", beta_start=0.0001, beta_end=0.02),
-}
+SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2", "sigmoid": "sigmoid"}
 SAMPLERS = {"euler": EulerSampler, "heun": HeunSampler, "dpmpp-2m": DPMSolverPP2MSampler}
-KINDS = ("timesteps", "karras", "sigmoid")
+SCHEDULERS = {
+    "leading": lambda: TimestepScheduler(spacing="leading"),
+    "trailing": lambda: TimestepScheduler(spacing="trailing"),
+    "linspace": lambda: TimestepScheduler(spacing="linspace"),
+    "karras": KarrasScheduler,
+    "sigmoid": SigmoidScheduler,
+    "exponential": ExponentialScheduler,
+}
+KINDS = ("trailing", "karras", "sigmoid", "exponential")
 
 
-def scheduler(name: str = "scaled_linear", spacing: str = "leading", **kw) -> NoiseScheduler:
-    return NoiseScheduler(**SCHEDULES[name], timestep_spacing=spacing, **kw)
+def make_schedule(name: str = "scaled_linear", zsnr: bool = False) -> NoiseSchedule:
+    return noise_schedule(SCHEDULES[name], rescale_betas_zero_snr=zsnr)
+
+
+def levels(prior, steps: int, kind: str = "leading") -> list[float]:
+    """The levels the registry's scheduler ``kind`` picks for ``prior``."""
+    return SCHEDULERS[kind]().schedule(prior, steps)
 
 
 def noise(seed: int = 123, shape: tuple[int, ...] = SHAPE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -70,12 +86,12 @@ class GaussianPrior:
 
     num_classes = None
 
-    def __init__(self, sched: NoiseScheduler, mu: float, s: float, prediction_type: str = "epsilon") -> None:
-        self.grid, self.mu, self.s, self.prediction_type = SigmaGrid.from_scheduler(sched), mu, s, prediction_type
+    def __init__(self, sched: NoiseSchedule, mu: float, s: float, prediction_type: str = "epsilon") -> None:
+        self.noise_schedule, self.mu, self.s, self.prediction_type = sched, mu, s, prediction_type
         self.num_train_timesteps = sched.num_train_timesteps
 
     def __call__(self, x_vp: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        sigma = self.grid.sigma(float(t))
+        sigma = self.noise_schedule.sigma(float(t))
         a = 1 / (1 + sigma**2)
         x = x_vp / math.sqrt(a)
         x0 = self.mu + self.s**2 / (self.s**2 + sigma**2) * (x - self.mu)
@@ -90,10 +106,10 @@ class GaussianPrior:
         return self.mu + self.s**2 / math.sqrt((self.s**2 + sigma_last**2) * (self.s**2 + sigma_0**2)) * (x_T - self.mu)
 
 
-def toy_run(sampler, prior: GaussianPrior, sched: NoiseScheduler, steps: int, z: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+def toy_run(sampler, prior: GaussianPrior, kind: str, steps: int, z: torch.Tensor, **kw) -> tuple[torch.Tensor, torch.Tensor]:
     """(sampled, exact ODE solution) from the same noise."""
-    sigmas = sampler.sigmas(sched, steps, kw.get("sigma_schedule"))
-    out = sampler.sample(prior, sched, z, steps=steps, generator=gen(0), **kw)
+    sigmas = levels(prior, steps, kind)
+    out = sampler.sample(prior, z, levels=sigmas, generator=gen(0), **kw)
     return out, prior.exact(z * math.sqrt(sigmas[0] ** 2 + 1), sigmas[0], sigmas[-2])
 
 
@@ -131,37 +147,28 @@ def test_sigmoid_sigmas_are_an_s_curve() -> None:
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-def test_timesteps_sequence_is_the_schedulers_spacing(name: str, spacing: str) -> None:
-    s = scheduler(name, spacing)
-    ab = s.alphas_cumprod.double()
-    expected = [float(((1 - ab[t]) / ab[t]).sqrt()) for t in s.timesteps(8)] + [0.0]
-    np.testing.assert_allclose(sigma_sequence(s, 8, "timesteps"), expected, rtol=1e-12)
+def test_timestep_levels_are_the_schedules_sigmas(name: str, spacing: str) -> None:
+    prior = GaussianPrior(make_schedule(name), 0.0, 1.0)
+    ab = prior.noise_schedule.alphas_cumprod.double()
+    ts = TimestepScheduler(spacing=spacing).timesteps(prior, 8)
+    expected = [float(((1 - ab[t]) / ab[t]).sqrt()) for t in ts] + [0.0]
+    np.testing.assert_allclose(levels(prior, 8, spacing), expected, rtol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["karras", "sigmoid"])
+@pytest.mark.parametrize("kind", ["karras", "sigmoid", "exponential"])
 def test_ramps_span_the_schedule_and_handle_zero_terminal_snr(kind: str) -> None:
-    plain = sigma_sequence(scheduler("scaled_linear"), 10, kind)
-    grid = SigmaGrid.from_scheduler(scheduler("scaled_linear"))
+    plain_prior = GaussianPrior(make_schedule("scaled_linear"), 0.0, 1.0)
+    plain, grid = levels(plain_prior, 10, kind), plain_prior.noise_schedule
     assert len(plain) == 11 and plain[-1] == 0.0
     assert plain[0] == pytest.approx(grid.sigma_max) and plain[-2] == pytest.approx(grid.sigma_min)
     assert grid.sigma_max < RAMP_SIGMA_MAX  # 14.6: the plain ramp, no extra first step
-    z = scheduler("scaled_linear", "trailing", rescale_betas_zero_snr=True)
-    zgrid = SigmaGrid.from_scheduler(z)
-    seq = sigma_sequence(z, 10, kind)
-    assert zgrid.sigma_max > 1000  # abar_{T-1} ~ 0
+    z = GaussianPrior(make_schedule("scaled_linear", zsnr=True), 0.0, 1.0)
+    seq = levels(z, 10, kind)
+    assert z.noise_schedule.sigma_max > 1000  # abar_{T-1} ~ 0
     # start at the true terminal level (an x0-prediction step), then the ramp from 80
-    assert len(seq) == 11 and seq[0] == pytest.approx(zgrid.sigma_max) and seq[1] == pytest.approx(RAMP_SIGMA_MAX)
+    assert len(seq) == 11 and seq[0] == pytest.approx(z.noise_schedule.sigma_max) and seq[1] == pytest.approx(RAMP_SIGMA_MAX)
     assert all(b < a for a, b in itertools.pairwise(seq)) and seq[-1] == 0.0
-    assert sigma_sequence(z, 1, kind) == pytest.approx([zgrid.sigma_max, 0.0])
-
-
-def test_bad_sigma_schedule_is_one_line_error() -> None:
-    with pytest.raises(LatentzooError, match="sigma_schedule 'exponential'; use one of timesteps, karras, sigmoid"):
-        sigma_sequence(scheduler(), 4, "exponential")
-    with pytest.raises(LatentzooError, match="sigma_schedule"):
-        EulerSampler(sigma_schedule="exponential")
-    with pytest.raises(LatentzooError, match="rho"):
-        EulerSampler(rho=0)
+    assert levels(z, 1, kind) == pytest.approx([z.noise_schedule.sigma_max, 0.0])
 
 
 # --- fractional timesteps -----------------------------------------------------------------------
@@ -170,10 +177,9 @@ def test_bad_sigma_schedule_is_one_line_error() -> None:
 @pytest.mark.parametrize("name", list(SCHEDULES))
 @pytest.mark.parametrize("zsnr", [False, True])
 def test_timestep_interpolation_exact_on_grid(name: str, zsnr: bool) -> None:
-    s = scheduler(name, rescale_betas_zero_snr=zsnr)
-    grid = SigmaGrid.from_scheduler(s)
-    ab = s.alphas_cumprod
-    for t in range(s.num_train_timesteps):
+    grid = make_schedule(name, zsnr)
+    ab = grid.alphas_cumprod
+    for t in range(grid.num_train_timesteps):
         sigma = math.sqrt((1 - float(ab[t])) / float(ab[t]))
         assert grid.timestep(sigma) == float(t)
     # between grid points: linear in log sigma, inverse of grid.sigma, monotone, clamped outside
@@ -196,19 +202,14 @@ def test_unet_accepts_fractional_timesteps(unet: UNetPrior) -> None:
 
 
 def test_infinite_terminal_sigma_is_replaced() -> None:
-    class ZeroEnd(NoiseScheduler):
-        @property
-        def alphas_cumprod(self) -> torch.Tensor:
-            ab = self._alphas_cumprod.clone()
-            ab[-1] = 0.0
-            return ab
-
-    s = ZeroEnd(**SCHEDULES["scaled_linear"], timestep_spacing="trailing")
-    grid = SigmaGrid.from_scheduler(s)
+    ab = make_schedule("scaled_linear").alphas_cumprod.clone()
+    ab[-1] = 0.0
+    grid = NoiseSchedule(ab)
     assert math.isfinite(grid.sigma_max) and grid.sigma_max == pytest.approx(2 * grid.sigma(998.0))
-    prior = GaussianPrior(s, 0.0, 0.5, "v_prediction")
+    prior = GaussianPrior(grid, 0.0, 0.5, "v_prediction")
     for cls in SAMPLERS.values():
-        assert torch.isfinite(cls().sample(prior, s, noise(dtype=torch.float64), steps=5, generator=gen(0))).all()
+        out = cls().sample(prior, noise(dtype=torch.float64), levels=levels(prior, 5, "trailing"), generator=gen(0))
+        assert torch.isfinite(out).all()
 
 
 # --- the Gaussian toy: the exact answer is known ----------------------------------------------------
@@ -218,12 +219,11 @@ def test_infinite_terminal_sigma_is_replaced() -> None:
 def test_ode_samplers_map_noise_to_the_data_distribution(prediction_type: str) -> None:
     """Zero-terminal-SNR schedule (sigma_0 ~ 4e3), 25 Karras steps: noise -> N(mu, s^2), each sample close to the exact ODE map."""
     mu, s = 0.7, 0.5
-    sched = scheduler("scaled_linear", "trailing", rescale_betas_zero_snr=True)
-    prior = GaussianPrior(sched, mu, s, prediction_type)
+    prior = GaussianPrior(make_schedule("scaled_linear", zsnr=True), mu, s, prediction_type)
     z = noise(seed=1, shape=(4000, 1, 2, 2), dtype=torch.float64)
     errors, stds = {}, {}
     for name, cls in SAMPLERS.items():
-        out, exact = toy_run(cls(sigma_schedule="karras"), prior, sched, 25, z)
+        out, exact = toy_run(cls(), prior, "karras", 25, z)
         assert out.mean().item() == pytest.approx(mu, abs=0.01), name  # no mean shift: the terminal SNR really is ~0
         stds[name], errors[name] = out.std().item(), (out - exact).abs().max().item()
     # measured: std 0.448 (Euler), 0.509 (Heun), 0.509 (DPM++); max map error 0.23, 0.052, 0.049
@@ -232,39 +232,36 @@ def test_ode_samplers_map_noise_to_the_data_distribution(prediction_type: str) -
     assert errors["heun"] < errors["euler"] / 3 and errors["dpmpp-2m"] < errors["euler"] / 3
 
 
-def max_error(name: str, steps: int, sched: NoiseScheduler, kind: str = "karras") -> float:
-    prior = GaussianPrior(sched, 0.7, 0.5)
-    out, exact = toy_run(SAMPLERS[name](sigma_schedule=kind), prior, sched, steps, noise(seed=2, shape=(256, 1, 2, 2), dtype=torch.float64))
+def max_error(name: str, steps: int, kind: str = "karras") -> float:
+    prior = GaussianPrior(make_schedule("scaled_linear"), 0.7, 0.5)
+    out, exact = toy_run(SAMPLERS[name](), prior, kind, steps, noise(seed=2, shape=(256, 1, 2, 2), dtype=torch.float64))
     return (out - exact).abs().max().item()
 
 
-@pytest.mark.parametrize("kind", ["timesteps", "karras"])
+@pytest.mark.parametrize("kind", ["trailing", "karras"])
 def test_second_order_beats_euler_at_equal_model_evaluations(kind: str) -> None:
-    sched = scheduler("scaled_linear", "trailing")
-    euler = max_error("euler", 39, sched, kind)  # 39 evaluations
-    heun = max_error("heun", 20, sched, kind)  # 2 * 20 - 1 = 39 evaluations
-    dpm = max_error("dpmpp-2m", 39, sched, kind)
+    euler = max_error("euler", 39, kind)  # 39 evaluations
+    heun = max_error("heun", 20, kind)  # 2 * 20 - 1 = 39 evaluations
+    dpm = max_error("dpmpp-2m", 39, kind)
     # measured (timesteps, karras): Euler 0.054, 0.073; Heun 0.0098, 0.025; DPM++ 0.0070, 0.0060
     assert heun < euler / 2 and dpm < euler / 4, (euler, heun, dpm)
 
 
 def test_orders_of_convergence() -> None:
     """Doubling the steps halves Euler's error (1st order) and quarters Heun's and DPM-Solver++(2M)'s (2nd order)."""
-    sched = scheduler("scaled_linear", "trailing")
     for name, order in (("euler", 1), ("heun", 2), ("dpmpp-2m", 2)):
-        ratio = max_error(name, 20, sched) / max_error(name, 40, sched)  # measured: 2.01, 4.36, 4.38
+        ratio = max_error(name, 20) / max_error(name, 40)  # measured: 2.01, 4.36, 4.38
         assert 2**order * 0.8 < ratio < 2**order * 1.3, (name, ratio)
 
 
 def test_dpmpp_2m_one_step_is_x0_prediction() -> None:
-    sched = scheduler("scaled_linear", "trailing")
-    prior = GaussianPrior(sched, 0.7, 0.5)
+    prior = GaussianPrior(make_schedule("scaled_linear"), 0.7, 0.5)
     z = noise(dtype=torch.float64)
-    sigma = SigmaGrid.from_scheduler(sched).sigma_max
+    sigma = prior.noise_schedule.sigma_max
     x = z * math.sqrt(sigma**2 + 1)
     expected = 0.7 + 0.25 / (0.25 + sigma**2) * (x - 0.7)
     for cls in SAMPLERS.values():
-        torch.testing.assert_close(cls().sample(prior, sched, z, steps=1, generator=gen(0)), expected)
+        torch.testing.assert_close(cls().sample(prior, z, levels=levels(prior, 1, "trailing"), generator=gen(0)), expected)
 
 
 def test_solvers_by_hand_on_a_linear_denoiser() -> None:
@@ -301,19 +298,20 @@ def test_solvers_by_hand_on_a_linear_denoiser() -> None:
 
 @pytest.mark.parametrize("name", ["linear", "scaled_linear", "cosine"])
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-def test_euler_on_timesteps_is_ddim(unet: UNetPrior, name: str, spacing: str) -> None:
-    s = scheduler(name, spacing)
-    a = EulerSampler().sample(unet, s, noise(), steps=6, generator=gen(0))
-    b = DDIMSampler(eta=0.0).sample(unet, s, noise(), steps=6, generator=gen(0))
+def test_euler_on_timesteps_is_ddim(name: str, spacing: str) -> None:
+    unet = tiny_unet(schedule=SCHEDULES[name])
+    sigmas = levels(unet, 6, spacing)
+    a = EulerSampler().sample(unet, noise(), levels=sigmas, generator=gen(0))
+    b = DDIMSampler(eta=0.0).sample(unet, noise(), levels=sigmas, generator=gen(0))
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert (a - noise()).abs().max() > 0.1
 
 
 def test_euler_is_ddim_on_zero_terminal_snr_v_prediction() -> None:
-    prior = tiny_unet(seed=4, prediction_type="v_prediction")
-    s = scheduler("scaled_linear", "trailing", rescale_betas_zero_snr=True)
-    a = EulerSampler().sample(prior, s, noise(), steps=8, generator=gen(0))
-    b = DDIMSampler().sample(prior, s, noise(), steps=8, generator=gen(0))
+    prior = tiny_unet(seed=4, prediction_type="v_prediction", zsnr=True)
+    sigmas = levels(prior, 8, "trailing")
+    a = EulerSampler().sample(prior, noise(), levels=sigmas, generator=gen(0))
+    b = DDIMSampler().sample(prior, noise(), levels=sigmas, generator=gen(0))
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -325,11 +323,41 @@ def test_euler_is_ddim_on_zero_terminal_snr_v_prediction() -> None:
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 @pytest.mark.parametrize("zsnr", [False, True], ids=["plain", "zsnr"])
 def test_any_sampler_any_schedule(name: str, kind: str, schedule: str, zsnr: bool) -> None:
-    prior = tiny_unet(prediction_type="v_prediction" if zsnr else "epsilon")
-    s = scheduler(schedule, "trailing", rescale_betas_zero_snr=zsnr)
-    out = SAMPLERS[name](sigma_schedule=kind).sample(prior, s, noise(), steps=4, generator=gen(0))
+    prior = tiny_unet(prediction_type="v_prediction" if zsnr else "epsilon", schedule=SCHEDULES[schedule], zsnr=zsnr)
+    out = SAMPLERS[name]().sample(prior, noise(), levels=levels(prior, 4, kind), generator=gen(0))
     assert out.shape == SHAPE and out.dtype == torch.float32
     assert torch.isfinite(out).all()
+
+
+class HandMade(Scheduler):
+    """A third-party scheduler: plain levels, no knowledge of the samplers."""
+
+    levels = "sigma"
+
+    def schedule(self, prior, steps: int, **options) -> list[float]:
+        return [14.0, 6.0, 2.5, 1.0, 0.3, 0.0][-(steps + 1) :]
+
+
+def test_a_third_party_scheduler_drives_the_built_in_samplers() -> None:
+    """A scheduler defined here drives ddim, euler and dpmpp-2m on the shipped digits-ldm prior through Sampler.sample."""
+    import latentzoo
+
+    prior = latentzoo.build("digits-ldm", "prior")
+    sigmas = HandMade().schedule(prior, 5)
+    z = torch.randn((2, *prior.latent_shape), generator=gen(0))
+    outs = {}
+    for name in ("ddim", "euler", "dpmpp-2m"):
+        sampler = latentzoo.build(name, "sampler")
+        calls: list[tuple[int, int]] = []
+        outs[name] = sampler.sample(prior, z, levels=sigmas, generator=gen(0), progress=lambda i, n, c=calls: c.append((i, n)))
+        assert calls[-1] == (5, 5) and torch.isfinite(outs[name]).all()
+    # deterministic ODE samplers on the same levels land near each other (DDIM is Euler in the VP form) and far from the noise
+    ddim_ve = outs["ddim"]  # at sigma 0 the VP and VE forms coincide
+    assert (ddim_ve - outs["euler"]).abs().max() < 1e-3
+    assert (outs["dpmpp-2m"] - z).abs().mean() > 0.3
+    # and the levels really were used: other levels give other latents
+    other = latentzoo.build("euler", "sampler").sample(prior, z, levels=[14.0, 1.0, 0.0], generator=gen(0))
+    assert (other - outs["euler"]).abs().max() > 1e-2
 
 
 # --- determinism, options, guidance -------------------------------------------------------------------
@@ -337,22 +365,12 @@ def test_any_sampler_any_schedule(name: str, kind: str, schedule: str, zsnr: boo
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_deterministic_and_noise_dependent(unet: UNetPrior, name: str) -> None:
-    sampler, s = SAMPLERS[name](sigma_schedule="karras"), scheduler()
-    a = sampler.sample(unet, s, noise(), steps=5, generator=gen(1))
-    b = sampler.sample(unet, s, noise(), steps=5, generator=gen(2))  # an ODE: the generator is unused
+    sampler, s = SAMPLERS[name](), levels(unet, 5, "karras")
+    a = sampler.sample(unet, noise(), levels=s, generator=gen(1))
+    b = sampler.sample(unet, noise(), levels=s, generator=gen(2))  # an ODE: the generator is unused
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    c = sampler.sample(unet, s, noise(seed=9), steps=5, generator=gen(1))
+    c = sampler.sample(unet, noise(seed=9), levels=s, generator=gen(1))
     assert (a - c).abs().max() > 1e-3
-
-
-@pytest.mark.parametrize("name", list(SAMPLERS))
-def test_sigma_schedule_option_overrides_config(unet: UNetPrior, name: str) -> None:
-    s = scheduler()
-    karras = SAMPLERS[name](sigma_schedule="karras").sample(unet, s, noise(), steps=5, generator=gen(0))
-    override = SAMPLERS[name]().sample(unet, s, noise(), steps=5, generator=gen(0), sigma_schedule="karras")
-    plain = SAMPLERS[name]().sample(unet, s, noise(), steps=5, generator=gen(0))
-    torch.testing.assert_close(karras, override, rtol=0, atol=0)
-    assert (karras - plain).abs().max() > 1e-4
 
 
 def test_model_evaluations_and_progress(unet: UNetPrior) -> None:
@@ -363,6 +381,7 @@ def test_model_evaluations_and_progress(unet: UNetPrior) -> None:
         return unet(x, t, labels)
 
     counting.prediction_type, counting.num_train_timesteps, counting.num_classes = "epsilon", 1000, None
+    counting.noise_schedule = unet.noise_schedule
     for name, evals in (("euler", 7), ("heun", 13), ("dpmpp-2m", 7)):
         calls.clear()
         seen: list[tuple[int, int]] = []
@@ -370,11 +389,11 @@ def test_model_evaluations_and_progress(unet: UNetPrior) -> None:
         def progress(i: int, n: int, seen: list[tuple[int, int]] = seen) -> None:
             seen.append((i, n))
 
-        SAMPLERS[name]().sample(counting, scheduler(), noise(), steps=7, generator=gen(0), progress=progress)
+        SAMPLERS[name]().sample(counting, noise(), levels=levels(unet, 7), generator=gen(0), progress=progress)
         assert len(calls) == evals, name
         assert seen == [(i, 7) for i in range(1, 8)]
     calls.clear()
-    EulerSampler().sample(counting, scheduler(spacing="trailing"), noise(), steps=4, generator=gen(0))
+    EulerSampler().sample(counting, noise(), levels=levels(unet, 4, "trailing"), generator=gen(0))
     assert calls == [999.0, 749.0, 499.0, 249.0]
 
 
@@ -385,21 +404,21 @@ def class_unet() -> UNetPrior:
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_classifier_free_guidance(class_unet: UNetPrior, name: str) -> None:
-    s, labels = scheduler(), torch.tensor([2, 7])
+    s, labels = levels(class_unet, 4), torch.tensor([2, 7])
     sampler = SAMPLERS[name]()
-    g1 = sampler.sample(class_unet, s, noise(), steps=4, generator=gen(0), class_labels=labels, guidance=1.0)
-    g3 = sampler.sample(class_unet, s, noise(), steps=4, generator=gen(0), class_labels=labels, guidance=3.0)
+    g1 = sampler.sample(class_unet, noise(), levels=s, generator=gen(0), class_labels=labels, guidance=1.0)
+    g3 = sampler.sample(class_unet, noise(), levels=s, generator=gen(0), class_labels=labels, guidance=3.0)
     assert (g1 - g3).abs().max() > 1e-3
     # without labels: the null class (num_classes - 1)
-    null = sampler.sample(class_unet, s, noise(), steps=4, generator=gen(0))
-    explicit = sampler.sample(class_unet, s, noise(), steps=4, generator=gen(0), class_labels=torch.tensor([10, 10]))
+    null = sampler.sample(class_unet, noise(), levels=s, generator=gen(0))
+    explicit = sampler.sample(class_unet, noise(), levels=s, generator=gen(0), class_labels=torch.tensor([10, 10]))
     torch.testing.assert_close(null, explicit, rtol=0, atol=0)
     # the denoiser applies eps_uncond + g (eps_cond - eps_uncond) (Ho & Salimans 2022, eq. 6), then splits x0
-    grid, sigma = SigmaGrid.from_scheduler(s), 3.0
+    grid, sigma = class_unet.noise_schedule, 3.0
     x = noise() * math.sqrt(sigma**2 + 1)
     t = grid.timestep(sigma)
     with torch.inference_mode():
-        D = PriorDenoiser(sampler, class_unet, grid, [sigma], x.device, labels, 3.0)(x, sigma)
+        D = Denoiser(class_unet, class_labels=labels, guidance=3.0)(x, sigma)
         xv, tt = x / math.sqrt(sigma**2 + 1), torch.tensor(t, dtype=torch.float64)
         cond, uncond = class_unet(xv, tt, labels), class_unet(xv, tt, torch.full_like(labels, 10))
     eps = uncond + 3.0 * (cond - uncond)
@@ -407,38 +426,39 @@ def test_classifier_free_guidance(class_unet: UNetPrior, name: str) -> None:
 
 
 def test_guided_euler_is_guided_ddim(class_unet: UNetPrior) -> None:
-    s, labels = scheduler(spacing="trailing"), torch.tensor([2, 7])
-    a = EulerSampler().sample(class_unet, s, noise(), steps=5, generator=gen(0), class_labels=labels, guidance=2.5)
-    b = DDIMSampler().sample(class_unet, s, noise(), steps=5, generator=gen(0), class_labels=labels, guidance=2.5)
+    s, labels = levels(class_unet, 5, "trailing"), torch.tensor([2, 7])
+    a = EulerSampler().sample(class_unet, noise(), levels=s, generator=gen(0), class_labels=labels, guidance=2.5)
+    b = DDIMSampler().sample(class_unet, noise(), levels=s, generator=gen(0), class_labels=labels, guidance=2.5)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_thresholding_reaches_the_k_samplers() -> None:
     class Huge:
         prediction_type, num_train_timesteps, num_classes = "sample", 1000, None
+        noise_schedule = make_schedule()
 
         def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
             return torch.full_like(x, 25.0)
 
-    s = scheduler()
+    s = levels(Huge(), 3)
     for cls in SAMPLERS.values():
-        assert cls().sample(Huge(), s, noise(), steps=3, generator=gen(0)).abs().max() > 20
-        assert cls(clip_sample=True).sample(Huge(), s, noise(), steps=3, generator=gen(0)).abs().max() <= 1.0 + 1e-5
+        assert cls().sample(Huge(), noise(), levels=s, generator=gen(0)).abs().max() > 20
+        assert cls(clip_sample=True).sample(Huge(), noise(), levels=s, generator=gen(0)).abs().max() <= 1.0 + 1e-5
+        assert cls().sample(Huge(), noise(), levels=s, generator=gen(0), clip_sample=True).abs().max() <= 1.0 + 1e-5
 
 
 def test_contract_errors(unet: UNetPrior) -> None:
-    with pytest.raises(LatentzooError, match="euler sampler needs a diffusion noise scheduler"):
-        EulerSampler().sample(unet, object(), noise(), steps=2, generator=gen(0))
-    with pytest.raises(LatentzooError, match="500"):
-        HeunSampler().sample(tiny_unet(num_train_timesteps=500), scheduler(), noise(), steps=2, generator=gen(0))
-    with pytest.raises(LatentzooError, match="sigma_schedule"):
-        DPMSolverPP2MSampler().sample(unet, scheduler(), noise(), steps=2, generator=gen(0), sigma_schedule="cosine")
+    for cls in SAMPLERS.values():
+        with pytest.raises(LatentzooError, match=f"sampler {cls.name} walks sigma levels; compose it with a scheduler"):
+            cls().sample(unet, noise(), levels=None, generator=gen(0))
+        with pytest.raises(LatentzooError, match="strictly decreasing"):
+            cls().sample(unet, noise(), levels=[1.0, 2.0, 0.0], generator=gen(0))
 
 
 def test_runs_under_inference_mode(unet: UNetPrior) -> None:
     x = noise().requires_grad_(True)
     for cls in SAMPLERS.values():
-        out = cls().sample(unet, scheduler(), x, steps=2, generator=gen(0))
+        out = cls().sample(unet, x, levels=levels(unet, 2), generator=gen(0))
         assert out.is_inference() and not out.requires_grad
 
 
@@ -446,31 +466,42 @@ def test_runs_under_inference_mode(unet: UNetPrior) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "cls", "kind"),
+    ("name", "cls"),
     [
-        ("euler", EulerSampler, "timesteps"),
-        ("euler-karras", EulerSampler, "karras"),
-        ("heun", HeunSampler, "timesteps"),
-        ("heun-karras", HeunSampler, "karras"),
-        ("dpmpp-2m", DPMSolverPP2MSampler, "timesteps"),
-        ("dpmpp-2m-karras", DPMSolverPP2MSampler, "karras"),
-        ("dpmpp-2m-sigmoid", DPMSolverPP2MSampler, "sigmoid"),
+        ("ddim", DDIMSampler),
+        ("ddpm", DDPMSampler),
+        ("ddpm-large", DDPMSampler),
+        ("euler", EulerSampler),
+        ("heun", HeunSampler),
+        ("dpmpp-2m", DPMSolverPP2MSampler),
     ],
 )
-def test_registry_entries_build(name: str, cls: type, kind: str) -> None:
+def test_registry_samplers_build(name: str, cls: type) -> None:
     import latentzoo
 
     sampler = latentzoo.build(name, "sampler")
-    assert type(sampler) is cls and sampler.sigma_schedule == kind
+    assert type(sampler) is cls and sampler.levels == "sigma" and sampler.drives == ("denoiser",)
 
 
-def test_registry_schedulers_build() -> None:
+def test_registry_schedulers_build_and_pick_levels() -> None:
     import latentzoo
 
-    z = latentzoo.build("scaled-linear-zsnr", "scheduler")
-    assert z.timesteps(4)[0] == 999 and float(z.alphas_cumprod[-1]) < 1e-6
-    sig = latentzoo.build("sigmoid", "scheduler")
-    assert sig.beta_schedule == "sigmoid"
+    prior = latentzoo.build("digits-ldm", "prior")
+    for name in ("leading", "trailing", "linspace", "karras", "sigmoid", "exponential"):
+        sched = latentzoo.build(name, "scheduler")
+        got = sched.schedule(prior, 10)
+        assert sched.levels == "sigma" and len(got) == 11 and got[-1] == 0.0, name
+    assert latentzoo.build("trailing", "scheduler").schedule(prior, 4)[0] == prior.noise_schedule.sigma_max
+    assert latentzoo.build("leading", "scheduler").schedule(prior, 4)[-2] == prior.noise_schedule.sigma_min
+
+
+def test_removed_presets_are_gone() -> None:
+    """euler-karras & co. were a sampler fixing a sigma schedule: now --sampler euler --scheduler karras."""
+    from latentzoo.core.registry import Registry
+
+    names = set(Registry.load().entries)
+    for gone in ("euler-karras", "heun-karras", "dpmpp-2m-karras", "dpmpp-2m-sigmoid", "scaled-linear", "cosine", "scaled-linear-zsnr"):
+        assert gone not in names
 
 
 def test_sigmoid_betas_match_diffusers_formula() -> None:
@@ -497,11 +528,11 @@ def diffusers_loop(scheduler, prior: UNetPrior, x: torch.Tensor) -> torch.Tensor
 @pytest.mark.parametrize(
     ("name", "kind", "cls_name", "extra"),
     [
-        ("euler", "timesteps", "EulerDiscreteScheduler", {}),
+        ("euler", "trailing", "EulerDiscreteScheduler", {}),
         ("euler", "karras", "EulerDiscreteScheduler", {"use_karras_sigmas": True}),
-        ("heun", "timesteps", "HeunDiscreteScheduler", {}),
+        ("heun", "trailing", "HeunDiscreteScheduler", {}),
         ("heun", "karras", "HeunDiscreteScheduler", {"use_karras_sigmas": True}),
-        ("dpmpp-2m", "timesteps", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        ("dpmpp-2m", "trailing", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     ],
 )
 def test_matches_diffusers(name: str, kind: str, cls_name: str, extra: dict) -> None:
@@ -509,7 +540,6 @@ def test_matches_diffusers(name: str, kind: str, cls_name: str, extra: dict) -> 
     prior = tiny_unet(seed=1)
     # diffusers' Karras ramp ends at the smallest sigma of its own spacing; linspace includes t = 0 (our sigma_min)
     spacing = "linspace" if kind == "karras" else "trailing"
-    ours = scheduler("scaled_linear", spacing)
     theirs = getattr(diffusers, cls_name)(
         num_train_timesteps=1000,
         beta_start=0.00085,
@@ -520,8 +550,8 @@ def test_matches_diffusers(name: str, kind: str, cls_name: str, extra: dict) -> 
         **extra,
     )
     theirs.set_timesteps(8)
-    sampler = SAMPLERS[name](sigma_schedule=kind)
-    ours_sigmas = sampler.sigmas(ours, 8)
+    sampler = SAMPLERS[name]()
+    ours_sigmas = levels(prior, 8, kind)
     if name == "dpmpp-2m":  # diffusers' DPM-Solver runs in the variance-preserving form: compare sigma = sqrt(1 - abar) / sqrt(abar)
         theirs_sigmas = [float(theirs.sigmas[i]) for i in range(9)]
         start = noise()
@@ -529,6 +559,6 @@ def test_matches_diffusers(name: str, kind: str, cls_name: str, extra: dict) -> 
         theirs_sigmas = sorted(set(theirs.sigmas.double().tolist()), reverse=True)
         start = noise() * math.sqrt(ours_sigmas[0] ** 2 + 1)
     np.testing.assert_allclose(ours_sigmas, theirs_sigmas, rtol=5e-5)  # diffusers keeps alphas_cumprod in float32
-    out = sampler.sample(prior, ours, noise(), steps=8, generator=gen(0))
+    out = sampler.sample(prior, noise(), levels=ours_sigmas, generator=gen(0))
     ref = diffusers_loop(theirs, prior, start)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)

@@ -1,5 +1,6 @@
 """Every shipped prior x decoder x sampler either composes and samples, or is refused by
-the contract with a message naming both parts. Nothing in between."""
+the contract with a message naming both parts. Nothing in between. A sampler that walks
+levels gets one of the shipped schedulers of its kind (rotating, so each scheduler is used)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,14 @@ BUILTIN = [e for e in REGISTRY.entries.values() if e.layer == "builtin"]
 PRIORS = sorted(e.name for e in BUILTIN if "prior" in e.roles)
 DECODERS = sorted(e.name for e in BUILTIN if "decoder" in e.roles)
 SAMPLERS = sorted(e.name for e in BUILTIN if "sampler" in e.roles)
-SCHEDULER = "scaled-linear"
+SCHEDULERS = sorted(e.name for e in BUILTIN if "scheduler" in e.roles)
+
+
+def scheduler_for(sampler: str, i: int) -> str | None:
+    """The i-th shipped scheduler whose levels the sampler walks; None for a sampler that walks none."""
+    walks = REGISTRY.declaration(REGISTRY.entries[sampler]).get("levels")
+    fitting = [s for s in SCHEDULERS if REGISTRY.declaration(REGISTRY.entries[s]).get("levels", "sigma") == walks]
+    return fitting[i % len(fitting)] if walks else None
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +37,15 @@ def builder() -> Builder:
 
 def test_the_matrix_is_not_trivial():
     assert len(PRIORS) >= 2 and len(DECODERS) >= 2 and len(SAMPLERS) >= 3
+    assert {"leading", "trailing", "linspace", "karras", "sigmoid", "exponential"} <= set(SCHEDULERS)
 
 
 @pytest.mark.parametrize(("prior", "decoder"), list(itertools.product(PRIORS, DECODERS)))
 def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
     outcomes = {}
-    for sampler in SAMPLERS:
-        spec = PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=SCHEDULER, name=f"{prior}+{decoder}+{sampler}")
+    for i, sampler in enumerate(SAMPLERS):
+        scheduler = scheduler_for(sampler, i + PRIORS.index(prior))
+        spec = PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler, name=f"{prior}+{decoder}+{sampler}")
         try:
             check_spec(REGISTRY, spec)
         except ContractError as exc:

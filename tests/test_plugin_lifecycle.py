@@ -233,7 +233,7 @@ def test_contract_refuses_the_preview_with_another_space(venv, installed):
             """
         )
     )
-    parts = ["--prior", "other-ldm", "--decoder", "digits-preview", "--sampler", "plms", "--scheduler", "scaled-linear"]
+    parts = ["--prior", "other-ldm", "--decoder", "digits-preview", "--sampler", "plms", "--scheduler", "leading"]
     venv("--registry", str(registry), "compose", *parts).assert_one_line_error(
         "latent spaces do not match: prior other-ldm vs decoder digits-preview: autoencoder 'sha256:00000000deadbeef' != "
         f"'{space['autoencoder']}'"

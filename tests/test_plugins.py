@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 
-BUILTIN_ENTRIES = ("ddim", "ddpm", "cosine", "scaled-linear")
+BUILTIN_REGISTRY = Path(__file__).resolve().parent.parent / "registry.yaml"
+BUILTIN_ENTRIES = ("ddim", "ddpm", "karras", "leading")
 BUILTIN_COMPONENT_CLASSES = {
     "datasets": [],
     "diffusion": [
         "diffusion.unet",
-        "diffusion.scheduler",
+        "diffusion.timesteps",
+        "diffusion.karras",
+        "diffusion.sigmoid",
+        "diffusion.exponential",
         "diffusion.ddim",
         "diffusion.ddpm",
         "diffusion.euler",
@@ -225,6 +229,7 @@ def test_good_plugin_in_list_and_plugins(cli, rows, good_site):
         "components": ["acme.flow"],
         "datasets": [],
         "api": 1,
+        "warning": None,
     }
     table = rows(cli("plugins", sites=sites).assert_ok())
     assert table["acme"] == {"distribution": "acme-zoo 2.3.4", "status": "ok", "provides": "acme.flow", "error": ""}
@@ -419,7 +424,7 @@ def test_registry_errors_report_the_line(cli, tmp_path, text, line, message):
 
 def test_unknown_name_suggests_close_names(cli, compose_args):
     cli("info", "ddmi").assert_one_line_error("no component or pipeline named 'ddmi'", "did you mean", "ddim")
-    cli("info", "cosin").assert_one_line_error("no component or pipeline named 'cosin'; did you mean cosine?")
+    cli("info", "karas").assert_one_line_error("no component or pipeline named 'karas'; did you mean karras?")
     typo = [("ddiim" if a == "ddim" else a) for a in compose_args]
     cli(*typo).assert_one_line_error("no component or pipeline named 'ddiim'", "did you mean", "ddim")
 
@@ -445,8 +450,11 @@ def test_user_layer_overrides_builtin(cli, tmp_path):
     assert info["layer"] == "user"
     assert info["source"] == f"{user.resolve()}:3"
     assert info["class_declaration"]["plugin"] == "diffusion"
-    row = next(line for line in cli("list", env=env).assert_ok().stdout.splitlines() if line.startswith("ddim "))
-    assert row.endswith("my stochastic ddim")
+    assert info["shadows"] == f"builtin registry.yaml:{line_of(BUILTIN_REGISTRY, '  ddim:')}"
+    listed = cli("list", env=env).assert_ok()
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("ddim "))
+    assert "my stochastic ddim" in row and row.endswith(f"shadows {info['shadows']}")
+    assert listed.stderr_lines == [f"warning: ddim from user {user.resolve()}:3 shadows {info['shadows']}"]
     # Without the variable the built-in entry is back.
     assert cli("info", "ddim", "--json").assert_ok().json()["layer"] == "builtin"
 
@@ -468,8 +476,9 @@ def test_user_layer_default_location_and_errors(cli, tmp_path):
     cli("list", env={"LATENTZOO_REGISTRY": str(broken)}).assert_one_line_error(
         f"{broken}:4: components.ddim.role: unknown key; did you mean roles?"
     )
-    missing = tmp_path / "nope.yaml"
-    cli("list", env={"LATENTZOO_REGISTRY": str(missing)}).assert_one_line_error(f"cannot read registry file {missing}")
+    unreadable = tmp_path / "a-directory.yaml"
+    unreadable.mkdir()
+    cli("list", env={"LATENTZOO_REGISTRY": str(unreadable)}).assert_one_line_error(f"registry file {unreadable} is a directory")
 
 
 def test_plugin_fragment_layer_sits_between_builtin_and_user(cli, good_site, tmp_path):

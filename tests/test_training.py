@@ -80,8 +80,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, family):
 def test_run_directory_is_a_usable_registry_fragment(tmp_path):
     entry = run("vae", tmp_path / "run", steps=2)
     files = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"model.safetensors", "config.json", "metrics.json", "registry.yaml", "checkpoint.safetensors", "state.json"} <= files
+    assert {"model.safetensors", "config.json", "metrics.json", "registry.yaml", "checkpoints"} <= files
     assert not [f for f in files if f.endswith(".tmp")]
+    (step,) = (tmp_path / "run" / "checkpoints").iterdir()  # one atomic unit per checkpoint
+    assert step.name == "step-00000002"
+    assert {p.name for p in step.iterdir()} == {"checkpoint.safetensors", "state.json", "manifest.json"}
     (parsed,) = parse_file(tmp_path / "run" / "registry.yaml", "cli")
     assert parsed.name == "tiny-vae" and parsed.weights_path() == (tmp_path / "run" / "model.safetensors").resolve()
     assert parsed.latent_space.autoencoder == "sha256:" + entry["weights"]["sha256"][:16]
@@ -146,9 +149,9 @@ def test_bundled_digits_match_scikit_learn():
 def test_training_errors_are_one_line(cli, tmp_path):
     cli("train", "nosuch", "-o", str(tmp_path / "r")).assert_one_line_error("no trainer for family 'nosuch'", "vqgan")
     cli("train", "vae", "-o", str(tmp_path / "r"), "--set", "widths=3").assert_one_line_error("unknown vae option(s) widths")
-    cli("train", "vae", "-o", str(tmp_path / "r"), "--resume").assert_one_line_error("no checkpoint")
+    cli("train", "vae", "-o", str(tmp_path / "r"), "--resume").assert_one_line_error("no complete checkpoint")
     cli("train", "vae", "-o", str(tmp_path / "r"), "--data", str(tmp_path / "missing")).assert_one_line_error("no dataset or folder")
-    cli("train", "vae", "-o", str(tmp_path / "r"), "--steps", "0").assert_one_line_error("must be positive")
+    cli("train", "vae", "-o", str(tmp_path / "r"), "--steps", "0").assert_one_line_error("--steps must be a positive integer")
     cli("train", "diffusion", "-o", str(tmp_path / "r"), "--encoder", "digits-vqgn").assert_one_line_error("did you mean digits-vqgan")
 
 

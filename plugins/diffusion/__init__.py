@@ -1,10 +1,55 @@
-"""DDPM / DDIM diffusion family: declarations only (model code loads when built)."""
+"""DDPM / DDIM diffusion family: declarations only (model code loads when built).
+
+Schedulers pick sigma levels of the prior's own training schedule; samplers walk them through
+``latentzoo.core.denoising.Denoiser``. Any sigma scheduler composes with any sigma sampler.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from latentzoo.core.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
+
+
+def _option(name: str, type_: str, default: Any, help_: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": type_, "default": default, "help": help_, **extra}
+
+
+# x0 post-processing, shared by every sampler of this family (applied by the Denoiser).
+X0_OPTIONS = [
+    _option("clip_sample", "bool", False, "Clip the predicted x0 to +-clip_sample_range"),
+    _option("clip_sample_range", "float", 1.0, "Bound for clip_sample", min=0.0),
+    _option("thresholding", "bool", False, "Dynamic thresholding of x0 (Saharia et al. 2022); overrides clip_sample"),
+    _option("dynamic_thresholding_ratio", "float", 0.995, "Quantile of |x0| used by thresholding", min=0.0, max=1.0),
+    _option("sample_max_value", "float", 1.0, "Largest threshold of dynamic thresholding", min=1.0),
+]
+
+
+def _sampler(name: str, target: str, description: str, options: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": f"diffusion.{name}",
+        "roles": ["sampler"],
+        "drives": ["denoiser"],
+        "levels": "sigma",
+        "family": "diffusion",
+        "target": f"latentzoo.plugins.diffusion.{target}",
+        "description": description,
+        "options": [*options, *X0_OPTIONS],
+    }
+
+
+def _scheduler(name: str, target: str, description: str, options: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": f"diffusion.{name}",
+        "roles": ["scheduler"],
+        "levels": "sigma",
+        "family": "diffusion",
+        "target": f"latentzoo.plugins.diffusion.schedulers:{target}",
+        "description": description,
+        "options": options,
+    }
 
 
 @hookimpl
@@ -14,64 +59,60 @@ def latentzoo_components() -> list[dict]:
             "name": "diffusion.unet",
             "roles": ["prior"],
             "kind": "denoiser",
+            "scaled_latents": True,
             "family": "diffusion",
             "target": "latentzoo.plugins.diffusion.unet:UNetPrior",
             "trainer": "latentzoo.plugins.diffusion.train:train",
             "formats": {"diffusers": "latentzoo.plugins.diffusion.diffusers:DiffusersFormat"},  # UNet2DModel, DDIM/DDPM, pipelines
             "description": "UNet denoiser (diffusers UNet2DModel layout), epsilon / v / sample prediction, optional classes",
+            "options": [
+                _option("class_label", "int", None, "Class to draw (class-conditional priors; the last class is the null class)", min=0),
+                _option("guidance", "float", 1.0, "Classifier-free guidance scale (Ho & Salimans 2022); 1 = plain conditional", min=0.0),
+            ],
         },
-        {
-            "name": "diffusion.scheduler",
-            "roles": ["scheduler"],
-            "family": "diffusion",
-            "target": "latentzoo.plugins.diffusion.schedulers:NoiseScheduler",
-            "description": "Beta schedule (linear, scaled_linear, squaredcos_cap_v2, sigmoid) with leading / trailing / linspace spacing",
-        },
-        {
-            "name": "diffusion.ddim",
-            "roles": ["sampler"],
-            "drives": ["denoiser"],
-            "needs_scheduler": True,
-            "family": "diffusion",
-            "target": "latentzoo.plugins.diffusion.samplers:DDIMSampler",
-            "description": "DDIM (Song et al. 2021), eta-controlled; deterministic at eta=0; inversion",
-        },
-        {
-            "name": "diffusion.ddpm",
-            "roles": ["sampler"],
-            "drives": ["denoiser"],
-            "needs_scheduler": True,
-            "family": "diffusion",
-            "target": "latentzoo.plugins.diffusion.samplers:DDPMSampler",
-            "description": "DDPM ancestral sampling (Ho et al. 2020), fixed-small or fixed-large variance",
-        },
-        {
-            "name": "diffusion.euler",
-            "roles": ["sampler"],
-            "drives": ["denoiser"],
-            "needs_scheduler": True,
-            "family": "diffusion",
-            "target": "latentzoo.plugins.diffusion.k_samplers:EulerSampler",
-            "description": "Euler, probability-flow ODE (Karras et al. 2022, alg. 2, no churn); sigma_schedule timesteps|karras|sigmoid",
-        },
-        {
-            "name": "diffusion.heun",
-            "roles": ["sampler"],
-            "drives": ["denoiser"],
-            "needs_scheduler": True,
-            "family": "diffusion",
-            "target": "latentzoo.plugins.diffusion.k_samplers:HeunSampler",
-            "description": "Heun, 2nd order (Karras et al. 2022, alg. 1), 2 steps-1 evaluations; sigma_schedule timesteps|karras|sigmoid",
-        },
-        {
-            "name": "diffusion.dpmpp_2m",
-            "roles": ["sampler"],
-            "drives": ["denoiser"],
-            "needs_scheduler": True,
-            "family": "diffusion",
-            "target": "latentzoo.plugins.diffusion.k_samplers:DPMSolverPP2MSampler",
-            "description": "DPM-Solver++(2M) (Lu et al. 2022, alg. 2), multistep 2nd order; sigma_schedule timesteps|karras|sigmoid",
-        },
+        _scheduler(
+            "timesteps",
+            "TimestepScheduler",
+            "The prior's own training timesteps at leading / trailing / linspace spacing (Lin et al. 2024, table 2)",
+            [
+                _option("spacing", "str", "leading", "Timestep spacing", choices=["leading", "trailing", "linspace"]),
+                _option("steps_offset", "int", 0, "Added to every leading timestep (diffusers' steps_offset)", min=0),
+            ],
+        ),
+        _scheduler(
+            "karras",
+            "KarrasScheduler",
+            "Karras et al. 2022 sigmas (eq. 5) between the prior's sigma_min and sigma_max",
+            [_option("rho", "float", 7.0, "Karras rho: larger spends more steps at low noise", min=0.0)],
+        ),
+        _scheduler("sigmoid", "SigmoidScheduler", "S-curve in log sigma (Chen 2023), dense near sigma_min and sigma_max", []),
+        _scheduler("exponential", "ExponentialScheduler", "Sigmas uniform in log sigma (k-diffusion's exponential)", []),
+        _sampler(
+            "ddim",
+            "samplers:DDIMSampler",
+            "DDIM (Song et al. 2021, eq. 12), eta-controlled; deterministic at eta=0; inversion",
+            [
+                _option("eta", "float", 0.0, "Stochasticity: 0 = deterministic DDIM, 1 = DDPM-like", min=0.0),
+                _option("set_alpha_to_one", "bool", True, "End at sigma 0 (true) or at the schedule's sigma_min (diffusers' false)"),
+            ],
+        ),
+        _sampler(
+            "ddpm",
+            "samplers:DDPMSampler",
+            "DDPM ancestral sampling (Ho et al. 2020), fixed-small or fixed-large variance",
+            [
+                _option(
+                    "variance_type",
+                    "str",
+                    "fixed_small",
+                    "Posterior variance (fixed_small) or beta_t (fixed_large)",
+                    choices=["fixed_small", "fixed_large"],
+                )
+            ],
+        ),
+        _sampler("euler", "k_samplers:EulerSampler", "Euler, probability-flow ODE (Karras et al. 2022, alg. 2, no churn)", []),
+        _sampler("heun", "k_samplers:HeunSampler", "Heun, 2nd order (Karras et al. 2022, alg. 1), 2 steps-1 evaluations", []),
+        _sampler("dpmpp_2m", "k_samplers:DPMSolverPP2MSampler", "DPM-Solver++(2M) (Lu et al. 2022, alg. 2), multistep 2nd order", []),
         {
             "name": "diffusion.pixels",
             "roles": ["decoder"],

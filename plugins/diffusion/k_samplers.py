@@ -2,15 +2,15 @@
 
 Each algorithm is one function over (model, x, sigmas) where ``model(x, sigma)`` is a
 denoiser D(x; sigma) ~ E[x0 | x] in the variance-exploding parametrisation x = x0 + sigma eps
-(Karras et al. 2022, eq. 1-3), and ``sigmas`` is a decreasing list of Python floats ending at 0
-(see ``sigmas.py``). ``PriorDenoiser`` turns any denoiser prior of this zoo (epsilon, v or
-sample prediction, trained on a discrete schedule) into such a D, so every sampler runs on
-every scheduler without retraining.
+(Karras et al. 2022, eq. 1-3), and ``sigmas`` is the scheduler's decreasing list of Python
+floats ending at 0. ``latentzoo.core.denoising.Denoiser`` turns any denoiser prior (epsilon, v
+or sample prediction, trained on a discrete schedule) into such a D, so every sampler runs on
+every sigma scheduler without retraining.
 
 The samplers start from x_T = noise * sqrt(sigma_0^2 + 1), not noise * sigma_0: for
 unit-variance (scaled) latents x0 + sigma eps has exactly that variance, and it is the point
 DDIM starts from (x_t = noise in the variance-preserving form, divided by sqrt(abar_t)).
-Euler on the ``timesteps`` sequence is therefore DDIM at eta = 0 (Song et al. 2021, eq. 14),
+Euler on the schedule's own timesteps (the leading / trailing / linspace schedulers) is therefore DDIM at eta = 0 (Song et al. 2021, eq. 14),
 step for step.
 """
 
@@ -18,30 +18,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import torch
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.denoising import Denoiser, to_d
 from latentzoo.core.interfaces import Progress
 
 from .samplers import DenoiserSampler
-from .schedulers import NoiseScheduler
-from .sigmas import SIGMA_SCHEDULES, SigmaGrid, sigma_sequence
-
-
-class Denoiser(Protocol):
-    """D(x; sigma): the denoised estimate of x0 from x = x0 + sigma eps."""
-
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor: ...
-
 
 Solver = Callable[[Denoiser, torch.Tensor, Sequence[float], Progress | None], torch.Tensor]
-
-
-def to_d(x: torch.Tensor, sigma: float, denoised: torch.Tensor) -> torch.Tensor:
-    """dx/dsigma = (x - D(x; sigma)) / sigma, the probability-flow ODE (Karras et al. 2022, eq. 3 with sigma(t) = t)."""
-    return (x - denoised) / sigma
 
 
 def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], progress: Progress | None = None) -> torch.Tensor:
@@ -106,88 +92,27 @@ def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], p
     return x
 
 
-class PriorDenoiser:
-    """D(x; sigma) of a denoiser prior: the prior sees x / sqrt(sigma^2 + 1) at the fractional timestep t(sigma).
-
-    x / sqrt(sigma^2 + 1) = sqrt(abar) x0 + sqrt(1 - abar) eps with abar = 1 / (1 + sigma^2) is the
-    prior's own variance-preserving input; t(sigma) interpolates the schedule in log sigma. The
-    prediction is split into x0 by ``DenoiserSampler.predict`` (classifier-free guidance,
-    clipping and thresholding included). Per-sigma coefficients are precomputed as Python
-    floats and device tensors, so the loop does no host synchronisation.
-    """
-
-    def __init__(
-        self,
-        sampler: DenoiserSampler,
-        prior: Any,
-        grid: SigmaGrid,
-        sigmas: Sequence[float],
-        device: torch.device,
-        class_labels: torch.Tensor | None = None,
-        guidance: float = 1.0,
-    ) -> None:
-        self.sampler, self.prior, self.grid, self.device = sampler, prior, grid, device
-        self.class_labels, self.guidance = class_labels, guidance
-        self.plan = {s: self._coefficients(s) for s in sigmas if s > 0}
-
-    def _coefficients(self, sigma: float) -> tuple[float, torch.Tensor, float]:
-        t = torch.tensor(self.grid.timestep(sigma), dtype=torch.float64, device=self.device)
-        return 1 / math.sqrt(sigma**2 + 1), t, 1 / (sigma**2 + 1)  # c_in, t(sigma), abar(sigma)
-
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        c_in, t, abar = self.plan.get(sigma) or self._coefficients(sigma)
-        x0, _ = self.sampler.predict(self.prior, x * c_in, t, abar, self.class_labels, self.guidance)
-        return x0
-
-
 class SigmaSampler(DenoiserSampler):
-    """A denoiser sampler that integrates the probability-flow ODE over a sigma sequence.
+    """A denoiser sampler that integrates the probability-flow ODE over the scheduler's sigma levels.
 
-    ``sigma_schedule``: ``timesteps`` (the scheduler's spacing), ``karras`` (eq. 5, ``rho``) or
-    ``sigmoid``; see ``sigmas.py``. It can also be passed to ``sample`` (pipeline defaults).
-    Other options (clip_sample, thresholding) are DenoiserSampler's.
+    Options (clip_sample, thresholding) are DenoiserSampler's; conditioning is the Denoiser's.
     """
 
     solver: ClassVar[Solver]
-    name: ClassVar[str]
-
-    def __init__(self, *, sigma_schedule: str = "timesteps", rho: float = 7.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.sigma_schedule, self.rho = self._check_schedule(sigma_schedule), rho
-        if rho <= 0:
-            raise LatentzooError(f"rho must be positive, not {rho}; Karras et al. 2022 use 7")
-
-    @staticmethod
-    def _check_schedule(kind: str) -> str:
-        if kind not in SIGMA_SCHEDULES:
-            raise LatentzooError(f"unknown sigma_schedule {kind!r}; use one of {', '.join(SIGMA_SCHEDULES)}")
-        return kind
-
-    def sigmas(self, scheduler: Any, steps: int, sigma_schedule: str | None = None) -> list[float]:
-        """The noise levels this sampler visits for ``steps`` steps, ending at 0."""
-        return sigma_sequence(scheduler, steps, self._check_schedule(sigma_schedule or self.sigma_schedule), self.rho)
 
     @torch.inference_mode()
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None,
         generator: torch.Generator,
         progress: Progress | None = None,
-        class_labels: torch.Tensor | None = None,
-        guidance: float = 1.0,
-        sigma_schedule: str | None = None,
-        **_: Any,
+        **options: Any,
     ) -> torch.Tensor:
-        if not isinstance(scheduler, NoiseScheduler):
-            raise LatentzooError(f"the {self.name} sampler needs a diffusion noise scheduler (e.g. --scheduler scaled-linear)")
-        sched = self.check(prior, scheduler)
-        sigmas = self.sigmas(sched, steps, sigma_schedule)
-        labels, guidance = self.conditioning(class_labels, guidance, prior, noise.shape[0])
-        model = PriorDenoiser(self, prior, SigmaGrid.from_scheduler(sched), sigmas, noise.device, labels, guidance)
+        sigmas = self.sigmas(levels)
+        model = self.denoiser(prior, noise.shape[0], **options)
         x = noise * math.sqrt(sigmas[0] ** 2 + 1)  # x_T: see the module doc
         return type(self).solver(model, x, sigmas, progress)
 

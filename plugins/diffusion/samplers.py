@@ -1,7 +1,9 @@
-"""DDPM and DDIM samplers for denoiser priors, on any NoiseScheduler.
+"""DDPM and DDIM samplers for denoiser priors, walking a scheduler's sigma levels.
 
-The per-step coefficients are computed once, in float64 on the host, before the loop;
-the loop itself does no host synchronisation.
+Both keep x in the prior's variance-preserving form x_t = sqrt(abar) x0 + sqrt(1 - abar) eps,
+with abar = 1 / (1 + sigma^2) at each level (the schedule's stored alphas_cumprod[t] at its own
+sigma_t), and call the prior through ``latentzoo.core.denoising.Denoiser``. The per-step
+coefficients are computed once, in float64 on the host, before the loop.
 """
 
 from __future__ import annotations
@@ -11,38 +13,19 @@ from typing import Any, ClassVar
 
 import torch
 
+from latentzoo.core.denoising import Denoiser, check_sigmas
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Progress, Sampler
 
-from .schedulers import NoiseScheduler
-
-
-def split_prediction(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0, eps) from a model output, using x_t = sqrt(a) x0 + sqrt(1 - a) eps (Ho et al. 2020, eq. 4).
-
-    v-prediction: v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022, sec. 4).
-    """
-    sa, sb = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-    if prediction_type == "epsilon":
-        return (x_t - sb * output) / sa, output
-    if prediction_type == "v_prediction":
-        return sa * x_t - sb * output, sa * output + sb * x_t
-    if prediction_type == "sample":
-        return output, (x_t - sa * output) / sb
-    raise LatentzooError(f"unknown prediction_type {prediction_type!r}")
-
-
-def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
-    """Clamp to the ``ratio`` quantile s of |x0| per sample and divide by s (Saharia et al. 2022, sec. 2.3)."""
-    s = torch.quantile(x0.abs().flatten(1), ratio, dim=1).clamp(min=1.0, max=max_value)
-    s = s.view(-1, *([1] * (x0.ndim - 1)))
-    return torch.maximum(torch.minimum(x0, s), -s) / s
+X0_OPTIONS = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
 
 
 class DenoiserSampler(Sampler):
-    """Shared by DDPM and DDIM: options, the denoiser call with guidance, x0 post-processing."""
+    """Shared by the denoiser samplers: x0 post-processing options and the Denoiser they build."""
 
     drives: ClassVar[tuple[str, ...]] = ("denoiser",)
+    levels: ClassVar[str | None] = "sigma"
+    name: ClassVar[str] = "denoiser sampler"
 
     def __init__(
         self,
@@ -60,93 +43,74 @@ class DenoiserSampler(Sampler):
             sample_max_value,
         )
 
-    def predict(
-        self,
-        prior: Any,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        alpha_bar: float,
-        class_labels: torch.Tensor | None,
-        guidance: float,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x0, eps) at one step; classifier-free guidance when guidance != 1 (Ho & Salimans 2022, eq. 6)."""
-        if class_labels is not None and guidance != 1.0:
-            null = torch.full_like(class_labels, prior.num_classes - 1)
-            both = prior(torch.cat([x, x]), t, torch.cat([class_labels, null]))
-            cond, uncond = both.chunk(2)
-            output = uncond + guidance * (cond - uncond)
-        else:
-            output = prior(x, t, class_labels)
-        x0, eps = split_prediction(output, x, alpha_bar, prior.prediction_type)
-        if self.thresholding:
-            x0 = dynamic_threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
-        elif self.clip_sample:
-            x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
-        return x0, eps
+    def denoiser(
+        self, prior: Any, batch_size: int, class_labels: torch.Tensor | None = None, guidance: float | None = None, **options: Any
+    ) -> Denoiser:
+        """The prior as D(x; sigma), with this sampler's x0 options, overridden by any passed at sample time."""
+        x0_options = {k: options[k] if options.get(k) is not None else getattr(self, k) for k in X0_OPTIONS}
+        return Denoiser(
+            prior, class_labels=class_labels, guidance=1.0 if guidance is None else guidance, batch_size=batch_size, **x0_options
+        )
 
-    @staticmethod
-    def check(prior: Any, scheduler: Any) -> NoiseScheduler:
-        if not isinstance(scheduler, NoiseScheduler):
-            raise LatentzooError("DDPM and DDIM samplers need a diffusion noise scheduler (linear, scaled-linear, cosine)")
-        if scheduler.num_train_timesteps != prior.num_train_timesteps:
-            raise LatentzooError(
-                f"the scheduler has {scheduler.num_train_timesteps} training timesteps but the prior was trained with "
-                f"{prior.num_train_timesteps}; set num_train_timesteps to match"
-            )
-        return scheduler
-
-    @staticmethod
-    def conditioning(class_labels: torch.Tensor | None, guidance: float, prior: Any, batch: int) -> tuple[torch.Tensor | None, float]:
-        """Labels for the prior and the guidance scale to apply.
-
-        Without class labels a conditional prior gets the null class, and guidance is
-        dropped: guiding the null class towards itself would double every model call.
-        """
-        if class_labels is None:
-            null = torch.full((batch,), prior.num_classes - 1, dtype=torch.long) if prior.num_classes else None
-            return null, 1.0
-        return class_labels, guidance
+    def sigmas(self, levels: list[float] | None) -> list[float]:
+        return check_sigmas(levels, f"sampler {self.name}")
 
 
 class DDIMSampler(DenoiserSampler):
-    """DDIM (Song et al. 2021, eq. 12): deterministic at eta = 0, DDPM-like at eta = 1."""
+    """DDIM (Song et al. 2021, eq. 12): deterministic at eta = 0, DDPM-like at eta = 1.
 
-    def __init__(self, *, eta: float = 0.0, **kwargs: Any) -> None:
+    ``set_alpha_to_one`` false ends at the schedule's sigma_min (abar_0) instead of 0, as
+    diffusers' DDIMScheduler(set_alpha_to_one=False) does.
+    """
+
+    name = "ddim"
+
+    def __init__(self, *, eta: float = 0.0, set_alpha_to_one: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.eta = eta
+        self.eta, self.set_alpha_to_one = self._check_eta(eta), set_alpha_to_one
+
+    @staticmethod
+    def _check_eta(eta: float) -> float:
+        if not (math.isfinite(eta) and eta >= 0):
+            raise LatentzooError(f"eta must be >= 0, not {eta}")
+        return float(eta)
+
+    def alpha_bars(self, denoiser: Denoiser, sigmas: list[float], set_alpha_to_one: bool) -> list[float]:
+        abar = [denoiser.schedule.alpha_bar(s) for s in sigmas]
+        if not set_alpha_to_one:
+            abar[-1] = float(denoiser.schedule.alphas_cumprod[0])
+        return abar
 
     @torch.inference_mode()
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None,
         generator: torch.Generator,
         progress: Progress | None = None,
         eta: float | None = None,
-        class_labels: torch.Tensor | None = None,
-        guidance: float = 1.0,
-        **_: Any,
+        set_alpha_to_one: bool | None = None,
+        **options: Any,
     ) -> torch.Tensor:
-        sched = self.check(prior, scheduler)
-        eta = self.eta if eta is None else eta
-        if eta < 0:
-            raise LatentzooError(f"eta must be >= 0, not {eta}")
-        labels, guidance = self.conditioning(class_labels, guidance, prior, noise.shape[0])
+        sigmas = self.sigmas(levels)
+        eta = self.eta if eta is None else self._check_eta(eta)
+        denoiser = self.denoiser(prior, noise.shape[0], **options)
+        abar = self.alpha_bars(denoiser, sigmas, self.set_alpha_to_one if set_alpha_to_one is None else set_alpha_to_one)
         plan = []
-        for t, t_prev in sched.pairs(steps):
-            a, a_prev = sched.alpha_bar(t), sched.alpha_bar(t_prev)
-            sigma = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
-            plan.append((torch.tensor(t), a, math.sqrt(a_prev), math.sqrt(max(0.0, 1 - a_prev - sigma**2)), sigma))
-        x = noise.clone()
+        for s, a, a_prev in zip(sigmas[:-1], abar[:-1], abar[1:], strict=True):
+            # eq. 12: x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma_t^2) eps + sigma_t z, eq. 16 for sigma_t.
+            # In sigma form (divide by sqrt(a_prev)): x0 + sqrt(s_prev^2 - ...) eps, the same computation.
+            std = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+            plan.append((s, math.sqrt(a_prev), math.sqrt(max(0.0, 1 - a_prev - std**2)), std))
+        x = noise.clone()  # x_T in the variance-preserving form
         z = torch.empty_like(x) if eta > 0 else None
-        for i, (t, a, c_x0, c_eps, sigma) in enumerate(plan):
-            x0, eps = self.predict(prior, x, t, a, labels, guidance)
+        for i, (s, c_x0, c_eps, std) in enumerate(plan):
+            x0, eps = denoiser.predict(x, s)
             x = torch.add(x0.mul_(c_x0), eps, alpha=c_eps)
-            if z is not None and sigma > 0:
-                x.add_(z.normal_(generator=generator), alpha=sigma)
+            if z is not None and std > 0:
+                x.add_(z.normal_(generator=generator), alpha=std)
             if progress:
                 progress(i + 1, len(plan))
         return x
@@ -155,25 +119,24 @@ class DDIMSampler(DenoiserSampler):
     def invert(
         self,
         prior: Any,
-        scheduler: Any,
         latents: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None,
         class_labels: torch.Tensor | None = None,
         progress: Progress | None = None,
     ) -> torch.Tensor:
-        """DDIM inversion: run eq. 12 (eta = 0) backwards, clean latents -> noise (Song et al. 2021, sec. 4.3).
+        """DDIM inversion: run eq. 12 (eta = 0) backwards over ``levels``, clean latents -> noise (Song et al. 2021, sec. 4.3).
 
-        Uses eps evaluated at the current point for the next, noisier timestep, the usual
-        first-order approximation; exact as steps grow.
+        Uses eps of the current point evaluated at the next, noisier level, the usual
+        first-order approximation (as diffusers' DDIMInverseScheduler); exact as steps grow.
         """
-        sched = self.check(prior, scheduler)
-        labels, _ = self.conditioning(class_labels, 1.0, prior, latents.shape[0])
-        pairs = list(reversed(sched.pairs(steps)))  # (t, t_prev) from the clean end upwards
+        sigmas = self.sigmas(levels)
+        denoiser = self.denoiser(prior, latents.shape[0], class_labels=class_labels)
+        abar = self.alpha_bars(denoiser, sigmas, True)
+        pairs = list(reversed(list(zip(sigmas[:-1], abar[:-1], sigmas[1:], abar[1:], strict=True))))  # from the clean end upwards
         x = latents.clone()
-        for i, (t, t_prev) in enumerate(pairs):
-            a_prev, a = sched.alpha_bar(t_prev), sched.alpha_bar(t)
-            _, eps = self.predict(prior, x, torch.tensor(t), a, labels, 1.0)
+        for i, (s, a, _, a_prev) in enumerate(pairs):
+            _, eps = denoiser.predict(x, s)  # the model at the next, noisier level, on the current point
             x0 = (x - math.sqrt(1 - a_prev) * eps) / math.sqrt(a_prev)
             x = math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
             if progress:
@@ -185,44 +148,51 @@ class DDPMSampler(DenoiserSampler):
     """Ancestral sampling from the posterior q(x_prev | x_t, x0) (Ho et al. 2020, eq. 6-7).
 
     ``variance_type``: ``fixed_small`` (posterior variance beta~_t) or ``fixed_large`` (beta_t).
-    With fewer steps than training timesteps, beta_t is the step's 1 - a_t / a_prev.
+    With fewer steps than training timesteps, beta_t is the step's 1 - a_t / a_prev. The noise
+    is drawn from the passed generator.
     """
+
+    name = "ddpm"
+    VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
     def __init__(self, *, variance_type: str = "fixed_small", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if variance_type not in ("fixed_small", "fixed_large"):
+        self.variance_type = self._check_variance(variance_type)
+
+    @classmethod
+    def _check_variance(cls, variance_type: str) -> str:
+        if variance_type not in cls.VARIANCE_TYPES:
             raise LatentzooError(f"variance_type must be fixed_small or fixed_large, not {variance_type!r}")
-        self.variance_type = variance_type
+        return variance_type
 
     @torch.inference_mode()
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None,
         generator: torch.Generator,
         progress: Progress | None = None,
-        class_labels: torch.Tensor | None = None,
-        guidance: float = 1.0,
-        **_: Any,
+        variance_type: str | None = None,
+        **options: Any,
     ) -> torch.Tensor:
-        sched = self.check(prior, scheduler)
-        labels, guidance = self.conditioning(class_labels, guidance, prior, noise.shape[0])
+        sigmas = self.sigmas(levels)
+        variance_type = self.variance_type if variance_type is None else self._check_variance(variance_type)
+        denoiser = self.denoiser(prior, noise.shape[0], **options)
+        abar = [denoiser.schedule.alpha_bar(s) for s in sigmas]
         plan = []
-        for t, t_prev in sched.pairs(steps):
-            a, a_prev = sched.alpha_bar(t), sched.alpha_bar(t_prev)
+        for s, s_prev, a, a_prev in zip(sigmas[:-1], sigmas[1:], abar[:-1], abar[1:], strict=True):
             beta = 1 - a / a_prev
-            c_x0 = math.sqrt(a_prev) * beta / (1 - a)
+            c_x0 = math.sqrt(a_prev) * beta / (1 - a)  # eq. 7: posterior mean coefficients
             c_xt = math.sqrt(1 - beta) * (1 - a_prev) / (1 - a)
-            var = beta if self.variance_type == "fixed_large" else max(beta * (1 - a_prev) / (1 - a), 1e-20)
-            std = math.sqrt(var) if t_prev >= 0 else 0.0  # no noise on the final step
-            plan.append((torch.tensor(t), a, c_x0, c_xt, std))
+            var = beta if variance_type == "fixed_large" else max(beta * (1 - a_prev) / (1 - a), 1e-20)
+            std = math.sqrt(var) if s_prev > 0 else 0.0  # no noise on the final step
+            plan.append((s, c_x0, c_xt, std))
         x = noise.clone()
         z = torch.empty_like(x)
-        for i, (t, a, c_x0, c_xt, std) in enumerate(plan):
-            x0, _ = self.predict(prior, x, t, a, labels, guidance)
+        for i, (s, c_x0, c_xt, std) in enumerate(plan):
+            x0, _ = denoiser.predict(x, s)
             x = torch.add(x0.mul_(c_x0), x, alpha=c_xt)
             if std > 0:
                 x.add_(z.normal_(generator=generator), alpha=std)

@@ -1,107 +1,173 @@
-"""Noise schedules: betas, alphas_cumprod and the timestep sequence (no network).
+"""Sigma schedulers: which noise levels of a denoiser's training schedule a sampler visits.
 
-Spacings (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are
-Flawed", table 2): ``leading``, ``trailing``, ``linspace``. The previous timestep of a
-step is always the next element of the actual sequence (or "the clean end" after the last
-one), never ``t - T // n``, which is wrong for trailing and linspace spacing.
+A scheduler owns no beta schedule: the prior does (``prior.noise_schedule``, a
+``latentzoo.core.denoising.NoiseSchedule``). ``schedule(prior, steps)`` returns ``steps``
+strictly decreasing sigmas between the schedule's sigma_min and sigma_max, then 0.0.
+
+* ``TimestepScheduler``: the schedule's own sigma_t at ``leading`` / ``trailing`` /
+  ``linspace`` timestep spacing (Lin et al. 2024, "Common Diffusion Noise Schedules and
+  Sample Steps are Flawed", table 2), plus ``steps_offset``. DDIM on these levels is
+  diffusers' DDIMScheduler loop; each step goes to the next element of the actual sequence
+  (or to 0), never to ``t - T // n``, which is wrong for trailing and linspace spacing.
+* ``KarrasScheduler``: Karras et al. 2022, eq. 5 (``rho``).
+* ``SigmoidScheduler``: an S-curve in log sigma (the normalised logistic curve of Chen 2023,
+  "On the Importance of Noise Scheduling for Diffusion Models", sec. 2, start -3, end 3).
+* ``ExponentialScheduler``: uniform in log sigma (k-diffusion's get_sigmas_exponential).
+
+One steps rule for all: 1 <= steps <= num_train_timesteps of the prior's schedule.
+
+Zero terminal SNR: the ramps (karras, sigmoid, exponential) run from at most RAMP_SIGMA_MAX = 80
+(Karras et al. 2022, sec. 5). Where the schedule's sigma_max is larger (linear, cosine, and
+every zero-terminal-SNR schedule, whose abar_{T-1} ~ 0 gives sigma ~ 4e3 .. 2e4), the levels
+are [sigma_max, ramp from 80, 0]: sampling still starts at the true terminal noise level and
+its first step is in effect an x0-prediction, instead of spending half the ramp above 80.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
-import torch
-
+from latentzoo.core.denoising import NoiseSchedule, prior_name
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Scheduler
+from latentzoo.core.interfaces import Prior, Scheduler
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 SPACINGS = ("leading", "trailing", "linspace")
+RAMP_SIGMA_MAX = 80.0  # Karras et al. 2022, sec. 5: sigma_max = 80 suffices in practice
+SIGMOID_START, SIGMOID_END = -3.0, 3.0  # Chen 2023, sigmoid schedule defaults
 
 
-def make_betas(schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """beta_t for t = 0..T-1 in float64."""
+def spaced_timesteps(num_train_timesteps: int, steps: int, spacing: str, steps_offset: int = 0) -> list[int]:
+    """``steps`` distinct training timesteps, decreasing, at the given spacing."""
     T = num_train_timesteps
-    if schedule == "linear":  # Ho et al. 2020, sec. 4
-        return torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
-    if schedule == "scaled_linear":  # Rombach et al. 2022 (latent diffusion): linear in sqrt(beta)
-        return torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
-    if schedule == "squaredcos_cap_v2":  # Nichol & Dhariwal 2021, eq. 17, betas capped at 0.999
-
-        def alpha_bar(t: float) -> float:
-            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-        return torch.tensor([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999) for i in range(T)], dtype=torch.float64)
-    if schedule == "sigmoid":  # GeoDiff (Xu et al. 2022), as diffusers: sigmoid(linspace(-6, 6, T)) scaled to [beta_start, beta_end]
-        return torch.sigmoid(torch.linspace(-6, 6, T, dtype=torch.float64)) * (beta_end - beta_start) + beta_start
-    raise LatentzooError(f"unknown beta_schedule {schedule!r}; use one of {', '.join(BETA_SCHEDULES)}")
+    if spacing == "leading":
+        ratio = T // steps
+        ts = [i * ratio + steps_offset for i in range(steps)]
+    elif spacing == "trailing":
+        ratio = T / steps
+        ts = [round(T - i * ratio) - 1 for i in range(steps)][::-1]
+    elif spacing == "linspace":
+        ts = [round(i * (T - 1) / max(1, steps - 1)) for i in range(steps)] if steps > 1 else [T - 1]
+    else:
+        raise LatentzooError(f"unknown spacing {spacing!r}; use one of {', '.join(SPACINGS)}")
+    return sorted((min(t, T - 1) for t in ts), reverse=True)
 
 
-def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Shift and scale sqrt(alpha_bar) so the last step has SNR 0 (Lin et al. 2024, algorithm 1)."""
-    sqrt_ab = torch.cumprod(1 - betas, 0).sqrt()
-    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
-    sqrt_ab = (sqrt_ab - last) * first / (first - last)
-    ab = sqrt_ab**2
-    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
-    return 1 - alphas
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> list[float]:
+    """Karras et al. 2022, eq. 5: sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, then 0."""
+    if n == 1:
+        return [sigma_max, 0.0]
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return [(hi + i / (n - 1) * (lo - hi)) ** rho for i in range(n)] + [0.0]
 
 
-class NoiseScheduler(Scheduler):
-    """One schedule and one spacing; any sampler can run on it."""
+def sigmoid_sigmas(n: int, sigma_min: float, sigma_max: float, start: float = SIGMOID_START, end: float = SIGMOID_END) -> list[float]:
+    """log sigma_i = log sigma_min + S(u_i) log(sigma_max / sigma_min), u_i = 1 - i/(n-1), then 0.
 
-    def __init__(
-        self,
-        *,
-        beta_schedule: str,
-        beta_start: float = 0.0001,
-        beta_end: float = 0.02,
-        num_train_timesteps: int = 1000,
-        timestep_spacing: str = "leading",
-        steps_offset: int = 0,
-        set_alpha_to_one: bool = True,
-        rescale_betas_zero_snr: bool = False,
-    ) -> None:
-        if timestep_spacing not in SPACINGS:
-            raise LatentzooError(f"unknown timestep_spacing {timestep_spacing!r}; use one of {', '.join(SPACINGS)}")
-        self.beta_schedule = beta_schedule
-        self.num_train_timesteps = num_train_timesteps
-        self.timestep_spacing = timestep_spacing
-        self.steps_offset = steps_offset
-        self.betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
-        if rescale_betas_zero_snr:
-            self.betas = rescale_zero_terminal_snr(self.betas)
-        self._alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
-        if rescale_betas_zero_snr:
-            # keep 1/sqrt(alpha_bar) finite (as diffusers does), but below alpha_bar[T-2] so the
-            # schedule stays decreasing (a step 999 -> 998 would otherwise have a negative beta)
-            self._alphas_cumprod[-1] = min(2**-24, float(self._alphas_cumprod[-2]) / 2)
-        self.final_alpha_cumprod = 1.0 if set_alpha_to_one else float(self._alphas_cumprod[0])
+    S(u) = (s(start + u (end - start)) - s(start)) / (s(end) - s(start)) with s the logistic
+    function: Chen 2023's normalised sigmoid schedule, an S-curve from 0 to 1.
+    """
+    if n == 1:
+        return [sigma_max, 0.0]
 
-    @property
-    def alphas_cumprod(self) -> torch.Tensor:
-        return self._alphas_cumprod
+    def s(z: float) -> float:
+        return 1 / (1 + math.exp(-z))
 
-    def alpha_bar(self, t: int) -> float:
-        """alpha_bar at training timestep t; t = -1 is the clean end of the chain."""
-        return self.final_alpha_cumprod if t < 0 else float(self._alphas_cumprod[t])
+    lo, span = math.log(sigma_min), math.log(sigma_max / sigma_min)
+    shape = [(s(start + (1 - i / (n - 1)) * (end - start)) - s(start)) / (s(end) - s(start)) for i in range(n)]
+    return [math.exp(lo + f * span) for f in shape] + [0.0]
 
-    def timesteps(self, num_steps: int) -> list[int]:
-        T = self.num_train_timesteps
-        if not 1 <= num_steps <= T:
-            raise LatentzooError(f"steps must be between 1 and the {T} training timesteps, not {num_steps}")
-        if self.timestep_spacing == "leading":
-            ratio = T // num_steps
-            ts = [i * ratio + self.steps_offset for i in range(num_steps)]
-        elif self.timestep_spacing == "trailing":
-            ratio = T / num_steps
-            ts = [round(T - i * ratio) - 1 for i in range(num_steps)][::-1]
-        else:
-            ts = [round(i * (T - 1) / max(1, num_steps - 1)) for i in range(num_steps)] if num_steps > 1 else [T - 1]
-        ts = [min(t, T - 1) for t in ts]
-        return sorted(ts, reverse=True)
 
-    def pairs(self, num_steps: int) -> list[tuple[int, int]]:
-        """(t, t_prev) for each step, t_prev taken from the actual sequence (-1 after the last)."""
-        ts = self.timesteps(num_steps)
-        return list(zip(ts, [*ts[1:], -1], strict=True))
+def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> list[float]:
+    """log sigma uniform from sigma_max to sigma_min (k-diffusion's get_sigmas_exponential), then 0."""
+    if n == 1:
+        return [sigma_max, 0.0]
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    return [math.exp(hi + i / (n - 1) * (lo - hi)) for i in range(n)] + [0.0]
+
+
+class SigmaScheduler(Scheduler):
+    """Shared by the sigma schedulers: the prior's schedule and the one steps rule."""
+
+    levels: ClassVar[str] = "sigma"
+    name: ClassVar[str]
+
+    def noise_schedule(self, prior: Prior, steps: int) -> NoiseSchedule:
+        schedule = getattr(prior, "noise_schedule", None)
+        if not isinstance(schedule, NoiseSchedule):
+            raise LatentzooError(f"scheduler {self.name} picks sigmas of a denoiser's noise_schedule; prior {prior_name(prior)} has none")
+        T = schedule.num_train_timesteps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            raise LatentzooError(f"scheduler {self.name} takes 1 to {T} steps (the prior's training timesteps), not {steps}")
+        return schedule
+
+
+class TimestepScheduler(SigmaScheduler):
+    """The schedule's own sigmas at ``leading`` / ``trailing`` / ``linspace`` timestep spacing."""
+
+    name = "timesteps"
+
+    def __init__(self, *, spacing: str = "leading", steps_offset: int = 0) -> None:
+        if spacing not in SPACINGS:
+            raise LatentzooError(f"unknown spacing {spacing!r}; use one of {', '.join(SPACINGS)}")
+        self.spacing, self.steps_offset = spacing, steps_offset
+        self.name = spacing  # type: ignore[misc]  # errors name the spacing, which is the registry entry's name
+
+    def timesteps(self, prior: Prior, steps: int, *, spacing: str | None = None, steps_offset: int | None = None) -> list[int]:
+        schedule = self.noise_schedule(prior, steps)
+        offset = self.steps_offset if steps_offset is None else steps_offset
+        return spaced_timesteps(schedule.num_train_timesteps, steps, spacing or self.spacing, offset)
+
+    def schedule(self, prior: Prior, steps: int, **options: Any) -> list[float]:
+        ts = self.timesteps(prior, steps, **options)
+        return [prior.noise_schedule.sigmas[t] for t in ts] + [0.0]
+
+
+class RampScheduler(SigmaScheduler):
+    """A continuous ramp between sigma_min and min(sigma_max, 80), with sigma_max first where it is larger."""
+
+    def ramp(self, n: int, sigma_min: float, sigma_max: float, **options: Any) -> list[float]:
+        raise NotImplementedError
+
+    def schedule(self, prior: Prior, steps: int, **options: Any) -> list[float]:
+        ns = self.noise_schedule(prior, steps)
+        top = ns.sigma_max
+        head = [top] if top > RAMP_SIGMA_MAX and steps > 1 else []  # see the module doc: zero terminal SNR
+        hi = min(top, RAMP_SIGMA_MAX) if head else top
+        return head + self.ramp(steps - len(head), ns.sigma_min, hi, **options)
+
+
+class KarrasScheduler(RampScheduler):
+    """Karras et al. 2022, eq. 5; ``rho`` = 7 in the paper."""
+
+    name = "karras"
+
+    def __init__(self, *, rho: float = 7.0) -> None:
+        self.rho = self._check_rho(rho)
+
+    @staticmethod
+    def _check_rho(rho: float) -> float:
+        if not (math.isfinite(rho) and rho > 0):
+            raise LatentzooError(f"rho must be a positive number, not {rho}; Karras et al. 2022 use 7")
+        return float(rho)
+
+    def ramp(self, n: int, sigma_min: float, sigma_max: float, *, rho: float | None = None, **_: Any) -> list[float]:
+        return karras_sigmas(n, sigma_min, sigma_max, self.rho if rho is None else self._check_rho(rho))
+
+
+class SigmoidScheduler(RampScheduler):
+    """An S-curve in log sigma, dense near sigma_min and sigma_max (Chen 2023)."""
+
+    name = "sigmoid"
+
+    def ramp(self, n: int, sigma_min: float, sigma_max: float, **_: Any) -> list[float]:
+        return sigmoid_sigmas(n, sigma_min, sigma_max)
+
+
+class ExponentialScheduler(RampScheduler):
+    """Uniform in log sigma."""
+
+    name = "exponential"
+
+    def ramp(self, n: int, sigma_min: float, sigma_max: float, **_: Any) -> list[float]:
+        return exponential_sigmas(n, sigma_min, sigma_max)

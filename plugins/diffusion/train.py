@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from latentzoo.core.data import ImageSet, load_dataset
+from latentzoo.core.denoising import training_target
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
 
-from .schedulers import NoiseScheduler
 from .unet import UNetPrior
 
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -44,15 +44,6 @@ def _split(config: dict[str, Any]) -> list[dict[str, Any]]:
         TRAIN_DEFAULTS,
         extra=("dropout", "sample_size", "in_channels", "out_channels"),
     )
-
-
-def training_target(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """What the denoiser learns to output; v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return a * noise - b * x0
-    return x0
 
 
 @torch.inference_mode()
@@ -89,9 +80,9 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     torch.manual_seed(options.seed)
     model = UNetPrior(**model_cfg).to(run.device)
     ema = EMA(model, train_cfg["ema_decay"])
-    sched = NoiseScheduler(num_train_timesteps=model_cfg["num_train_timesteps"], **schedule_cfg)
-    sqrt_ab = sched.alphas_cumprod.sqrt().float().to(run.device)
-    sqrt_1mab = (1 - sched.alphas_cumprod).sqrt().float().to(run.device)
+    abar = model.noise_schedule.alphas_cumprod  # the schedule the prior states, built from training_schedule
+    sqrt_ab = abar.sqrt().float().to(run.device)
+    sqrt_1mab = (1 - abar).sqrt().float().to(run.device)
     opt = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
     ckpt = run.checkpointer({"model": model, "ema": ema.model}, {"opt": opt})
     start, history = ckpt.start()

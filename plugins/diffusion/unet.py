@@ -3,7 +3,8 @@
 Parameter names and block semantics match diffusers' ``UNet2DModel`` (``conv_in``,
 ``time_embedding``, ``class_embedding``, ``down_blocks``, ``mid_block``, ``up_blocks``,
 ``conv_norm_out``, ``conv_out``) so its checkpoints load directly. The prior adds what a
-denoiser must state to be used correctly: ``prediction_type`` and ``num_train_timesteps``.
+denoiser must state to be used correctly: ``prediction_type``, ``num_train_timesteps`` and the
+``training_schedule`` it was trained with (required: its ``noise_schedule``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentzoo.core.denoising import PREDICTION_TYPES, NoiseSchedule
+from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import DenoiserPrior
 from latentzoo.core.layers import (
     Attention,
@@ -26,7 +29,6 @@ from latentzoo.core.layers import (
     timestep_embedding,
 )
 
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 DOWN_TYPES = ("DownBlock2D", "AttnDownBlock2D")
 UP_TYPES = ("UpBlock2D", "AttnUpBlock2D")
 
@@ -155,6 +157,18 @@ class UNetPrior(nn.Module, DenoiserPrior):
         self.prediction_type = prediction_type
         self.num_train_timesteps = num_train_timesteps
         self.num_classes = num_class_embeds
+        if training_schedule is None:
+            raise ValueError(
+                "UNetPrior needs training_schedule (beta_schedule, beta_start, beta_end: the schedule it was trained with); add it to its config"
+            )
+        try:
+            self._noise_schedule = NoiseSchedule.from_config({"num_train_timesteps": num_train_timesteps, **training_schedule})
+        except LatentzooError as exc:
+            raise ValueError(str(exc)) from exc
+        if self._noise_schedule.num_train_timesteps != num_train_timesteps:
+            raise ValueError(
+                f"training_schedule has {self._noise_schedule.num_train_timesteps} timesteps but num_train_timesteps is {num_train_timesteps}"
+            )
         self.training_schedule = training_schedule
         self.sample_size, self.in_channels = sample_size, in_channels
         self.center_input_sample = center_input_sample
@@ -202,6 +216,10 @@ class UNetPrior(nn.Module, DenoiserPrior):
             cprev = cout
         self.conv_norm_out = group_norm(widths[0], norm_num_groups, norm_eps)
         self.conv_out = nn.Conv2d(widths[0], out_channels, 3, padding=1)
+
+    @property
+    def noise_schedule(self) -> NoiseSchedule:
+        return self._noise_schedule
 
     @property
     def latent_shape(self) -> tuple[int, ...]:

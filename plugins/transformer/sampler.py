@@ -35,10 +35,9 @@ class TokenSampler(Sampler):
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: Any = None,
         generator: torch.Generator,
         progress: Progress | None = None,
         temperature: float | None = None,

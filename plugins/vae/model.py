@@ -107,10 +107,9 @@ class AnalyticSampler(Sampler):
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: Any = None,
         generator: torch.Generator,
         progress: Any = None,
         temperature: float | None = None,

@@ -20,8 +20,13 @@ import yaml
 from latentzoo_example.plms import PLMSSampler
 
 import latentzoo
+from latentzoo.core.denoising import NoiseSchedule
 from latentzoo.core.errors import ContractError, LatentzooError
 from latentzoo.core.interfaces import DenoiserPrior, Scheduler
+
+SCHEDULE = NoiseSchedule.from_config(
+    {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
+)
 
 FRAGMENT = Path(latentzoo_example.__file__).with_name("registry.yaml")
 
@@ -68,9 +73,10 @@ class PointMass(DenoiserPrior):
     prediction_type = "epsilon"
     num_train_timesteps = 1000
     num_classes = None
+    noise_schedule = SCHEDULE
 
-    def __init__(self, scheduler: Scheduler, target: torch.Tensor) -> None:
-        self.alphas, self.target, self.calls = scheduler.alphas_cumprod, target, 0
+    def __init__(self, target: torch.Tensor) -> None:
+        self.target, self.calls = target, 0
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -81,7 +87,7 @@ class PointMass(DenoiserPrior):
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         self.calls += 1
-        a = float(self.alphas[int(t)])
+        a = 1 / (1 + SCHEDULE.sigma(float(t)) ** 2)
         eps = self.eps(x, a)
         if self.prediction_type == "v_prediction":
             x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)
@@ -92,8 +98,8 @@ class PointMass(DenoiserPrior):
 class Gaussian(PointMass):
     """The exact denoiser of data ~ N(0, std^2 I): E[eps | x_t] = sqrt(1 - a) x_t / (a std^2 + 1 - a)."""
 
-    def __init__(self, scheduler: Scheduler, std: float, shape: tuple[int, ...]) -> None:
-        super().__init__(scheduler, torch.zeros(shape))
+    def __init__(self, std: float, shape: tuple[int, ...]) -> None:
+        super().__init__(torch.zeros(shape))
         self.std = std
 
     def eps(self, x: torch.Tensor, a: float) -> torch.Tensor:
@@ -102,13 +108,13 @@ class Gaussian(PointMass):
 
 def exact_solution(noise: torch.Tensor, scheduler: Scheduler, steps: int, std: float) -> torch.Tensor:
     """For N(0, std^2) data the probability-flow ODE solves in closed form (variance-exploding view)."""
-    a = float(scheduler.alphas_cumprod[scheduler.timesteps(steps)[0]])
-    return noise / math.sqrt(a) * std / math.sqrt(std**2 + (1 - a) / a)
+    sigma = scheduler.schedule(PointMass(torch.zeros(1)), steps)[0]
+    return noise * math.sqrt(sigma**2 + 1) * std / math.sqrt(std**2 + sigma**2)
 
 
 @pytest.fixture(scope="module")
 def scheduler() -> Scheduler:
-    return latentzoo.build("scaled-linear", "scheduler")
+    return latentzoo.build("leading", "scheduler")
 
 
 @pytest.fixture
@@ -117,7 +123,8 @@ def noise() -> torch.Tensor:
 
 
 def draw(sampler: Any, prior: Any, scheduler: Any, noise: torch.Tensor, steps: int, **options: Any) -> torch.Tensor:
-    return sampler.sample(prior, scheduler, noise, steps=steps, generator=torch.Generator().manual_seed(0), **options)
+    levels = scheduler.schedule(prior, steps) if scheduler is not None else None
+    return sampler.sample(prior, noise, levels=levels, generator=torch.Generator().manual_seed(0), **options)
 
 
 def test_registry_entry_builds_a_fourth_order_plms() -> None:
@@ -127,12 +134,12 @@ def test_registry_entry_builds_a_fourth_order_plms() -> None:
 
 def test_point_mass_is_reached_exactly(scheduler, noise) -> None:
     target = torch.linspace(-1, 1, 64).reshape(1, 8, 8)
-    out = draw(PLMSSampler(), PointMass(scheduler, target), scheduler, noise, 10)
+    out = draw(PLMSSampler(), PointMass(target), scheduler, noise, 10)
     torch.testing.assert_close(out, target.expand_as(out), atol=1e-4, rtol=0)
 
 
 def test_higher_order_beats_ddim_on_gaussian_data(scheduler, noise) -> None:
-    prior = Gaussian(scheduler, 0.5, (1, 8, 8))
+    prior = Gaussian(0.5, (1, 8, 8))
     ddim = latentzoo.build("ddim", "sampler")
 
     def error(sampler: Any, steps: int) -> float:
@@ -144,20 +151,20 @@ def test_higher_order_beats_ddim_on_gaussian_data(scheduler, noise) -> None:
 
 
 def test_order_one_is_ddim(scheduler, noise) -> None:
-    prior = Gaussian(scheduler, 0.5, (1, 8, 8))
+    prior = Gaussian(0.5, (1, 8, 8))
     ddim = latentzoo.build("ddim", "sampler")
     torch.testing.assert_close(draw(PLMSSampler(order=1), prior, scheduler, noise, 12), draw(ddim, prior, scheduler, noise, 12))
 
 
 def test_one_evaluation_per_step_plus_one_and_progress(scheduler, noise) -> None:
-    prior, calls = Gaussian(scheduler, 0.5, (1, 8, 8)), []
+    prior, calls = Gaussian(0.5, (1, 8, 8)), []
     draw(PLMSSampler(), prior, scheduler, noise, 10, progress=lambda i, n: calls.append((i, n)))
     assert prior.calls == 11
     assert calls == [(i, 10) for i in range(1, 11)]
 
 
 def test_v_prediction_gives_the_same_samples(scheduler, noise) -> None:
-    eps_prior, v_prior = Gaussian(scheduler, 0.5, (1, 8, 8)), Gaussian(scheduler, 0.5, (1, 8, 8))
+    eps_prior, v_prior = Gaussian(0.5, (1, 8, 8)), Gaussian(0.5, (1, 8, 8))
     v_prior.prediction_type = "v_prediction"
     torch.testing.assert_close(draw(PLMSSampler(), v_prior, scheduler, noise, 10), draw(PLMSSampler(), eps_prior, scheduler, noise, 10))
 
@@ -165,8 +172,8 @@ def test_v_prediction_gives_the_same_samples(scheduler, noise) -> None:
 def test_bad_order_and_missing_scheduler_are_refused(scheduler, noise) -> None:
     with pytest.raises(LatentzooError, match="order must be 1, 2, 3 or 4"):
         PLMSSampler(order=5)
-    with pytest.raises(LatentzooError, match="needs a scheduler"):
-        draw(PLMSSampler(), Gaussian(scheduler, 0.5, (1, 8, 8)), None, noise, 10)
+    with pytest.raises(LatentzooError, match="plms walks sigma levels; compose it with a scheduler"):
+        draw(PLMSSampler(), Gaussian(0.5, (1, 8, 8)), None, noise, 10)
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,4 +219,4 @@ def test_preview_composes_with_the_digits_prior_and_refuses_others(tmp_path: Pat
         yaml.safe_dump({"components": {"other-ldm": {"class": "diffusion.unet", "roles": ["prior"], "latent_space": other}}})
     )
     with pytest.raises(ContractError, match=r"prior other-ldm vs decoder digits-preview: autoencoder 'sha256:00000000deadbeef'"):
-        latentzoo.compose(prior="other-ldm", decoder="digits-preview", sampler="plms", scheduler="scaled-linear", extra=[registry])
+        latentzoo.compose(prior="other-ldm", decoder="digits-preview", sampler="plms", scheduler="leading", extra=[registry])

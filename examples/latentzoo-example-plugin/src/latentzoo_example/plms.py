@@ -8,9 +8,9 @@ linear multi-step combination of the recent predictions: the Adams-Bashforth wei
 first step a pseudo improved Euler step (the average of eps here and at the DDIM guess of
 the next point). That is one prior evaluation per step, plus one.
 
-Written against latentzoo's public interfaces only: the prior is called as
-``prior(x_t, t, class_labels)`` and states ``prediction_type``; the scheduler gives
-``alphas_cumprod`` and ``timesteps(n)``.
+Written against latentzoo's public API only: the scheduler's ``levels`` are sigmas of the
+prior's training schedule, and ``latentzoo.core.denoising.Denoiser`` turns the prior into
+(x0, eps) at any level (prediction type, class labels, the null class and guidance included).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from latentzoo.core.denoising import Denoiser, check_sigmas
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Progress, Sampler
 
@@ -32,29 +33,8 @@ ADAMS_BASHFORTH: dict[int, tuple[float, ...]] = {
 }
 
 
-def predict_epsilon(
-    prior: Any, x: torch.Tensor, t: int, alpha_bar: float, class_labels: torch.Tensor | None, guidance: float
-) -> torch.Tensor:
-    """The prior's output as eps; classifier-free guidance when guidance != 1 (Ho & Salimans 2022, eq. 6)."""
-    t_ = torch.tensor(t)
-    if class_labels is not None and guidance != 1.0:
-        null = torch.full_like(class_labels, prior.num_classes - 1)
-        cond, uncond = prior(torch.cat([x, x]), t_, torch.cat([class_labels, null])).chunk(2)
-        out = uncond + guidance * (cond - uncond)
-    else:
-        out = prior(x, t_, class_labels)
-    sa, sb = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-    if prior.prediction_type == "epsilon":  # x_t = sqrt(a) x0 + sqrt(1 - a) eps
-        return out
-    if prior.prediction_type == "v_prediction":  # v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022)
-        return sa * out + sb * x
-    if prior.prediction_type == "sample":
-        return (x - sa * out) / sb
-    raise LatentzooError(f"unknown prediction_type {prior.prediction_type!r}; PLMS handles epsilon, v_prediction and sample")
-
-
 def transfer(x: torch.Tensor, eps: torch.Tensor, alpha_bar: float, alpha_bar_next: float) -> torch.Tensor:
-    """Move x_t to the next timestep along eps: sqrt(a') x0 + sqrt(1 - a') eps with x0 from eps (PNDM's transfer part)."""
+    """Move x_t to the next level along eps: sqrt(a') x0 + sqrt(1 - a') eps with x0 from eps (PNDM's transfer part)."""
     x0 = (x - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
     return math.sqrt(alpha_bar_next) * x0 + math.sqrt(1.0 - alpha_bar_next) * eps
 
@@ -63,56 +43,50 @@ class PLMSSampler(Sampler):
     """PLMS of ``order`` 1 to 4 (1 is DDIM at eta = 0); deterministic."""
 
     drives: ClassVar[tuple[str, ...]] = ("denoiser",)
+    levels: ClassVar[str | None] = "sigma"
 
     def __init__(self, *, order: int = 4) -> None:
+        self.order = self._check_order(order)
+
+    @staticmethod
+    def _check_order(order: int) -> int:
         if order not in ADAMS_BASHFORTH:
             raise LatentzooError(f"PLMS order must be 1, 2, 3 or 4, not {order}")
-        self.order = order
+        return order
 
     @torch.inference_mode()
     def sample(
         self,
         prior: Any,
-        scheduler: Any,
         noise: torch.Tensor,
         *,
-        steps: int,
+        levels: list[float] | None,
         generator: torch.Generator,
         progress: Progress | None = None,
         class_labels: torch.Tensor | None = None,
         guidance: float | None = None,
+        order: int | None = None,
         **_: Any,
     ) -> torch.Tensor:
-        if scheduler is None:
-            raise LatentzooError("the PLMS sampler needs a scheduler; pass --scheduler (see `latentzoo list --role scheduler`)")
-        if scheduler.num_train_timesteps != prior.num_train_timesteps:
-            raise LatentzooError(
-                f"the scheduler has {scheduler.num_train_timesteps} training timesteps but the prior "
-                f"{prior.num_train_timesteps}; choose a matching scheduler"
-            )
-        if getattr(prior, "num_classes", None) and class_labels is None:
-            class_labels = torch.full((noise.shape[0],), prior.num_classes - 1, dtype=torch.long)  # the null class
-        scale = 1.0 if guidance is None else guidance
-        alphas = scheduler.alphas_cumprod
-        ts = scheduler.timesteps(steps)
-
-        def alpha_bar(t: int) -> float:  # t = -1 is the clean end of the chain
-            return 1.0 if t < 0 else float(alphas[t])
-
+        sigmas = check_sigmas(levels, "sampler plms")
+        order = self.order if order is None else self._check_order(order)
+        model = Denoiser(prior, class_labels=class_labels, guidance=1.0 if guidance is None else guidance, batch_size=noise.shape[0])
+        abar = [model.schedule.alpha_bar(s) for s in sigmas]  # the variance-preserving chain x_t = sqrt(a) x0 + sqrt(1 - a) eps
+        n = len(sigmas) - 1
         history: list[torch.Tensor] = []  # previous eps, oldest first, at most order - 1
         x = noise.clone()
-        for i, (t, t_next) in enumerate(zip(ts, [*ts[1:], -1], strict=True)):
-            a, a_next = alpha_bar(t), alpha_bar(t_next)
-            eps = predict_epsilon(prior, x, t, a, class_labels, scale)
-            if not history and self.order > 1 and t_next >= 0:
+        for i in range(n):
+            a, a_next = abar[i], abar[i + 1]
+            _, eps = model.predict(x, sigmas[i])
+            if not history and order > 1 and sigmas[i + 1] > 0:
                 guess = transfer(x, eps, a, a_next)
-                eps_prime = (eps + predict_epsilon(prior, guess, t_next, a_next, class_labels, scale)) / 2
+                eps_prime = (eps + model.predict(guess, sigmas[i + 1])[1]) / 2
             else:
                 recent = [eps, *reversed(history)]
                 eps_prime = sum(w * e for w, e in zip(ADAMS_BASHFORTH[len(recent)], recent, strict=True))
             x = transfer(x, eps_prime, a, a_next)
-            if self.order > 1:
-                history = [*history, eps][-(self.order - 1) :]
+            if order > 1:
+                history = [*history, eps][-(order - 1) :]
             if progress:
-                progress(i + 1, len(ts))
+                progress(i + 1, n)
         return x
