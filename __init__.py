@@ -19,6 +19,10 @@ _SCORING = {"classify": "classify", "clip_score": "score", "load_scorer": "load_
 
 
 def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name], __name__), name)
     if name in _API:
         from .core import api
 
@@ -35,3 +39,10 @@ def __getattr__(name: str):  # PEP 562: keep `import latentzoo` light
 
 
 __all__ = ["__version__", *_API, *_TRAINING, *_SCORING]
+
+# The rest of the CLI's verbs, by module: latentzoo.reconstruct(...), latentzoo.pull(...), ...
+_ELSEWHERE = {
+    **dict.fromkeys(("reconstruct", "encode", "decode"), ".core.codec"),
+    **dict.fromkeys(("convert", "export", "push", "pull", "formats"), ".interop.api"),
+}
+__all__ += list(_ELSEWHERE)

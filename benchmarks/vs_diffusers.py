@@ -26,7 +26,6 @@ import diffusers
 import torch
 
 import latentzoo
-from latentzoo.core.convert import convert_diffusers
 
 
 def build(folder: Path, size: int, width: int) -> None:
@@ -79,7 +78,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "ldm"
         build(folder, args.size, args.width)
-        result = convert_diffusers(folder, "bench-ldm", outdir=Path(tmp) / "converted", scaling_factor=scale, register=False)
+        result = latentzoo.convert(
+            folder, "bench-ldm", from_format="diffusers", outdir=Path(tmp) / "converted", scaling_factor=scale, register=False
+        )
         ours = latentzoo.load_pipeline("bench-ldm", extra=[result.fragment])
         theirs = diffusers.LDMPipeline.from_pretrained(folder)
         theirs.vqvae.register_to_config(scaling_factor=scale)

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from .compose import PipelineSpec, check_spec, declared_options, resolve_component
 from .errors import ContractError, WeightsError
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
+from .sources import resolve_weights
 from .weights import load_state, load_tensors, space_identity
-
-
-def resolve_weights(entry: Entry) -> tuple[Path, str]:
-    """Local path and sha256 of an entry's weights (a Hub reference resolves through the HF cache)."""
-    weights = entry.data["weights"]
-    if "path" in weights:
-        return entry.weights_path(), weights["sha256"]
-    from .hub import hub_file
-
-    return hub_file(weights["hub"], weights.get("file", "model.safetensors"), weights["revision"]), weights["sha256"]
 
 
 class Builder:

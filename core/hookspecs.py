@@ -1,4 +1,4 @@
-"""The whole plugin surface of latentzoo: four hooks.
+"""The whole plugin surface of latentzoo: five hooks.
 
 A plugin is a module named by an entry point in the ``latentzoo`` group. Its module must
 stay light (no torch at import): it returns *declarations*, plain data naming the import
@@ -39,3 +39,14 @@ def latentzoo_datasets() -> list[dict[str, Any]]:
 @hookspec
 def latentzoo_commands(cli: Any) -> None:
     """Add click commands to the ``latentzoo`` group ``cli``."""
+
+
+@hookspec
+def latentzoo_formats() -> list[dict[str, Any]]:
+    """Declare foreign weight formats: dicts with name, description, and "convert" and/or "export" ("module:function").
+
+    ``convert`` imports a folder in that format (``latentzoo convert --from NAME``), ``export``
+    writes a component or pipeline in it (``latentzoo export --to NAME``); see docs/plugins.md,
+    "Formats", for the two functions' signatures. Only the declarations are read until a
+    command uses the format.
+    """

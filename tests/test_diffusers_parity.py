@@ -195,18 +195,22 @@ def test_converted_fragment_names_the_autoencoder_space(ldm):
     assert sha256_file(vq.weights_path()) == sha
     assert prior.latent_space.autoencoder == space_identity(sha) == vq.latent_space.autoencoder
     assert prior.latent_space.scaling_factor == SCALE and prior.latent_space.shift == 0.0
-    assert prior.data["config"]["prediction_type"] == "epsilon"
-    # the scheduler config splits three ways: the prior's training schedule, the timestep scheduler, the sampler
-    assert prior.data["config"]["num_train_timesteps"] == 1000
-    assert prior.data["config"]["training_schedule"] == {
+    # the scheduler config splits three ways: the training schedule goes to the prior, the
+    # spacing to a timesteps scheduler, set_alpha_to_one / clipping to the sampler
+    config = prior.data["config"]
+    assert config["prediction_type"] == "epsilon" and config["num_train_timesteps"] == 1000
+    assert config["training_schedule"] == {
         "beta_schedule": "scaled_linear",
         "beta_start": 0.0015,
         "beta_end": 0.0195,
         "rescale_betas_zero_snr": False,
     }
-    assert reg.get("tiny-ldm-scheduler").data["class"] == "diffusion.timesteps"
-    assert reg.get("tiny-ldm-scheduler").data["config"] == {"spacing": "leading", "steps_offset": 1}
-    assert reg.get("tiny-ldm-ddim").data["config"]["set_alpha_to_one"] is False
+    pipeline = reg.get("tiny-ldm").data
+    assert pipeline["scheduler"] == "tiny-ldm-scheduler" and pipeline["sampler"] == "tiny-ldm-ddim"
+    sched = reg.get("tiny-ldm-scheduler").data
+    assert sched["class"] == "diffusion.timesteps" and sched["config"] == {"spacing": "leading", "steps_offset": 1}
+    sampler = reg.get("tiny-ldm-ddim").data["config"]
+    assert sampler["set_alpha_to_one"] is False and sampler["clip_sample"] is False and sampler["eta"] == 0.0
 
 
 @torch.no_grad()
@@ -297,7 +301,8 @@ def test_ddim_pipeline_v_prediction_trailing_parity(env):
     user = Path(env["env"]["LATENTZOO_REGISTRY"])
     reg = Registry.load([user])
     assert reg.get("tiny-v-unet").data["config"]["prediction_type"] == "v_prediction"
-    assert reg.get("tiny-v-scheduler").data["config"]["spacing"] == "trailing"
+    assert reg.get("tiny-v").data["scheduler"] == "trailing"  # the built-in spacing (steps_offset 0): no copy
+    assert "tiny-v-scheduler" not in reg.entries
     # the beta schedule went to the prior: it owns its training schedule
     assert reg.get("tiny-v-unet").data["config"]["training_schedule"] == {
         "beta_schedule": "squaredcos_cap_v2",
@@ -323,6 +328,16 @@ def test_standalone_scheduler_and_unet_folders(env, ddpm):
     proc = run_cli("convert", "--from", "diffusers", str(ddpm["folder"] / "unet"), "--name", "u", env=env["env"], cwd=base)
     assert proc.returncode == 0, proc.stderr
     assert "prediction_type epsilon and training schedule from" in proc.stderr and "latent space: pixels" in proc.stderr
+    assert (
+        reg.get("tiny-ddpm-unet").data["config"]["training_schedule"]
+        == Registry.load([Path(env["env"]["LATENTZOO_REGISTRY"])]).get("u").data["config"]["training_schedule"]
+    )
+    # a UNet folder without its pipeline's scheduler config: the training schedule is never guessed
+    lone = base / "lone-unet"
+    ddpm["unet"].save_pretrained(lone / "unet", safe_serialization=True)
+    one_line_error(
+        run_cli("convert", "--from", "diffusers", str(lone / "unet"), "--name", "lone", env=env["env"], cwd=base), "never guesses"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,7 +383,7 @@ def test_exported_ddpm_and_components_load_in_diffusers(ddpm, ldm, env):
     unet_dir, vq_dir = base / "export-unet", base / "export-vq"
     assert run_cli("export", "tiny-ddpm-unet", "--to", "diffusers", "-o", str(unet_dir), env=env["env"], cwd=base).returncode == 0
     assert run_cli("export", "tiny-ldm-vqvae", "--to", "diffusers", "-o", str(vq_dir), env=env["env"], cwd=base).returncode == 0
-    assert sorted(p.name for p in unet_dir.iterdir()) == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert sorted(p.name for p in unet_dir.iterdir()) == [".latentzoo-export.json", "config.json", "diffusion_pytorch_model.safetensors"]
     unet = diffusers.UNet2DModel.from_pretrained(unet_dir)
     vq = diffusers.VQModel.from_pretrained(vq_dir)
     assert vq.config.scaling_factor == SCALE
@@ -413,6 +428,53 @@ def test_export_folds_a_latent_shift_into_the_vq_weights(ldm, env):
     assert max_err("shift-folded ldm latents", z, theirs) < TOL
     with torch.no_grad():
         assert max_err("shift-folded ldm images", ours.decode(ours.unscale(z)), back.vqvae.decode(theirs / SCALE).sample.clamp(-1, 1)) < TOL
+
+
+def test_export_force_never_deletes_what_it_did_not_write(ldm, env):
+    """-o ., /, ~ and unrelated non-empty folders are refused (with or without --force); --force replaces only an export."""
+    base = env["base"] / "export-safety"
+    cwd = base / "work"
+    cwd.mkdir(parents=True)
+    (cwd / "keep.txt").write_text("mine")
+    e = {**env["env"], "HOME": str(base)}
+
+    def export(out: str, *flags: str) -> subprocess.CompletedProcess:
+        return run_cli("export", "tiny-ldm-vqvae", "--to", "diffusers", "-o", out, *flags, env=e, cwd=cwd)
+
+    for out, what in ((".", "current directory"), ("/", "root directory"), (str(base), "home directory"), ("../..", "above")):
+        for flags in ((), ("--force",)):
+            one_line_error(export(out, *flags), what, "new folder")
+    assert (cwd / "keep.txt").read_text() == "mine"
+    unrelated = cwd / "unrelated"
+    unrelated.mkdir()
+    (unrelated / "notes.md").write_text("mine")
+    one_line_error(export("unrelated", "--force"), "not a latentzoo export")
+    one_line_error(export("keep.txt"), "is a file")
+    assert (unrelated / "notes.md").read_text() == "mine" and (cwd / "keep.txt").read_text() == "mine"
+    # a previous export: refused without --force, replaced with it; a file it did not write blocks the replacement
+    assert export("vq").returncode == 0
+    manifest = json.loads((cwd / "vq" / ".latentzoo-export.json").read_text())
+    assert manifest["files"] == ["config.json", "diffusion_pytorch_model.safetensors"] and manifest["format"] == "diffusers"
+    one_line_error(export("vq"), "previous export", "--force")
+    (cwd / "vq" / "config.json").write_text("{}")
+    assert export("vq", "--force").returncode == 0
+    assert json.loads((cwd / "vq" / "config.json").read_text())["_class_name"] == "VQModel"
+    (cwd / "vq" / "mine.txt").write_text("mine")
+    one_line_error(export("vq", "--force"), "mine.txt", "did not write")
+    assert (cwd / "vq" / "mine.txt").read_text() == "mine"
+    # a failed export leaves nothing behind
+    one_line_error(run_cli("export", "no-such-thing", "--to", "diffusers", "-o", "new", env=e, cwd=cwd), "no-such-thing")
+    assert sorted(p.name for p in cwd.iterdir()) == ["keep.txt", "unrelated", "vq"]
+
+
+def test_unknown_formats_are_one_line_errors_listing_the_known_ones(env):
+    base = env["base"]
+    line = one_line_error(run_cli("convert", "--from", "onnx", str(base), "--name", "x", env=env["env"], cwd=base), "--from onnx")
+    assert "diffusers" in line
+    line = one_line_error(run_cli("export", "digits", "--to", "gguf", "-o", str(base / "g"), env=env["env"], cwd=base), "--to gguf")
+    assert "diffusers" in line and not (base / "g").exists()
+    proc = run_cli("formats", "--json", env=env["env"], cwd=base)
+    assert {"name": "diffusers", "plugin": "diffusers", "convert": True, "export": True}.items() <= json.loads(proc.stdout)[0].items()
 
 
 # ---------------------------------------------------------------------------------------

@@ -53,7 +53,6 @@ def _files(tmp: Path) -> dict[str, str]:
 
 
 H1 = pytest.mark.xfail(strict=False, reason="sample/compose options: fixed by H1 branch")
-H4 = pytest.mark.xfail(strict=False, reason="Hub / interop: fixed by H4 branch")
 
 # (id, argv with {placeholders} from _files, fragments the one error line must contain)
 ROWS = [
@@ -108,7 +107,7 @@ ROWS = [
         marks=H1,
         id="compose-steps",
     ),
-    pytest.param("pull-dotdot", ["pull", "../x"], ["ORG/NAME"], marks=H4, id="pull-dotdot"),
+    pytest.param("pull-dotdot", ["pull", "../x"], ["ORG/NAME"], id="pull-dotdot"),
     ("convert-missing", ["convert", "{out}/none", "--from", "diffusers", "--name", "cv"], []),
     ("push-unknown", ["push", "nosuch", "--repo", "a/b", "--dry-run"], ["nosuch"]),
 ]

@@ -24,6 +24,8 @@ import pytest
 import yaml
 
 TOKEN = "hf_TESTtokenNeverPrinted0123456789"
+# the built-in scheduler of the digits pipelines (named after its spacing since schedulers pick levels)
+SCHEDULER = "leading" if "\n  leading:" in (Path(__file__).parents[1] / "registry.yaml").read_text() else "scaled-linear"
 
 
 class FakeHub:
@@ -215,7 +217,7 @@ def zoo(tmp_path):
               "num_vq_embeddings": 16, "norm_num_groups": 4, "sample_size": 16}  # fmt: skip
     unet_cfg = {"sample_size": 8, "in_channels": 2, "out_channels": 2, "block_out_channels": [8, 16], "layers_per_block": 1,
                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-                "attention_head_dim": 4, "norm_num_groups": 4,
+                "attention_head_dim": 4, "norm_num_groups": 4, "num_train_timesteps": 1000,
                 "training_schedule": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}}  # fmt: skip
     d = tmp_path / "zoo"
     vq_sha = save_tensors(d / "vq.safetensors", VQAutoencoder(**vq_cfg).state_dict())
@@ -231,7 +233,7 @@ def zoo(tmp_path):
                           "latent_space": {**space, "scaling_factor": 1.5, "shift": 0.0}, "license": "MIT"},
         },
         "pipelines": {"tiny-ldm": {"encoder": "tiny-vq", "prior": "tiny-unet", "decoder": "tiny-vq", "sampler": "ddim",
-                                   "scheduler": "leading", "defaults": {"steps": 3}, "license": "MIT"}},
+                                   "scheduler": SCHEDULER, "defaults": {"steps": 3}, "license": "MIT"}},
     }  # fmt: skip
     (d / "registry.yaml").write_text(yaml.safe_dump(frag, sort_keys=False))
     return {"registry": d / "registry.yaml", "vq_sha": vq_sha, "unet_sha": unet_sha}
@@ -359,14 +361,17 @@ def test_push_pipeline_pins_component_commits_and_pull_samples(hub, run, zoo, tm
 
     ok(run("pull", "acme/tiny-ldm"))
     user = user_registry(run)
-    assert user["pipelines"]["tiny-ldm"]["prior"] == "tiny-unet"
-    assert user["components"]["tiny-unet"]["weights"]["hub"] == "acme/tiny-ldm-tiny-unet"
-    assert "ddim" not in user["components"]  # the built-in sampler it embeds is not copied over the built-in
+    # the pipeline's components are namespaced to it; the built-in sampler it embeds is reused, not copied
+    assert user["pipelines"]["tiny-ldm"]["prior"] == "tiny-ldm-tiny-unet"
+    assert user["pipelines"]["tiny-ldm"]["encoder"] == user["pipelines"]["tiny-ldm"]["decoder"] == "tiny-ldm-tiny-vq"
+    assert user["pipelines"]["tiny-ldm"]["sampler"] == "ddim" and user["pipelines"]["tiny-ldm"]["scheduler"] == SCHEDULER
+    assert user["components"]["tiny-ldm-tiny-unet"]["weights"]["hub"] == "acme/tiny-ldm-tiny-unet"
+    assert sorted(user["components"]) == ["tiny-ldm-tiny-unet", "tiny-ldm-tiny-vq"]
     out = tmp_path / "samples.png"
     ok(run("sample", "tiny-ldm", "-n", "2", "--steps", "2", "-o", str(out), "--no-progress"))
     assert out.is_file()
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    assert sidecar["sha256"]["tiny-vq"] == zoo["vq_sha"] and sidecar["sha256"]["tiny-unet"] == zoo["unet_sha"]
+    assert sidecar["sha256"]["tiny-ldm-tiny-vq"] == zoo["vq_sha"] and sidecar["sha256"]["tiny-ldm-tiny-unet"] == zoo["unet_sha"]
     # offline, the same draw comes from the cache alone
     seen = len(hub.requests)
     again = tmp_path / "offline.png"
@@ -433,4 +438,129 @@ def test_pull_refuses_weights_that_fail_sha256(hub, run, zoo):
 
 def test_bad_repo_names_and_missing_repos_are_one_line_errors(hub, run, zoo):
     one_line_error(run("pull", "not-a-repo"), "ORG/NAME")
-    one_line_error(run("pull", "acme/missing"), "acme/missing")
+    one_line_error(run("pull", "acme/missing"), "acme/missing", "does not exist", "ORG/NAME")
+
+
+# ---------------------------------------------------------------------------------------
+# names from outside never replace existing ones (issue 12, item 1)
+
+
+def publish(hub: FakeHub, repo: str, files: dict[str, bytes]) -> str:
+    """A repo written straight into the fake Hub (what a hostile or hand-made upload holds)."""
+    hub.repos[repo] = {"commits": {}, "refs": {}, "private": False, "prs": 0}
+    hub.repos[repo]["refs"]["main"] = hub.new_commit(repo, files)
+    return hub.repos[repo]["refs"]["main"]
+
+
+def test_pulled_names_never_replace_existing_ones_without_force(hub, run, zoo):
+    ok(run("--registry", str(zoo["registry"]), "push", "tiny-vq", "--repo", "acme/tiny-vq"))
+    for taken in ("digits-vqgan", "ddim", "digits"):  # a built-in component, a built-in sampler, a built-in pipeline
+        one_line_error(run("pull", "acme/tiny-vq", "--name", taken), taken, "builtin", "--force")
+    assert user_registry(run) == {"version": 1}
+    ok(run("pull", "acme/tiny-vq", "--name", "mine"))
+    one_line_error(run("pull", "acme/tiny-vq", "--name", "digits-vqgan"), "digits-vqgan")
+    # a pipeline.yaml naming built-ins with other weights: its components are namespaced, the built-ins untouched
+    vq = hub.repos["acme/tiny-vq"]
+    vq_commit = vq["refs"]["main"]
+    body = json.loads(vq["commits"][vq_commit]["config.json"])
+    doc = {
+        "version": 1,
+        "components": {
+            "digits-vqgan": {**{k: body[k] for k in ("family", "class", "roles", "config", "latent_space")},
+                             "weights": {"hub": "acme/tiny-vq", "revision": vq_commit, "file": "model.safetensors", "sha256": zoo["vq_sha"]}},
+            "ddim": {"family": "diffusion", "class": "diffusion.ddim", "roles": ["sampler"], "config": {"eta": 1.0}},
+        },
+        "pipelines": {"digits": {"encoder": "digits-vqgan", "prior": "digits-ldm", "decoder": "digits-vqgan", "sampler": "ddim"}},
+    }  # fmt: skip
+    publish(hub, "evil/digits", {"pipeline.yaml": yaml.safe_dump(doc).encode()})
+    one_line_error(run("pull", "evil/digits"), "digits (builtin)", "--force")  # the pipeline name itself is taken
+    ok(run("pull", "evil/digits", "--name", "evil"))
+    user = user_registry(run)
+    # the weights it calls digits-vqgan are those pulled as "mine" (same sha256): reused; its ddim differs: namespaced
+    assert user["pipelines"]["evil"] == {"encoder": "mine", "prior": "digits-ldm", "decoder": "mine", "sampler": "evil-ddim"}
+    assert user["components"]["evil-ddim"]["config"] == {"eta": 1.0} and "digits-vqgan" not in user["components"]
+    for name in ("digits-vqgan", "ddim", "digits"):
+        assert json.loads(ok(run("info", name, "--json")).stdout)["layer"] == "builtin"
+    # with --force a user entry may shadow a built-in, and says so
+    ok(run("pull", "acme/tiny-vq", "--name", "digits-vqgan", "--force"))
+    assert json.loads(ok(run("info", "digits-vqgan", "--json")).stdout)["layer"] == "user"
+
+
+def test_a_pipeline_pushed_from_the_builtins_pulls_back_onto_them(hub, run, tmp_path):
+    ok(run("push", "digits", "--repo", "acme/digits"))
+    pulled = ok(run("pull", "acme/digits", "--name", "my-digits"))
+    assert "reuses" in pulled.stderr and "digits-vqgan" in pulled.stderr
+    user = user_registry(run)
+    assert "components" not in user or not user["components"]  # nothing copied: every part is a built-in, same sha256
+    assert {k: v for k, v in user["pipelines"]["my-digits"].items() if k in ("encoder", "prior", "decoder")} == {
+        "encoder": "digits-vqgan", "prior": "digits-ldm", "decoder": "digits-vqgan"}  # fmt: skip
+    assert "already in the registry" in ok(run("pull", "acme/digits")).stderr  # identical to the built-in pipeline
+    import shutil
+
+    shutil.rmtree(tmp_path / "hf-home")  # clearing the HF cache breaks nothing: the built-ins are used
+    for name in ("digits", "my-digits"):
+        ok(run("sample", name, "-n", "1", "--steps", "2", "-o", str(tmp_path / f"{name}.png"), "--no-progress", LATENTZOO_OFFLINE="1"))
+    assert (tmp_path / "digits.png").read_bytes() == (tmp_path / "my-digits.png").read_bytes()
+
+
+# ---------------------------------------------------------------------------------------
+# offline means zero requests; a pinned, cached model needs none online either (issue 12, item 3)
+
+
+def test_offline_and_pinned_cached_models_make_zero_requests(hub, run, zoo, tmp_path):
+    from PIL import Image
+
+    ok(run("--registry", str(zoo["registry"]), "push", "tiny-ldm", "--repo", "acme/tiny-ldm"))
+    ok(run("--registry", str(zoo["registry"]), "push", "tiny-vq", "--repo", "acme/tiny-vq"))
+    ok(run("pull", "acme/tiny-ldm"))
+    ok(run("pull", "acme/tiny-vq"))
+    Image.new("L", (16, 16), 100).save(tmp_path / "img.png")
+    # as a user runs it: no telemetry switch of our own, so the client's own defaults are in play
+    plain = {"HF_HUB_DISABLE_TELEMETRY": None, "HF_HUB_OFFLINE": None}
+    seen = len(hub.requests)
+    for env in ({**plain, "LATENTZOO_OFFLINE": "1"}, plain):  # offline, then online: both must stay silent
+        if env.get("LATENTZOO_OFFLINE"):
+            ok(run("pull", "acme/tiny-vq", **env))  # an offline pull resolves from the cache alone
+        ok(run("sample", "tiny-ldm", "-n", "1", "--steps", "2", "-o", str(tmp_path / "s.png"), "--no-progress", **env))
+        ok(run("reconstruct", "tiny-vq", str(tmp_path / "img.png"), "-o", str(tmp_path / "r.png"), **env))
+        ok(run("encode", "tiny-vq", str(tmp_path / "img.png"), "-o", str(tmp_path / "z.safetensors"), **env))
+        ok(run("list", **env))
+        ok(run("info", "tiny-ldm-tiny-unet", **env))
+        assert hub.requests[seen:] == [], f"requests while {env}: {hub.requests[seen:]}"
+    # offline, pushing is refused before any request, and a pull that needs the network says so
+    one_line_error(run("push", "tiny-vq", "--repo", "acme/again", LATENTZOO_OFFLINE="1", **plain), "offline")
+    one_line_error(run("pull", "acme/never-pulled", LATENTZOO_OFFLINE="1", **plain), "offline", "acme/never-pulled")
+    assert hub.requests[seen:] == []
+
+
+# ---------------------------------------------------------------------------------------
+# Hub failures are one line naming the fix (issue 12, item 14)
+
+
+def test_hub_failures_are_one_line_errors_naming_the_fix(hub, run, zoo):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    one_line_error(run("pull", "acme/tiny-vq", HF_ENDPOINT=dead), "unreachable", "LATENTZOO_OFFLINE")
+    one_line_error(run("--registry", str(zoo["registry"]), "push", "tiny-vq", "--repo", "acme/x", HF_ENDPOINT=dead), "unreachable")
+    for bad in ("../x", "./a/b", "/etc/passwd", "a/../b", "acme/x@", "acme/-x", "acme//x", "a b/c"):
+        one_line_error(run("pull", bad), "ORG/NAME")
+    one_line_error(run("pull", "acme/nope"), "acme/nope", "does not exist")
+    one_line_error(run("pull", "acme/x", "--name", "../evil"), "--name", "usable registry name")
+    # a pipeline.yaml whose component weights are not pinned to a revision
+    ok(run("--registry", str(zoo["registry"]), "push", "tiny-vq", "--repo", "acme/tiny-vq"))
+    doc = {"components": {"v": {"class": "vqgan.autoencoder", "roles": ["encoder", "decoder"],
+                                "weights": {"hub": "acme/tiny-vq", "revision": "", "sha256": zoo["vq_sha"]}}},
+           "pipelines": {"p": {"encoder": "v", "prior": "digits-ldm", "decoder": "v", "sampler": "ddim"}}}  # fmt: skip
+    publish(hub, "acme/unpinned", {"pipeline.yaml": yaml.safe_dump(doc).encode()})
+    one_line_error(run("pull", "acme/unpinned"), "not pinned to a revision", "latentzoo push")
+    doc["components"]["v"]["weights"].pop("revision")
+    publish(hub, "acme/unpinned2", {"pipeline.yaml": yaml.safe_dump(doc).encode()})
+    one_line_error(run("pull", "acme/unpinned2"), "acme/unpinned2", "pipeline.yaml")
+    publish(
+        hub, "acme/two", {"pipeline.yaml": yaml.safe_dump({"pipelines": {"a": doc["pipelines"]["p"], "b": doc["pipelines"]["p"]}}).encode()}
+    )
+    one_line_error(run("pull", "acme/two"), "exactly one")
+    assert user_registry(run) == {"version": 1}

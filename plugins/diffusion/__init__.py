@@ -63,6 +63,7 @@ def latentzoo_components() -> list[dict]:
             "family": "diffusion",
             "target": "latentzoo.plugins.diffusion.unet:UNetPrior",
             "trainer": "latentzoo.plugins.diffusion.train:train",
+            "formats": {"diffusers": "latentzoo.plugins.diffusion.diffusers:DiffusersFormat"},  # UNet2DModel, DDIM/DDPM, pipelines
             "description": "UNet denoiser (diffusers UNet2DModel layout), epsilon / v / sample prediction, optional classes",
             "options": [
                 _option("class_label", "int", None, "Class to draw (class-conditional priors; the last class is the null class)", min=0),

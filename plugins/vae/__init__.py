@@ -16,6 +16,7 @@ def latentzoo_components() -> list[dict]:
             "family": "vae",
             "target": "latentzoo.plugins.vae.model:KLAutoencoder",
             "trainer": "latentzoo.plugins.vae.train:train",
+            "formats": {"diffusers": "latentzoo.plugins.vae.diffusers:AutoencoderKLFormat"},  # key mapping to diffusers, with the family
             "description": "KL-regularised autoencoder (diffusers AutoencoderKL layout); encode gives the posterior mean or a sample",
         },
         {

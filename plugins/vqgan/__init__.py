@@ -16,6 +16,7 @@ def latentzoo_components() -> list[dict]:
             "family": "vqgan",
             "target": "latentzoo.plugins.vqgan.model:VQAutoencoder",
             "trainer": "latentzoo.plugins.vqgan.train:train",
+            "formats": {"diffusers": "latentzoo.plugins.vqgan.diffusers:VQModelFormat"},  # key mapping to diffusers, with the family
             "accepts_codes": True,
             "description": "Convolutional VQ autoencoder (diffusers VQModel layout); decoder takes latents or code indices",
         }

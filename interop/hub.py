@@ -1,64 +1,73 @@
-"""Hub files through the huggingface_hub cache; offline mode never touches the network."""
+"""The Hugging Face Hub: push a component or pipeline, pull one into the user registry.
+
+A component is one Hub repo holding config.json, model.safetensors and a model card
+README.md, uploaded in one commit. A pipeline repo holds pipeline.yaml (a registry fragment
+whose components with weights reference their own repos pinned to a commit sha) and a
+README.md. Reading a pinned file goes through ``latentzoo.core.sources`` (which ``build``
+also uses); this module imports neither ``build`` nor any plugin.
+
+Names from the Hub never replace a name the registry already has (built-in, plugin or user)
+unless ``force``: a pulled component is named after its repo (or ``--name``), and the
+components a pulled pipeline embeds are namespaced to it as ``<local>-<component>``
+(``latentzoo pull acme/tiny-ldm`` adds ``tiny-ldm``, ``tiny-ldm-tiny-unet``, ...), except that
+a component identical to one the registry already has (same class, roles, config, latent
+space and weights sha256) is not copied: the pipeline uses the existing entry. So a pipeline
+pushed from the built-ins pulls back onto the built-ins, and clearing the HF cache never breaks
+them.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .errors import WeightsError
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("LATENTZOO_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def hub_file(repo: str, filename: str, revision: str) -> Path:
-    """Path of ``filename`` of ``repo`` at ``revision`` in the HF cache, downloading unless offline."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=offline(), endpoint=_endpoint()))
-    except LocalEntryNotFoundError as exc:
-        raise WeightsError(
-            f"{repo}@{revision} file {filename} is not in the local Hugging Face cache"
-            + (" and offline mode is on; unset LATENTZOO_OFFLINE/HF_HUB_OFFLINE or `latentzoo pull` it first" if offline() else "")
-        ) from exc
-    except (HfHubHTTPError, OSError) as exc:
-        raise WeightsError(f"cannot fetch {repo}@{revision} file {filename}: {str(exc).splitlines()[0]}") from exc
-
-
-# ---------------------------------------------------------------------------------------
-# push / pull: a component is one Hub repo holding config.json, model.safetensors and a
-# model card README.md, uploaded in one commit. A pipeline repo holds pipeline.yaml (a
-# registry fragment whose components with weights reference their own repos pinned to a
-# commit sha) and a README.md.
+from latentzoo.core.errors import LatentzooError, RegistryError, WeightsError
+from latentzoo.core.sources import configure_hub_client, endpoint, hub_error_hint, hub_file, offline, resolve_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PIPELINE_FILE = "pipeline.yaml"
 CARD_FILE = "README.md"
 CARRIED_KEYS = ("family", "class", "roles", "config", "latent_space", "license", "description", "metrics")
+IDENTITY_KEYS = ("class", "roles", "config", "latent_space")  # what makes two components the same model
+PART_KEYS = ("encoder", "prior", "decoder", "sampler", "scheduler")
+MAX_PIPELINE_BYTES = 1 << 20
+# the Hub's repo-id rule: letters, digits, '-', '_', '.', not starting or ending with '-' or '.', no '--' or '..'
+_REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-def _endpoint() -> str | None:
-    return os.environ.get("HF_ENDPOINT") or None
+def check_name(name: str, what: str = "--name") -> str:
+    """A registry name usable on the command line: letters, digits, '.', '_', '+', '-'."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LatentzooError(
+            f"{what} {name!r} is not a usable registry name; use letters, digits, '-', '_', '.' (no spaces, slashes or colons)"
+        )
+    return name
+
+
+def parse_repo(ref: str) -> tuple[str, str | None]:
+    """``ORG/NAME[@REVISION]`` -> (repo id, revision or None)."""
+    repo, _, revision = str(ref).partition("@")
+    parts = repo.split("/")
+    if len(parts) != 2 or not all(_REPO_PART.match(p) and ".." not in p and "--" not in p for p in parts):
+        hint = (
+            " (a local folder is not pulled: use it with `latentzoo --registry FOLDER/registry.yaml`)"
+            if Path(repo).exists() or repo.startswith((".", "/", "~"))
+            else ""
+        )
+        raise LatentzooError(f"{ref!r} is not a Hub repo; use ORG/NAME or ORG/NAME@REVISION{hint}")
+    if "@" in ref and not revision:
+        raise LatentzooError(f"{ref!r} names no revision after @; use ORG/NAME@REVISION (a branch, tag or commit) or drop the @")
+    return repo, revision or None
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def parse_repo(ref: str) -> tuple[str, str | None]:
-    """``ORG/NAME[@REVISION]`` -> (repo id, revision or None)."""
-    from .errors import LatentzooError
-
-    repo, _, revision = ref.partition("@")
-    parts = repo.split("/")
-    if len(parts) != 2 or not all(parts) or any(c in repo for c in " :\\"):
-        raise LatentzooError(f"{ref!r} is not a Hub repo; use ORG/NAME or ORG/NAME@REVISION")
-    return repo, revision or None
 
 
 def _license_id(text: str | None) -> str:
@@ -112,9 +121,7 @@ def _component_files(entry, repo: str) -> tuple[dict[str, bytes | str], str | No
     """{path in repo: bytes or local file path} for one component, and its weights' sha256."""
     import json
 
-    from .build import resolve_weights
-    from .errors import WeightsError
-    from .weights import sha256_file
+    from latentzoo.core.weights import sha256_file
 
     data = {k: entry.data[k] for k in CARRIED_KEYS if k in entry.data}
     files: dict[str, bytes | str] = {}
@@ -132,9 +139,10 @@ def _component_files(entry, repo: str) -> tuple[dict[str, bytes | str], str | No
 
 
 def _api():
+    configure_hub_client()
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=_endpoint(), token=os.environ.get("HF_TOKEN") or None)
+    return HfApi(endpoint=endpoint(), token=os.environ.get("HF_TOKEN") or None)
 
 
 def _commit(api, repo: str, files: dict[str, bytes | str], message: str, revision: str | None, private: bool, create_pr: bool):
@@ -147,18 +155,20 @@ def _commit(api, repo: str, files: dict[str, bytes | str], message: str, revisio
     return api.create_commit(repo, operations=ops, commit_message=message, revision=revision, create_pr=create_pr)
 
 
-def _hub_errors():
-    from huggingface_hub.errors import HfHubHTTPError
+@dataclass
+class Pushed:
+    """One repo a push wrote (or, with dry_run, would write)."""
 
-    return (HfHubHTTPError, OSError, ValueError)
+    repo: str
+    files: list[str]
+    commit: str | None = None
 
 
 def push(
     registry, name: str, repo: str, *, revision: str | None = None, private: bool = False, create_pr: bool = False, dry_run: bool = False
-):
-    """Upload a component (or a pipeline and, first, its components) to the Hub. Returns a list of (repo, files, commit or None)."""
-    from .compose import PipelineSpec, check_spec
-    from .errors import LatentzooError
+) -> list[Pushed]:
+    """Upload a component (or a pipeline and, first, its components) to the Hub."""
+    from latentzoo.core.compose import PipelineSpec, check_spec
 
     repo, at = parse_repo(repo)
     if at:
@@ -172,8 +182,6 @@ def push(
         files, _ = _component_files(entry, repo)
         plan.append((name, repo, files, f"latentzoo push {name}"))
     else:
-        import yaml
-
         spec = PipelineSpec.from_entry(entry)
         check_spec(registry, spec)
         components: dict = {}
@@ -199,11 +207,13 @@ def push(
             name, {"description": entry.data.get("description"), "license": entry.data.get("license")}, repo, None, pipeline=refs
         )
         plan.append((name, repo, {PIPELINE_FILE: b"", CARD_FILE: card.encode()}, f"latentzoo push {name} (pipeline)"))
-    results = []
     if dry_run:
-        return [(r, sorted(f), None) for _, r, f, _ in plan]
+        return [Pushed(r, sorted(f)) for _, r, f, _ in plan]
+    import yaml
+
     api = _api()
     commits: dict[str, str] = {}
+    results = []
     for part, part_repo, files, message in plan:
         if pipeline_doc is not None and part_repo == repo:
             for comp, body in pipeline_doc["components"].items():
@@ -212,21 +222,17 @@ def push(
             files[PIPELINE_FILE] = yaml.safe_dump(pipeline_doc, sort_keys=False).encode()
         try:
             info = _commit(api, part_repo, files, message, revision, private, create_pr)
-        except _hub_errors() as exc:
-            raise LatentzooError(f"cannot push {part} to {part_repo}: {_first_line(exc)}") from exc
+        except LatentzooError:
+            raise
+        except Exception as exc:  # any failure of the HTTP client: one line naming the fix
+            raise LatentzooError(f"cannot push {part} to {part_repo}: {hub_error_hint(exc)}") from exc
         commits[part] = info.oid
-        results.append((part_repo, sorted(files), info.oid))
+        results.append(Pushed(part_repo, sorted(files), info.oid))
     return results
-
-
-def _download(repo: str, filename: str, revision: str) -> Path:
-    return hub_file(repo, filename, revision)
 
 
 def _resolve(repo: str, revision: str | None) -> tuple[str, list[str] | None]:
     """(commit sha, file list) online; offline, the commit the cache holds for the revision and no list."""
-    from .errors import LatentzooError, WeightsError
-
     rev = revision or "main"
     if offline():
         for filename in (CONFIG_FILE, PIPELINE_FILE):
@@ -241,8 +247,10 @@ def _resolve(repo: str, revision: str | None) -> tuple[str, list[str] | None]:
         )
     try:
         info = _api().model_info(repo, revision=rev)
-    except _hub_errors() as exc:
-        raise LatentzooError(f"cannot read {repo}@{rev} on the Hub: {_first_line(exc)}") from exc
+    except LatentzooError:
+        raise
+    except Exception as exc:  # any failure of the HTTP client: one line naming the fix
+        raise LatentzooError(f"cannot read {repo}@{rev} on the Hub: {hub_error_hint(exc)}") from exc
     files = [s.rfilename for s in (info.siblings or [])]
     main = CONFIG_FILE if CONFIG_FILE in files else PIPELINE_FILE if PIPELINE_FILE in files else None
     if main is None:
@@ -254,9 +262,9 @@ def _resolve(repo: str, revision: str | None) -> tuple[str, list[str] | None]:
 def _load_config(repo: str, commit: str) -> dict:
     import json
 
-    from .errors import LatentzooError
-
     path = hub_file(repo, CONFIG_FILE, commit)
+    if path.stat().st_size > MAX_PIPELINE_BYTES:
+        raise LatentzooError(f"{repo}@{commit} {CONFIG_FILE} is larger than {MAX_PIPELINE_BYTES} bytes; not a latentzoo config")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -267,13 +275,14 @@ def _load_config(repo: str, commit: str) -> dict:
 
 
 def _verified_entry(repo: str, commit: str, data: dict) -> dict:
-    from .errors import WeightsError
-    from .weights import sha256_file
+    from latentzoo.core.weights import sha256_file
 
     entry = {k: data[k] for k in CARRIED_KEYS if k in data}
     weights = data.get("weights")
     if weights:
         filename = weights.get("file", WEIGHTS_FILE)
+        if not isinstance(filename, str) or "/" in filename or filename.startswith("."):
+            raise LatentzooError(f"{repo}@{commit}: weights file {filename!r} is not a plain file name; is it a latentzoo repo?")
         path = hub_file(repo, filename, commit)
         actual = sha256_file(path)
         expected = weights.get("sha256")
@@ -286,47 +295,106 @@ def _verified_entry(repo: str, commit: str, data: dict) -> dict:
     return entry
 
 
-def pull(ref: str, *, name: str | None = None, force: bool = False) -> tuple[str, str, dict, dict]:
-    """Download ORG/NAME[@REV], verify sha256, add it to the user registry. Returns (name, commit, components, pipelines)."""
-    import yaml
+def _same_component(a: dict, b: dict) -> bool:
+    """Same model: same class, roles, config, latent space and weights (by sha256)."""
+    if any(a.get(k) != b.get(k) for k in IDENTITY_KEYS):
+        return False
+    return (a.get("weights") or {}).get("sha256") == (b.get("weights") or {}).get("sha256")
 
-    from .errors import LatentzooError
-    from .userregistry import add_entries
 
-    repo, revision = parse_repo(ref)
-    commit, files = _resolve(repo, revision)
-    local = name or repo.split("/")[1]
-    components: dict = {}
-    pipelines: dict = {}
-    if files is not None and PIPELINE_FILE in files and CONFIG_FILE not in files:
-        path = hub_file(repo, PIPELINE_FILE, commit)
-        try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise LatentzooError(f"{repo}@{commit} {PIPELINE_FILE} is not readable YAML ({_first_line(exc)})") from exc
-        for comp, body in (doc.get("components") or {}).items():
-            weights = body.get("weights")
-            if weights and "hub" in weights:
-                body = {**body, **_verified_entry(weights["hub"], weights["revision"], body)}
-            components[comp] = body
-        for pname, body in (doc.get("pipelines") or {}).items():
-            pipelines[name or pname] = body
-        local = name or next(iter(pipelines), local)
-    elif files is not None and CONFIG_FILE not in files:
-        raise LatentzooError(f"{repo}@{commit} has no {CONFIG_FILE} or {PIPELINE_FILE}; is it a latentzoo repo?")
-    else:
-        components[local] = _verified_entry(repo, commit, _load_config(repo, commit))
-    # entries the registry already holds verbatim (built-in samplers a pipeline embeds, a repeated pull) are not re-added
-    from .registry import ENV_USER, Registry, user_registry_path
+def _current_registry():
+    from latentzoo.core.registry import ENV_USER, Registry, user_registry_path
 
     saved = None if user_registry_path().is_file() else os.environ.pop(ENV_USER, None)  # a user file pull is about to create
     try:
-        current = Registry.load().entries
+        return Registry.load()
     finally:
         if saved is not None:
             os.environ[ENV_USER] = saved
-    components = {k: v for k, v in components.items() if not (k in current and current[k].data == v)}
-    pipelines = {k: v for k, v in pipelines.items() if not (k in current and current[k].data == v)}
-    if components or pipelines:
-        add_entries(components, pipelines, force=force)
-    return local, commit, components, pipelines
+
+
+def _pipeline_entries(repo: str, commit: str) -> tuple[dict, dict]:
+    """(components, pipelines) of a pipeline repo's pipeline.yaml, schema-checked like any registry file."""
+    from latentzoo.core.registry import parse_file
+
+    path = hub_file(repo, PIPELINE_FILE, commit)
+    if path.stat().st_size > MAX_PIPELINE_BYTES:
+        raise LatentzooError(f"{repo}@{commit} {PIPELINE_FILE} is larger than {MAX_PIPELINE_BYTES} bytes; refusing to read it")
+    try:
+        entries = parse_file(path, f"hub:{repo}")
+    except RegistryError as exc:
+        raise LatentzooError(
+            f"{repo}@{commit} {PIPELINE_FILE} is not a valid latentzoo pipeline ({str(exc).replace(str(path), PIPELINE_FILE)})"
+        ) from exc
+    components = {e.name: e.data for e in entries if e.section == "components"}
+    pipelines = {e.name: e.data for e in entries if e.section == "pipelines"}
+    if len(pipelines) != 1:
+        raise LatentzooError(
+            f"{repo}@{commit} {PIPELINE_FILE} names {len(pipelines)} pipelines; a latentzoo pipeline repo holds exactly one"
+        )
+    return components, pipelines
+
+
+@dataclass
+class Pulled:
+    """What ``pull`` added: the local name, the commit, new entries, and components reused from the registry."""
+
+    name: str
+    commit: str
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reused: dict[str, str] = field(default_factory=dict)  # component in pipeline.yaml -> existing registry name
+
+
+def pull(ref: str, *, name: str | None = None, force: bool = False) -> Pulled:
+    """Download ORG/NAME[@REV], verify sha256, add it to the user registry (existing names need ``force``)."""
+    from latentzoo.core.userregistry import add_entries
+
+    repo, revision = parse_repo(ref)
+    if name is not None:
+        check_name(name)
+    commit, files = _resolve(repo, revision)
+    local = name or repo.split("/")[1]
+    current = _current_registry()
+    result = Pulled(local, commit)
+    if files is not None and PIPELINE_FILE in files and CONFIG_FILE not in files:
+        components, pipelines = _pipeline_entries(repo, commit)
+        rename: dict[str, str] = {}
+        for comp, body in components.items():
+            check_name(comp, f"{repo} {PIPELINE_FILE}: component")
+            weights = body.get("weights")
+            if weights:
+                if "hub" not in weights:
+                    raise LatentzooError(
+                        f"{repo}@{commit} {PIPELINE_FILE}: {comp} names local weights; re-push the pipeline with `latentzoo push`"
+                    )
+                if not weights.get("revision"):
+                    raise LatentzooError(
+                        f"{repo}@{commit} {PIPELINE_FILE}: {comp}'s weights ({weights['hub']}) are not pinned to a revision; "
+                        "re-push the pipeline with `latentzoo push` (it pins each component's commit)"
+                    )
+                part_repo, _ = parse_repo(str(weights["hub"]))
+                body = {**body, **_verified_entry(part_repo, str(weights["revision"]), body)}
+            same = [e.name for e in current.entries.values() if e.section == "components" and _same_component(e.data, body)]
+            if same:  # the registry already has this model (the same name first): use it, copy nothing
+                rename[comp] = result.reused[comp] = comp if comp in same else same[0]
+                continue
+            rename[comp] = f"{local}-{comp}"
+            result.components[rename[comp]] = body
+        (body,) = pipelines.values()
+        result.pipelines[local] = {k: (rename.get(v, v) if k in PART_KEYS else v) for k, v in body.items()}
+    elif files is not None and CONFIG_FILE not in files:
+        raise LatentzooError(f"{repo}@{commit} has no {CONFIG_FILE} or {PIPELINE_FILE}; is it a latentzoo repo?")
+    else:
+        result.components[local] = _verified_entry(repo, commit, _load_config(repo, commit))
+    # a repeated pull (same entries) adds nothing; a name the registry has for something else needs --force
+    for section in (result.components, result.pipelines):
+        for key in [k for k, v in section.items() if k in current.entries and current.entries[k].data == v]:
+            del section[key]
+    taken = [k for k in (*result.components, *result.pipelines) if k in current.entries]
+    if taken and not force:
+        names = ", ".join(f"{k} ({current.entries[k].layer})" for k in taken)
+        raise RegistryError(f"the registry already names {names}; pull with --name OTHER, or pass --force to shadow it")
+    if result.components or result.pipelines:
+        add_entries(result.components, result.pipelines, force=force)
+    return result

@@ -1,0 +1,35 @@
+"""Helpers shared by the command modules (no torch at import)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+ROLE_CHOICES = ["encoder", "decoder", "prior", "sampler", "scheduler", "conditioner", "pipeline"]
+
+
+def _version() -> str:
+    from latentzoo import __version__
+
+    return __version__
+
+
+def _registry(ctx: click.Context):
+    from latentzoo.core.registry import Registry
+
+    reg = Registry.load(list(ctx.obj["registries"]))
+    for message in reg.errors:
+        click.echo(f"warning: {message}", err=True)
+    return reg
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)).rstrip() for row in [headers, *rows]]
+    click.echo("\n".join(lines))  # one write: 20k rows in one call, not 20k

@@ -1,0 +1,277 @@
+"""Composing and running pipelines: compose, sample, reconstruct, encode, decode (torch imports inside the bodies)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from latentzoo.core.errors import LatentzooError
+
+from .common import _emit_json, _registry
+
+
+def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
+    """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts."""
+    from latentzoo.core.compose import PipelineSpec, load_spec, replace_parts
+
+    reg = _registry(ctx)
+    if target:
+        spec, reg = load_spec(reg, target)
+        dropped = replace_parts(reg, spec, parts)
+        if dropped:
+            swapped = ", ".join(f"{role} {value}" for role, value in parts.items() if value)
+            click.echo(f"warning: pipeline {spec.name} default(s) {', '.join(dropped)} do not apply to {swapped}; ignored", err=True)
+    else:
+        missing = [f"--{r}" for r in ("prior", "decoder", "sampler") if not parts.get(r)]
+        if missing:
+            raise LatentzooError(f"give a pipeline name or file, or all of --prior, --decoder and --sampler (missing {', '.join(missing)})")
+        spec = PipelineSpec(**{k: v for k, v in parts.items() if v}, name=name or "composed")
+    return spec, reg
+
+
+def _part_options(f):
+    for role in reversed(("encoder", "prior", "decoder", "sampler", "scheduler")):
+        f = click.option(f"--{role}", help=f"{role.capitalize()} name from the registry.")(f)
+    return f
+
+
+@click.command()
+@_part_options
+@click.option("--name", default="composed", show_default=True, help="Name of the pipeline in the YAML.")
+@click.option("--steps", metavar="N", help="Default sampling steps.")
+@click.option("--eta", metavar="X", help="Default eta (shortcut for --set eta=VALUE).")
+@click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Default of a declared option (see `latentzoo info`); repeatable."
+)
+@click.option("--allow-mismatch", is_flag=True, help="Allow latent spaces of equal kind and shape but different identity (warns).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pipeline YAML here instead of printing it.")
+@click.pass_context
+def compose(
+    ctx: click.Context,
+    name: str,
+    steps: str | None,
+    eta: str | None,
+    settings: tuple[str, ...],
+    allow_mismatch: bool,
+    output: str | None,
+    **parts: str | None,
+) -> None:
+    """Check that parts fit together and print (or write) the pipeline as registry YAML.
+
+    --set KEY=VALUE stores a validated default for any option the prior, sampler or
+    scheduler declares (`latentzoo info NAME` lists them).
+    """
+    from latentzoo.core.compose import check_spec, typed_defaults
+    from latentzoo.core.weights import write_bytes
+
+    spec, reg = _spec_from_options(ctx, None, parts, name)
+    spec.allow_mismatch = allow_mismatch
+    check_spec(reg, spec)  # parts first: an option error is only meaningful for parts that fit
+    spec.defaults.update(typed_defaults(reg, spec, _option_strings(settings, steps=steps, eta=eta)))
+    for warning in check_spec(reg, spec):
+        click.echo(f"warning: {warning}", err=True)
+    if output:
+        write_bytes(output, spec.to_yaml().encode())
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(spec.to_yaml().rstrip())
+
+
+# ---------------------------------------------------------------------------------------
+# running models (imports torch inside)
+
+
+def _progress(enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(i: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+        state["bar"].update(1)
+        if i == total:
+            state.pop("bar").close()
+
+    return update
+
+
+def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool, text_options: Any = None):
+    from latentzoo.core.build import Builder
+    from latentzoo.core.compose import check_options, check_spec
+
+    spec, reg = _spec_from_options(ctx, target, parts)
+    if text_options is not None:  # refuse bad options before any weights load (and before torch is imported)
+        check_spec(reg, spec, allow_mismatch=allow_mismatch or None)
+        check_options(reg, spec, text_options=text_options)
+    pipe = Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch or None)
+    for warning in pipe.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return pipe
+
+
+def _check_output(output: str) -> Path:
+    path = Path(output)
+    parent = path if output.endswith(("/", os.sep)) else path.parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise LatentzooError(f"cannot write {output}: {probe} is not writable; choose another -o")
+    if not output.endswith(("/", os.sep)) and path.is_dir():
+        raise LatentzooError(f"-o {output} is a directory; end it with / to write one PNG per sample, or give a .png file")
+    return path
+
+
+# Flags that are shortcuts for --set KEY=VALUE (declared options of the prior / sampler / scheduler).
+SAMPLE_SHORTCUTS = {
+    "eta": "eta",
+    "class_label": "class_label",
+    "guidance": "guidance",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+}
+
+
+def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[str, str]:
+    """--set KEY=VALUE items and shortcut flags as one dict of command-line strings (checked later against declarations)."""
+    from latentzoo.core.options import parse_assignments
+
+    values = {SAMPLE_SHORTCUTS.get(k, k): v for k, v in shortcuts.items() if v is not None}
+    for key, value in parse_assignments(settings).items():
+        if key in values and values[key] != value:
+            raise LatentzooError(f"option {key} is given twice ({values[key]} and {value}); give it once")
+        values[key] = value
+    return values
+
+
+@click.command()
+@click.argument("target", required=False)
+@_part_options
+@click.option("-n", "--num", "n", type=int, default=16, show_default=True, help="Number of samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed, 0 to 2**63-1 (same seed, same output).")
+@click.option("--steps", metavar="N", help="Sampling steps (default: the pipeline's).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any declared option (see `latentzoo info NAME`); repeatable.")
+@click.option("--eta", metavar="X", help="Shortcut for --set eta=VALUE (DDIM: 0 = deterministic).")
+@click.option("--class", "class_label", metavar="N", help="Shortcut for --set class_label=N (class-conditional priors).")
+@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class).")
+@click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
+@click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
+@click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
+@click.option("--nrow", type=int, help="Images per row of the grid.")
+@click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
+@click.option(
+    "-o", "--output", default="samples.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG per sample."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.pass_context
+def sample(
+    ctx: click.Context,
+    target: str | None,
+    n: int,
+    seed: int,
+    steps: str | None,
+    settings: tuple[str, ...],
+    batch_size: int,
+    nrow: int | None,
+    allow_mismatch: bool,
+    output: str,
+    as_json: bool,
+    no_progress: bool,
+    **parts: str | None,
+) -> None:
+    """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
+
+    Writes a PNG grid and a JSON sidecar beside it (pipeline, component sha256s, seed,
+    steps, sampler, options, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
+    and DIR/samples.json. Samples are drawn in batches of --batch-size: the same seed,
+    options and batch size give identical bytes.
+    """
+    from latentzoo.core.record import SampleOutput, check_run
+
+    shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
+    text_options = _option_strings(settings, steps=steps, **shortcuts)
+    check_run(n, seed, batch_size, nrow)
+    SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
+    pipe = _build(ctx, target, parts, allow_mismatch, text_options)
+    record = pipe.sample_to(
+        output,
+        n,
+        seed=seed,
+        batch_size=batch_size,
+        nrow=nrow,
+        text_options=text_options,
+        progress=_progress(not no_progress, "sampling"),
+    )
+    if as_json:
+        _emit_json(record)
+    else:
+        sidecar = Path(output) / "samples.json" if output.endswith(("/", os.sep)) else Path(output).with_suffix(".json")
+        click.echo(f"wrote {output} ({n} samples) and {sidecar}", err=True)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    default="reconstruction.png",
+    show_default=True,
+    help="PNG: inputs (top row) above reconstructions; DIR/ writes DIR/reconstruction.png.",
+)
+@click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
+@click.option("--json", "as_json", is_flag=True, help="Print per-image PSNR as JSON.")
+@click.pass_context
+def reconstruct(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool, as_json: bool) -> None:
+    """Encode and decode IMAGES with a pipeline's (or an autoencoder's) encoder and decoder."""
+    from latentzoo.core.codec import reconstruct as run
+
+    result = run(name, list(images), output, fit=fit, extra=ctx.obj["registries"])
+    if as_json:
+        _emit_json({"output": str(result.output), "psnr_db": result.psnr_db})
+    else:
+        scores = ", ".join(f"{Path(k).name} {v}" for k, v in result.psnr_db.items())
+        click.echo(f"wrote {result.output}; PSNR (dB): {scores}", err=True)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("images", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    default="latents.safetensors",
+    show_default=True,
+    help="A .safetensors latent file; DIR/ writes DIR/latents.safetensors.",
+)
+@click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them.")
+@click.pass_context
+def encode(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool) -> None:
+    """Encode IMAGES to a .safetensors latent file (raw latents plus their latent space)."""
+    from latentzoo.core.codec import encode as run
+
+    result = run(name, list(images), output, fit=fit, extra=ctx.obj["registries"])
+    click.echo(f"wrote {result.output}: latents {result.shape} in {result.latent_space.describe()}", err=True)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("latents", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="decoded.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG each.")
+@click.option("--allow-mismatch", is_flag=True, help="Allow an equal-shape latent space of another autoencoder (warns).")
+@click.pass_context
+def decode(ctx: click.Context, name: str, latents: str, output: str, allow_mismatch: bool) -> None:
+    """Decode a .safetensors latent file (from `encode`) to images."""
+    from latentzoo.core.codec import decode as run
+
+    result = run(name, latents, output, allow_mismatch=allow_mismatch, extra=ctx.obj["registries"])
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"wrote {result.output} ({len(result.files)} file(s))", err=True)

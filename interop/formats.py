@@ -1,0 +1,302 @@
+"""The format seam: plugins declare foreign formats; this module converts from and exports to them.
+
+A plugin's ``latentzoo_formats`` hook returns declarations (plain data, nothing imported):
+
+    {"name": "diffusers", "description": "...",
+     "convert": "my_plugin.fmt:convert",    # optional: latentzoo convert --from NAME
+     "export": "my_plugin.fmt:export"}      # optional: latentzoo export --to NAME
+
+``convert(source: Path, name: str, stage: Path, **options) -> dict`` reads ``source``, writes
+weights (safetensors) into ``stage`` and returns ``{"components": {...}, "pipelines": {...},
+"notes": [...]}``: registry entries whose ``weights.path`` is a file name in ``stage``. This
+module does the rest, the same for every format: it checks the names (a name the registry
+already has is refused unless ``force``), writes the weights and ``registry.yaml`` into the
+output folder (weights first, the fragment that names them last) and adds the entries to the
+user registry.
+
+``export(registry, name: str, folder: Path) -> list[str]`` writes ``name`` (a component or a
+pipeline) into the empty ``folder`` and returns notes. This module picks the folder: a fresh
+temporary one beside the output, renamed into place when complete, with a small manifest
+(``.latentzoo-export.json``) listing what it wrote. ``--force`` replaces only a previous export
+whose files are all in its manifest; it never deletes anything the command did not write, and
+``.``, ``/``, the home directory and their ancestors are refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latentzoo.core.errors import LatentzooError, RegistryError
+
+ACTIONS = ("convert", "export")
+MANIFEST = ".latentzoo-export.json"
+
+
+@dataclass
+class Format:
+    """One declared format."""
+
+    name: str
+    description: str
+    plugin: str
+    convert: str | None = None
+    export: str | None = None
+
+    def can(self, action: str) -> bool:
+        return getattr(self, action) is not None
+
+
+def formats() -> dict[str, Format]:
+    """Declared formats by name; a plugin with a bad declaration is marked broken and skipped."""
+    from latentzoo.core.plugins import get_manager
+
+    found: dict[str, Format] = {}
+    for info, decls in get_manager().call("latentzoo_formats"):
+        try:
+            if not isinstance(decls, list | tuple):
+                raise LatentzooError(f"latentzoo_formats must return a list of dicts, not {type(decls).__name__}")
+            for decl in decls:
+                found_fmt = _check_format(decl, info.name)
+                if found_fmt.name in found:
+                    raise LatentzooError(f"format {found_fmt.name!r} is already declared by plugin {found[found_fmt.name].plugin}")
+                found[found_fmt.name] = found_fmt
+        except LatentzooError as exc:
+            info.status, info.error = "broken", f"bad format declaration: {exc}"
+    return found
+
+
+def _check_format(decl: Any, plugin: str) -> Format:
+    if not isinstance(decl, dict) or not isinstance(decl.get("name"), str) or not decl["name"]:
+        raise LatentzooError("a format declaration is a dict with a non-empty name")
+    targets = {a: decl.get(a) for a in ACTIONS}
+    if not any(targets.values()):
+        raise LatentzooError(f"format {decl['name']!r} declares neither convert nor export")
+    for action, target in targets.items():
+        if target is not None and (not isinstance(target, str) or ":" not in target):
+            raise LatentzooError(f"format {decl['name']!r} {action} must be 'module:function', not {target!r}")
+    return Format(decl["name"], str(decl.get("description") or ""), plugin, targets["convert"], targets["export"])
+
+
+def get_format(name: str, action: str) -> Any:
+    """The imported convert or export function of format ``name``; one line listing the known ones otherwise."""
+    from latentzoo.core.registry import import_target
+
+    known = {n: f for n, f in formats().items() if f.can(action)}
+    fmt = known.get(name)
+    if fmt is None:
+        flag = "--from" if action == "convert" else "--to"
+        listed = ", ".join(sorted(known)) or "none (no installed plugin declares one)"
+        raise LatentzooError(f"{flag} {name}: unknown format; formats that can {action}: {listed}")
+    return import_target(getattr(fmt, action))
+
+
+# ---------------------------------------------------------------------------------------
+# convert
+
+
+@dataclass
+class Converted:
+    """What ``convert`` wrote: the fragment, its entries, how values were chosen, where it was registered."""
+
+    name: str
+    outdir: Path
+    fragment: Path
+    components: dict[str, dict[str, Any]]
+    pipelines: dict[str, dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    registered: Path | None = None
+
+
+def default_outdir(name: str) -> Path:
+    from latentzoo.core.registry import user_registry_path
+
+    return user_registry_path().parent / "converted" / name
+
+
+def _taken(names: list[str]) -> list[str]:
+    """The names the merged registry (built-in, plugins, user) already has, with their layer."""
+    from latentzoo.core.registry import ENV_USER, Registry, user_registry_path
+
+    saved = None if user_registry_path().is_file() else os.environ.pop(ENV_USER, None)  # a missing user file is an empty layer
+    try:
+        entries = Registry.load().entries
+    finally:
+        if saved is not None:
+            os.environ[ENV_USER] = saved
+    return [f"{n} ({entries[n].layer})" for n in names if n in entries]
+
+
+def convert(
+    source: str | Path,
+    name: str,
+    *,
+    fmt: str,
+    outdir: str | Path | None = None,
+    register: bool = True,
+    force: bool = False,
+    **options: Any,
+) -> Converted:
+    """Convert ``source`` from format ``fmt``; write weights + registry.yaml into ``outdir``; register the entries."""
+    import yaml
+
+    from latentzoo.core.registry import parse_file
+    from latentzoo.core.weights import write_bytes
+
+    from .hub import check_name
+
+    function = get_format(fmt, "convert")
+    check_name(name)
+    src = Path(source)
+    if not src.exists():
+        raise LatentzooError(f"{source} does not exist; give the {fmt} folder to convert")
+    accepted = inspect.signature(function).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(k for k in options if k not in accepted)
+        if unknown:
+            raise LatentzooError(f"format {fmt} does not take option(s) {', '.join(unknown)}")
+    out = Path(outdir) if outdir else default_outdir(name)
+    if out.exists() and not out.is_dir():
+        raise LatentzooError(f"-o {out} is a file; give a directory")
+    if (out / "registry.yaml").exists() and not force:
+        raise LatentzooError(f"{out} already holds a converted model; choose another -o or --name, or pass --force")
+    if register and not force:
+        taken = _taken([name])
+        if taken:
+            raise RegistryError(f"the registry already names {', '.join(taken)}; choose another --name or pass --force to shadow it")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LatentzooError(f"cannot create {out}: {exc.strerror or exc}; choose a writable -o") from exc
+    stage = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out))
+    try:
+        result = function(src, name, stage, **options)
+        components = dict(result.get("components") or {})
+        pipelines = dict(result.get("pipelines") or {})
+        notes = list(result.get("notes") or [])
+        for new in (*components, *pipelines):
+            check_name(new, f"{fmt} converter produced the name")
+        if register and not force:
+            taken = _taken([*components, *pipelines])
+            if taken:
+                raise RegistryError(f"the registry already names {', '.join(taken)}; choose another --name or pass --force to shadow it")
+        fragment = {"version": 1, "components": components}
+        if pipelines:
+            fragment["pipelines"] = pipelines
+        staged = write_bytes(stage / "registry.yaml", yaml.safe_dump(fragment, sort_keys=False).encode())
+        parse_file(staged, "cli")  # the fragment is valid registry YAML
+        for entry in components.values():  # weights first, the fragment that names them last
+            if "path" in (entry.get("weights") or {}):
+                os.replace(stage / entry["weights"]["path"], out / entry["weights"]["path"])
+        frag_path = out / "registry.yaml"
+        os.replace(staged, frag_path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed conversion leaves nothing behind
+    converted = Converted(name, out, frag_path, components, pipelines, notes)
+    if register:
+        from latentzoo.core.registry import user_registry_path
+        from latentzoo.core.userregistry import add_entries, relative_weights
+
+        user = user_registry_path()
+        comps = {}
+        for comp, entry in components.items():
+            entry = dict(entry)
+            if "path" in (entry.get("weights") or {}):
+                entry["weights"] = {**entry["weights"], "path": relative_weights(out / entry["weights"]["path"], user)}
+            comps[comp] = entry
+        converted.registered = add_entries(comps, pipelines, force=force, path=user)
+    return converted
+
+
+# ---------------------------------------------------------------------------------------
+# export
+
+
+def _files_below(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir()}
+
+
+def _export_target(outdir: str | Path, force: bool, hint: str) -> Path:
+    """The output folder, checked: never one whose contents the export did not write."""
+    out = Path(outdir).expanduser()
+    resolved = out.resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    special = (
+        "the root directory" if resolved == Path(resolved.anchor) else
+        "your home directory" if resolved == home else
+        "the current directory" if resolved == cwd else
+        "a directory above the current one" if resolved in cwd.parents else
+        "a directory above your home directory" if resolved in home.parents else None
+    )  # fmt: skip
+    if special:
+        raise LatentzooError(f"-o {outdir} is {special}; export into a new folder, e.g. -o {hint}")
+    if out.is_symlink():
+        raise LatentzooError(f"-o {outdir} is a symbolic link; give a real directory (new or empty)")
+    if out.exists() and not out.is_dir():
+        raise LatentzooError(f"-o {outdir} is a file; give a directory (new or empty)")
+    if out.is_dir() and any(out.iterdir()):
+        manifest = out / MANIFEST
+        if not manifest.is_file():
+            raise LatentzooError(
+                f"-o {outdir} is not empty and is not a latentzoo export (no {MANIFEST}); choose a new or empty directory"
+                + (" (--force only replaces a previous export)" if force else "")
+            )
+        if not force:
+            raise LatentzooError(f"-o {outdir} holds a previous export; pass --force to replace it, or choose another directory")
+        try:
+            listed = set(json.loads(manifest.read_text(encoding="utf-8"))["files"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LatentzooError(f"-o {outdir}: {MANIFEST} is unreadable; remove the folder yourself or choose another") from exc
+        extra = sorted(_files_below(out) - listed - {MANIFEST})
+        if extra:
+            raise LatentzooError(
+                f"-o {outdir} holds files the earlier export did not write ({', '.join(extra[:3])}{', ...' if len(extra) > 3 else ''}); "
+                "move them away or choose another directory"
+            )
+    parent = out.parent if str(out.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise LatentzooError(f"cannot write {outdir}: {probe} is not writable; choose another -o")
+    return out
+
+
+def export(registry: Any, name: str, outdir: str | Path, *, fmt: str, force: bool = False) -> tuple[Path, list[str]]:
+    """Write ``name`` (a component or a pipeline) in format ``fmt`` to ``outdir``; return the folder and notes."""
+    function = get_format(fmt, "export")
+    registry.get(name)  # an unknown name fails before anything is written
+    out = _export_target(outdir, force, f"./{name}-{fmt}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    old = None
+    try:
+        notes = list(function(registry, name, tmp) or [])
+        manifest = {"latentzoo_export": 1, "name": name, "format": fmt, "files": sorted(_files_below(tmp))}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
+        if out.is_dir() and any(out.iterdir()):  # a previous export, checked above: swap it out, then delete it
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / "export")
+        elif out.is_dir():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            if not out.exists() and (old / "export").exists():
+                os.replace(old / "export", out)  # the new export failed to land: put the old one back
+            shutil.rmtree(old, ignore_errors=True)
+    return out, notes

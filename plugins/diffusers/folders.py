@@ -1,0 +1,329 @@
+"""diffusers folders in and out; each family maps its own classes (a mapping per family, found by declaration).
+
+A family's mapping is the class its component declaration names under
+``"formats": {"diffusers": "module:Class"}``. It may define:
+
+``reads``: diffusers model / scheduler class names (``_class_name``) it converts;
+``pipelines``: diffusers pipeline class names (``model_index.json``) it assembles;
+``read(ctx, folder, raw, comp, **context) -> dict``: convert one folder into entry ``comp``
+    (added to ``ctx.components``); returns what a pipeline needs (e.g. ``latent_space``);
+``read_pipeline(ctx, index) -> None``: convert a whole pipeline folder (``ctx.read_part``
+    converts a sub-folder with whichever family maps its class);
+``write(ctx, entry, folder, **context) -> str``: write a registry entry as a diffusers model
+    folder; returns its diffusers class name;
+``write_pipeline(ctx, entry, spec) -> None``: write a pipeline whose prior is this family's
+    (``ctx.write_part`` writes another part, e.g. the autoencoder, with its own family).
+
+``ReadContext`` / ``WriteContext`` carry the shared helpers (reading configs, loading
+safetensors, the never-defaulted latent scaling factor, writing model folders), so a family's
+mapping imports nothing from other plugins.
+
+The VQ latent scaling factor is never defaulted. ``VQModel``'s constructor default (0.18215)
+is Stable Diffusion's KL-VAE constant, not a measurement of any VQ model, and old configs
+(e.g. CompVis/ldm-celebahq-256) do not state one at all, so diffusers silently uses that
+constant and samples garbage. Conversion takes it from the config only when stated and not
+that default; otherwise from ``--scaling-factor`` or measured with ``--calibrate``.
+
+Safetensors only: a folder holding only ``diffusion_pytorch_model.bin`` (a pickle) is refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from latentzoo.core.errors import LatentzooError
+
+FORMAT = "diffusers"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_VERSION = "0.30.0"  # the format written; any diffusers >= 0.30 reads it
+SD_VAE_DEFAULT_SCALE = 0.18215
+
+
+def mappings() -> dict[str, tuple[str, Any]]:
+    """{component class name: (its diffusers mapping's target, declaration)} from the loaded plugins."""
+    from latentzoo.core.plugins import get_manager
+
+    found = {}
+    for cls_name, decl in get_manager().components().items():
+        target = (decl.get("formats") or {}).get(FORMAT) if isinstance(decl.get("formats"), dict) else None
+        if target:
+            found[cls_name] = (target, decl)
+    return found
+
+
+def _load_mapping(target: str) -> Any:
+    from latentzoo.core.registry import import_target
+
+    obj = import_target(target)
+    return obj() if inspect.isclass(obj) else obj
+
+
+def _readers() -> tuple[dict[str, Any], dict[str, Any]]:
+    """({diffusers model class: mapping}, {diffusers pipeline class: mapping})."""
+    models, pipelines = {}, {}
+    for target, _ in mappings().values():
+        mapping = _load_mapping(target)
+        for name in getattr(mapping, "reads", ()):
+            models.setdefault(name, mapping)
+        for name in getattr(mapping, "pipelines", ()):
+            pipelines.setdefault(name, mapping)
+    return models, pipelines
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class ReadContext:
+    """One conversion: where it reads and writes, what it has produced, and the shared helpers."""
+
+    name: str
+    source: Path
+    stage: Path
+    scaling_factor: float | None = None
+    calibrate: str | None = None
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    scaling_used: bool = False
+    models: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def provenance(self) -> dict[str, str]:
+        return {"converted_from": FORMAT, "source": str(self.source.resolve())}
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise LatentzooError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise LatentzooError(f"{path} is not UTF-8 text; is this a diffusers folder?") from exc
+        except json.JSONDecodeError as exc:
+            raise LatentzooError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); is this a diffusers folder?") from exc
+        if not isinstance(data, dict):
+            raise LatentzooError(f"{path} is not a JSON object; is this a diffusers folder?")
+        return data
+
+    def config_of(self, folder: Path) -> tuple[Path, dict[str, Any]]:
+        for name in ("config.json", "scheduler_config.json"):
+            if (folder / name).is_file():
+                return folder / name, self.read_json(folder / name)
+        raise LatentzooError(f"{folder} has no model_index.json, config.json or scheduler_config.json; give a diffusers folder")
+
+    @staticmethod
+    def with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+        return {**defaults, **{k: v for k, v in config.items() if not k.startswith("_")}}
+
+    @staticmethod
+    def require(cond: bool, where: Path, message: str) -> None:
+        if not cond:
+            raise LatentzooError(f"{where}: {message}; latentzoo cannot convert this model")
+
+    def weights_file(self, folder: Path) -> Path:
+        """The folder's safetensors weights; a pickle-only folder is refused (never unpickled)."""
+        path = folder / WEIGHTS_FILE
+        if not path.is_file():
+            if (folder / "diffusion_pytorch_model.bin").is_file():
+                raise LatentzooError(
+                    f"{folder} holds only diffusion_pytorch_model.bin (a pickle, never loaded by latentzoo); "
+                    "re-save it as safetensors (save_pretrained(..., safe_serialization=True))"
+                )
+            raise LatentzooError(f"{folder} has no {WEIGHTS_FILE}; give a diffusers model folder saved with safetensors")
+        return path
+
+    def load_weights(self, folder: Path) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        path = self.weights_file(folder)
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise LatentzooError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+    @staticmethod
+    def build_and_load(cls: Any, config: dict[str, Any], state: dict[str, Any], where: Path) -> Any:
+        """Build ``cls(**config)`` and load ``state`` strictly: the fit proves the key mapping."""
+        try:
+            model = cls(**config)
+        except (TypeError, ValueError) as exc:
+            raise LatentzooError(f"{where}: config does not build a latentzoo model ({exc})") from exc
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise LatentzooError(
+                f"{where}: weights do not map onto latentzoo's layout: {len(missing)} missing {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}"
+            )
+        return model.eval().requires_grad_(False)
+
+    def save(self, comp: str, model: Any, family: str) -> str:
+        """Write ``model``'s weights to the stage as ``comp.safetensors``; returns their sha256."""
+        from latentzoo.core.weights import save_tensors
+
+        return save_tensors(self.stage / f"{comp}.safetensors", model.state_dict(), metadata={"family": family})
+
+    def scaling(self, path: Path, raw: dict[str, Any], model: Any, *, suspect_default: bool) -> tuple[float, str]:
+        """(latent scaling factor, where it came from): --scaling-factor, --calibrate, or a stated config value."""
+        self.scaling_used = True
+        if self.scaling_factor is not None and self.calibrate is not None:
+            raise LatentzooError("give --scaling-factor or --calibrate, not both")
+        if self.scaling_factor is not None:
+            sf = self.scaling_factor
+            if not (isinstance(sf, int | float) and math.isfinite(sf) and sf > 0):
+                raise LatentzooError(f"--scaling-factor must be a positive finite number, not {sf}")
+            return float(sf), "--scaling-factor"
+        if self.calibrate is not None:
+            sf, mean, n = calibrate(model, self.calibrate)
+            self.notes.append(
+                f"calibrated on {self.calibrate} ({n} images): latent std {1 / sf:.6g}, mean {mean:.6g}; "
+                "shift stays 0 (diffusers' latents are only scaled, as LDM's scale_factor = 1/std)"
+            )
+            return sf, f"--calibrate {self.calibrate}"
+        stated = raw.get("scaling_factor")
+        if stated is None:
+            raise LatentzooError(
+                f"{path} states no scaling_factor and latentzoo never defaults it: "
+                "pass --scaling-factor F, or --calibrate DATA (a dataset name or image folder) to measure 1/std of the latents"
+            )
+        if not (isinstance(stated, int | float) and math.isfinite(stated) and stated > 0):
+            raise LatentzooError(
+                f"{path} states scaling_factor {stated!r}, not a positive number; pass --scaling-factor F or --calibrate DATA"
+            )
+        if suspect_default and abs(float(stated) - SD_VAE_DEFAULT_SCALE) < 1e-9:
+            raise LatentzooError(
+                f"{path} states scaling_factor {SD_VAE_DEFAULT_SCALE}, diffusers' default (Stable Diffusion's KL-VAE constant), "
+                f"not a measurement for this VQ model: pass --calibrate DATA to measure it, "
+                f"or --scaling-factor {SD_VAE_DEFAULT_SCALE} to accept it"
+            )
+        return float(stated), path.name
+
+    def read_part(self, folder: Path, comp: str, **context: Any) -> dict[str, Any]:
+        """Convert one model / scheduler folder with the family that maps its class."""
+        path, raw = self.config_of(folder)
+        kind = raw.get("_class_name")
+        mapping = self.models.get(kind)
+        if mapping is None:
+            supported = ", ".join(sorted(self.models)) or "none"
+            raise LatentzooError(f"{path}: class {kind!r} is not supported (classes a loaded family maps: {supported})")
+        return mapping.read(self, folder, raw, comp, **context) or {}
+
+
+def calibrate(model: Any, data: str, batch: int = 64) -> tuple[float, float, int]:
+    """(scaling_factor = 1/std, mean, number of images) of ``model``'s latents (``model.encode``) on ``data``."""
+    import torch
+
+    from latentzoo.core.data import load_dataset
+
+    images = load_dataset(data, split="train", size=int(model.sample_size), channels=int(model.image_channels)).images
+    with torch.inference_mode():
+        z = torch.cat([model.encode(images[i : i + batch]) for i in range(0, len(images), batch)]).double()
+    std = float(z.std())
+    if not math.isfinite(std) or std <= 0:
+        raise LatentzooError(f"--calibrate {data}: the latents have std {std}; cannot measure a scaling factor")
+    return 1.0 / std, float(z.mean()), len(images)
+
+
+def convert(source: Path, name: str, stage: Path, *, scaling_factor: float | None = None, calibrate: str | None = None) -> dict:
+    """The format's convert (see latentzoo.interop.formats): a diffusers model or pipeline folder."""
+    if not source.is_dir():
+        raise LatentzooError(f"{source} is not a folder; give a diffusers model or pipeline folder (config.json / model_index.json)")
+    models, pipelines = _readers()
+    ctx = ReadContext(name, source, stage, scaling_factor=scaling_factor, calibrate=calibrate, models=models)
+    index_path = source / "model_index.json"
+    if index_path.is_file():
+        index = ctx.read_json(index_path)
+        kind = index.get("_class_name")
+        mapping = pipelines.get(kind)
+        if mapping is None:
+            raise LatentzooError(
+                f"{index_path}: pipeline {kind!r} is not supported ({', '.join(sorted(pipelines)) or 'no loaded family maps one'})"
+            )
+        mapping.read_pipeline(ctx, index)
+    else:
+        ctx.read_part(source, name)
+    if (scaling_factor is not None or calibrate is not None) and not ctx.scaling_used:
+        raise LatentzooError(f"--scaling-factor / --calibrate apply to latent autoencoders; {source} converts none")
+    return {"components": ctx.components, "pipelines": ctx.pipelines, "notes": ctx.notes}
+
+
+# ---------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass
+class WriteContext:
+    """One export: the registry, the (temporary) folder, notes, and the shared helpers."""
+
+    registry: Any
+    folder: Path
+    notes: list[str] = field(default_factory=list)
+
+    def tensors(self, entry: Any) -> dict[str, Any]:
+        """An entry's weights, sha256-verified."""
+        from latentzoo.core.sources import resolve_weights
+        from latentzoo.core.weights import load_tensors
+
+        if "weights" not in entry.data:
+            raise LatentzooError(f"{entry.name} has no weights to export")
+        path, sha = resolve_weights(entry)
+        return load_tensors(path, sha)
+
+    @staticmethod
+    def write_model(folder: Path, config: dict[str, Any], tensors: dict[str, Any], config_name: str = "config.json") -> None:
+        from latentzoo.core.weights import save_tensors, write_json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / config_name, config)
+        if tensors:
+            save_tensors(folder / WEIGHTS_FILE, tensors, metadata={"format": "pt"})
+
+    @staticmethod
+    def signature_defaults(cls: Any) -> dict[str, Any]:
+        """A class's constructor defaults (for config keys a registry entry leaves out)."""
+        params = inspect.signature(cls.__init__).parameters.items()
+        return {k: p.default for k, p in params if p.default is not inspect.Parameter.empty}
+
+    def options(self, entry: Any) -> dict[str, Any]:
+        """An entry's options: its class's declared defaults, then the entry's config."""
+        decl = self.registry.declaration(entry)
+        defaults = {o["name"]: o.get("default") for o in decl.get("options") or [] if isinstance(o, dict) and "name" in o}
+        return {**defaults, **dict(entry.data.get("config") or {})}
+
+    def mapping(self, entry: Any) -> Any | None:
+        found = mappings().get(entry.data.get("class", ""))
+        return _load_mapping(found[0]) if found else None
+
+    def write_part(self, entry: Any, folder: Path, **context: Any) -> str:
+        """Write one component with the family that maps its class; returns the diffusers class written."""
+        mapping = self.mapping(entry)
+        if mapping is None or not hasattr(mapping, "write"):
+            exportable = ", ".join(sorted(c for c, (t, _) in mappings().items())) or "none"
+            raise LatentzooError(
+                f"{entry.name} ({entry.data.get('class')}) has no diffusers counterpart; classes that export: {exportable}, or a pipeline"
+            )
+        return mapping.write(self, entry, folder, **context)
+
+
+def export(registry: Any, name: str, folder: Path) -> list[str]:
+    """The format's export (see latentzoo.interop.formats): a model folder, or a pipeline folder with model_index.json."""
+    from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
+
+    entry = registry.get(name)
+    ctx = WriteContext(registry, folder)
+    if entry.section == "components":
+        ctx.write_part(entry, folder)
+        return ctx.notes
+    spec = PipelineSpec.from_entry(entry)
+    check_spec(registry, spec)
+    prior = resolve_component(registry, spec.prior, "prior")
+    mapping = ctx.mapping(prior)
+    if mapping is None or not hasattr(mapping, "write_pipeline"):
+        raise LatentzooError(f"pipeline {name}: prior {spec.prior} ({prior.data.get('class')}) has no diffusers pipeline counterpart")
+    mapping.write_pipeline(ctx, entry, spec)
+    return ctx.notes
