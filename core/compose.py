@@ -134,11 +134,17 @@ def declared_options(registry: Registry, spec: PipelineSpec) -> dict[str, list[O
 def replace_parts(registry: Registry, spec: PipelineSpec, parts: dict[str, str | None]) -> list[str]:
     """Swap parts of ``spec`` in place (``--sampler ddpm`` on a pipeline); return the defaults dropped.
 
-    A pipeline's ``defaults`` were checked against its own parts; after a swap, a default that
-    no part declares any more (``eta`` of a DDIM pipeline sampled with DDPM) no longer applies
-    and is dropped, so the caller can say so. Any other default is still checked as usual.
+    A pipeline's ``defaults`` were chosen for its own parts. After a swap, a default that the
+    replaced part declared (``eta: 0.0`` of a DDIM pipeline sampled with ``euler_ancestral``)
+    or that no part declares any more (``eta`` under DDPM) no longer applies and is dropped,
+    so the caller can say so; the new part runs with its own defaults. Any other default is
+    still checked as usual.
     """
     changed = {role: value for role, value in parts.items() if value and getattr(spec, role) != value}
+    before = declared_options(registry, spec) if changed and spec.defaults else {}
+    owned = {o.name for role in changed for o in before.get(role, [])} | {
+        f"{role}.{o.name}" for role in changed for o in before.get(role, [])
+    }
     for role, value in changed.items():
         setattr(spec, role, value)
     if not changed or not spec.defaults:
@@ -147,7 +153,7 @@ def replace_parts(registry: Registry, spec: PipelineSpec, parts: dict[str, str |
     known = (
         {"steps"} | {o.name for opts in declared.values() for o in opts} | {f"{r}.{o.name}" for r, opts in declared.items() for o in opts}
     )
-    dropped = [key for key in spec.defaults if key not in known]
+    dropped = [key for key in spec.defaults if key not in known or key in owned]
     spec.defaults = {k: v for k, v in spec.defaults.items() if k not in dropped}
     return dropped
 
