@@ -52,8 +52,6 @@ def _files(tmp: Path) -> dict[str, str]:
     return files
 
 
-H1 = pytest.mark.xfail(strict=False, reason="sample/compose options: fixed by H1 branch")
-
 # (id, argv with {placeholders} from _files, fragments the one error line must contain)
 ROWS = [
     # registry files, through several commands
@@ -95,16 +93,13 @@ ROWS = [
     ("plugins-timeout", ["plugins", "--check", "--timeout", "0"], None),
     ("new-plugin-bad-name", ["new-plugin", "!!", "-o", "{out}/p"], []),
     # other helpers' areas: expected to pass once their branches are merged
-    pytest.param("sample-nrow", ["sample", "digits", "--nrow", "-1", "-o", "{out}/x.png"], ["--nrow"], marks=H1, id="sample-nrow"),
-    pytest.param("sample-seed", ["sample", "digits", "--seed", str(2**70), "-o", "{out}/x.png"], ["--seed"], marks=H1, id="sample-seed"),
-    pytest.param(
-        "sample-guidance", ["sample", "digits", "--guidance", "nan", "--class", "1"], ["guidance"], marks=H1, id="sample-guidance"
-    ),
+    pytest.param("sample-nrow", ["sample", "digits", "--nrow", "-1", "-o", "{out}/x.png"], ["--nrow"], id="sample-nrow"),
+    pytest.param("sample-seed", ["sample", "digits", "--seed", str(2**70), "-o", "{out}/x.png"], ["--seed"], id="sample-seed"),
+    pytest.param("sample-guidance", ["sample", "digits", "--guidance", "nan", "--class", "1"], ["guidance"], id="sample-guidance"),
     pytest.param(
         "compose-steps",
-        ["compose", "--prior", "digits-ldm", "--decoder", "digits-vqgan", "--sampler", "ddim", "--steps", "-5"],
+        ["compose", "--prior", "digits-ldm", "--decoder", "digits-vqgan", "--sampler", "ddim", "--scheduler", "leading", "--steps", "-5"],
         ["steps"],
-        marks=H1,
         id="compose-steps",
     ),
     pytest.param("pull-dotdot", ["pull", "../x"], ["ORG/NAME"], id="pull-dotdot"),
