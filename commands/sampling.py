@@ -33,7 +33,7 @@ def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, 
 
 
 def _part_options(f):
-    for role in reversed(("encoder", "prior", "decoder", "sampler", "scheduler")):
+    for role in reversed(("encoder", "conditioner", "prior", "decoder", "sampler", "scheduler")):
         f = click.option(f"--{role}", help=f"{role.capitalize()} name from the registry.")(f)
     return f
 
@@ -46,7 +46,11 @@ def _part_options(f):
 @click.option(
     "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Default of a declared option (see `latentzoo info`); repeatable."
 )
-@click.option("--allow-mismatch", is_flag=True, help="Allow latent spaces of equal kind and shape but different identity (warns).")
+@click.option(
+    "--allow-mismatch",
+    is_flag=True,
+    help="Allow latent (or conditioning) spaces of equal kind and shape but different identity (warns).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pipeline YAML here instead of printing it.")
 @click.pass_context
 def compose(

@@ -63,6 +63,7 @@ class Pipeline:
     spec: PipelineSpec
     encoder: Any = None
     scheduler: Any = None
+    conditioner: Any = None  # a Conditioner (core.interfaces) when the prior takes its conditioning
     sha256: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
