@@ -135,6 +135,8 @@ SAMPLE_SHORTCUTS = {
     "eta": "eta",
     "class_label": "class_label",
     "guidance": "guidance",
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
     "temperature": "temperature",
     "top_k": "top_k",
     "top_p": "top_p",
@@ -162,7 +164,9 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any declared option (see `latentzoo info NAME`); repeatable.")
 @click.option("--eta", metavar="X", help="Shortcut for --set eta=VALUE (DDIM: 0 = deterministic).")
 @click.option("--class", "class_label", metavar="N", help="Shortcut for --set class_label=N (class-conditional priors).")
-@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class).")
+@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class or --prompt).")
+@click.option("--prompt", metavar="TEXT", help="Shortcut for --set prompt=TEXT (priors conditioned on a text encoder).")
+@click.option("--negative-prompt", "negative_prompt", metavar="TEXT", help="Shortcut for --set negative_prompt=TEXT (guided away from).")
 @click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
 @click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
 @click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")

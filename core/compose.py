@@ -214,6 +214,13 @@ def check_options(
 ) -> None:
     """Check sample-time options against the declared ones before anything is built (no torch)."""
     declared = declared_options(registry, spec)
+    names = {o.name for opts in declared.values() for o in opts}
+    for key in ("prompt", "negative_prompt"):
+        if key not in names and key in {**(options or {}), **(text_options or {})}:
+            raise ContractError(
+                f"prior {spec.prior} of pipeline {spec.name} takes no text (no conditioner); "
+                f"--{key.replace('_', '-')} needs a text-conditioned pipeline (see `latentzoo list --role conditioner`)"
+            )
     resolve(declared, options or {}, where=f"pipeline {spec.name}")
     resolve(declared, text_options or {}, where=f"pipeline {spec.name}", text=True)
 

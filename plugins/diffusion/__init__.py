@@ -79,7 +79,11 @@ def latentzoo_components() -> list[dict]:
             "target": "latentzoo.plugins.diffusion.unet_cond:UNetCondPrior",
             "description": "Cross-attention UNet denoiser (diffusers UNet2DConditionModel layout): attends to a conditioner's tokens",
             "options": [
-                _option("guidance", "float", 1.0, "Classifier-free guidance scale against the empty prompt (Ho & Salimans 2022)", min=0.0),
+                _option("prompt", "str", "", "Text the conditioner encodes (empty: unconditional)"),
+                _option("negative_prompt", "str", "", "Text guided away from (the unconditional branch; empty: the empty prompt)"),
+                _option(
+                    "guidance", "float", 1.0, "Classifier-free guidance scale against the negative prompt (Ho & Salimans 2022)", min=0.0
+                ),
             ],
         },
         _scheduler(
