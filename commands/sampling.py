@@ -33,7 +33,7 @@ def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, 
 
 
 def _part_options(f):
-    for role in reversed(("encoder", "prior", "decoder", "sampler", "scheduler")):
+    for role in reversed(("encoder", "conditioner", "prior", "decoder", "sampler", "scheduler")):
         f = click.option(f"--{role}", help=f"{role.capitalize()} name from the registry.")(f)
     return f
 
@@ -46,7 +46,11 @@ def _part_options(f):
 @click.option(
     "--set", "settings", multiple=True, metavar="KEY=VALUE", help="Default of a declared option (see `latentzoo info`); repeatable."
 )
-@click.option("--allow-mismatch", is_flag=True, help="Allow latent spaces of equal kind and shape but different identity (warns).")
+@click.option(
+    "--allow-mismatch",
+    is_flag=True,
+    help="Allow latent (or conditioning) spaces of equal kind and shape but different identity (warns).",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pipeline YAML here instead of printing it.")
 @click.pass_context
 def compose(
@@ -131,6 +135,8 @@ SAMPLE_SHORTCUTS = {
     "eta": "eta",
     "class_label": "class_label",
     "guidance": "guidance",
+    "prompt": "prompt",
+    "negative_prompt": "negative_prompt",
     "temperature": "temperature",
     "top_k": "top_k",
     "top_p": "top_p",
@@ -158,7 +164,9 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any declared option (see `latentzoo info NAME`); repeatable.")
 @click.option("--eta", metavar="X", help="Shortcut for --set eta=VALUE (DDIM: 0 = deterministic).")
 @click.option("--class", "class_label", metavar="N", help="Shortcut for --set class_label=N (class-conditional priors).")
-@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class).")
+@click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class or --prompt).")
+@click.option("--prompt", metavar="TEXT", help="Shortcut for --set prompt=TEXT (priors conditioned on a text encoder).")
+@click.option("--negative-prompt", "negative_prompt", metavar="TEXT", help="Shortcut for --set negative_prompt=TEXT (guided away from).")
 @click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
 @click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
 @click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")

@@ -41,6 +41,9 @@ class Builder:
             self.sha256[name] = sha
             if hasattr(obj, "load_assets"):  # files shipped beside the weights (e.g. a text encoder's tokenizer.json)
                 obj.load_assets(path.parent)
+        cond = entry.conditioning_space
+        if cond is not None:
+            obj.conditioning_space = cond
         space = entry.latent_space
         if space is not None:
             self._check_space(entry, obj, space)
@@ -72,6 +75,7 @@ class Builder:
             decoder=self.component(spec.decoder, "decoder"),
             sampler=self.component(spec.sampler, "sampler"),
             scheduler=self.component(spec.scheduler, "scheduler") if spec.scheduler else None,
+            conditioner=self.component(spec.conditioner, "conditioner") if spec.conditioner else None,
             spec=spec,
             sha256=dict(self.sha256),
             warnings=warnings,

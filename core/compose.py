@@ -12,12 +12,13 @@ from typing import Any
 
 import yaml
 
+from .conditioning import check_conditioning
 from .errors import ContractError, RegistryError
 from .latent import LatentSpace, check_sampler, check_spaces
 from .options import OPTION_ROLES, STEPS, Option, OptionError, canonical, parse_options, resolve
 from .registry import Entry, Registry, parse_file
 
-ROLE_FIELDS = ("encoder", "prior", "decoder", "sampler", "scheduler")
+ROLE_FIELDS = ("encoder", "conditioner", "prior", "decoder", "sampler", "scheduler")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class PipelineSpec:
     sampler: str
     encoder: str | None = None
     scheduler: str | None = None
+    conditioner: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     name: str = "composed"
     description: str | None = None
@@ -43,6 +45,7 @@ class PipelineSpec:
             sampler=d["sampler"],
             encoder=d.get("encoder"),
             scheduler=d.get("scheduler"),
+            conditioner=d.get("conditioner"),
             defaults=dict(d.get("defaults") or {}),
             name=entry.name,
             description=d.get("description"),
@@ -168,6 +171,15 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
     allow = spec.allow_mismatch if allow_mismatch is None else allow_mismatch
     prior = resolve_component(registry, spec.prior, "prior")
     decoder = resolve_component(registry, spec.decoder, "decoder")
+    # Conditioning first: a text prior without its text encoder is the most basic misfit.
+    conditioner = resolve_component(registry, spec.conditioner, "conditioner") if spec.conditioner else None
+    cond_warnings = check_conditioning(
+        spec.prior,
+        prior.conditioning,
+        spec.conditioner,
+        conditioner.conditioning_space if conditioner else None,
+        allow_mismatch=allow,
+    )
     sampler = resolve_component(registry, spec.sampler, "sampler")
     prior_decl, sampler_decl = registry.declaration(prior), registry.declaration(sampler)
     check_sampler(spec.sampler, sampler_decl["drives"], spec.prior, prior_decl["kind"])
@@ -194,7 +206,7 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
         )
         warnings += more
     check_defaults(registry, spec)
-    return warnings
+    return cond_warnings + warnings
 
 
 def check_options(
@@ -202,6 +214,13 @@ def check_options(
 ) -> None:
     """Check sample-time options against the declared ones before anything is built (no torch)."""
     declared = declared_options(registry, spec)
+    names = {o.name for opts in declared.values() for o in opts}
+    for key in ("prompt", "negative_prompt"):
+        if key not in names and key in {**(options or {}), **(text_options or {})}:
+            raise ContractError(
+                f"prior {spec.prior} of pipeline {spec.name} takes no text (no conditioner); "
+                f"--{key.replace('_', '-')} needs a text-conditioned pipeline (see `latentzoo list --role conditioner`)"
+            )
     resolve(declared, options or {}, where=f"pipeline {spec.name}")
     resolve(declared, text_options or {}, where=f"pipeline {spec.name}", text=True)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -259,6 +259,12 @@ class Denoiser:
     double every model call for nothing). x0 is then clipped to +-clip_sample_range or
     dynamically thresholded (Saharia et al. 2022), if asked.
 
+    Per-token conditioning (a text encoder's output, ``Conditioner.condition``: {"tokens": (B, L, W),
+    "mask": (B, L), ...}) arrives as ``conditioning``; the prior is then called with the diffusers
+    keywords ``encoder_hidden_states`` (the tokens) and ``encoder_attention_mask``. With guidance
+    != 1, ``null_conditioning`` (the empty prompt's, batch 1 or B) is the unconditional branch, and
+    a class-conditional prior also gets the null class there.
+
     Foreign model formats plug in by overriding ``model_output`` only.
     """
 
@@ -274,6 +280,8 @@ class Denoiser:
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
         batch_size: int | None = None,
+        conditioning: Mapping[str, torch.Tensor] | None = None,
+        null_conditioning: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         schedule = getattr(prior, "noise_schedule", None)
         if not isinstance(schedule, NoiseSchedule):
@@ -288,6 +296,16 @@ class Denoiser:
             raise LatentzooError(f"guidance must be a finite number >= 0, not {guidance}")
         self.prior, self.schedule = prior, schedule
         self.class_labels, self.guidance = self.conditioning(prior, class_labels, guidance, batch_size)
+        self.tokens = self.null_tokens = None
+        if conditioning is not None:
+            self.tokens = self._token_kwargs(conditioning, batch_size)
+            self.guidance = float(guidance)
+            if self.guidance != 1.0:
+                if null_conditioning is None:
+                    raise LatentzooError(
+                        f"prior {prior_name(prior)}: guidance {guidance} needs the null (empty-prompt) conditioning; pass null_conditioning"
+                    )
+                self.null_tokens = self._token_kwargs(null_conditioning, self.tokens["encoder_hidden_states"].shape[0])
         self.clip_sample, self.clip_sample_range = clip_sample, clip_sample_range
         self.thresholding, self.dynamic_thresholding_ratio, self.sample_max_value = (
             thresholding,
@@ -312,6 +330,21 @@ class Denoiser:
             raise LatentzooError(f"prior {prior_name(prior)} is unconditional; drop the class labels")
         return class_labels, float(guidance)
 
+    @staticmethod
+    def _token_kwargs(conditioning: Mapping[str, torch.Tensor], batch_size: int | None) -> dict[str, torch.Tensor | None]:
+        """A conditioner's output as the prior's keywords, broadcast from batch 1 to ``batch_size``."""
+        if "tokens" not in conditioning:
+            raise LatentzooError("conditioning must hold 'tokens' (B, L, W), as Conditioner.condition returns")
+        tokens, mask = conditioning["tokens"], conditioning.get("mask")
+        if batch_size is not None and tokens.shape[0] == 1 and batch_size > 1:
+            tokens = tokens.expand(batch_size, *tokens.shape[1:])
+            mask = None if mask is None else mask.expand(batch_size, *mask.shape[1:])
+        if batch_size is not None and tokens.shape[0] != batch_size:
+            raise LatentzooError(
+                f"conditioning has batch {tokens.shape[0]}, the latents {batch_size}; give one condition or one per sample"
+            )
+        return {"encoder_hidden_states": tokens, "encoder_attention_mask": mask}
+
     def timestep(self, sigma: float, device: torch.device) -> torch.Tensor:
         """t(sigma) as a float64 tensor, cached per level so the loop does no host work."""
         t = self._timesteps.get(sigma)
@@ -322,11 +355,32 @@ class Denoiser:
     def model_output(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The prior's raw output (in its prediction_type), guided; override this for another model format."""
         labels = self.class_labels
+        if self.tokens is not None:
+            return self._token_output(x_t, t, labels)
         if labels is not None and self.guidance != 1.0:
             null = torch.full_like(labels, self.prior.num_classes - 1)
             cond, uncond = self.prior(torch.cat([x_t, x_t]), t, torch.cat([labels, null])).chunk(2)
             return uncond + self.guidance * (cond - uncond)
         return self.prior(x_t, t, labels)
+
+    def _token_output(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Cross-attention conditioning; guided as uncond + guidance (cond - uncond) in one batch (Ho & Salimans 2022, eq. 6)."""
+        if self.null_tokens is None:
+            return self.prior(x_t, t, labels, **self.tokens)
+        both = {}
+        for key, cond in self.tokens.items():
+            null = self.null_tokens[key]
+            if cond is None and null is None:
+                both[key] = None
+                continue
+            # A mask on one side only: the other side attends to all its tokens.
+            cond = torch.ones(self.tokens["encoder_hidden_states"].shape[:2], dtype=torch.bool) if cond is None else cond
+            null = torch.ones(self.null_tokens["encoder_hidden_states"].shape[:2], dtype=torch.bool) if null is None else null
+            both[key] = torch.cat([cond.to(x_t.device), null.to(x_t.device)])
+        null_labels = None if labels is None else torch.full_like(labels, self.prior.num_classes - 1)
+        both_labels = None if labels is None else torch.cat([labels, null_labels])
+        cond_out, uncond = self.prior(torch.cat([x_t, x_t]), t, both_labels, **both).chunk(2)
+        return uncond + self.guidance * (cond_out - uncond)
 
     def predict(self, x_t: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, eps) from the variance-preserving x_t at noise level sigma (abar = 1 / (1 + sigma^2))."""

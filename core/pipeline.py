@@ -63,6 +63,7 @@ class Pipeline:
     spec: PipelineSpec
     encoder: Any = None
     scheduler: Any = None
+    conditioner: Any = None  # a Conditioner (core.interfaces) when the prior takes its conditioning
     sha256: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
@@ -112,6 +113,13 @@ class Pipeline:
     def _call_options(self, plan: SamplingOptions, batch: int) -> dict[str, Any]:
         """Keyword arguments of ``sampler.sample``: prior options, then sampler options; class_label -> class_labels."""
         call = {**plan.per_role.get("prior", {}), **plan.per_role.get("sampler", {})}
+        if self.conditioner is not None:
+            # Text (or any conditioner's input): the prompt's tokens steer the prior; the negative
+            # prompt (default: the empty prompt) is the unconditional branch of guidance.
+            prompt, negative = call.pop("prompt", None) or "", call.pop("negative_prompt", None) or ""
+            call["conditioning"] = self.conditioner.condition([prompt])
+            call["null_conditioning"] = self.conditioner.condition([negative])
+            return call
         class_label = call.pop("class_label", None)
         if class_label is None and "guidance" in plan.given and call.get("guidance") is not None:
             raise LatentzooError("--guidance needs --class (classifier-free guidance towards a class)")
@@ -228,7 +236,7 @@ class Pipeline:
                 "steps": plan.steps if getattr(self.sampler, "levels", None) is not None else None,
                 "sampler": self.spec.sampler,
                 "scheduler": self.spec.scheduler,
-                "options": dict(plan.flat),
+                "options": dict(plan.flat),  # with prompt / negative_prompt for a text pipeline
                 "versions": versions(),
             }
             return out.commit(record)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .conditioning import ConditioningSpace
 from .errors import LatentzooError, RegistryError
 from .latent import LatentSpace
 from .plugins import get_manager
@@ -34,6 +35,7 @@ COMPONENT_KEYS = {
     "weights": dict,
     "latent_space": dict,
     "conditioning_space": dict,
+    "conditioning": dict,
     "license": str,
     "description": str,
     "metrics": dict,
@@ -47,6 +49,7 @@ PIPELINE_KEYS = {
     "decoder": str,
     "sampler": str,
     "scheduler": str,
+    "conditioner": str,
     "defaults": dict,
     "description": str,
     "license": str,
@@ -81,6 +84,18 @@ class Entry:
     def latent_space(self) -> LatentSpace | None:
         raw = self.data.get("latent_space")
         return LatentSpace.from_dict(raw) if raw else None
+
+    @property
+    def conditioning_space(self) -> ConditioningSpace | None:
+        """What a conditioner produces."""
+        raw = self.data.get("conditioning_space")
+        return ConditioningSpace.from_dict(raw, f"{self.name} conditioning_space") if raw else None
+
+    @property
+    def conditioning(self) -> ConditioningSpace | None:
+        """What a prior accepts (None: unconditional)."""
+        raw = self.data.get("conditioning")
+        return ConditioningSpace.from_dict(raw, f"{self.name} conditioning") if raw else None
 
     def weights_path(self) -> Path | None:
         weights = self.data.get("weights") or {}
@@ -448,6 +463,12 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
                     LatentSpace.from_dict(body["latent_space"])
                 except Exception as exc:
                     raise fail((section, name, "latent_space"), str(exc)) from exc
+            for key in ("conditioning_space", "conditioning"):
+                if key in body:
+                    try:
+                        ConditioningSpace.from_dict(body[key], key)
+                    except Exception as exc:
+                        raise fail((section, name, key), str(exc)) from exc
             if section == "pipelines" and "defaults" in body:
                 _check_defaults(body["defaults"], lambda key, message, n=name: fail(("pipelines", n, "defaults", key), message))
             if str(name) in names:

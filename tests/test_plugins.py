@@ -18,6 +18,7 @@ BUILTIN_COMPONENT_CLASSES = {
     "datasets": [],
     "diffusion": [
         "diffusion.unet",
+        "diffusion.unet_cond",
         "diffusion.timesteps",
         "diffusion.karras",
         "diffusion.sigmoid",

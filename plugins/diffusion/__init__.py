@@ -70,6 +70,22 @@ def latentzoo_components() -> list[dict]:
                 _option("guidance", "float", 1.0, "Classifier-free guidance scale (Ho & Salimans 2022); 1 = plain conditional", min=0.0),
             ],
         },
+        {
+            "name": "diffusion.unet_cond",
+            "roles": ["prior"],
+            "kind": "denoiser",
+            "scaled_latents": True,
+            "family": "diffusion",
+            "target": "latentzoo.plugins.diffusion.unet_cond:UNetCondPrior",
+            "description": "Cross-attention UNet denoiser (diffusers UNet2DConditionModel layout): attends to a conditioner's tokens",
+            "options": [
+                _option("prompt", "str", "", "Text the conditioner encodes (empty: unconditional)"),
+                _option("negative_prompt", "str", "", "Text guided away from (the unconditional branch; empty: the empty prompt)"),
+                _option(
+                    "guidance", "float", 1.0, "Classifier-free guidance scale against the negative prompt (Ho & Salimans 2022)", min=0.0
+                ),
+            ],
+        },
         _scheduler(
             "timesteps",
             "TimestepScheduler",

@@ -49,7 +49,13 @@ class DenoiserSampler(Sampler):
         """The prior as D(x; sigma), with this sampler's x0 options, overridden by any passed at sample time."""
         x0_options = {k: options[k] if options.get(k) is not None else getattr(self, k) for k in X0_OPTIONS}
         return Denoiser(
-            prior, class_labels=class_labels, guidance=1.0 if guidance is None else guidance, batch_size=batch_size, **x0_options
+            prior,
+            class_labels=class_labels,
+            guidance=1.0 if guidance is None else guidance,
+            batch_size=batch_size,
+            conditioning=options.get("conditioning"),  # a conditioner's tokens (cross-attention priors)
+            null_conditioning=options.get("null_conditioning"),
+            **x0_options,
         )
 
     def sigmas(self, levels: list[float] | None) -> list[float]:

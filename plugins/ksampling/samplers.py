@@ -106,11 +106,20 @@ class KSampler(Sampler):
         progress: Progress | None = None,
         class_labels: torch.Tensor | None = None,
         guidance: float | None = None,
+        conditioning: dict[str, torch.Tensor] | None = None,
+        null_conditioning: dict[str, torch.Tensor] | None = None,
         **options: Any,
     ) -> torch.Tensor:
         sigmas = check_sigmas(levels, f"sampler {self.name}")
         opts = self.resolve(options)
-        model = Denoiser(prior, class_labels=class_labels, guidance=1.0 if guidance is None else guidance, batch_size=noise.shape[0])
+        model = Denoiser(
+            prior,
+            class_labels=class_labels,
+            guidance=1.0 if guidance is None else guidance,
+            batch_size=noise.shape[0],
+            conditioning=conditioning,
+            null_conditioning=null_conditioning,
+        )
         x = noise * math.sqrt(sigmas[0] ** 2 + 1)
         return self.run(model, x, sigmas, self.noise_source(x, sigmas, generator), progress, **opts)
 
