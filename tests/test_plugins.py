@@ -425,7 +425,7 @@ def test_registry_errors_report_the_line(cli, tmp_path, text, line, message):
 
 def test_unknown_name_suggests_close_names(cli, compose_args):
     cli("info", "ddmi").assert_one_line_error("no component or pipeline named 'ddmi'", "did you mean", "ddim")
-    cli("info", "karas").assert_one_line_error("no component or pipeline named 'karas'; did you mean karras?")
+    cli("info", "karas").assert_one_line_error("no component or pipeline named 'karas'; did you mean karras")
     typo = [("ddiim" if a == "ddim" else a) for a in compose_args]
     cli(*typo).assert_one_line_error("no component or pipeline named 'ddiim'", "did you mean", "ddim")
 
