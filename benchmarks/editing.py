@@ -63,12 +63,13 @@ def main() -> None:
     out["img2img_mean_l2"] = dists
     out["reconstruction_mean_l2"] = round(float((rec - x).flatten(1).norm(dim=1).mean()), 3)
 
-    plan = pipe.resolve_options(opts)
-    levels = pipe.levels(plan)
-    noise = editing.invert(pipe, x, plan, levels)
-    back = editing.sample_back(pipe, noise, plan, levels, args.seed)
-    out["inversion_psnr_db_vs_reconstruction"] = round(psnr(back, rec), 2)
-    out["inversion_psnr_db_vs_input"] = round(psnr(back, x), 2)
+    if callable(getattr(pipe.sampler, "invert", None)):
+        plan = pipe.resolve_options(opts)
+        levels = pipe.levels(plan)
+        noise = editing.invert(pipe, x, plan, levels)
+        back = editing.sample_back(pipe, noise, plan, levels, args.seed)
+        out["inversion_psnr_db_vs_reconstruction"] = round(psnr(back, rec), 2)
+        out["inversion_psnr_db_vs_input"] = round(psnr(back, x), 2)
     out["reconstruction_psnr_db"] = round(psnr(rec, x), 2)
     print(json.dumps(out, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
 
