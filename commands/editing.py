@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -123,7 +122,7 @@ def interpolate(
     editing.check_invertible(pipe)
     x = _images(pipe, [a, b], fit)
     edit = editing.interpolate(pipe, x[:1], x[1:], frames, seed=seed, text_options=text_options)
-    record = editing.write(edit, output, nrow=frames, inputs=[a, b])
+    record = editing.write(edit, output, nrow=frames, inputs=[a, b], frames=True)
     _done(record, output, as_json)
     if not as_json:
-        click.echo(f"frames: {', '.join(Path(f).name for f in record['files'])}", err=True)
+        click.echo(f"frames: {', '.join(record.get('frame_files') or record['files'])}", err=True)

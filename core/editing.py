@@ -271,19 +271,49 @@ def _rec(pipe: Any, plan: Any, seed: int) -> dict[str, Any]:
     }
 
 
-def write(edit: Edit, output: str, *, nrow: int | None = None, inputs: list[str] | None = None) -> dict[str, Any]:
-    """Write ``edit.images`` as a grid PNG (or ``DIR/`` one PNG each) with its JSON sidecar, as one unit."""
+def write(edit: Edit, output: str, *, nrow: int | None = None, inputs: list[str] | None = None, frames: bool = False) -> dict[str, Any]:
+    """Write ``edit.images`` as a grid PNG (or ``DIR/`` one PNG each) with its JSON sidecar, as one unit.
+
+    ``frames`` (interpolate): with a grid output ``x.png``, also write each image as
+    ``x-000.png, x-001.png, ...`` beside it (staged as temporaries, renamed after the grid and
+    sidecar are in place, listed in the sidecar under ``frame_files``).
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
     from .images import to_uint8
-    from .record import SampleOutput
+    from .record import SampleOutput, png_bytes
 
     n = len(edit.images)
     out = SampleOutput(output, n=n, nrow=nrow)
+    staged: list[tuple[Path, Path]] = []
     try:
-        out.add(to_uint8(edit.images))
-        return out.commit({**edit.record, "n": n, **({"inputs": inputs} if inputs else {})})
+        tiles = to_uint8(edit.images)
+        out.add(tiles)
+        record = {**edit.record, "n": n, **({"inputs": inputs} if inputs else {})}
+        if frames and not out.per_sample:
+            out._mkdirs(out.path.parent)
+            for i, tile in enumerate(tiles):
+                dest = out.path.with_name(f"{out.path.stem}-{i:03d}.png")
+                fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(png_bytes(tile))
+                staged.append((Path(name), dest))
+            record["frame_files"] = [dest.name for _, dest in staged]
+        record = out.commit(record)
+        for tmp, dest in staged:
+            os.replace(tmp, dest)
+        return record
+    except OSError as exc:
+        out.abort()
+        raise LatentzooError(f"cannot write {output}: {exc.strerror or exc}; choose another -o") from exc
     except BaseException:
         out.abort()
         raise
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
 
 
 __all__ = [

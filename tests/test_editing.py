@@ -103,7 +103,8 @@ def test_interpolate_endpoints_match_reconstructions_and_frames_are_written(cli,
     a, b = save_digits(tmp_path / "in", 2)
     strip = tmp_path / "strip.png"
     record = cli("interpolate", "digits", str(a), str(b), "--frames", "5", "-o", str(strip), "--steps", "20", "--json").assert_ok().json()
-    assert record["frames"] == 5
+    assert record["frames"] == 5 and record["frame_files"] == [f"strip-{i:03d}.png" for i in range(5)]
+    assert [read_png(tmp_path / name).shape for name in record["frame_files"]] == [(32, 32)] * 5
     frames = read_grid(strip, 5, nrow=5)
     rec = tmp_path / "rec.png"
     cli("reconstruct", "digits", str(a), str(b), "-o", str(rec)).assert_ok()
