@@ -34,6 +34,11 @@ import torch
 
 from .errors import LatentzooError
 
+# Python API (``pipe``: a Pipeline or a pipeline name; images: tensors in [-1, 1] or image paths):
+#     edit = latentzoo.img2img("digits", ["a.png"], 0.6, seed=0)
+#     latentzoo.write_edit(edit, "edited.png")       # PNG + JSON sidecar, as the CLI writes
+#     latentzoo.inpaint("digits", ["a.png"], "mask.png"); latentzoo.interpolate("digits", ["a.png"], ["b.png"], 8)
+
 LEVEL_KINDS = ("sigma", "flow")  # the level kinds the role contract defines (core/interfaces.py)
 
 
@@ -101,6 +106,20 @@ class _Blended:
         return self._prior(torch.where(keep, known, x), t, *args, **kwargs)
 
 
+def _resolve(pipe: Any, images: Any, what: str, *, fit: bool = False) -> tuple[Any, torch.Tensor]:
+    """Accept a pipeline or its name, and image tensors ((B, C, H, W) in [-1, 1]) or image paths."""
+    if isinstance(pipe, str):
+        from .api import load_pipeline
+
+        pipe = load_pipeline(pipe)
+    check_editable(pipe, what)
+    if not isinstance(images, torch.Tensor):
+        from .codec import _inputs
+
+        images = _inputs(pipe, [str(p) for p in images], fit)
+    return pipe, images
+
+
 @dataclass
 class Edit:
     images: torch.Tensor  # (B, C, H, W) in [-1, 1]
@@ -116,7 +135,7 @@ def _plan(pipe: Any, options: Mapping[str, Any] | None, text_options: Mapping[st
 @torch.inference_mode()
 def img2img(
     pipe: Any,
-    images: torch.Tensor,
+    images: torch.Tensor | list[str],
     strength: float,
     *,
     seed: int = 0,
@@ -125,6 +144,7 @@ def img2img(
 ) -> Edit:
     """SDEdit (Meng et al. 2022): encode, noise to the level ``strength`` picks, denoise, decode."""
     strength = check_strength(strength)
+    pipe, images = _resolve(pipe, images, "SDEdit (img2img)")
     kind, plan, levels = _plan(pipe, options, text_options, "SDEdit (img2img)")
     levels = strength_levels(levels, strength)
     generator = torch.Generator().manual_seed(seed)
@@ -164,14 +184,17 @@ def load_mask(path: str, size: tuple[int, int], *, fit: bool = True) -> torch.Te
 @torch.inference_mode()
 def inpaint(
     pipe: Any,
-    images: torch.Tensor,
-    mask: torch.Tensor,
+    images: torch.Tensor | list[str],
+    mask: torch.Tensor | str,
     *,
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
     text_options: Mapping[str, str] | None = None,
 ) -> Edit:
-    """Repaint where ``mask`` (bool, (1|B, 1, H, W), True = repaint) is set; keep the rest exactly (see the module doc)."""
+    """Repaint where ``mask`` (bool, (1|B, 1, H, W), True = repaint; or a mask file) is set; keep the rest exactly (module doc)."""
+    pipe, images = _resolve(pipe, images, "inpainting")
+    if not isinstance(mask, torch.Tensor):
+        mask = load_mask(str(mask), tuple(images.shape[-2:]))
     kind, plan, levels = _plan(pipe, options, text_options, "inpainting")
     if mask.shape[-2:] != images.shape[-2:]:
         raise LatentzooError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]}, the image {images.shape[-1]}x{images.shape[-2]}")
@@ -237,8 +260,8 @@ def sample_back(pipe: Any, noise: torch.Tensor, plan: Any, levels: list[float], 
 @torch.inference_mode()
 def interpolate(
     pipe: Any,
-    a: torch.Tensor,
-    b: torch.Tensor,
+    a: torch.Tensor | list[str],
+    b: torch.Tensor | list[str],
     frames: int,
     *,
     seed: int = 0,
@@ -248,7 +271,13 @@ def interpolate(
     """``frames`` images from A to B: DDIM-invert both, slerp the noises, sample each frame back (eta = 0)."""
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
         raise LatentzooError(f"--frames must be an integer of at least 2, not {frames}")
+    if isinstance(pipe, str):
+        from .api import load_pipeline
+
+        pipe = load_pipeline(pipe)
     check_invertible(pipe)
+    pipe, a = _resolve(pipe, a, "interpolation")
+    _, b = _resolve(pipe, b, "interpolation")
     _, plan, levels = _plan(pipe, options, text_options, "interpolation")
     noise = invert(pipe, torch.cat([a, b]), plan, levels)
     path = torch.cat([slerp(noise[:1], noise[1:], i / (frames - 1)) for i in range(frames)])
@@ -315,6 +344,8 @@ def write(edit: Edit, output: str, *, nrow: int | None = None, inputs: list[str]
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
 
+
+write_edit = write  # the name latentzoo exports
 
 __all__ = [
     "Edit",

@@ -167,3 +167,14 @@ def test_bad_editing_input_is_one_line_and_writes_nothing(cli, tmp_path):
     for cmd in (["img2img", "digits", str(digit)], ["interpolate", "digits", str(digit), str(digit)]):
         cli(*cmd, "-o", str(blocker / "o.png"), *STEPS).assert_one_line_error("cannot write")
         cli(*cmd, "-o", "/proc/latentzoo.png", *STEPS).assert_one_line_error("cannot write")
+
+
+def test_python_api_writes_the_same_bytes_as_the_cli(cli, tmp_path):
+    import latentzoo
+
+    inputs = [str(p) for p in save_digits(tmp_path / "in", 2)]
+    cli_out, api_out = tmp_path / "cli.png", tmp_path / "api.png"
+    cli("img2img", "digits", *inputs, "--strength", "0.5", "--seed", "4", "-o", str(cli_out), *STEPS).assert_ok()
+    edit = latentzoo.img2img("digits", inputs, 0.5, seed=4, options={"steps": 10})
+    latentzoo.write_edit(edit, str(api_out), inputs=inputs)
+    assert api_out.read_bytes() == cli_out.read_bytes()
