@@ -44,5 +44,6 @@ __all__ = ["__version__", *_API, *_TRAINING, *_SCORING]
 _ELSEWHERE = {
     **dict.fromkeys(("reconstruct", "encode", "decode"), ".core.codec"),
     **dict.fromkeys(("convert", "export", "push", "pull", "formats"), ".interop.api"),
+    **dict.fromkeys(("img2img", "inpaint", "interpolate", "write_edit"), ".core.editing"),
 }
 __all__ += list(_ELSEWHERE)
