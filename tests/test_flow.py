@@ -16,6 +16,7 @@ from PIL import Image
 
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.registry import BUILTIN
+from latentzoo.core.training import latest_checkpoint
 from latentzoo.plugins.flow.samplers import FlowEulerSampler, FlowHeunSampler
 from latentzoo.plugins.flow.schedulers import FlowShiftScheduler
 
@@ -251,7 +252,9 @@ def test_tiny_training_run_publishes_a_prior_that_samples(cli, tmp_path):
     space = entry["latent_space"]
     assert space["scaling_factor"] > 0 and math.isfinite(space["shift"])
     assert entry["training"]["encoder"] == "digits-vqgan" and entry["training"]["steps"] == 3
-    state = json.loads((run / "state.json").read_text())
+    found = latest_checkpoint(run)  # the run's newest verified checkpoint (checkpoints/step-N/)
+    assert found is not None
+    state = found[1]
     assert state["step"] == 3 and state["train"]["training_shift"] == 2.0
     out = tmp_path / "tiny.png"
     cli(
