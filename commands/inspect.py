@@ -11,13 +11,6 @@ from latentzoo.core.errors import LatentzooError
 from .common import ROLE_CHOICES, _emit_json, _registry, _table
 
 
-def _declared_role(name: str) -> str | None:
-    from latentzoo.core.plugins import get_manager
-
-    decl = get_manager().components().get(name)
-    return decl["roles"][0] if decl else None
-
-
 def _plugin_blocks(report: list[Any]) -> None:
     """``plugins -v``: every field of every plugin, one block each."""
     from importlib import metadata
@@ -86,6 +79,7 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one component or pipeline: config, weights, latent space, and whether it composes."""
     import yaml
 
+    from latentzoo.core.api import declared_role
     from latentzoo.core.compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
 
     reg = _registry(ctx)
@@ -94,7 +88,7 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     if reg.canonical(name) in reg.entries:  # a name or an alias
         entry = reg.get(name)
     else:
-        entry = resolve_component(reg, name, _declared_role(name) or "prior")
+        entry = resolve_component(reg, name, declared_role(name))
     data = entry.summary()
     if entry.section == "pipelines":
         spec = PipelineSpec.from_entry(entry)

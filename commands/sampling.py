@@ -117,19 +117,6 @@ def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_
     return pipe
 
 
-def _check_output(output: str) -> Path:
-    path = Path(output)
-    parent = path if output.endswith(("/", os.sep)) else path.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise LatentzooError(f"cannot write {output}: {probe} is not writable; choose another -o")
-    if not output.endswith(("/", os.sep)) and path.is_dir():
-        raise LatentzooError(f"-o {output} is a directory; end it with / to write one PNG per sample, or give a .png file")
-    return path
-
-
 # Flags that are shortcuts for --set KEY=VALUE (declared options of the prior / sampler / scheduler).
 SAMPLE_SHORTCUTS = {
     "eta": "eta",

@@ -131,13 +131,14 @@ def sample(
 def describe_options(name: str, *, extra: Any = ()) -> Any:
     """The declared options of a component (a list) or of each part of a pipeline (a dict), as ``info`` shows them."""
     reg = registry(extra)
-    entry = reg.get(name) if name in reg.entries else resolve_component(reg, name, _declared_role(name))
+    entry = reg.get(name) if name in reg.entries else resolve_component(reg, name, declared_role(name))
     if entry.section == "pipelines":
         return pipeline_options_table(reg, PipelineSpec.from_entry(entry))
     return component_options_table(reg, entry)
 
 
-def _declared_role(name: str) -> str:
+def declared_role(name: str) -> str:
+    """The first role a plugin declares for component class NAME (prior when no plugin declares it)."""
     from .plugins import get_manager
 
     decl = get_manager().components().get(name)

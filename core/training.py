@@ -682,6 +682,23 @@ class Run:
         return self.publish(write)
 
 
+@torch.inference_mode()
+def encode_dataset(encoder: Any, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """A frozen encoder's latents of a whole image set, in batches (a latent prior is trained on these)."""
+    return torch.cat([encoder.encode(images[i : i + batch]) for i in range(0, len(images), batch)])
+
+
+def normalise_latents(latents: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """(latents - shift) * scaling_factor with shift = mean and scaling_factor = 1 / std, both measured.
+
+    The prior's latent-space contract states them (Rombach et al. 2022, sec. 4.3.2 rescales by the
+    measured std); they are never defaulted from another model.
+    """
+    shift = float(latents.mean())
+    scaling_factor = float(1.0 / (latents - shift).std())
+    return (latents - shift) * scaling_factor, shift, scaling_factor
+
+
 def split_options(family: str, config: dict[str, Any], *groups: dict[str, Any], extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Each group of defaults overridden by ``config``; ``extra`` keys (optional, no default)
     go to the first group. An unknown key is an error naming the known ones."""

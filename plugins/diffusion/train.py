@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from latentzoo.core.data import ImageSet, load_dataset
 from latentzoo.core.denoising import training_target
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
+from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, encode_dataset, finish_run, normalise_latents, split_options
 
 from .unet import UNetPrior
 
@@ -46,11 +46,6 @@ def _split(config: dict[str, Any]) -> list[dict[str, Any]]:
     )
 
 
-@torch.inference_mode()
-def encode_dataset(encoder: Any, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    return torch.cat([encoder.encode(images[i : i + batch]) for i in range(0, len(images), batch)])
-
-
 def train(options: TrainOptions) -> dict[str, Any] | None:
     from latentzoo.core.build import Builder
 
@@ -68,9 +63,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     else:
         data = load_dataset(options.data, split="train", size=train_cfg["image_size"], channels=train_cfg["image_channels"])
         latents, space = data.images, None
-    shift = float(latents.mean())
-    scaling_factor = float(1.0 / (latents - shift).std())
-    x_data = (latents - shift) * scaling_factor
+    x_data, shift, scaling_factor = normalise_latents(latents)
     model_cfg.update(sample_size=x_data.shape[-1], in_channels=x_data.shape[1], out_channels=x_data.shape[1])
     model_cfg["training_schedule"] = schedule_cfg
     labels = data.labels

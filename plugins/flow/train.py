@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from latentzoo.core.data import ImageSet, load_dataset
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
+from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, encode_dataset, finish_run, normalise_latents, split_options
 
 from .model import FlowUNetPrior
 from .schedulers import check_shift
@@ -47,11 +47,6 @@ def sample_times(u: torch.Tensor, logit_mean: float, logit_std: float, shift: fl
     return shift * t / (1 + (shift - 1) * t)
 
 
-@torch.inference_mode()
-def encode_dataset(encoder: Any, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    return torch.cat([encoder.encode(images[i : i + batch]) for i in range(0, len(images), batch)])
-
-
 def train(options: TrainOptions) -> dict[str, Any] | None:
     from latentzoo.core.build import Builder
 
@@ -68,10 +63,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     encoder = Builder.from_registry(options.extra.get("registry_files", ())).component(encoder_name, "encoder")
     size = int(getattr(encoder, "sample_size", train_cfg["image_size"]))
     data = load_dataset(options.data, split="train", size=size, channels=encoder.image_channels)
-    latents = encode_dataset(encoder, data.images).float()
-    latent_shift = float(latents.mean())
-    scaling_factor = float(1.0 / (latents - latent_shift).std())
-    x_data = (latents - latent_shift) * scaling_factor
+    x_data, latent_shift, scaling_factor = normalise_latents(encode_dataset(encoder, data.images).float())
     model_cfg.update(sample_size=x_data.shape[-1], in_channels=x_data.shape[1])
 
     torch.manual_seed(options.seed)
