@@ -456,3 +456,20 @@ def compose_args(tmp_path: Path) -> list[str]:
     )
     parts = ["--encoder", "t-ae", "--prior", "t-ldm", "--decoder", "t-ae", "--sampler", "ddim", "--scheduler", "karras"]
     return ["--registry", str(path), "compose", *parts]
+
+
+# ---------------------------------------------------------------------------------------
+# slow: full-size sweeps that belong with the benchmarks, not in CI's 20 minutes.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: full-size check; runs only with LATENTZOO_SLOW=1 (benchmarks, not CI)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("LATENTZOO_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set LATENTZOO_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
