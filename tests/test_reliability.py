@@ -365,18 +365,18 @@ def test_plugins_check_finds_plugins_that_exit_or_hang_at_import(cli, plugin_fac
         plugin("hangs", "import time\ntime.sleep(600)\n"),
         plugin("fine", "@hookimpl\ndef latentzoo_components():\n    return []\n"),
     )
-    result = cli("plugins", "--check", "--timeout", "30", sites=[site], env={"LATENTZOO_PLUGINS": "exits_hard,exits_zero,hangs,fine"})
+    result = cli("plugins", "--check", "--timeout", "10", sites=[site], env={"LATENTZOO_PLUGINS": "exits_hard,exits_zero,hangs,fine"})
     line = result.assert_one_line_error("3 plugin(s) fail the probe", "LATENTZOO_PLUGINS")
     assert "exits_hard (exits)" in line and "exits_zero (exits)" in line and "hangs (hangs)" in line
     rows = {row.split()[0]: row.split()[2] for row in result.stdout.splitlines()[1:]}
     assert rows == {"exits_hard": "exits", "exits_zero": "exits", "hangs": "hangs", "fine": "ok", "example": "disabled"}
 
-    probes = {p["name"]: p for p in json.loads(cli("plugins", "--check", "--json", "--timeout", "30", sites=[site]).stdout)}
-    assert probes["hangs"]["seconds"] == 30 and probes["fine"]["status"] == "ok" and probes["fine"]["seconds"] < 30
+    probes = {p["name"]: p for p in json.loads(cli("plugins", "--check", "--json", "--timeout", "10", sites=[site]).stdout)}
+    assert probes["hangs"]["seconds"] == 10 and probes["fine"]["status"] == "ok" and probes["fine"]["seconds"] < 10
     # The documented way out: leave them out with the allow-list, and every command works again.
     env = {"LATENTZOO_PLUGINS": "fine"}
     assert "ddim" in {e["name"] for e in cli("list", "--json", sites=[site], env=env).assert_ok().json()}
-    checked = cli("plugins", "--check", "--timeout", "30", sites=[site], env=env).assert_ok()
+    checked = cli("plugins", "--check", "--timeout", "10", sites=[site], env=env).assert_ok()
     assert "disabled" in checked.stdout
 
 
