@@ -13,7 +13,7 @@ both stages then train on those vectors only, which is what makes them cheap:
 
 Each caption seen in training is one of 8 seeded variants per image (``CaptionedImageSet.variants``)
 or the bare "a seven"-style name, so short prompts are in distribution.
-Writes ``OUT/digits-unclip-{prior,decoder}.safetensors`` atomically and prints their registry entries.
+Writes ``OUT/digits-unclip-{prior,decoder}.safetensors`` atomically (float16 storage) and prints their config and sha256.
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="runs/unclip/embeddings.safetensors")
     ap.add_argument("-o", "--out", default="weights")
+    ap.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage dtype (the model computes in float32)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     cache = Path(args.cache)
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         model, extra = train_prior(data, args.steps, args.batch, args.lr, args.seed, cfg)
     else:
         model, extra = train_decoder(data, args.steps, args.batch, args.lr, args.seed, cfg), {}
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    # float16 storage halves the files; load_state_dict casts back to the float32 parameters.
+    state = {k: v.detach().to(getattr(torch, args.dtype)).contiguous() for k, v in model.state_dict().items()}
     sha = save_tensors(out, state)
     print(
         json.dumps({"stage": args.stage, "weights": str(out), "sha256": sha, "config": {**cfg, **extra}, "steps": args.steps}), flush=True
