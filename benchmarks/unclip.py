@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'test':<11}{'guidance':>9}{'dec.guid':>9}{'n':>6}{'class acc':>10}{'FD':>8}{'floor':>8}{'s':>7}")
     for r in rows:
         g = "-" if r.get("guidance") is None else f"{r['guidance']:g}"
-        print(f"{r['test']:<11}{g:>9}{r['decoder_guidance']:>9g}{r['n']:>6}{r['accuracy']:>10.3f}{r['fd']:>8.2f}{r['floor']:>8.2f}{r['seconds']:>7.1f}")
+        print(
+            f"{r['test']:<11}{g:>9}{r['decoder_guidance']:>9g}{r['n']:>6}{r['accuracy']:>10.3f}{r['fd']:>8.2f}{r['floor']:>8.2f}{r['seconds']:>7.1f}"
+        )
     return 0
 
 
