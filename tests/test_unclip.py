@@ -253,3 +253,17 @@ def test_python_api(tiny, digit_pngs):
     m = latentzoo.interpolate_embeddings(pipe, str(digit_pngs["7"]), str(digit_pngs["3"]), 3, seed=1)
     assert m.images.shape == (3, 1, 32, 32)
     assert torch.equal(latentzoo.variations(pipe, str(digit_pngs["7"]), 3, seed=1).images, v.images)
+
+
+def test_shipped_digits_unclip_draws_the_prompted_digit_and_keeps_the_class(lz, tmp_path, digit_pngs):
+    """End to end on the shipped weights: the classifier reads the prompted digit, and variations keep the input's."""
+    from latentzoo.core.images import load_images
+    from latentzoo.plugins.datasets.evaluate import predicted_labels
+
+    def read(folder: Path) -> torch.Tensor:
+        return load_images(sorted(folder.glob("*.png")), size=32, channels=1, fit=False, expects="the classifier")
+
+    lz("sample", "digits-unclip", "--prompt", "a seven", "-n", "8", "-o", f"{tmp_path / 's'}/").assert_ok()
+    assert (predicted_labels(read(tmp_path / "s")) == 7).sum() >= 7
+    lz("variations", "digits-unclip", str(digit_pngs["3"]), "-n", "8", "-o", f"{tmp_path / 'v'}/").assert_ok()
+    assert (predicted_labels(read(tmp_path / "v")) == 3).sum() >= 6

@@ -176,7 +176,7 @@ class UnCLIPDecoder(nn.Module, Decoder):
         prediction_type: str = "epsilon",
         training_schedule: dict[str, Any] | None = None,
         steps: int = 25,
-        guidance: float = 3.0,
+        guidance: float = 1.0,
     ) -> None:
         super().__init__()
         if image_size % base_size:
