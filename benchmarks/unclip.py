@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=25, help="samples per prompt (2 prompts per digit)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[None], help="prior guidance (default: the pipeline's)")
     ap.add_argument("--decoder-guidance", type=float, nargs="+", default=[None], help="decoder guidance (default: its config)")
-    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="prior steps (default: the pipeline's)")
+    ap.add_argument("--decoder-steps", type=int, default=None, help="decoder DDIM steps (default: its config)")
+    ap.add_argument("--no-variations", action="store_true")
     ap.add_argument("--inputs-per-class", type=int, default=10)
     ap.add_argument("--variations", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     from latentzoo.plugins.datasets.evaluate import frechet_digits, frechet_floor, predicted_labels
 
     pipe = latentzoo.load_pipeline(args.pipeline, extra=args.registry)
+    if args.decoder_steps:
+        pipe.decoder.steps = args.decoder_steps
     rows: list[dict[str, Any]] = []
     default_dg = pipe.decoder.guidance
     for dg in args.decoder_guidance:
@@ -96,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                     "seconds": round(time.perf_counter() - start, 1),
                 }
             )
+        if args.no_variations:
+            continue
         start = time.perf_counter()
         x, y = variations(pipe, args.inputs_per_class, args.variations, args.seed)
         rows.append(
