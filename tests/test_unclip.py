@@ -267,3 +267,19 @@ def test_shipped_digits_unclip_draws_the_prompted_digit_and_keeps_the_class(lz, 
     assert (predicted_labels(read(tmp_path / "s")) == 7).sum() >= 7
     lz("variations", "digits-unclip", str(digit_pngs["3"]), "-n", "8", "-o", f"{tmp_path / 'v'}/").assert_ok()
     assert (predicted_labels(read(tmp_path / "v")) == 3).sum() >= 6
+
+
+def test_train_unclip_publishes_stages_that_compose(lz, tmp_path):
+    """`latentzoo train unclip` (public trainer API): each stage publishes a fragment; the two compose and sample."""
+    common = ["--data", "digits-captions", "--steps", "2", "--batch-size", "16", "--set", "hidden=16", "--set", "blocks=1"]
+    for stage in ("prior", "decoder"):
+        lz("train", "unclip", "-o", str(tmp_path / stage), *common, "--set", f"stage={stage}").assert_ok()
+    prior = yaml.safe_load((tmp_path / "prior" / "registry.yaml").read_text())["components"]["unclip-prior"]
+    assert prior["conditioning"]["kind"] == "clip-text-embedding" and prior["latent_space"]["scaling_factor"] > 1
+    regs = ["--registry", str(tmp_path / "prior" / "registry.yaml"), "--registry", str(tmp_path / "decoder" / "registry.yaml")]
+    lz(
+        *regs, "sample", "digits-unclip", "--prior", "unclip-prior", "--decoder", "unclip-decoder", "--steps", "2", "-o", "t.png"
+    ).assert_ok()
+    lz("train", "unclip", "-o", str(tmp_path / "bad"), *common, "--set", "stage=both").assert_one_line_error(
+        "stage must be prior or decoder"
+    )

@@ -36,6 +36,7 @@ def latentzoo_components() -> list[dict]:
             "scaled_latents": True,
             "family": "unclip",
             "target": "latentzoo.plugins.unclip.model:UnCLIPPrior",
+            "trainer": "latentzoo.plugins.unclip.train:train",
             "description": "unCLIP diffusion prior: CLIP image embedding given the CLIP text embedding (x0-predicting residual MLP)",
             "options": [
                 _option("prompt", "str", "", "Text whose CLIP embedding conditions the prior (empty: unconditional)"),

@@ -182,3 +182,132 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- `latentzoo train unclip`: the same objectives through the public trainer API -------------
+
+MODEL_DEFAULTS: dict[str, Any] = {"hidden": None, "blocks": 4}  # hidden: 256 for the prior, 384 for the decoder
+TRAIN_DEFAULTS: dict[str, Any] = {"stage": "prior", "variants": VARIANTS, "null_p": NULL_P, "ema_decay": 0.999, "base_size": 8}
+
+
+def train(options: Any) -> dict[str, Any] | None:
+    """``latentzoo train unclip --data digits-captions --set stage=prior|decoder [--encoder EMBEDDER]``.
+
+    One stage per run (each publishes one component): the embedder (default
+    ``digits-clip-embed``) embeds the captioned images and their captions once, then the
+    stage trains on the vectors with the shared loop (checkpoints, resume, EMA). The
+    published prior states the measured scaling and the embedder's conditioning space.
+    """
+    from latentzoo.core.captions import load_captioned
+    from latentzoo.core.data import ImageSet
+    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.training import EMA as TrainEMA
+    from latentzoo.core.training import Phase, Run, finish_run, split_options, write_fragment
+
+    model_cfg, train_cfg = split_options("unclip", options.config, MODEL_DEFAULTS, TRAIN_DEFAULTS)
+    stage = train_cfg["stage"]
+    if stage not in ("prior", "decoder"):
+        raise LatentzooError(f"unclip: stage must be prior or decoder, not {stage!r} (--set stage=prior)")
+    null_p = float(train_cfg["null_p"])
+    if not 0 <= null_p < 1:
+        raise LatentzooError(f"unclip: null_p must be in [0, 1), not {null_p}")
+    embedder_name = options.extra.get("encoder") or "digits-clip-embed"
+    builder = Builder.from_registry(options.extra.get("registry_files", ()))
+    embedder = builder.component(embedder_name, "encoder")
+    entry = builder.registry.get(embedder_name)
+    run = Run(options)
+    data = load_captioned(options.data, split="train", size=embedder.image_size, channels=embedder.image_channels)
+    image_emb = embedder.encode(data.images).float()
+    cfg = {"hidden": model_cfg["hidden"] or (256 if stage == "prior" else 384), "blocks": int(model_cfg["blocks"])}
+    torch.manual_seed(options.seed)
+    if stage == "prior":
+        variants = data.variants(int(train_cfg["variants"])) if hasattr(data, "variants") else [[c] for c in data.captions]
+        flat = [t for row in variants for t in row]
+        text = torch.cat([embedder.encode_texts(flat[i : i + 512]) for i in range(0, len(flat), 512)]).float()
+        null = embedder.encode_texts([""])[0].float()
+        shift, scale = float(image_emb.mean()), float(1.0 / image_emb.std())
+        x0 = ((image_emb - shift) * scale).repeat_interleave(len(variants[0]), dim=0)
+        rows = torch.cat([x0, text], dim=1)  # one (image embedding, caption embedding) pair per row
+        width = image_emb.shape[1]
+        model = UnCLIPPrior(embedding_dim=width, cond_dim=text.shape[1], training_schedule=DEFAULT_SCHEDULE, **cfg).to(run.device)
+        net = model
+    else:
+        base = int(train_cfg["base_size"])
+        small = load_captioned(options.data, split="train", size=base, channels=embedder.image_channels).images.flatten(1)
+        rows = torch.cat([small, image_emb], dim=1)
+        width = small.shape[1]
+        model = UnCLIPDecoder(
+            embedding_dim=image_emb.shape[1],
+            image_channels=embedder.image_channels,
+            image_size=embedder.image_size,
+            base_size=base,
+            training_schedule=DEFAULT_SCHEDULE,
+            **cfg,
+        ).to(run.device)
+        net = model.denoiser
+    schedule = net.noise_schedule
+    abar = schedule.alphas_cumprod.float().to(run.device)
+    ema = TrainEMA(net, float(train_cfg["ema_decay"]))
+    opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=0.0)
+    ckpt = run.checkpointer({"model": net, "ema": ema.model}, {"opt": opt})
+    start, history = ckpt.start()
+    wrapped = run.wrap(net)
+
+    def loss(mb: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+        x0, cond = mb.data[:, :width], mb.data[:, width:]
+        drop = mb.rand() < null_p
+        cond = torch.where(drop[:, None], null.to(cond) if stage == "prior" else torch.zeros_like(cond), cond)
+        t = mb.randint(schedule.num_train_timesteps)
+        eps = mb.randn(width)
+        ab = abar[t][:, None]
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps  # Ho et al. 2020, eq. 4
+        target = x0 if stage == "prior" else eps  # the prior predicts x0 (DALL-E 2), the decoder eps
+        value = F.mse_loss(wrapped(x_t, t, encoder_hidden_states=cond[:, None]), target)
+        return value, {"loss": value.detach()}
+
+    net.train()
+    history = run.loop(
+        ImageSet(rows, None, f"{data.name} ({stage} vectors)"),
+        [Phase(stage, opt, wrapped, loss, clip=run.clip(1.0))],
+        ckpt,
+        start=start,
+        history=history,
+        desc=f"unclip {stage}",
+        state={"config": cfg, "train": train_cfg},
+        after_step=lambda i: ema.update(net, i),
+    )
+
+    def write() -> dict[str, Any]:
+        final = sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:]))
+        space = dict(entry.data["latent_space"])
+        if stage == "prior":
+            config = {"embedding_dim": width, "cond_dim": int(text.shape[1]), **cfg, "prediction_type": "sample"}
+            config["training_schedule"] = dict(DEFAULT_SCHEDULE)
+            space.update(scaling_factor=scale, shift=shift)
+            state = ema.model.cpu().state_dict()
+        else:
+            config = {k: getattr(model, k) for k in ("embedding_dim", "image_channels", "image_size", "base_size")}
+            config.update(
+                cfg, prediction_type="epsilon", training_schedule=dict(DEFAULT_SCHEDULE), steps=model.steps, guidance=model.guidance
+            )
+            model.denoiser = ema.model.cpu()
+            state = model.state_dict()
+        published = finish_run(
+            options,
+            {k: v.to(torch.float16) for k, v in state.items()},
+            family="unclip",
+            component_class=f"unclip.{stage}",
+            roles=[stage],
+            config=config,
+            latent_space=space,
+            metrics={"final_loss": round(final, 5)},
+            history=history,
+            description=f"unCLIP {stage} over {embedder_name} embeddings of {data.name}",
+            encoder=embedder_name,
+        )
+        if stage == "prior":  # the text embedding it was trained on, as a conditioning contract
+            published["conditioning"] = dict(entry.data["conditioning_space"])
+            write_fragment(options.out, options.name or f"unclip-{Path(options.out).name}", published)
+        return published
+
+    return run.publish(write)
