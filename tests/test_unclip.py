@@ -287,7 +287,6 @@ def test_train_unclip_publishes_stages_that_compose(lz, tmp_path):
 
 def test_inpainting_an_embedding_is_refused_in_one_line(lz, tiny, digit_pngs, tmp_path):
     out = tmp_path / "never.png"
-
     r = lz("--registry", str(tiny), "inpaint", "tiny-unclip", str(digit_pngs["7"]), "--mask", str(digit_pngs["3"]), "-o", str(out))
     r.assert_one_line_error("spatial latent grid", "tiny-unclip-prior")
     assert not out.exists()
