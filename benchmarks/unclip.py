@@ -32,11 +32,14 @@ def prompts(d: int) -> list[str]:
     return [f"{article} {NAMES[d]}", f"a handwritten {d}"]
 
 
-def prompted(pipe: Any, per_class: int, guidance: float, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def prompted(
+    pipe: Any, per_class: int, guidance: float, steps: int, seed: int, text: dict[str, str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = [], []
     for d in range(10):
         for k, prompt in enumerate(prompts(d)):
-            x = pipe.sample(per_class, seed=seed + 100 * d + k, prompt=prompt, guidance=guidance, steps=steps)
+            options = pipe.resolve_options(None, text or {}, prompt=prompt, guidance=guidance, steps=steps)
+            x = torch.cat(list(pipe.iter_batches(per_class, seed=seed + 100 * d + k, plan=options)))
             images.append(x)
             labels.append(torch.full((per_class,), d))
     return torch.cat(images), torch.cat(labels)
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="prior steps (default: the pipeline's)")
     ap.add_argument("--decoder-steps", type=int, default=None, help="decoder DDIM steps (default: its config)")
     ap.add_argument("--no-variations", action="store_true")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE", help="any declared option, e.g. eta=1")
     ap.add_argument("--inputs-per-class", type=int, default=10)
     ap.add_argument("--variations", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
@@ -84,13 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         pipe.decoder.guidance = default_dg if dg is None else dg
         for g in args.guidance:
             start = time.perf_counter()
-            x, y = prompted(pipe, args.per_class, g, args.steps, args.seed)
+            text = dict(item.split("=", 1) for item in args.settings)
+            x, y = prompted(pipe, args.per_class, g, args.steps, args.seed, text)
             acc = float((predicted_labels(x) == y).float().mean())
             per_digit = [round(float((predicted_labels(x[y == d]) == d).float().mean()), 3) for d in range(10)]
             rows.append(
                 {
                     "test": "prompt",
                     "guidance": pipe.options(guidance=g)["guidance"],
+                    "options": pipe.resolve_options(None, text, guidance=g).flat,
                     "decoder_guidance": pipe.decoder.guidance,
                     "n": len(x),
                     "accuracy": round(acc, 4),
