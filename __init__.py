@@ -45,5 +45,6 @@ _ELSEWHERE = {
     **dict.fromkeys(("reconstruct", "encode", "decode"), ".core.codec"),
     **dict.fromkeys(("convert", "export", "push", "pull", "formats"), ".interop.api"),
     **dict.fromkeys(("img2img", "inpaint", "interpolate", "write_edit"), ".core.editing"),
+    **dict.fromkeys(("variations", "interpolate_embeddings"), ".core.variations"),
 }
 __all__ += list(_ELSEWHERE)

@@ -32,6 +32,7 @@ COMMANDS = {
     "img2img": "editing:img2img",
     "inpaint": "editing:inpaint",
     "interpolate": "editing:interpolate",
+    "variations": "variations:variations",
     "train": "training:train",
     "install": "plugins:install",
     "uninstall": "plugins:uninstall",

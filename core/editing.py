@@ -193,6 +193,11 @@ def inpaint(
 ) -> Edit:
     """Repaint where ``mask`` (bool, (1|B, 1, H, W), True = repaint; or a mask file) is set; keep the rest exactly (module doc)."""
     pipe, images = _resolve(pipe, images, "inpainting")
+    if len(pipe.prior.latent_shape) != 3:  # a mask needs a latent grid to map onto (not, e.g., unCLIP's embedding vector)
+        raise LatentzooError(
+            f"inpainting needs a spatial latent grid, but prior {pipe.spec.prior} models {tuple(pipe.prior.latent_shape)} "
+            "vectors; use a latent-grid pipeline such as digits"
+        )
     if not isinstance(mask, torch.Tensor):
         mask = load_mask(str(mask), tuple(images.shape[-2:]))
     kind, plan, levels = _plan(pipe, options, text_options, "inpainting")

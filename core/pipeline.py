@@ -33,6 +33,12 @@ from .record import DEFAULT_BATCH_SIZE, MAX_SEED, check_run
 DEFAULT_STEPS = 50
 
 
+def decoder_seed(seed: int) -> int:
+    """The seed of a stochastic decoder's own noise for a batch seeded ``seed`` (independent of the prior's draw)."""
+    digest = hashlib.sha256(f"latentzoo-decoder:{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & MAX_SEED
+
+
 def batch_seed(seed: int, k: int) -> int:
     """The seed of batch ``k``: ``seed`` for the first batch, else 63 bits of sha256("seed:k")."""
     if k == 0:
@@ -181,7 +187,8 @@ class Pipeline:
         levels = self.levels(plan)
         for k, start in enumerate(range(0, n, batch_size)):
             b = min(batch_size, n - start)
-            yield self.decode(self.unscale(self._latents(plan, b, batch_seed(seed, k), progress, levels)))
+            latents = self._latents(plan, b, batch_seed(seed, k), progress, levels)
+            yield self.decode(self.unscale(latents), seed=decoder_seed(batch_seed(seed, k)))
 
     @torch.inference_mode()
     def sample(
@@ -250,9 +257,19 @@ class Pipeline:
             raise LatentzooError(f"pipeline {self.spec.name} has no encoder; compose one with --encoder")
         return self.encoder.encode(images)
 
+    @property
+    def stochastic_decoder(self) -> bool:
+        """A decoder that samples images from its latents (unCLIP's) declares ``stochastic = True``
+        and takes ``decode(latents, generator=...)``; every other decoder is a deterministic map."""
+        return bool(getattr(self.decoder, "stochastic", False))
+
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        images = self.decoder.decode(latents)
+    def decode(self, latents: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+        """Images in [-1, 1]; a stochastic decoder draws its noise from a generator seeded ``seed``."""
+        if self.stochastic_decoder:
+            images = self.decoder.decode(latents, generator=torch.Generator().manual_seed(seed))
+        else:
+            images = self.decoder.decode(latents)
         if not _finite(images):
             raise LatentzooError(f"decoder {self.spec.decoder} produced non-finite images; check its weights")
         return images.clamp(-1, 1)
@@ -271,4 +288,4 @@ class Pipeline:
         }
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OptionError", "Pipeline", "SamplingOptions", "batch_seed", "check_run"]
+__all__ = ["DEFAULT_BATCH_SIZE", "OptionError", "Pipeline", "SamplingOptions", "batch_seed", "check_run", "decoder_seed"]

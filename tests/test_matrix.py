@@ -11,6 +11,7 @@ import torch
 
 from latentzoo.core.build import Builder
 from latentzoo.core.compose import PipelineSpec, check_spec
+from latentzoo.core.conditioning import check_conditioning
 from latentzoo.core.errors import ContractError
 from latentzoo.core.registry import Registry
 
@@ -29,6 +30,21 @@ def scheduler_for(sampler: str, i: int) -> str | None:
     return fitting[i % len(fitting)] if walks else None
 
 
+def conditioner_for(prior: str) -> str | None:
+    """A shipped conditioner that fits a prior conditioned on one (a text or embedding prior); None otherwise."""
+    accepts = REGISTRY.entries[prior].conditioning
+    if accepts is None or not accepts.needs_conditioner:
+        return None
+    for entry in BUILTIN:
+        if "conditioner" in entry.roles:
+            try:
+                check_conditioning(prior, accepts, entry.name, entry.conditioning_space)
+            except ContractError:
+                continue
+            return entry.name
+    return None
+
+
 @pytest.fixture(scope="module")
 def builder() -> Builder:
     torch.set_num_threads(1)
@@ -45,7 +61,14 @@ def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
     outcomes = {}
     for i, sampler in enumerate(SAMPLERS):
         scheduler = scheduler_for(sampler, i + PRIORS.index(prior))
-        spec = PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler, name=f"{prior}+{decoder}+{sampler}")
+        spec = PipelineSpec(
+            prior=prior,
+            decoder=decoder,
+            sampler=sampler,
+            scheduler=scheduler,
+            conditioner=conditioner_for(prior),
+            name=f"{prior}+{decoder}+{sampler}",
+        )
         try:
             check_spec(REGISTRY, spec)
         except ContractError as exc:

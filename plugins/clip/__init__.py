@@ -26,6 +26,13 @@ def latentzoo_components() -> list[dict]:
             "target": "latentzoo.plugins.clip.model:CLIPTextEncoder",
             "description": "CLIP text transformer (transformers CLIPTextModel / CLIPTextModelWithProjection layout), e.g. Stable Diffusion's text encoder",
         },
+        {
+            "name": "clip.embedder",
+            "roles": ["conditioner", "encoder"],
+            "family": "clip",
+            "target": "latentzoo.plugins.clip.embed:CLIPEmbedder",
+            "description": "CLIP's projected unit-norm embeddings: text embedding as conditioner, image embedding as encoder (unCLIP)",
+        },
     ]
 
 
