@@ -470,7 +470,7 @@ class StableDiffusionFormat:
                 raise LatentzooError(f"{src / 'model_index.json'}: {PIPELINE} needs a {part}/ subfolder, which {src} lacks")
         parts = {}
         for part in ("unet", "vae"):
-            path, raw = ctx.config_of(src / part)
+            _, raw = ctx.config_of(src / part)
             parts[part] = (raw, read_safetensors(ctx.weights_file(src / part)))
         te = src / "text_encoder"
         _, te_raw = ctx.config_of(te)
