@@ -34,7 +34,7 @@ def convert(
     no_register: bool,
     force: bool,
 ) -> None:
-    """Import a model or pipeline folder from another format (diffusers: VQModel, AutoencoderKL, UNet2DModel, DDIM/DDPM, pipelines).
+    """Import a model or pipeline folder from another format (diffusers: VQModel, AutoencoderKL, UNet2DModel, DDIM/DDPM, pipelines, Stable Diffusion).
 
     Writes re-saved safetensors weights (with sha256) and OUT/registry.yaml, and adds the
     entries to the user registry (unless --no-register). A name the registry already has
