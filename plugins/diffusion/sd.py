@@ -396,7 +396,8 @@ class StableDiffusionFormat:
         if written != "AutoencoderKL":
             raise LatentzooError(f"pipeline {name}: decoder {spec.decoder} is a {written}; {PIPELINE} needs an AutoencoderKL")
         ctx.write_part(conditioner, out / "text_encoder", tokenizer_folder=out / "tokenizer")
-        ctx.write_model(out / "scheduler", self._scheduler_config(ctx, name, ucfg, sampler, scheduler), {}, "scheduler_config.json")
+        sched_cfg = self._scheduler_config(ctx, name, ucfg, sampler, scheduler)
+        ctx.write_model(out / "scheduler", sched_cfg, {}, "scheduler_config.json")
         index = {
             "_class_name": PIPELINE,
             "_diffusers_version": DIFFUSERS_VERSION,
@@ -404,7 +405,7 @@ class StableDiffusionFormat:
             "image_encoder": [None, None],
             "requires_safety_checker": False,
             "safety_checker": [None, None],
-            "scheduler": ["diffusers", self._last_scheduler],
+            "scheduler": ["diffusers", sched_cfg["_class_name"]],
             "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"],
             "unet": ["diffusers", "UNet2DConditionModel"],
@@ -426,8 +427,6 @@ class StableDiffusionFormat:
         out.update({k: UNET_DEFAULTS[k] for k in UNET_FIXED})
         out.update({k: _plain(cfg[k]) for k in UNET_TO_OURS if k in cfg})
         return out
-
-    _last_scheduler = "DDIMScheduler"
 
     def _scheduler_config(self, ctx: Any, name: str, ucfg: dict[str, Any], sampler: Any, scheduler: Any) -> dict[str, Any]:
         cls = EXPORT_SCHEDULERS.get(sampler.data.get("class", ""))
@@ -460,5 +459,4 @@ class StableDiffusionFormat:
             out.update(variance_type=smp.get("variance_type") or "fixed_small", clip_sample=bool(smp.get("clip_sample") or False))
         elif cls == "DPMSolverMultistepScheduler":
             out.update(algorithm_type="dpmsolver++", solver_order=2)
-        self._last_scheduler = cls
         return out
