@@ -75,7 +75,7 @@ def zoo(tmp_path_factory):
             os.environ[k] = v
 
 
-def test_convert_maps_parts_and_says_what_it_ignores(zoo):
+def test_convert_maps_parts_and_says_what_it_ignores(zoo, tmp_path):
     from latentzoo.core.api import info
 
     log = zoo["logs"]["sd1"]
@@ -97,6 +97,12 @@ def test_convert_maps_parts_and_says_what_it_ignores(zoo):
     te = info("tiny-sd2-text-encoder").data
     assert unet["conditioning"]["encoder"] == te["conditioning_space"]["encoder"]
     assert unet["latent_space"]["autoencoder"] == info("tiny-sd2-vae").data["latent_space"]["autoencoder"]
+    # a text_encoder folder alone converts too (its tokenizer from ../tokenizer), to the same encoder identity
+    from latentzoo.interop.api import convert
+
+    alone = convert(zoo["base"] / "sd2" / "text_encoder", "tiny-te-alone", from_format="diffusers", register=False, outdir=tmp_path / "te")
+    assert alone.components["tiny-te-alone"]["conditioning_space"] == te["conditioning_space"]
+    assert (tmp_path / "te" / "tiny-te-alone.tokenizer.json").is_file()
 
 
 @pytest.mark.parametrize("layout", ["sd1", "sd2"])
