@@ -353,3 +353,50 @@ def test_bad_folders_are_refused_in_one_line_and_nothing_is_written(zoo, tmp_pat
     proc = run_cli("convert", "--from", "diffusers", str(zoo["base"] / "sd1"), "--name", "tiny-sd1", "-o", str(tmp_path / "again"), env=zoo["env"], cwd=tmp_path)  # fmt: skip
     one_line_error(proc, "already names tiny-sd1")
     assert not (tmp_path / "again").exists() and user.read_text() == before
+
+
+SD15_UNET = {
+    "sample_size": 64, "cross_attention_dim": 768, "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}  # fmt: skip
+SD21_UNET = {**SD15_UNET, "sample_size": 96, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20],
+             "use_linear_projection": True, "upcast_attention": True}  # fmt: skip
+SD_VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+          "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4, "sample_size": 512}  # fmt: skip
+TEXT = {"sd15": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu"),
+        "sd21": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16, hidden_act="gelu")}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["sd15", "sd21"])
+def test_full_size_published_configs_map_key_for_key(layout):
+    """SD 1.5's and SD 2.1's exact published configs: every tensor name and shape equals diffusers' / transformers' (on meta, no memory)."""
+    from latentzoo.core.weights import parameters_on_meta
+    from latentzoo.plugins.clip.diffusers import text_config
+    from latentzoo.plugins.clip.model import CLIPTextEncoder, hf_state_dict
+    from latentzoo.plugins.diffusers.folders import ReadContext
+    from latentzoo.plugins.diffusion.sd import unet_config
+    from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
+    from latentzoo.plugins.vae.diffusers import kl_config
+    from latentzoo.plugins.vae.model import KLAutoencoder
+
+    ctx = ReadContext(layout, Path("."), Path("."))
+    schedule = {"training_schedule": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}}
+    raw_unet = SD15_UNET if layout == "sd15" else SD21_UNET
+    text = {**TEXT[layout], "vocab_size": 49408, "max_position_embeddings": 77}
+    with torch.device("meta"):
+        theirs = {
+            "unet": diffusers.UNet2DConditionModel(**raw_unet).state_dict(),
+            "vae": diffusers.AutoencoderKL(**SD_VAE).state_dict(),
+            "text": hf_state_dict(transformers.CLIPTextModel(transformers.CLIPTextConfig(**text)).state_dict()),
+        }
+    with parameters_on_meta():
+        ours = {
+            "unet": UNetCondPrior(**unet_config(ctx, "unet", raw_unet), **schedule).state_dict(),
+            "vae": KLAutoencoder(**kl_config(ctx, "vae", SD_VAE)).state_dict(),
+            "text": CLIPTextEncoder(text_config("te", {"architectures": ["CLIPTextModel"], **text}), use_attention_mask=False).state_dict(),
+        }
+    for part, want in theirs.items():
+        assert {k: tuple(v.shape) for k, v in ours[part].items()} == {k: tuple(v.shape) for k, v in want.items()}, part
+    params = sum(v.numel() for v in ours["unet"].values())
+    assert params == {"sd15": 859_520_964, "sd21": 865_910_724}[layout], params
