@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from .compose import PipelineSpec, check_spec, declared_options, resolve_component
@@ -9,7 +10,7 @@ from .errors import ContractError, WeightsError
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
 from .sources import resolve_weights
-from .weights import load_state, load_tensors, space_identity
+from .weights import load_state, load_tensors, parameters_on_meta, space_identity
 
 
 class Builder:
@@ -31,13 +32,17 @@ class Builder:
         decl = self.registry.declaration(entry)
         cls = import_target(decl["target"])
         config = dict(entry.data.get("config") or {})
+        # A class may say its parameters are all in its weights file: then it is built without allocating or
+        # initialising them and adopts the (memory-mapped) loaded tensors: no copy, no random init.
+        assign = "weights" in entry.data and bool(getattr(cls, "load_by_assignment", False))
         try:
-            obj = cls.from_config(config)
+            with parameters_on_meta() if assign else contextlib.nullcontext():
+                obj = cls.from_config(config)
         except (TypeError, ValueError) as exc:
             raise WeightsError(f"{entry.where}: cannot build {name} from its config: {exc}") from exc
         if "weights" in entry.data:
             path, sha = resolve_weights(entry)
-            load_state(obj, load_tensors(path, sha), path, name)  # names a tensor of the wrong shape
+            load_state(obj, load_tensors(path, sha), path, name, assign=assign)  # names a tensor of the wrong shape
             self.sha256[name] = sha
             if hasattr(obj, "load_assets"):  # files shipped beside the weights (e.g. a text encoder's tokenizer.json)
                 obj.load_assets(path.parent)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,9 +172,37 @@ def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch
     return tensors
 
 
-def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, name: str) -> None:
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside hold their parameters on the meta device: no memory, no random initialisation.
+
+    For a model whose weights are loaded right after with ``load_state(..., assign=True)``.
+    Buffers and plain tensors made at construction (a prior's noise schedule) stay real,
+    which is why this patches parameter registration rather than using ``torch.device("meta")``.
+    """
+    from torch import nn
+
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: Any) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, name: str, *, assign: bool = False) -> None:
     """Load ``state`` into ``module`` (strictly); a missing, unexpected or wrongly shaped tensor
-    is one line naming the tensor and, for a shape, the expected and found shapes."""
+    is one line naming the tensor and, for a shape, the expected and found shapes.
+
+    ``assign``: the module adopts the tensors themselves (``load_state_dict(assign=True)``; with
+    ``load_tensors``' memory-mapped tensors, no copy of the weights is made), cast only where the
+    module's dtype differs; for a module built under ``parameters_on_meta``."""
     own = module.state_dict()
     for key, tensor in state.items():
         if key in own and tuple(own[key].shape) != tuple(tensor.shape):
@@ -188,4 +217,6 @@ def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, na
             f"weights {Path(path).name} do not fit {name}'s config: {len(missing)} missing key(s) "
             f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
         )
-    module.load_state_dict(state, strict=True)
+    if assign:
+        state = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in state.items()}
+    module.load_state_dict(state, strict=True, assign=assign)

@@ -3,7 +3,11 @@
 A family's mapping is the class its component declaration names under
 ``"formats": {"diffusers": "module:Class"}``. It may define:
 
-``reads``: diffusers model / scheduler class names (``_class_name``) it converts;
+``reads``: diffusers model / scheduler class names (``_class_name``, or transformers'
+    ``architectures[0]``) it converts;
+``read_state(ctx, where, raw, state, comp, **context) -> dict``: the same from a config dict and
+    a state dict already in memory (``ctx.convert_state`` dispatches to it), so a pipeline mapping,
+    or a single-file checkpoint reader, converts parts without knowing their family;
 ``pipelines``: diffusers pipeline class names (``model_index.json``) it assembles;
 ``read(ctx, folder, raw, comp, **context) -> dict``: convert one folder into entry ``comp``
     (added to ``ctx.components``); returns what a pipeline needs (e.g. ``latent_space``);
@@ -94,6 +98,12 @@ class ReadContext:
     scaling_used: bool = False
     models: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def create(cls, name: str, source: Path, stage: Path, **options: Any) -> ReadContext:
+        """A context whose ``models`` are the loaded families' mappings (what ``convert_state`` dispatches on)."""
+        models, _ = _readers()
+        return cls(name, Path(source), Path(stage), models=models, **options)
+
     @property
     def provenance(self) -> dict[str, str]:
         return {"converted_from": FORMAT, "source": str(self.source.resolve())}
@@ -146,6 +156,59 @@ class ReadContext:
             return load_file(str(path))
         except Exception as exc:
             raise LatentzooError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+    @staticmethod
+    def read_tensors(path: Path) -> dict[str, Any]:
+        """A safetensors file's tensors, memory-mapped (``load_file`` maps the file: pages are read on use, not copied)."""
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LatentzooError(f"{path} is not a readable safetensors file ({first})") from exc
+
+    @staticmethod
+    def build_assigned(cls: Any, config: dict[str, Any], state: dict[str, Any], where: Any) -> Any:
+        """``cls(**config)`` holding ``state``'s tensors themselves: parameters are never allocated nor
+        initialised (built on meta, ``load_state_dict(assign=True)``), so a multi-GB model converts without
+        a copy of its weights; a tensor whose shape the config contradicts is refused in one line naming it."""
+        from latentzoo.core.weights import parameters_on_meta
+
+        try:
+            with parameters_on_meta():
+                model = cls(**config)
+        except (TypeError, ValueError, LatentzooError) as exc:
+            raise LatentzooError(f"{where}: config does not build a latentzoo model ({exc})") from exc
+        own = model.state_dict()
+        for key, tensor in state.items():
+            if key in own and tuple(own[key].shape) != tuple(tensor.shape):
+                raise LatentzooError(
+                    f"{where}: tensor {key!r} has shape {list(tensor.shape)} but the config gives {list(own[key].shape)}; "
+                    "the config and the weights belong to different models"
+                )
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise LatentzooError(
+                f"{where}: weights do not map onto latentzoo's layout: {len(missing)} missing {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}"
+            )
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.eval().requires_grad_(False)
+
+    def convert_state(self, raw: dict[str, Any], state: dict[str, Any], comp: str, where: Any, **context: Any) -> dict[str, Any]:
+        """Convert one model given as its config dict + state dict (diffusers / transformers key names) with the
+        family that maps its class (``_class_name``, or transformers' ``architectures``); returns what that
+        family's ``read_state`` returns (e.g. ``latent_space``, ``conditioning_space``)."""
+        kind = raw.get("_class_name") or (raw.get("architectures") or [None])[0]
+        mapping = self.models.get(kind)
+        if mapping is None or not hasattr(mapping, "read_state"):
+            supported = ", ".join(sorted(k for k, m in self.models.items() if hasattr(m, "read_state"))) or "none"
+            raise LatentzooError(
+                f"{where}: class {kind!r} is not supported here (classes a loaded family converts from tensors: {supported})"
+            )
+        return mapping.read_state(self, where, raw, state, comp, **context) or {}
 
     @staticmethod
     def build_and_load(cls: Any, config: dict[str, Any], state: dict[str, Any], where: Path) -> Any:
@@ -206,7 +269,7 @@ class ReadContext:
     def read_part(self, folder: Path, comp: str, **context: Any) -> dict[str, Any]:
         """Convert one model / scheduler folder with the family that maps its class."""
         path, raw = self.config_of(folder)
-        kind = raw.get("_class_name")
+        kind = raw.get("_class_name") or (raw.get("architectures") or [None])[0]  # diffusers' or transformers' config
         mapping = self.models.get(kind)
         if mapping is None:
             supported = ", ".join(sorted(self.models)) or "none"
@@ -229,8 +292,34 @@ def calibrate(model: Any, data: str, batch: int = 64) -> tuple[float, float, int
     return 1.0 / std, float(z.mean()), len(images)
 
 
-def convert(source: Path, name: str, stage: Path, *, scaling_factor: float | None = None, calibrate: str | None = None) -> dict:
-    """The format's convert (see latentzoo.interop.formats): a diffusers model or pipeline folder."""
+def _space_of(name: str) -> dict[str, Any]:
+    """The latent space a registry component (or a pipeline's decoder) states, for --latent-space-of."""
+    from latentzoo.core.registry import Registry
+
+    registry = Registry.load()
+    entry = registry.get(name)
+    if entry.section == "pipelines":
+        entry = registry.get(str(entry.data.get("decoder")), "decoder")
+    space = entry.latent_space
+    if space is None:
+        raise LatentzooError(f"--latent-space-of {name}: {entry.name} states no latent space; name an autoencoder or a pipeline")
+    return space.to_dict()
+
+
+def convert(
+    source: Path,
+    name: str,
+    stage: Path,
+    *,
+    scaling_factor: float | None = None,
+    calibrate: str | None = None,
+    latent_space_of: str | None = None,
+) -> dict:
+    """The format's convert (see latentzoo.interop.formats): a diffusers model or pipeline folder.
+
+    ``latent_space_of``: a registry name whose latent space a fine-tuned AutoencoderKL decodes
+    (e.g. SD's ft-MSE VAE for a converted SD pipeline); the result is a decoder of that space.
+    """
     if not source.is_dir():
         raise LatentzooError(f"{source} is not a folder; give a diffusers model or pipeline folder (config.json / model_index.json)")
     models, pipelines = _readers()
@@ -245,8 +334,17 @@ def convert(source: Path, name: str, stage: Path, *, scaling_factor: float | Non
                 f"{index_path}: pipeline {kind!r} is not supported ({', '.join(sorted(pipelines)) or 'no loaded family maps one'})"
             )
         mapping.read_pipeline(ctx, index)
+    elif latent_space_of is not None:
+        path, raw = ctx.config_of(source)
+        if raw.get("_class_name") != "AutoencoderKL":
+            raise LatentzooError(f"--latent-space-of applies to an AutoencoderKL folder; {path} is a {raw.get('_class_name')!r}")
+        if scaling_factor is not None or calibrate is not None:
+            raise LatentzooError("--latent-space-of takes the scaling factor of that space; drop --scaling-factor / --calibrate")
+        ctx.read_part(source, name, latent_space_of=_space_of(latent_space_of))
     else:
         ctx.read_part(source, name)
+    if latent_space_of is not None and index_path.is_file():
+        raise LatentzooError(f"--latent-space-of applies to a VAE folder, not a pipeline ({index_path})")
     if (scaling_factor is not None or calibrate is not None) and not ctx.scaling_used:
         raise LatentzooError(f"--scaling-factor / --calibrate apply to latent autoencoders; {source} converts none")
     return {"components": ctx.components, "pipelines": ctx.pipelines, "notes": ctx.notes}
