@@ -32,9 +32,16 @@ def _registry(ctx: click.Context):
 def one_line_warnings() -> Iterator[None]:
     """Python warnings raised inside (a truncated prompt, an empty one) as one ``warning: ...`` line
     each, printed when raised, each message once."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        if str(message) not in seen:  # once per command (the "once" filter would be once per process)
+            seen.add(str(message))
+            click.echo(f"warning: {message}", err=True)
+
     with warnings.catch_warnings():
-        warnings.simplefilter("once")
-        warnings.showwarning = lambda message, *args, **kwargs: click.echo(f"warning: {message}", err=True)
+        warnings.simplefilter("always")
+        warnings.showwarning = show
         yield
 
 
