@@ -29,6 +29,18 @@ def scheduler_for(sampler: str, i: int) -> str | None:
     return fitting[i % len(fitting)] if walks else None
 
 
+def conditioner_for(prior: str) -> str | None:
+    """The shipped conditioner producing the space a text prior accepts (None for a prior that takes none)."""
+    accepts = REGISTRY.entries[prior].conditioning
+    if accepts is None or not accepts.needs_conditioner:
+        return None
+    fitting = [
+        e.name for e in BUILTIN if "conditioner" in e.roles and e.conditioning_space and e.conditioning_space.encoder == accepts.encoder
+    ]
+    assert fitting, f"no shipped conditioner for {prior}"
+    return fitting[0]
+
+
 @pytest.fixture(scope="module")
 def builder() -> Builder:
     torch.set_num_threads(1)
@@ -45,7 +57,10 @@ def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
     outcomes = {}
     for i, sampler in enumerate(SAMPLERS):
         scheduler = scheduler_for(sampler, i + PRIORS.index(prior))
-        spec = PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler, name=f"{prior}+{decoder}+{sampler}")
+        conditioner = conditioner_for(prior)  # a text prior gets the text encoder it was trained with, and a prompt
+        spec = PipelineSpec(
+            prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler, conditioner=conditioner, name=f"{prior}+{decoder}+{sampler}"
+        )
         try:
             check_spec(REGISTRY, spec)
         except ContractError as exc:
@@ -57,7 +72,7 @@ def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
             outcomes[sampler] = "refused"
             continue
         pipe = builder.pipeline(spec)
-        images = pipe.sample(2, seed=0, steps=2)
+        images = pipe.sample(2, seed=0, steps=2, **({"prompt": "a seven"} if conditioner else {}))
         assert images.shape[0] == 2 and images.shape[1] == pipe.decoder.image_channels
         assert torch.isfinite(images).all() and images.abs().max() <= 1.0
         outcomes[sampler] = "sampled"
