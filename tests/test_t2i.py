@@ -54,7 +54,6 @@ def lz(capsys, monkeypatch, tmp_path, helpers):
     for key in [k for k in __import__("os").environ if k.startswith("LATENTZOO_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     def run(*args: str):
         capsys.readouterr()
