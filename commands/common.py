@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -23,6 +26,23 @@ def _registry(ctx: click.Context):
     for message in reg.errors:
         click.echo(f"warning: {message}", err=True)
     return reg
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Python warnings raised inside (a truncated prompt, an empty one) as one ``warning: ...`` line
+    each, printed when raised, each message once."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        if str(message) not in seen:  # once per command (the "once" filter would be once per process)
+            seen.add(str(message))
+            click.echo(f"warning: {message}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 def _emit_json(data: Any) -> None:

@@ -10,7 +10,7 @@ import click
 
 from latentzoo.core.errors import LatentzooError
 
-from .common import _emit_json, _registry
+from .common import _emit_json, _registry, one_line_warnings
 
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
@@ -154,6 +154,12 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (classifier-free guidance, with --class or --prompt).")
 @click.option("--prompt", metavar="TEXT", help="Shortcut for --set prompt=TEXT (priors conditioned on a text encoder).")
 @click.option("--negative-prompt", "negative_prompt", metavar="TEXT", help="Shortcut for --set negative_prompt=TEXT (guided away from).")
+@click.option(
+    "--prompts-file",
+    type=click.Path(dir_okay=False),
+    help="One prompt per line (blank lines skipped): one output per prompt, -o x.png -> x-000.png, x-001.png, ... "
+    "(DIR/ -> DIR/000/, ...), each with its sidecar naming its prompt; every prompt uses the same --seed.",
+)
 @click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
 @click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
 @click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
@@ -179,6 +185,7 @@ def sample(
     output: str,
     as_json: bool,
     no_progress: bool,
+    prompts_file: str | None,
     **parts: str | None,
 ) -> None:
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
@@ -187,28 +194,48 @@ def sample(
     steps, sampler, options, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
     and DIR/samples.json. Samples are drawn in batches of --batch-size: the same seed,
     options and batch size give identical bytes.
+
+    Text-to-image pipelines take --prompt (empty: unconditional, with a warning; longer than
+    the text encoder's context: truncated, with a warning), --negative-prompt (the branch
+    guidance steers away from; default the empty prompt) and --guidance. --prompts-file FILE
+    samples each line's prompt into its own output (x-000.png, x-001.png, ... or DIR/000/, ...)
+    with the same seed, each sidecar recording its prompt:
+
+    \b
+      latentzoo sample digits-t2i --prompt "a thick seven" --negative-prompt "slanted" --guidance 4
+      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png
     """
-    from latentzoo.core.record import SampleOutput, check_run
+    from latentzoo.core.record import SampleOutput, check_run, prompt_outputs
+    from latentzoo.core.text import read_prompts
 
     shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
     text_options = _option_strings(settings, steps=steps, **shortcuts)
     check_run(n, seed, batch_size, nrow)
-    SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
-    pipe = _build(ctx, target, parts, allow_mismatch, text_options)
-    record = pipe.sample_to(
-        output,
-        n,
-        seed=seed,
-        batch_size=batch_size,
-        nrow=nrow,
-        text_options=text_options,
-        progress=_progress(not no_progress, "sampling"),
-    )
-    if as_json:
-        _emit_json(record)
-    else:
-        sidecar = Path(output) / "samples.json" if output.endswith(("/", os.sep)) else Path(output).with_suffix(".json")
-        click.echo(f"wrote {output} ({n} samples) and {sidecar}", err=True)
+    runs = [(output, text_options)]
+    if prompts_file is not None:  # one output per prompt, all checked before anything is built or written
+        if "prompt" in text_options:
+            raise LatentzooError("give --prompt or --prompts-file, not both")
+        prompts = read_prompts(prompts_file)
+        runs = [(out, {**text_options, "prompt": p}) for out, p in zip(prompt_outputs(output, len(prompts)), prompts, strict=True)]
+    for out, _ in runs:
+        SampleOutput(out, n=n, nrow=nrow)  # refuse a bad -o before building anything
+    with one_line_warnings():
+        pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1])
+        for out, options in runs:
+            record = pipe.sample_to(
+                out,
+                n,
+                seed=seed,
+                batch_size=batch_size,
+                nrow=nrow,
+                text_options=options,
+                progress=_progress(not no_progress, "sampling"),
+            )
+            if as_json:
+                _emit_json(record)
+            else:
+                sidecar = Path(out) / "samples.json" if out.endswith(("/", os.sep)) else Path(out).with_suffix(".json")
+                click.echo(f"wrote {out} ({n} samples) and {sidecar}", err=True)
 
 
 @click.command()

@@ -41,11 +41,11 @@ def compose(
     sampler: str,
     encoder: str | None = None,
     scheduler: str | None = None,
+    conditioner: str | None = None,
     defaults: dict[str, Any] | None = None,
     name: str = "composed",
     allow_mismatch: bool = False,
     extra: Any = (),
-    conditioner: str | None = None,
 ) -> PipelineSpec:
     """A checked pipeline spec (raises ContractError on a mismatch); ``spec.to_yaml()`` saves it."""
     spec = PipelineSpec(

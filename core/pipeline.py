@@ -18,6 +18,7 @@ size gives a different (equally valid) draw for samples past the first batch.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,13 @@ class Pipeline:
             # Text (or any conditioner's input): the prompt's tokens steer the prior; the negative
             # prompt (default: the empty prompt) is the unconditional branch of guidance.
             prompt, negative = call.pop("prompt", None) or "", call.pop("negative_prompt", None) or ""
+            if not prompt.strip():
+                # The empty prompt is the unconditional branch the prior learned by caption dropout.
+                warnings.warn(
+                    f"empty prompt: pipeline {self.spec.name} samples unconditionally (the prior sees the empty prompt); "
+                    "give --prompt TEXT to steer it",
+                    stacklevel=2,
+                )
             call["conditioning"] = self.conditioner.condition([prompt])
             call["null_conditioning"] = self.conditioner.condition([negative])
             return call

@@ -46,6 +46,15 @@ def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None
         raise LatentzooError(f"--nrow must be at least 1, not {nrow}")
 
 
+def prompt_outputs(output: str, count: int) -> list[str]:
+    """One output per prompt of a prompts file: ``x.png`` -> ``x-000.png``, ``x-001.png``, ...;
+    ``DIR/`` -> ``DIR/000/``, ``DIR/001/``, ... (each with its own sidecar naming its prompt)."""
+    if output.endswith(("/", os.sep)):
+        return [f"{output}{i:03d}/" for i in range(count)]
+    path = Path(output)
+    return [str(path.with_name(f"{path.stem}-{i:03d}{path.suffix}")) for i in range(count)]
+
+
 def versions() -> dict[str, str]:
     import torch
 

@@ -280,3 +280,21 @@ def _pad_of(tok: Tokenizer) -> str:
     if padding and padding.get("pad_token"):
         return padding["pad_token"]
     return PAD_WORD if tok.token_to_id(PAD_WORD) is not None else EOS
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a text file, one per line (surrounding space stripped, blank lines skipped).
+
+    A missing, unreadable or empty file is an error naming it (``--prompts-file``).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise LatentzooError(f"--prompts-file {file} does not exist (or is not a file); give a text file with one prompt per line")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LatentzooError(f"cannot read --prompts-file {file}: {exc}; save it as UTF-8 text, one prompt per line") from exc
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise LatentzooError(f"--prompts-file {file} holds no prompt (only blank lines); write one prompt per line")
+    return prompts

@@ -61,13 +61,9 @@ def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
     outcomes = {}
     for i, sampler in enumerate(SAMPLERS):
         scheduler = scheduler_for(sampler, i + PRIORS.index(prior))
+        conditioner = conditioner_for(prior)  # a text prior gets the text encoder it was trained with, and a prompt
         spec = PipelineSpec(
-            prior=prior,
-            decoder=decoder,
-            sampler=sampler,
-            scheduler=scheduler,
-            conditioner=conditioner_for(prior),
-            name=f"{prior}+{decoder}+{sampler}",
+            prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler, conditioner=conditioner, name=f"{prior}+{decoder}+{sampler}"
         )
         try:
             check_spec(REGISTRY, spec)
@@ -80,7 +76,7 @@ def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
             outcomes[sampler] = "refused"
             continue
         pipe = builder.pipeline(spec)
-        images = pipe.sample(2, seed=0, steps=2)
+        images = pipe.sample(2, seed=0, steps=2, **({"prompt": "a seven"} if conditioner else {}))
         assert images.shape[0] == 2 and images.shape[1] == pipe.decoder.image_channels
         assert torch.isfinite(images).all() and images.abs().max() <= 1.0
         outcomes[sampler] = "sampled"

@@ -48,7 +48,14 @@ def _split(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
     from latentzoo.core.build import Builder
+    from latentzoo.core.training import prepare_run
 
+    if options.resume:
+        prepare_run(options, create=False)  # a resumed run's saved options decide which trainer continues it
+    if options.config.get("conditioner"):  # text (a conditioner's tokens) through cross-attention: train_text.py
+        from .train_text import train as train_text
+
+        return train_text(options)
     run = Run(options)
     model_cfg, schedule_cfg, train_cfg = _split(options.config)
     encoder_name = options.extra.get("encoder")
