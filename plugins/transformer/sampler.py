@@ -50,6 +50,8 @@ class TokenSampler(Sampler):
         top_p: float | None = None,
         class_labels: torch.Tensor | None = None,
         guidance: float = 1.0,
+        conditioning: dict[str, torch.Tensor] | None = None,
+        null_conditioning: dict[str, torch.Tensor] | None = None,
         **_: Any,
     ) -> torch.Tensor:
         temperature = self.temperature if temperature is None else temperature
@@ -63,11 +65,21 @@ class TokenSampler(Sampler):
             raise LatentzooError(f"top_k must be >= 1, not {top_k}")
         n = noise.shape[0]
         labels = prior.null_labels(n) if class_labels is None else class_labels
-        guided = class_labels is not None and guidance != 1.0
-        if guided:  # classifier-free guidance on logits (as in Parti / MUSE): uncond + g * (cond - uncond)
-            labels = torch.cat([labels, prior.null_labels(n)])
+        text = None
+        if conditioning is not None:  # DALL-E: the prompt's token states come first (batch 1 or n)
+            text = conditioning["tokens"].expand(n, -1, -1)
+            null = conditioning["tokens"] if null_conditioning is None else null_conditioning["tokens"]
+            guided = guidance != 1.0
+            if guided:
+                text, labels = torch.cat([text, null.expand(n, -1, -1)]), torch.cat([labels, labels])
+        else:
+            guided = class_labels is not None and guidance != 1.0
+            if guided:  # classifier-free guidance on logits (as in Parti / MUSE): uncond + g * (cond - uncond)
+                labels = torch.cat([labels, prior.null_labels(n)])
         length = prior.grid_size * prior.grid_size
         caches: list[dict[str, Any]] = [{} for _ in prior.blocks]
+        if text is not None:
+            prior.prefill(text, caches)
         codes = torch.empty((n, length), dtype=torch.long)
         previous = None
         for i in range(length):
