@@ -75,6 +75,7 @@ class CodeTransformer(nn.Module, Prior):
         num_class_embeds: int | None = None,
         dropout: float = 0.0,
         text_length: int | None = None,
+        augment_flag: bool = False,
     ) -> None:
         super().__init__()
         self.text_length = text_length
@@ -85,6 +86,11 @@ class CodeTransformer(nn.Module, Prior):
         self.cond_emb = nn.Embedding(num_class_embeds or 1, d_model)
         self.pos_emb = nn.Parameter(torch.zeros(1, length, d_model))
         nn.init.normal_(self.pos_emb, std=0.02)
+        # Augmentation conditioning (Karras et al. 2020, "non-leaking augmentations"; SDXL's
+        # micro-conditioning): the first position learns whether its grid came from a warped
+        # copy, so training on many warped copies teaches digits without teaching warps;
+        # sampling always asks for an unwarped grid (index 0).
+        self.aug_emb = nn.Embedding(2, d_model) if augment_flag else None
         if text_length:  # positions of the text prefix (the codes keep pos_emb)
             self.text_pos_emb = nn.Parameter(torch.zeros(1, text_length, d_model))
             nn.init.normal_(self.text_pos_emb, std=0.02)
@@ -107,13 +113,28 @@ class CodeTransformer(nn.Module, Prior):
             raise ValueError(f"text states must be (B, {self.text_length}, {self.pos_emb.shape[-1]}), not {tuple(text.shape)}")
         return text + self.text_pos_emb
 
-    def forward(self, codes: torch.Tensor, class_labels: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
+    def start_token(self, labels: torch.Tensor, augmented: torch.Tensor | None = None) -> torch.Tensor:
+        """The embedding (B, W) at position 0: class (or null) token, plus the augmentation flag (0 = unwarped)."""
+        x = self.cond_emb(labels)
+        if self.aug_emb is not None:
+            x = x + self.aug_emb(torch.zeros_like(labels) if augmented is None else augmented.long())
+        return x
+
+    def forward(
+        self,
+        codes: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+        augmented: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Teacher-forced logits (B, L, K) for codes (B, L): position i predicts codes[:, i].
 
-        ``text`` (B, T, W): the conditioner's token states, prepended (DALL-E).
+        ``text`` (B, T, W): the conditioner's token states, prepended (DALL-E). ``augmented``
+        (B,): 1 for grids of warped training copies (with ``augment_flag``).
         """
         labels = self.null_labels(codes.shape[0]) if class_labels is None else class_labels
-        x = torch.cat([self.cond_emb(labels)[:, None], self.tok_emb(codes[:, :-1])], dim=1) + self.pos_emb[:, : codes.shape[1]]
+        start = self.start_token(labels, augmented)[:, None]
+        x = torch.cat([start, self.tok_emb(codes[:, :-1])], dim=1) + self.pos_emb[:, : codes.shape[1]]
         if text is not None:
             x = torch.cat([self.text_prefix(text), x], dim=1)
         for block in self.blocks:
@@ -130,7 +151,7 @@ class CodeTransformer(nn.Module, Prior):
         self, position: int, previous: torch.Tensor | None, class_labels: torch.Tensor, caches: list[dict[str, Any]]
     ) -> torch.Tensor:
         """Logits (B, K) for the code at ``position`` given the previous code, using the caches."""
-        x = self.cond_emb(class_labels) if position == 0 else self.tok_emb(previous)
+        x = self.start_token(class_labels) if position == 0 else self.tok_emb(previous)
         x = (x + self.pos_emb[:, position])[:, None]
         for block, cache in zip(self.blocks, caches, strict=True):
             x = block(x, cache)

@@ -49,6 +49,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "rotate": 8.0,
     "scale": 0.08,
     "keep_best": True,
+    "augment_flag": True,
     "text": False,
     "tokenizer": None,
     "context_length": 16,
@@ -114,8 +115,10 @@ class _Joint(nn.Module):
         super().__init__()
         self.prior, self.text = prior, text
 
-    def forward(self, codes: torch.Tensor, labels: torch.Tensor | None = None, ids: torch.Tensor | None = None) -> torch.Tensor:
-        return self.prior(codes, labels, None if ids is None else self.text(ids))
+    def forward(
+        self, codes: torch.Tensor, labels: torch.Tensor | None = None, ids: torch.Tensor | None = None, augmented: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.prior(codes, labels, None if ids is None else self.text(ids), augmented)
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
@@ -142,7 +145,10 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     codes = torch.cat([encode_codes(encoder, data.images), encode_codes(encoder, warped)])
     labels = None if data.labels is None else data.labels.repeat(copies + 1)
     cfg.update(codebook_size=space.codebook_size, grid_size=codes.shape[-1])
+    if copies and train_cfg["augment_flag"]:
+        cfg["augment_flag"] = True
     flat = codes.flatten(1)
+    warped_rows = torch.arange(len(flat)) >= len(data.images)  # 1 for the warped copies' grids
     if cfg["num_class_embeds"] and data.labels is None:
         raise LatentzooError(f"num_class_embeds needs a labelled dataset; {options.data} has no labels")
 
@@ -158,6 +164,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         empty = tokenizer.encode([""])[0][0]
         flat = torch.cat([ids, flat], dim=1)  # one row: [caption ids, codes]
         cfg["text_length"] = tokenizer.context_length
+    flat = torch.cat([warped_rows.long()[:, None], flat], dim=1)  # one row: [warped?, caption ids, codes]
 
     torch.manual_seed(options.seed)
     prior = CodeTransformer(**cfg)
@@ -176,13 +183,14 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     best: dict[str, Any] = {"bits": math.inf, "state": None}
 
     def loss(mb: MicroBatch) -> tuple[torch.Tensor, dict[str, Any]]:
-        target, labels, ids = mb.data[:, t_len:], None, None
+        is_warped, target, labels, ids = mb.data[:, 0], mb.data[:, 1 + t_len :], None, None
         if classes:
             labels = torch.where(mb.rand() < train_cfg["label_dropout"], classes - 1, mb.labels)  # null token: for CFG
         if t_len:
             drop = mb.rand() < train_cfg["caption_dropout"]  # the empty prompt: unconditional, for CFG
-            ids = torch.where(drop[:, None], empty.to(mb.data.device)[None], mb.data[:, :t_len])
-        ce = F.cross_entropy(model_ddp(target, labels, ids).float().reshape(-1, cfg["codebook_size"]), target.reshape(-1))
+            ids = torch.where(drop[:, None], empty.to(mb.data.device)[None], mb.data[:, 1 : 1 + t_len])
+        flag = is_warped if cfg.get("augment_flag") else None
+        ce = F.cross_entropy(model_ddp(target, labels, ids, flag).float().reshape(-1, cfg["codebook_size"]), target.reshape(-1))
         return ce, {"ce": ce.detach()}
 
     def validate() -> dict[str, Any]:
