@@ -42,6 +42,12 @@ TOKEN_OPTIONS = [
     },
     {"name": "top_k", "type": "int", "default": None, "min": 1, "help": "Sample only among the k most likely codes (null: all)"},
     {
+        "name": "random_class",
+        "type": "bool",
+        "default": False,
+        "help": "Without --class, draw each sample's class uniformly (ancestral sampling of p(c) p(x|c)) instead of the null token",
+    },
+    {
         "name": "top_p",
         "type": "float",
         "default": None,

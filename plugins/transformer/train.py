@@ -116,7 +116,11 @@ class _Joint(nn.Module):
         self.prior, self.text = prior, text
 
     def forward(
-        self, codes: torch.Tensor, labels: torch.Tensor | None = None, ids: torch.Tensor | None = None, augmented: torch.Tensor | None = None
+        self,
+        codes: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+        augmented: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.prior(codes, labels, None if ids is None else self.text(ids), augmented)
 
