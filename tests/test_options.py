@@ -154,7 +154,7 @@ def sample(cli, tmp_path: Path, name: str, *args: str, target: str = "digits-vqg
 
 
 SHORTCUT_EQUIVALENTS = [
-    (["--temperature", "0.8"], ["--set", "temperature=0.8"]),
+    (["--temperature", "0.7"], ["--set", "temperature=0.7"]),
     (["--top-k", "5"], ["--set", "top_k=5"]),
     (["--top-p", "0.5"], ["--set", "top_p=0.5"]),
     (["--class", "3", "--guidance", "2"], ["--set", "class_label=3", "--set", "guidance=2.0"]),
@@ -172,18 +172,18 @@ def test_set_and_shortcut_flags_give_identical_bytes(cli, tmp_path):
         assert a.read_bytes() != plain.read_bytes(), shortcut  # the option reached the sampler / prior
         recorded = json.loads(a.with_suffix(".json").read_text())["options"]
         assert recorded == json.loads(b.with_suffix(".json").read_text())["options"]
-        assert recorded and set(recorded) <= {"temperature", "top_k", "top_p", "class_label", "guidance"}
+        assert recorded and set(recorded) <= {"temperature", "top_k", "top_p", "class_label", "guidance", "random_class"}
 
 
 def test_pipeline_defaults_reach_the_sampler_and_an_explicit_value_overrides_them(cli, tmp_path):
-    """digits-vqgan-ar's defaults say temperature 0.9: --set temperature=0.9 changes nothing, 1.0 does."""
+    """digits-vqgan-ar's defaults say temperature 0.8: --set temperature=0.8 changes nothing, 1.0 does."""
     default, r1 = sample(cli, tmp_path, "default", target="digits-vqgan-ar")
-    same, r2 = sample(cli, tmp_path, "same", "--set", "temperature=0.9", target="digits-vqgan-ar")
+    same, r2 = sample(cli, tmp_path, "same", "--set", "temperature=0.8", target="digits-vqgan-ar")
     other, r3 = sample(cli, tmp_path, "other", "--temperature", "1.0", target="digits-vqgan-ar")
     for result in (r1, r2, r3):
         result.assert_ok()
     assert default.read_bytes() == same.read_bytes() != other.read_bytes()
-    assert json.loads(default.with_suffix(".json").read_text())["options"] == {"temperature": 0.9}
+    assert json.loads(default.with_suffix(".json").read_text())["options"] == {"temperature": 0.8, "random_class": True}
 
 
 @pytest.mark.parametrize(
@@ -267,11 +267,13 @@ def test_info_shows_declared_options_without_torch(cli):
 def test_compose_set_stores_validated_typed_defaults(cli, tmp_path):
     out = tmp_path / "p.yaml"
     parts = ["--encoder", "digits-vqgan-k16", "--prior", "digits-vqgan-ar-prior", "--decoder", "digits-vqgan-k16", "--sampler", "tokens"]
-    cli("compose", *parts, "--set", "temperature=0.8", "--set", "top_k=20", "--steps", "3", "-o", str(out)).assert_ok()
+    cli(
+        "compose", *parts, "--set", "temperature=0.8", "--set", "top_k=20", "--set", "random_class=true", "--steps", "3", "-o", str(out)
+    ).assert_ok()
     import yaml
 
     defaults = yaml.safe_load(out.read_text())["pipelines"]["composed"]["defaults"]
-    assert defaults == {"steps": 3, "temperature": 0.8, "top_k": 20}
+    assert defaults == {"steps": 3, "temperature": 0.8, "top_k": 20, "random_class": True}
     assert isinstance(defaults["top_k"], int)
     a, ra = sample(cli, tmp_path, "file", target=str(out))
     b, rb = sample(cli, tmp_path, "flags", "--temperature", "0.8", "--top-k", "20")
@@ -340,7 +342,7 @@ def test_sidecar_records_the_run_and_is_strict_json(cli, tmp_path):
     assert record["format"] == "latentzoo.samples/1"
     assert record["pipeline"] == "digits-vqgan-ar" and record["sampler"] == "tokens" and record["scheduler"] is None
     assert record["seed"] == 1 and record["n"] == 4 and record["batch_size"] == 3 and record["steps"] is None
-    assert record["options"] == {"temperature": 0.9, "top_p": 0.9, "class_label": 4}
+    assert record["options"] == {"temperature": 0.8, "random_class": True, "top_p": 0.9, "class_label": 4}
     assert set(record["sha256"]) == {"digits-vqgan-k16", "digits-vqgan-ar-prior"}
     assert record["files"] == ["rec.png"] and {"latentzoo", "torch", "python"} <= set(record["versions"])
 
