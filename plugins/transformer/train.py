@@ -146,7 +146,9 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     warped = augment_images(
         data.images, copies, shift=train_cfg["shift"], rotate=train_cfg["rotate"], scale=train_cfg["scale"], seed=options.seed
     )
-    codes = torch.cat([encode_codes(encoder, data.images), encode_codes(encoder, warped)])
+    codes = encode_codes(encoder, data.images)
+    if copies:
+        codes = torch.cat([codes, encode_codes(encoder, warped)])
     labels = None if data.labels is None else data.labels.repeat(copies + 1)
     cfg.update(codebook_size=space.codebook_size, grid_size=codes.shape[-1])
     if copies and train_cfg["augment_flag"]:
