@@ -143,3 +143,22 @@ def test_training_a_text_prior_publishes_prior_conditioner_and_pipeline(cli, tmp
     cli("train", "transformer", "--encoder", "digits-dvae", "-o", str(tmp_path / "r2"), "--set", "text=true").assert_one_line_error(
         "captioned dataset"
     )
+
+
+def test_training_a_class_prior_without_augmentation(tmp_path):
+    """The default path (augment 0): one grid per image, no augmentation flag, held-out NLL measured."""
+    import latentzoo
+
+    torch.set_num_threads(1)
+    entry = latentzoo.train(
+        "transformer",
+        out=tmp_path / "run",
+        steps=2,
+        batch_size=8,
+        checkpoint_every=2,
+        progress=False,
+        config={"num_class_embeds": 11, "d_model": 32, "n_layer": 1, "n_head": 2},
+        extra={"encoder": "digits-vqgan-k16"},
+    )
+    assert entry["class"] == "transformer.prior" and "augment_flag" not in entry["config"]
+    assert entry["metrics"]["training_grids"] == 1437 and 0 < entry["metrics"]["held_out_nll_bits_per_code"] < 8
