@@ -173,9 +173,7 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
 @click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
 @click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
-@click.option(
-    "--candidates", type=int, metavar="N", help="Draw N candidates per output and keep the best by the pipeline's scorer vs --prompt."
-)
+@click.option("--candidates", metavar="N", help="Draw N candidates per output and keep the best by the pipeline's scorer vs --prompt.")
 @click.option("--scorer", metavar="NAME", help="Image-text scorer for --candidates (default: the pipeline's, e.g. digits-clip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
 @click.option("--nrow", type=int, help="Images per row of the grid.")
@@ -199,7 +197,7 @@ def sample(
     output: str,
     as_json: bool,
     no_progress: bool,
-    candidates: int | None,
+    candidates: str | None,
     scorer: str | None,
     **parts: str | None,
 ) -> None:
@@ -217,7 +215,10 @@ def sample(
     text_options = _option_strings(settings, steps=steps, **shortcuts)
     check_run(n, seed, batch_size, nrow)
     SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
-    pipe = _build(ctx, target, parts, allow_mismatch, text_options, scorer=scorer, candidates=candidates)
+    from latentzoo.core.rerank import parse_candidates
+
+    count = parse_candidates(candidates)
+    pipe = _build(ctx, target, parts, allow_mismatch, text_options, scorer=scorer, candidates=count)
     record = pipe.sample_to(
         output,
         n,
@@ -226,7 +227,7 @@ def sample(
         nrow=nrow,
         text_options=text_options,
         progress=_progress(not no_progress, "sampling"),
-        candidates=candidates,
+        candidates=count,
     )
     if as_json:
         _emit_json(record)

@@ -25,6 +25,17 @@ def check_candidates_value(candidates: Any) -> int:
     return candidates
 
 
+def parse_candidates(text: str | None) -> int | None:
+    """``--candidates`` as given on the command line (a string), checked like ``check_candidates_value``."""
+    if text is None:
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = text  # refused below, naming what was given
+    return check_candidates_value(value)
+
+
 def check_scorer_spec(spec: Any) -> None:
     """Refuse re-ranking on a pipeline that names no scorer (no torch)."""
     if not spec.scorer:
