@@ -250,7 +250,8 @@ def test_info_shows_declared_options_without_torch(cli):
     options = result.json()["options"]
     sampler = {o["name"]: o for o in options["sampler tokens"]}
     assert sampler["temperature"]["type"] == "float" and sampler["temperature"]["range"] == "(0, inf)"
-    assert sampler["temperature"]["default"] == 0.9  # the pipeline's default, not the declared 1.0
+    assert sampler["temperature"]["default"] == 0.8  # the pipeline's default, not the declared 1.0
+    assert sampler["random_class"]["default"] is True
     assert sampler["top_k"]["range"] == "[1, inf) or null" and sampler["top_p"]["range"] == "(0, 1] or null"
     assert all(o["help"] for o in sampler.values())
     prior = {o["name"] for o in options["prior digits-vqgan-ar-prior"]}
