@@ -29,6 +29,14 @@ def scheduler_for(sampler: str, i: int) -> str | None:
     return fitting[i % len(fitting)] if walks else None
 
 
+def conditioner_for(prior: str) -> str | None:
+    """The shipped conditioner producing exactly the space a prior accepts (a text prior's own text encoder)."""
+    accepts = REGISTRY.entries[prior].conditioning
+    if accepts is None or not accepts.needs_conditioner:
+        return None
+    return next(e.name for e in BUILTIN if "conditioner" in e.roles and e.conditioning_space == accepts)
+
+
 @pytest.fixture(scope="module")
 def builder() -> Builder:
     torch.set_num_threads(1)
@@ -45,7 +53,14 @@ def test_each_pair_composes_and_samples_or_is_refused(builder, prior, decoder):
     outcomes = {}
     for i, sampler in enumerate(SAMPLERS):
         scheduler = scheduler_for(sampler, i + PRIORS.index(prior))
-        spec = PipelineSpec(prior=prior, decoder=decoder, sampler=sampler, scheduler=scheduler, name=f"{prior}+{decoder}+{sampler}")
+        spec = PipelineSpec(
+            prior=prior,
+            decoder=decoder,
+            sampler=sampler,
+            scheduler=scheduler,
+            conditioner=conditioner_for(prior),
+            name=f"{prior}+{decoder}+{sampler}",
+        )
         try:
             check_spec(REGISTRY, spec)
         except ContractError as exc:
