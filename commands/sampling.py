@@ -51,11 +51,13 @@ def _part_options(f):
     is_flag=True,
     help="Allow latent (or conditioning) spaces of equal kind and shape but different identity (warns).",
 )
+@click.option("--scorer", metavar="NAME", help="Image-text scorer (e.g. digits-clip) for re-ranking with `sample --candidates`.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the pipeline YAML here instead of printing it.")
 @click.pass_context
 def compose(
     ctx: click.Context,
     name: str,
+    scorer: str | None,
     steps: str | None,
     eta: str | None,
     settings: tuple[str, ...],
@@ -73,6 +75,7 @@ def compose(
 
     spec, reg = _spec_from_options(ctx, None, parts, name)
     spec.allow_mismatch = allow_mismatch
+    spec.scorer = scorer
     check_spec(reg, spec)  # parts first: an option error is only meaningful for parts that fit
     spec.defaults.update(typed_defaults(reg, spec, _option_strings(settings, steps=steps, eta=eta)))
     for warning in check_spec(reg, spec):
@@ -103,11 +106,24 @@ def _progress(enabled: bool, desc: str):
     return update
 
 
-def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool, text_options: Any = None):
+def _build(
+    ctx: click.Context,
+    target: str | None,
+    parts: dict[str, Any],
+    allow_mismatch: bool,
+    text_options: Any = None,
+    scorer: str | None = None,
+    candidates: int | None = None,
+):
     from latentzoo.core.build import Builder
     from latentzoo.core.compose import check_options, check_spec
+    from latentzoo.core.rerank import check_candidates_value, check_scorer_spec
 
     spec, reg = _spec_from_options(ctx, target, parts)
+    spec.scorer = scorer or spec.scorer
+    if candidates is not None:  # refuse a bad re-ranking request before any weights load
+        check_candidates_value(candidates)
+        check_scorer_spec(spec)
     if text_options is not None:  # refuse bad options before any weights load (and before torch is imported)
         check_spec(reg, spec, allow_mismatch=allow_mismatch or None)
         check_options(reg, spec, text_options=text_options)
@@ -163,6 +179,8 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
 @click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
 @click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
+@click.option("--candidates", metavar="N", help="Draw N candidates per output and keep the best by the pipeline's scorer vs --prompt.")
+@click.option("--scorer", metavar="NAME", help="Image-text scorer for --candidates (default: the pipeline's, e.g. digits-clip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
@@ -186,6 +204,8 @@ def sample(
     as_json: bool,
     no_progress: bool,
     prompts_file: str | None,
+    candidates: str | None,
+    scorer: str | None,
     **parts: str | None,
 ) -> None:
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
@@ -203,7 +223,8 @@ def sample(
 
     \b
       latentzoo sample digits-t2i --prompt "a thick seven" --negative-prompt "slanted" --guidance 4
-      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png
+      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png --candidates N re-ranks: N draws per
+    output, the best by the scorer (digits-clip) against --prompt kept (DALL-E).
     """
     from latentzoo.core.record import SampleOutput, check_run, prompt_outputs
     from latentzoo.core.text import read_prompts
@@ -219,8 +240,11 @@ def sample(
         runs = [(out, {**text_options, "prompt": p}) for out, p in zip(prompt_outputs(output, len(prompts)), prompts, strict=True)]
     for out, _ in runs:
         SampleOutput(out, n=n, nrow=nrow)  # refuse a bad -o before building anything
+    from latentzoo.core.rerank import parse_candidates
+
+    count = parse_candidates(candidates)
     with one_line_warnings():
-        pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1])
+        pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1], scorer=scorer, candidates=count)
         for out, options in runs:
             record = pipe.sample_to(
                 out,
@@ -230,6 +254,7 @@ def sample(
                 nrow=nrow,
                 text_options=options,
                 progress=_progress(not no_progress, "sampling"),
+                candidates=count,
             )
             if as_json:
                 _emit_json(record)

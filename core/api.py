@@ -114,6 +114,7 @@ def sample(
     progress: Any = None,
     extra: Any = (),
     allow_mismatch: bool | None = None,
+    candidates: int | None = None,
 ) -> dict[str, Any]:
     """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar.
 
@@ -121,13 +122,20 @@ def sample(
     ``{"steps": 20}``), checked like ``--set``. Returns the sidecar record (pipeline, component
     sha256s, seed, steps, sampler, scheduler, validated options, versions, files). Batch ``k`` is
     seeded from (seed, k); see ``latentzoo.core.pipeline`` for what is reproducible.
+    ``candidates`` N re-ranks: N draws per output, the best by the pipeline's scorer against
+    the prompt kept (``--candidates``; the sidecar's ``reranking`` records it).
     """
     from .record import SampleOutput, check_run
+    from .rerank import check_candidates_value
 
     check_run(n, seed, batch_size, nrow)
+    if candidates is not None:
+        check_candidates_value(candidates)
     SampleOutput(str(output), n=n, nrow=nrow)  # refuse a bad output before loading weights
     pipe = load_pipeline(target, extra=extra, allow_mismatch=allow_mismatch)
-    return pipe.sample_to(str(output), n, seed=seed, batch_size=batch_size, nrow=nrow, options=options, progress=progress)
+    return pipe.sample_to(
+        str(output), n, seed=seed, batch_size=batch_size, nrow=nrow, options=options, progress=progress, candidates=candidates
+    )
 
 
 def describe_options(name: str, *, extra: Any = ()) -> Any:

@@ -69,6 +69,14 @@ class Builder:
         if wrong:
             raise ContractError(f"{entry.where}: {entry.name}'s declared latent_space does not match the model: {'; '.join(wrong)}")
 
+    def scorer(self, name: str) -> Any:
+        """A component that scores images against texts (``similarity``), for re-ranking."""
+        entry = self.registry.get(name)
+        model = self.component(name, entry.roles[0] if entry.roles else "conditioner")
+        if not hasattr(model, "similarity"):
+            raise ContractError(f"scorer {name} cannot score images against texts; use an image-text model such as digits-clip")
+        return model
+
     def pipeline(self, spec: PipelineSpec, *, allow_mismatch: bool | None = None) -> Any:
         from .pipeline import Pipeline
 
@@ -81,6 +89,7 @@ class Builder:
             sampler=self.component(spec.sampler, "sampler"),
             scheduler=self.component(spec.scheduler, "scheduler") if spec.scheduler else None,
             conditioner=self.component(spec.conditioner, "conditioner") if spec.conditioner else None,
+            scorer=self.scorer(spec.scorer) if spec.scorer else None,
             spec=spec,
             sha256=dict(self.sha256),
             warnings=warnings,

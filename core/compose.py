@@ -31,6 +31,8 @@ class PipelineSpec:
     encoder: str | None = None
     scheduler: str | None = None
     conditioner: str | None = None
+    # A component that scores images against texts (``similarity``), for re-ranking candidates.
+    scorer: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     name: str = "composed"
     description: str | None = None
@@ -46,6 +48,7 @@ class PipelineSpec:
             encoder=d.get("encoder"),
             scheduler=d.get("scheduler"),
             conditioner=d.get("conditioner"),
+            scorer=d.get("scorer"),
             defaults=dict(d.get("defaults") or {}),
             name=entry.name,
             description=d.get("description"),
@@ -57,6 +60,8 @@ class PipelineSpec:
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = dict(self.parts())
+        if self.scorer:
+            body["scorer"] = self.scorer
         if self.defaults:
             body["defaults"] = dict(self.defaults)
         if self.allow_mismatch:
@@ -205,6 +210,8 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
             f"encoder {spec.encoder}", enc_space, f"decoder {spec.decoder}", accepted_spaces(registry, decoder), allow_mismatch=allow
         )
         warnings += more
+    if spec.scorer:
+        registry.get(spec.scorer)  # a scorer (re-ranking) must be a registry entry; its ability is checked at build
     check_defaults(registry, spec)
     return cond_warnings + warnings
 

@@ -71,6 +71,7 @@ class Pipeline:
     encoder: Any = None
     scheduler: Any = None
     conditioner: Any = None  # a Conditioner (core.interfaces) when the prior takes its conditioning
+    scorer: Any = None  # scores images against texts (``similarity``): re-ranks candidates (core.rerank)
     sha256: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
@@ -187,16 +188,33 @@ class Pipeline:
         batch_size: int | None = DEFAULT_BATCH_SIZE,
         plan: SamplingOptions | None = None,
         progress: Progress | None = None,
+        candidates: int | None = None,
+        scores: list[float] | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield image batches in [-1, 1] (batch ``k`` seeded with ``batch_seed(seed, k)``), n images in all."""
+        """Yield image batches in [-1, 1] (batch ``k`` seeded with ``batch_seed(seed, k)``), n images in all.
+
+        With ``candidates`` N, batch k draws N candidates per output (output i's are draws
+        i*N .. i*N+N-1 of that batch) and keeps the one the scorer rates best against the
+        prompt (DALL-E's CLIP re-ranking, Ramesh et al. 2021, sec. 2.5); the kept scores are
+        appended to ``scores``.
+        """
+        from .rerank import check_candidates, rerank
+
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_run(n, seed, batch_size)
         plan = plan or self.resolve_options()
+        text = check_candidates(self, candidates, plan) if candidates is not None else None
         levels = self.levels(plan)
         for k, start in enumerate(range(0, n, batch_size)):
             b = min(batch_size, n - start)
-            latents = self._latents(plan, b, batch_seed(seed, k), progress, levels)
-            yield self.decode(self.unscale(latents), seed=decoder_seed(batch_seed(seed, k)))
+            draws = b * (candidates or 1)
+            latents = self._latents(plan, draws, batch_seed(seed, k), progress, levels)
+            images = self.decode(self.unscale(latents), seed=decoder_seed(batch_seed(seed, k)))
+            if text is not None:
+                images, kept = rerank(self.scorer, images, text, candidates)
+                if scores is not None:
+                    scores.extend(kept)
+            yield images
 
     @torch.inference_mode()
     def sample(
@@ -207,11 +225,18 @@ class Pipeline:
         progress: Progress | None = None,
         batch_size: int | None = DEFAULT_BATCH_SIZE,
         options: Mapping[str, Any] | None = None,
+        candidates: int | None = None,
+        scores: list[float] | None = None,
         **overrides: Any,
     ) -> torch.Tensor:
-        """n images in [-1, 1]; the same seed, options and batch size give identical output on CPU."""
+        """n images in [-1, 1]; the same seed, options and batch size give identical output on CPU.
+
+        ``candidates`` N: draw N per output and keep the scorer's best against the prompt
+        (the kept scores go to ``scores`` when given).
+        """
         plan = self.resolve_options(options, **overrides)
-        return torch.cat(list(self.iter_batches(n, seed=seed, batch_size=batch_size, plan=plan, progress=progress)))
+        batches = self.iter_batches(n, seed=seed, batch_size=batch_size, plan=plan, progress=progress, candidates=candidates, scores=scores)
+        return torch.cat(list(batches))
 
     def sample_to(
         self,
@@ -224,8 +249,12 @@ class Pipeline:
         options: Mapping[str, Any] | None = None,
         text_options: Mapping[str, str] | None = None,
         progress: Progress | None = None,
+        candidates: int | None = None,
     ) -> dict[str, Any]:
         """Sample and write ``output`` (a .png grid, or ``DIR/`` for one PNG per sample) with its JSON sidecar.
+
+        With ``candidates`` N, each output is the best of N by the pipeline's scorer; the
+        sidecar's ``reranking`` records N, the scorer and every kept score.
 
         PNG(s) and sidecar are one unit: written to temporary files, then renamed; if
         anything fails nothing is left. Memory stays flat in ``n`` (batches; the grid is
@@ -238,9 +267,17 @@ class Pipeline:
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_run(n, seed, batch_size, nrow)
         plan = self.resolve_options(options, text_options)
+        if candidates is not None:
+            from .rerank import check_candidates
+
+            check_candidates(self, candidates, plan)  # before anything is written
         out = SampleOutput(output, n=n, nrow=nrow)
+        scores: list[float] = []
         try:
-            for images in self.iter_batches(n, seed=seed, batch_size=batch_size, plan=plan, progress=progress):
+            batches = self.iter_batches(
+                n, seed=seed, batch_size=batch_size, plan=plan, progress=progress, candidates=candidates, scores=scores
+            )
+            for images in batches:
                 out.add(to_uint8(images))
             record = {
                 "format": RECORD_FORMAT,
@@ -254,6 +291,14 @@ class Pipeline:
                 "options": dict(plan.flat),  # with prompt / negative_prompt for a text pipeline
                 "versions": versions(),
             }
+            if candidates is not None:
+                record["reranking"] = {
+                    "candidates": candidates,
+                    "scorer": self.spec.scorer,
+                    "scorer_sha256": self.sha256.get(self.spec.scorer or ""),
+                    "text": plan.flat.get("prompt"),
+                    "scores": [round(s, 6) for s in scores],
+                }
             return out.commit(record)
         except BaseException:
             out.abort()

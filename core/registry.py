@@ -50,6 +50,7 @@ PIPELINE_KEYS = {
     "sampler": str,
     "scheduler": str,
     "conditioner": str,
+    "scorer": str,
     "defaults": dict,
     "description": str,
     "license": str,

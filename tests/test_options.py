@@ -148,13 +148,13 @@ def test_resolve_routes_keys_to_roles_and_requires_qualified_names_when_ambiguou
 # the CLI: --set, shortcuts, refusals, info
 
 
-def sample(cli, tmp_path: Path, name: str, *args: str, target: str = "digits-dalle"):
+def sample(cli, tmp_path: Path, name: str, *args: str, target: str = "digits-vqgan-ar"):
     out = tmp_path / f"{name}.png"
     return out, cli("sample", target, "-n", "4", "--seed", "1", "-o", str(out), "--no-progress", *args)
 
 
 SHORTCUT_EQUIVALENTS = [
-    (["--temperature", "0.8"], ["--set", "temperature=0.8"]),
+    (["--temperature", "0.7"], ["--set", "temperature=0.7"]),
     (["--top-k", "5"], ["--set", "top_k=5"]),
     (["--top-p", "0.5"], ["--set", "top_p=0.5"]),
     (["--class", "3", "--guidance", "2"], ["--set", "class_label=3", "--set", "guidance=2.0"]),
@@ -172,46 +172,50 @@ def test_set_and_shortcut_flags_give_identical_bytes(cli, tmp_path):
         assert a.read_bytes() != plain.read_bytes(), shortcut  # the option reached the sampler / prior
         recorded = json.loads(a.with_suffix(".json").read_text())["options"]
         assert recorded == json.loads(b.with_suffix(".json").read_text())["options"]
-        assert recorded and set(recorded) <= {"temperature", "top_k", "top_p", "class_label", "guidance"}
+        assert recorded and set(recorded) <= {"temperature", "top_k", "top_p", "class_label", "guidance", "random_class"}
 
 
 def test_pipeline_defaults_reach_the_sampler_and_an_explicit_value_overrides_them(cli, tmp_path):
-    """digits-vqgan-ar's defaults say temperature 0.9: --set temperature=0.9 changes nothing, 1.0 does."""
+    """digits-vqgan-ar's defaults say temperature 0.8: --set temperature=0.8 changes nothing, 1.0 does."""
     default, r1 = sample(cli, tmp_path, "default", target="digits-vqgan-ar")
-    same, r2 = sample(cli, tmp_path, "same", "--set", "temperature=0.9", target="digits-vqgan-ar")
+    same, r2 = sample(cli, tmp_path, "same", "--set", "temperature=0.8", target="digits-vqgan-ar")
     other, r3 = sample(cli, tmp_path, "other", "--temperature", "1.0", target="digits-vqgan-ar")
     for result in (r1, r2, r3):
         result.assert_ok()
     assert default.read_bytes() == same.read_bytes() != other.read_bytes()
-    assert json.loads(default.with_suffix(".json").read_text())["options"] == {"temperature": 0.9}
+    assert json.loads(default.with_suffix(".json").read_text())["options"] == {"temperature": 0.8, "random_class": True}
 
 
 @pytest.mark.parametrize(
     ("target", "args", "fragments"),
     [
-        ("digits-dalle", ["--set", "nonsense=1"], ["unknown option 'nonsense'", "temperature=float(0, inf)", "top_k=int[1, inf) or null"]),
-        ("digits-dalle", ["--eta", "0.5"], ["unknown option 'eta'", "digits-dalle", "accepted: steps=int[1, inf)"]),
+        (
+            "digits-vqgan-ar",
+            ["--set", "nonsense=1"],
+            ["unknown option 'nonsense'", "temperature=float(0, inf)", "top_k=int[1, inf) or null"],
+        ),
+        ("digits-vqgan-ar", ["--eta", "0.5"], ["unknown option 'eta'", "digits-vqgan-ar", "accepted: steps=int[1, inf)"]),
         ("digits-vae", ["--top-k", "3"], ["unknown option 'top_k'", "temperature=float(0, inf)"]),
         ("digits-vae", ["--class", "3"], ["unknown option 'class_label'", "digits-vae"]),
-        ("digits-dalle", ["--set", "temperature"], ["--set 'temperature'", "KEY=VALUE"]),
-        ("digits-dalle", ["--set", "temperature=0.5", "--temperature", "0.7"], ["temperature is given twice"]),
-        ("digits-dalle", ["--temperature", "nan"], ["temperature", "finite", "accepted: temperature=float(0, inf)"]),
-        ("digits-dalle", ["--temperature", "inf"], ["temperature", "finite"]),
-        ("digits-dalle", ["--temperature", "0"], ["temperature must be > 0"]),
-        ("digits-dalle", ["--temperature", "-1"], ["temperature must be > 0"]),
-        ("digits-dalle", ["--temperature", "hot"], ["temperature must be a number"]),
+        ("digits-vqgan-ar", ["--set", "temperature"], ["--set 'temperature'", "KEY=VALUE"]),
+        ("digits-vqgan-ar", ["--set", "temperature=0.5", "--temperature", "0.7"], ["temperature is given twice"]),
+        ("digits-vqgan-ar", ["--temperature", "nan"], ["temperature", "finite", "accepted: temperature=float(0, inf)"]),
+        ("digits-vqgan-ar", ["--temperature", "inf"], ["temperature", "finite"]),
+        ("digits-vqgan-ar", ["--temperature", "0"], ["temperature must be > 0"]),
+        ("digits-vqgan-ar", ["--temperature", "-1"], ["temperature must be > 0"]),
+        ("digits-vqgan-ar", ["--temperature", "hot"], ["temperature must be a number"]),
         ("digits-vae", ["--temperature", ".nan"], ["temperature", "finite"]),
-        ("digits-dalle", ["--top-k", "0"], ["top_k must be >= 1"]),
-        ("digits-dalle", ["--top-k", "2.5"], ["top_k must be an integer"]),
-        ("digits-dalle", ["--top-p", "0"], ["top_p must be > 0"]),
-        ("digits-dalle", ["--top-p", "1.5"], ["top_p must be <= 1"]),
-        ("digits-dalle", ["--guidance", "nan"], ["guidance", "finite"]),
-        ("digits-dalle", ["--guidance", "2"], ["--guidance needs --class"]),
-        ("digits-dalle", ["--class", "10"], ["--class must be between 0 and 9"]),
-        ("digits-dalle", ["--class", "-1"], ["class_label must be >= 0"]),
-        ("digits-dalle", ["--class", "three"], ["class_label must be an integer"]),
-        ("digits-dalle", ["--steps", "0"], ["--steps must be at least 1"]),
-        ("digits-dalle", ["--steps", "many"], ["steps must be an integer"]),
+        ("digits-vqgan-ar", ["--top-k", "0"], ["top_k must be >= 1"]),
+        ("digits-vqgan-ar", ["--top-k", "2.5"], ["top_k must be an integer"]),
+        ("digits-vqgan-ar", ["--top-p", "0"], ["top_p must be > 0"]),
+        ("digits-vqgan-ar", ["--top-p", "1.5"], ["top_p must be <= 1"]),
+        ("digits-vqgan-ar", ["--guidance", "nan"], ["guidance", "finite"]),
+        ("digits-vqgan-ar", ["--guidance", "2"], ["--guidance needs --class"]),
+        ("digits-vqgan-ar", ["--class", "10"], ["--class must be between 0 and 9"]),
+        ("digits-vqgan-ar", ["--class", "-1"], ["class_label must be >= 0"]),
+        ("digits-vqgan-ar", ["--class", "three"], ["class_label must be an integer"]),
+        ("digits-vqgan-ar", ["--steps", "0"], ["--steps must be at least 1"]),
+        ("digits-vqgan-ar", ["--steps", "many"], ["steps must be an integer"]),
         ("digits-vae", ["--seed", "-1"], ["--seed must be between 0 and 2**63-1"]),
         ("digits-vae", ["--seed", str(2**70)], ["--seed must be between 0 and 2**63-1"]),
         ("digits-vae", ["--seed", str(2**63)], ["--seed must be between 0 and 2**63-1"]),
@@ -246,7 +250,8 @@ def test_info_shows_declared_options_without_torch(cli):
     options = result.json()["options"]
     sampler = {o["name"]: o for o in options["sampler tokens"]}
     assert sampler["temperature"]["type"] == "float" and sampler["temperature"]["range"] == "(0, inf)"
-    assert sampler["temperature"]["default"] == 0.9  # the pipeline's default, not the declared 1.0
+    assert sampler["temperature"]["default"] == 0.8  # the pipeline's default, not the declared 1.0
+    assert sampler["random_class"]["default"] is True
     assert sampler["top_k"]["range"] == "[1, inf) or null" and sampler["top_p"]["range"] == "(0, 1] or null"
     assert all(o["help"] for o in sampler.values())
     prior = {o["name"] for o in options["prior digits-vqgan-ar-prior"]}
@@ -262,12 +267,14 @@ def test_info_shows_declared_options_without_torch(cli):
 
 def test_compose_set_stores_validated_typed_defaults(cli, tmp_path):
     out = tmp_path / "p.yaml"
-    parts = ["--encoder", "digits-dvae", "--prior", "digits-dalle-prior", "--decoder", "digits-dvae", "--sampler", "tokens"]
-    cli("compose", *parts, "--set", "temperature=0.8", "--set", "top_k=20", "--steps", "3", "-o", str(out)).assert_ok()
+    parts = ["--encoder", "digits-vqgan-k16", "--prior", "digits-vqgan-ar-prior", "--decoder", "digits-vqgan-k16", "--sampler", "tokens"]
+    cli(
+        "compose", *parts, "--set", "temperature=0.8", "--set", "top_k=20", "--set", "random_class=true", "--steps", "3", "-o", str(out)
+    ).assert_ok()
     import yaml
 
     defaults = yaml.safe_load(out.read_text())["pipelines"]["composed"]["defaults"]
-    assert defaults == {"steps": 3, "temperature": 0.8, "top_k": 20}
+    assert defaults == {"steps": 3, "temperature": 0.8, "top_k": 20, "random_class": True}
     assert isinstance(defaults["top_k"], int)
     a, ra = sample(cli, tmp_path, "file", target=str(out))
     b, rb = sample(cli, tmp_path, "flags", "--temperature", "0.8", "--top-k", "20")
@@ -288,7 +295,7 @@ def test_typod_default_in_a_registry_pipeline_is_one_line_naming_pipeline_key_an
     registry.write_text(
         "pipelines:\n"
         "  typo-ar:\n"
-        "    {encoder: digits-dvae, prior: digits-dalle-prior, decoder: digits-dvae, sampler: tokens,\n"
+        "    {encoder: digits-vqgan-k16, prior: digits-vqgan-ar-prior, decoder: digits-vqgan-k16, sampler: tokens,\n"
         "     defaults: {temprature: 0.5}}\n"
     )
     cli("--registry", str(registry), "sample", "typo-ar", "-o", str(tmp_path / "x.png")).assert_one_line_error(
@@ -334,10 +341,10 @@ def test_sidecar_records_the_run_and_is_strict_json(cli, tmp_path):
     text = out.with_suffix(".json").read_text()
     record = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} in the sidecar"))
     assert record["format"] == "latentzoo.samples/1"
-    assert record["pipeline"] == "digits-dalle" and record["sampler"] == "tokens" and record["scheduler"] is None
+    assert record["pipeline"] == "digits-vqgan-ar" and record["sampler"] == "tokens" and record["scheduler"] is None
     assert record["seed"] == 1 and record["n"] == 4 and record["batch_size"] == 3 and record["steps"] is None
-    assert record["options"] == {"top_p": 0.9, "class_label": 4}
-    assert set(record["sha256"]) == {"digits-dvae", "digits-dalle-prior"}
+    assert record["options"] == {"temperature": 0.8, "random_class": True, "top_p": 0.9, "class_label": 4}
+    assert set(record["sha256"]) == {"digits-vqgan-k16", "digits-vqgan-ar-prior"}
     assert record["files"] == ["rec.png"] and {"latentzoo", "torch", "python"} <= set(record["versions"])
 
 

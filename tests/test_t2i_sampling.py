@@ -93,7 +93,7 @@ def test_prompt_guidance_sidecar_and_same_bytes(cli, t2i_registry, tmp_path):
     assert "digits-clip" in record["sha256"] and "tiny-t2i-prior" in record["sha256"]
 
 
-@pytest.mark.parametrize("pipeline", ["digits", "digits-cond", "digits-dalle"])
+@pytest.mark.parametrize("pipeline", ["digits", "digits-cond", "digits-vqgan-ar"])
 @pytest.mark.parametrize("flag", ["--prompt", "--negative-prompt"])
 def test_prompt_on_a_prior_without_text_is_refused(cli, tmp_path, pipeline, flag):
     result = cli("sample", pipeline, flag, "a seven", "-n", "1", "--steps", "2", "-o", str(tmp_path / "x.png"))

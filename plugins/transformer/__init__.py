@@ -18,6 +18,19 @@ CONDITIONING_OPTIONS = [
     },
 ]
 
+# What a DALL-E (text) prior accepts: the prompt goes to its text-token conditioner.
+TEXT_OPTIONS = [
+    {"name": "prompt", "type": "str", "default": "", "help": "Caption to draw (empty: unconditional)"},
+    {"name": "negative_prompt", "type": "str", "default": "", "help": "Caption guided away from (empty: the empty prompt)"},
+    {
+        "name": "guidance",
+        "type": "float",
+        "default": 1.0,
+        "min": 0.0,
+        "help": "Classifier-free guidance on the logits against the negative prompt: uncond + g * (cond - uncond); 1 = none",
+    },
+]
+
 TOKEN_OPTIONS = [
     {
         "name": "temperature",
@@ -28,6 +41,12 @@ TOKEN_OPTIONS = [
         "help": "Divide the logits by this before sampling (< 1 sharper, > 1 more varied)",
     },
     {"name": "top_k", "type": "int", "default": None, "min": 1, "help": "Sample only among the k most likely codes (null: all)"},
+    {
+        "name": "random_class",
+        "type": "bool",
+        "default": False,
+        "help": "Without --class, draw each sample's class uniformly (ancestral sampling of p(c) p(x|c)) instead of the null token",
+    },
     {
         "name": "top_p",
         "type": "float",
@@ -52,6 +71,23 @@ def latentzoo_components() -> list[dict]:
             "trainer": "latentzoo.plugins.transformer.train:train",
             "description": "Causal transformer over raster-ordered code grids, optional class token",
             "options": CONDITIONING_OPTIONS,
+        },
+        {
+            "name": "transformer.text_prior",
+            "roles": ["prior"],
+            "kind": "autoregressive",
+            "family": "transformer",
+            "target": "latentzoo.plugins.transformer.model:CodeTransformer",
+            "trainer": "latentzoo.plugins.transformer.train:train",
+            "description": "DALL-E: causal transformer over [caption tokens, raster-ordered codes] (Ramesh et al. 2021)",
+            "options": TEXT_OPTIONS,
+        },
+        {
+            "name": "transformer.text",
+            "roles": ["conditioner"],
+            "family": "transformer",
+            "target": "latentzoo.plugins.transformer.model:TextTokens",
+            "description": "DALL-E caption-token embedding with its tokenizer: a prompt -> per-token states for a text code prior",
         },
         {
             "name": "transformer.tokens",

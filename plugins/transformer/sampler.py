@@ -33,8 +33,10 @@ class TokenSampler(Sampler):
 
     drives: ClassVar[tuple[str, ...]] = ("autoregressive",)
 
-    def __init__(self, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+    def __init__(
+        self, *, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, random_class: bool = False
+    ) -> None:
+        self.temperature, self.top_k, self.top_p, self.random_class = temperature, top_k, top_p, random_class
 
     @torch.inference_mode()
     def sample(
@@ -48,8 +50,11 @@ class TokenSampler(Sampler):
         temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
+        random_class: bool | None = None,
         class_labels: torch.Tensor | None = None,
         guidance: float = 1.0,
+        conditioning: dict[str, torch.Tensor] | None = None,
+        null_conditioning: dict[str, torch.Tensor] | None = None,
         **_: Any,
     ) -> torch.Tensor:
         temperature = self.temperature if temperature is None else temperature
@@ -62,12 +67,27 @@ class TokenSampler(Sampler):
         if top_k is not None and top_k < 1:
             raise LatentzooError(f"top_k must be >= 1, not {top_k}")
         n = noise.shape[0]
+        random_class = self.random_class if random_class is None else random_class
+        if random_class and class_labels is None and conditioning is None and getattr(prior, "num_classes", None):
+            # p(x) = sum_c p(c) p(x | c) with p(c) uniform: the class-conditional branch, trained on
+            # every example, samples better than the null token, trained on the dropped ones only.
+            class_labels = torch.randint(0, prior.num_classes - 1, (n,), generator=generator)
         labels = prior.null_labels(n) if class_labels is None else class_labels
-        guided = class_labels is not None and guidance != 1.0
-        if guided:  # classifier-free guidance on logits (as in Parti / MUSE): uncond + g * (cond - uncond)
-            labels = torch.cat([labels, prior.null_labels(n)])
+        text = None
+        if conditioning is not None:  # DALL-E: the prompt's token states come first (batch 1 or n)
+            text = conditioning["tokens"].expand(n, -1, -1)
+            null = conditioning["tokens"] if null_conditioning is None else null_conditioning["tokens"]
+            guided = guidance != 1.0
+            if guided:
+                text, labels = torch.cat([text, null.expand(n, -1, -1)]), torch.cat([labels, labels])
+        else:
+            guided = class_labels is not None and guidance != 1.0
+            if guided:  # classifier-free guidance on logits (as in Parti / MUSE): uncond + g * (cond - uncond)
+                labels = torch.cat([labels, prior.null_labels(n)])
         length = prior.grid_size * prior.grid_size
         caches: list[dict[str, Any]] = [{} for _ in prior.blocks]
+        if text is not None:
+            prior.prefill(text, caches)
         codes = torch.empty((n, length), dtype=torch.long)
         previous = None
         for i in range(length):

@@ -1,0 +1,164 @@
+"""DALL-E on digits (issue 15): a text-conditioned code prior, CLIP re-ranking as a pipeline
+step, augmentation for code priors, and the refusals that keep parts composing through the contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentzoo.plugins.transformer.train import augment_images
+
+PROMPT = "a seven"
+
+
+def sample(cli, tmp_path: Path, name: str, *args: str, target: str = "digits-dalle"):
+    out = tmp_path / f"{name}.png"
+    return out, cli("sample", target, "-n", "4", "--seed", "3", "-o", str(out), "--no-progress", *args)
+
+
+def test_prompted_reranked_sampling_is_reproducible_and_recorded(cli, tmp_path):
+    a, ra = sample(cli, tmp_path, "a", "--prompt", PROMPT, "--candidates", "3")
+    b, rb = sample(cli, tmp_path, "b", "--prompt", PROMPT, "--candidates", "3")
+    ra.assert_ok(), rb.assert_ok()
+    assert a.read_bytes() == b.read_bytes()  # same seed, same bytes
+    record = json.loads(a.with_suffix(".json").read_text())
+    rerank = record["reranking"]
+    assert rerank["candidates"] == 3 and rerank["scorer"] == "digits-clip" and rerank["text"] == PROMPT
+    assert len(rerank["scores"]) == 4 and all(-1 <= s <= 1 for s in rerank["scores"])
+    assert record["sha256"]["digits-clip"] == rerank["scorer_sha256"]
+    assert record["options"]["prompt"] == PROMPT
+    plain, rp = sample(cli, tmp_path, "plain", "--prompt", PROMPT)
+    uncond, ru = sample(cli, tmp_path, "uncond")
+    rp.assert_ok(), ru.assert_ok()
+    assert len({a.read_bytes(), plain.read_bytes(), uncond.read_bytes()}) == 3  # re-ranking and the prompt both act
+    assert "reranking" not in json.loads(plain.with_suffix(".json").read_text())
+
+
+def test_reranking_keeps_the_best_candidate_by_the_scorer():
+    """The Python API: best of N by digits-clip; kept scores beat the mean score of plain draws."""
+    import latentzoo
+
+    torch.set_num_threads(1)
+    pipe = latentzoo.load_pipeline("digits-dalle")
+    scores: list[float] = []
+    best = pipe.sample(6, seed=0, prompt=PROMPT, candidates=4, scores=scores)
+    assert best.shape == (6, 1, 32, 32) and len(scores) == 6
+    drawn = pipe.sample(24, seed=0, prompt=PROMPT)  # the same 24 draws the candidates came from
+    sims = pipe.scorer.similarity(drawn, [PROMPT])[:, 0].view(6, 4)
+    torch.testing.assert_close(torch.tensor(scores), sims.max(1).values, atol=1e-5, rtol=0)
+    torch.testing.assert_close(best, drawn.view(6, 4, 1, 32, 32)[torch.arange(6), sims.argmax(1)])
+
+
+def test_api_sample_reranks_like_the_cli(cli, tmp_path):
+    import latentzoo
+    from latentzoo.core.errors import LatentzooError
+
+    record = latentzoo.sample("digits-dalle", 4, seed=3, output=tmp_path / "api.png", options={"prompt": PROMPT}, candidates=3)
+    assert record["reranking"]["candidates"] == 3 and len(record["reranking"]["scores"]) == 4
+    out, result = sample(cli, tmp_path, "cli", "--prompt", PROMPT, "--candidates", "3")
+    result.assert_ok()
+    assert out.read_bytes() == (tmp_path / "api.png").read_bytes()
+    for bad in (0, -1, True, 2.5):
+        with pytest.raises(LatentzooError, match="--candidates must be"):
+            latentzoo.sample("digits-dalle", 1, output=tmp_path / "bad.png", options={"prompt": PROMPT}, candidates=bad)
+    assert not (tmp_path / "bad.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "fragments"),
+    [
+        ("digits-dalle", ["--prompt", PROMPT, "--candidates", "0"], ["--candidates must be a whole number from 1"]),
+        ("digits-dalle", ["--prompt", PROMPT, "--candidates", "-2"], ["--candidates must be", "not -2"]),
+        ("digits-dalle", ["--prompt", PROMPT, "--candidates", "two"], ["--candidates", "two"]),
+        ("digits-dalle", ["--candidates", "2"], ["--candidates re-ranks against the prompt", "--prompt"]),
+        ("digits-dalle", ["--prompt", PROMPT, "--candidates", "2", "--scorer", "digits-dvae"], ["scorer digits-dvae cannot score"]),
+        ("digits-dalle", ["--prompt", PROMPT, "--candidates", "2", "--scorer", "no-such-model"], ["no-such-model"]),
+        ("digits-vqgan-ar", ["--candidates", "2", "--class", "3"], ["pipeline digits-vqgan-ar has no scorer", "--scorer digits-clip"]),
+        ("digits-vqgan-ar", ["--prompt", PROMPT], ["prior digits-vqgan-ar-prior", "takes no text", "--prompt"]),
+        ("digits-dalle", ["--class", "3"], ["unknown option 'class_label'"]),
+        ("digits-dalle", ["--decoder", "digits-vqgan-k16"], ["prior digits-dalle-prior vs decoder digits-vqgan-k16", "codebook_size"]),
+        ("digits-dalle", ["--conditioner", "digits-clip"], ["conditioner digits-clip vs prior digits-dalle-prior"]),
+        ("digits-vqgan-ar", ["--prior", "digits-dalle-prior"], ["digits-dalle-prior"]),
+    ],
+)
+def test_bad_dalle_requests_are_one_line_and_write_nothing(cli, tmp_path, target, args, fragments):
+    out = tmp_path / "x.png"
+    cli("sample", target, "-o", str(out), "--no-progress", *args).assert_one_line_error(*fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config", "cwd"]
+
+
+def test_compose_records_a_scorer_and_refuses_an_unknown_one(cli):
+    parts = ["--encoder", "digits-dvae", "--conditioner", "digits-dalle-text", "--prior", "digits-dalle-prior"]
+    parts += ["--decoder", "digits-dvae", "--sampler", "tokens"]
+    result = cli("compose", *parts, "--scorer", "digits-clip").assert_ok()
+    assert "scorer: digits-clip" in result.stdout
+    cli("compose", *parts, "--scorer", "nope").assert_one_line_error("nope")
+
+
+def test_augmentation_is_seeded_and_keeps_the_background():
+    from latentzoo.core.data import load_dataset
+
+    images = load_dataset("digits", split="train").images[:8]
+    a = augment_images(images, 3, shift=2.0, rotate=8.0, scale=0.08, seed=0)
+    b = augment_images(images, 3, shift=2.0, rotate=8.0, scale=0.08, seed=0)
+    assert a.shape == (24, 1, 32, 32) and torch.equal(a, b)
+    assert not torch.equal(a[:8], images) and not torch.equal(a[:8], a[8:16])  # copies differ from the image and each other
+    assert float(a.amin()) >= -1 and float(a.amax()) <= 1
+    blank = augment_images(torch.full((4, 1, 32, 32), -1.0), 2, shift=3.0, rotate=10.0, scale=0.1, seed=1)
+    assert torch.equal(blank, torch.full_like(blank, -1.0))  # what moves in from outside is background, not grey
+
+
+def test_training_a_text_prior_publishes_prior_conditioner_and_pipeline(cli, tmp_path):
+    import yaml
+
+    import latentzoo
+
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    config = {"text": True, "augment": 1, "d_model": 32, "n_layer": 1, "n_head": 2}
+    config["tokenizer"] = str(Path(__file__).parents[1] / "weights" / "digits-clip.tokenizer.json")
+    latentzoo.train(
+        "transformer",
+        out=out,
+        data="digits-captions",
+        name="tiny-dalle-prior",
+        steps=2,
+        batch_size=8,
+        checkpoint_every=2,
+        progress=False,
+        config=config,
+        extra={"encoder": "digits-dvae"},
+    )
+    fragment = yaml.safe_load((out / "registry.yaml").read_text())
+    prior, text = fragment["components"]["tiny-dalle-prior"], fragment["components"]["tiny-dalle-text"]
+    assert prior["conditioning"] == text["conditioning_space"]
+    assert prior["conditioning"]["encoder"] == "sha256:" + text["weights"]["sha256"][:16]
+    assert prior["metrics"]["training_grids"] == 2 * 1437 and "val_bits_empty_prompt" in prior["metrics"]
+    assert fragment["pipelines"]["tiny-dalle"]["conditioner"] == "tiny-dalle-text"
+    png = tmp_path / "t.png"
+    cli("--registry", str(out / "registry.yaml"), "sample", "tiny-dalle", "--prompt", "a two", "-n", "2", "-o", str(png)).assert_ok()
+    cli("train", "transformer", "--encoder", "digits-dvae", "-o", str(tmp_path / "r2"), "--set", "text=true").assert_one_line_error(
+        "captioned dataset"
+    )
+
+
+def test_training_a_class_prior_without_augmentation(tmp_path):
+    """The default path (augment 0): one grid per image, no augmentation flag, held-out NLL measured."""
+    import latentzoo
+
+    torch.set_num_threads(1)
+    entry = latentzoo.train(
+        "transformer",
+        out=tmp_path / "run",
+        steps=2,
+        batch_size=8,
+        checkpoint_every=2,
+        progress=False,
+        config={"num_class_embeds": 11, "d_model": 32, "n_layer": 1, "n_head": 2},
+        extra={"encoder": "digits-vqgan-k16"},
+    )
+    assert entry["class"] == "transformer.prior" and "augment_flag" not in entry["config"]
+    assert entry["metrics"]["training_grids"] == 1437 and 0 < entry["metrics"]["held_out_nll_bits_per_code"] < 8
