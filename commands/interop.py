@@ -16,6 +16,11 @@ import click
 @click.option(
     "--calibrate", "calibrate_data", metavar="DATA", help="Measure the scaling factor (1/std of the latents) on a dataset or image folder."
 )
+@click.option(
+    "--latent-space-of",
+    metavar="NAME",
+    help="A fine-tuned VAE decodes the latent space of NAME (a converted VAE or pipeline), e.g. SD's ft-MSE VAE (diffusers).",
+)
 @click.option("--no-register", is_flag=True, help="Do not add the result to the user registry; use it with --registry OUT/registry.yaml.")
 @click.option("--force", is_flag=True, help="Replace an earlier conversion, or shadow registry entries of the same names.")
 def convert(
@@ -25,6 +30,7 @@ def convert(
     outdir: str | None,
     scaling_factor: float | None,
     calibrate_data: str | None,
+    latent_space_of: str | None,
     no_register: bool,
     force: bool,
 ) -> None:
@@ -37,7 +43,11 @@ def convert(
     """
     from latentzoo.interop.api import convert as run
 
-    options = {k: v for k, v in {"scaling_factor": scaling_factor, "calibrate": calibrate_data}.items() if v is not None}
+    options = {
+        k: v
+        for k, v in {"scaling_factor": scaling_factor, "calibrate": calibrate_data, "latent_space_of": latent_space_of}.items()
+        if v is not None
+    }
     result = run(source, name, from_format=fmt, outdir=outdir, register=not no_register, force=force, **options)
     for note in result.notes:
         click.echo(note, err=True)

@@ -195,6 +195,9 @@ def convert(
         for entry in components.values():  # weights first, the fragment that names them last
             if "path" in (entry.get("weights") or {}):
                 os.replace(stage / entry["weights"]["path"], out / entry["weights"]["path"])
+        for extra in sorted(stage.iterdir()):  # files shipped beside the weights (a text encoder's tokenizer.json)
+            if extra.is_file() and extra != staged:
+                os.replace(extra, out / extra.name)
         frag_path = out / "registry.yaml"
         os.replace(staged, frag_path)
     finally:

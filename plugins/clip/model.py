@@ -281,10 +281,17 @@ class CLIPTextEncoder(nn.Module, _TextTower, Conditioner):
     conditioning_space: Any = None
 
     def __init__(
-        self, text_config: dict[str, Any] | None = None, projection_dim: int | None = None, tokenizer: dict[str, str] | None = None
+        self,
+        text_config: dict[str, Any] | None = None,
+        projection_dim: int | None = None,
+        tokenizer: dict[str, str] | None = None,
+        use_attention_mask: bool = True,
     ) -> None:
         super().__init__()
         self.tokenizer_file = tokenizer
+        # False: as Stable Diffusion's pipelines run CLIPTextModel: ids padded to the full length, no padding
+        # mask in the encoder, and the prior attends to every token (the padding's states included).
+        self.use_attention_mask = use_attention_mask
         self.text_config = _text_config(text_config)
         self.text_model = CLIPTextTransformer(self.text_config)
         self.text_projection = nn.Linear(self.text_config["hidden_size"], projection_dim, bias=False) if projection_dim else None
@@ -299,6 +306,9 @@ class CLIPTextEncoder(nn.Module, _TextTower, Conditioner):
     @torch.inference_mode()
     def condition(self, inputs: list[str]) -> dict[str, torch.Tensor]:
         ids, mask = self.tokenize(inputs)
+        if not self.use_attention_mask:
+            tokens, pooled = self.text_model(ids, None)
+            return {"tokens": tokens, "pooled": pooled}
         tokens, pooled = self.text_model(ids, mask)
         return {"tokens": tokens, "pooled": pooled, "mask": mask}
 

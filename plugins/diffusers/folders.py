@@ -229,8 +229,34 @@ def calibrate(model: Any, data: str, batch: int = 64) -> tuple[float, float, int
     return 1.0 / std, float(z.mean()), len(images)
 
 
-def convert(source: Path, name: str, stage: Path, *, scaling_factor: float | None = None, calibrate: str | None = None) -> dict:
-    """The format's convert (see latentzoo.interop.formats): a diffusers model or pipeline folder."""
+def _space_of(name: str) -> dict[str, Any]:
+    """The latent space a registry component (or a pipeline's decoder) states, for --latent-space-of."""
+    from latentzoo.core.registry import Registry
+
+    registry = Registry.load()
+    entry = registry.get(name)
+    if entry.section == "pipelines":
+        entry = registry.get(str(entry.data.get("decoder")), "decoder")
+    space = entry.latent_space
+    if space is None:
+        raise LatentzooError(f"--latent-space-of {name}: {entry.name} states no latent space; name an autoencoder or a pipeline")
+    return space.to_dict()
+
+
+def convert(
+    source: Path,
+    name: str,
+    stage: Path,
+    *,
+    scaling_factor: float | None = None,
+    calibrate: str | None = None,
+    latent_space_of: str | None = None,
+) -> dict:
+    """The format's convert (see latentzoo.interop.formats): a diffusers model or pipeline folder.
+
+    ``latent_space_of``: a registry name whose latent space a fine-tuned AutoencoderKL decodes
+    (e.g. SD's ft-MSE VAE for a converted SD pipeline); the result is a decoder of that space.
+    """
     if not source.is_dir():
         raise LatentzooError(f"{source} is not a folder; give a diffusers model or pipeline folder (config.json / model_index.json)")
     models, pipelines = _readers()
@@ -245,8 +271,17 @@ def convert(source: Path, name: str, stage: Path, *, scaling_factor: float | Non
                 f"{index_path}: pipeline {kind!r} is not supported ({', '.join(sorted(pipelines)) or 'no loaded family maps one'})"
             )
         mapping.read_pipeline(ctx, index)
+    elif latent_space_of is not None:
+        path, raw = ctx.config_of(source)
+        if raw.get("_class_name") != "AutoencoderKL":
+            raise LatentzooError(f"--latent-space-of applies to an AutoencoderKL folder; {path} is a {raw.get('_class_name')!r}")
+        if scaling_factor is not None or calibrate is not None:
+            raise LatentzooError("--latent-space-of takes the scaling factor of that space; drop --scaling-factor / --calibrate")
+        ctx.read_part(source, name, latent_space_of=_space_of(latent_space_of))
     else:
         ctx.read_part(source, name)
+    if latent_space_of is not None and index_path.is_file():
+        raise LatentzooError(f"--latent-space-of applies to a VAE folder, not a pipeline ({index_path})")
     if (scaling_factor is not None or calibrate is not None) and not ctx.scaling_used:
         raise LatentzooError(f"--scaling-factor / --calibrate apply to latent autoencoders; {source} converts none")
     return {"components": ctx.components, "pipelines": ctx.pipelines, "notes": ctx.notes}

@@ -212,6 +212,7 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         num_attention_heads: int | list[int] | None = None,
         transformer_layers_per_block: int = 1,
         use_linear_projection: bool = False,
+        upcast_attention: bool = False,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-5,
         num_class_embeds: int | None = None,
@@ -248,6 +249,8 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         self.prediction_type, self.num_train_timesteps, self.training_schedule = prediction_type, num_train_timesteps, training_schedule
         self.num_classes = num_class_embeds
         self.sample_size, self.in_channels, self.cross_attention_dim = sample_size, in_channels, cross_attention_dim
+        # diffusers' upcast_attention computes q k^T in fp32 under fp16; SDPA accumulates in fp32 already, so it is recorded only.
+        self.upcast_attention = upcast_attention
         self.flip_sin_to_cos, self.freq_shift = flip_sin_to_cos, freq_shift
         # diffusers: num_attention_heads defaults to attention_head_dim (a historical misnomer: it counts heads).
         heads = _per_block(num_attention_heads or attention_head_dim, n, "attention_head_dim")

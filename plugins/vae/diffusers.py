@@ -59,39 +59,75 @@ def kl_config(ctx: Any, path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     return {k: _plain(cfg[k]) for k in KL_TO_OURS}
 
 
+def convert_state(
+    ctx: Any,
+    path: Path,
+    raw: dict[str, Any],
+    state: dict[str, Any],
+    comp: str,
+    *,
+    build: Any = None,
+    latent_space_of: dict[str, Any] | None = None,
+    **context: Any,
+) -> dict[str, Any]:
+    """An AutoencoderKL config + state dict -> entry ``comp`` in ``ctx.components``; returns its latent space.
+
+    ``build(cls, config, state, where)`` loads the weights (default: ``ctx.build_and_load``).
+    ``latent_space_of``: the space of another autoencoder this one was fine-tuned to decode (as
+    SD's ft-MSE VAE replaces the original): the entry is then a decoder of that space (its own
+    encoder is not used), and its config must agree with that space's shape and scale.
+    """
+    import math
+
+    from latentzoo.core.errors import LatentzooError
+
+    from .model import KLAutoencoder
+
+    cfg = kl_config(ctx, path, raw)
+    model = (build or ctx.build_and_load)(KLAutoencoder, cfg, state, path)
+    sha = ctx.save(comp, model, "vae")
+    entry: dict[str, Any] = {
+        "family": "vae",
+        "class": "vae.autoencoder",
+        "config": cfg,
+        "weights": {"path": f"{comp}.safetensors", "sha256": sha},
+    }
+    if latent_space_of is not None:
+        space = dict(latent_space_of)
+        shape = model.shape_fields()
+        wrong = [f"{k} {v!r} != {space.get(k)!r}" for k, v in shape.items() if space.get(k) != v]
+        stated = raw.get("scaling_factor")
+        if isinstance(stated, int | float) and space.get("scaling_factor") and abs(stated - space["scaling_factor"]) > 1e-9:
+            wrong.append(f"scaling_factor {stated!r} != {space['scaling_factor']!r}")
+        if wrong:
+            raise LatentzooError(f"{path}: this VAE does not fit the latent space it is declared for: {'; '.join(wrong)}")
+        ctx.notes.append(f"{comp} decodes latent space {space['autoencoder']} (declared with --latent-space-of); its encoder is not used")
+        entry.update(roles=["decoder"], latent_space=space)
+        entry["description"] = f"diffusers AutoencoderKL from {ctx.source.name}, converted: a decoder of {space['autoencoder']}"
+        entry["training"] = {**ctx.provenance, "fine_tuned_for": space["autoencoder"]}
+        ctx.components[comp] = entry
+        return space
+    sf, source_of = ctx.scaling(path, raw, model, suspect_default=False)
+    shift = raw.get("shift_factor") or 0.0
+    if not (isinstance(shift, int | float) and math.isfinite(shift)):
+        raise LatentzooError(f"{path}: shift_factor {shift!r} is not a finite number; fix the config")
+    shift = float(shift)
+    ctx.notes.append(f"scaling_factor {sf:.6g} from {source_of}; shift {shift:.6g} (shift_factor)")
+    space = {**model.shape_fields(), "autoencoder": space_identity(sha), "scaling_factor": sf, "shift": shift}
+    entry.update(roles=["encoder", "decoder"], latent_space=space)
+    entry["description"] = f"diffusers AutoencoderKL from {ctx.source.name}, converted (scaling_factor from {source_of})"
+    entry["training"] = {**ctx.provenance, "scaling_factor_source": source_of}
+    ctx.components[comp] = entry
+    return space
+
+
 class AutoencoderKLFormat:
     """The diffusers mapping of ``vae.autoencoder``."""
 
     reads = ("AutoencoderKL",)
 
     def read(self, ctx: Any, folder: Path, raw: dict[str, Any], comp: str, **context: Any) -> dict[str, Any]:
-        import math
-
-        from latentzoo.core.errors import LatentzooError
-
-        from .model import KLAutoencoder
-
-        path = folder / "config.json"
-        cfg = kl_config(ctx, path, raw)
-        model = ctx.build_and_load(KLAutoencoder, cfg, ctx.load_weights(folder), path)
-        sf, source_of = ctx.scaling(path, raw, model, suspect_default=False)
-        shift = raw.get("shift_factor") or 0.0
-        if not (isinstance(shift, int | float) and math.isfinite(shift)):
-            raise LatentzooError(f"{path}: shift_factor {shift!r} is not a finite number; fix the config")
-        shift = float(shift)
-        ctx.notes.append(f"scaling_factor {sf:.6g} from {source_of}; shift {shift:.6g} (shift_factor)")
-        sha = ctx.save(comp, model, "vae")
-        space = {**model.shape_fields(), "autoencoder": space_identity(sha), "scaling_factor": sf, "shift": shift}
-        ctx.components[comp] = {
-            "family": "vae",
-            "class": "vae.autoencoder",
-            "roles": ["encoder", "decoder"],
-            "config": cfg,
-            "weights": {"path": f"{comp}.safetensors", "sha256": sha},
-            "latent_space": space,
-            "description": f"diffusers AutoencoderKL from {ctx.source.name}, converted (scaling_factor from {source_of})",
-            "training": {**ctx.provenance, "scaling_factor_source": source_of},
-        }
+        space = convert_state(ctx, folder / "config.json", raw, ctx.load_weights(folder), comp, **context)
         return {"latent_space": space}
 
     def write(self, ctx: Any, entry: Any, folder: Path, *, space: Any = None, **context: Any) -> str:

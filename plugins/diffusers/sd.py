@@ -1,0 +1,632 @@
+"""Stable Diffusion (1.x and 2.x) in diffusers' layout <-> latentzoo components and a text-to-image pipeline.
+
+Layered so that any source of diffusers-layout state dicts can use it (a diffusers folder
+here; an original single-file checkpoint after its keys are renamed elsewhere):
+
+``convert_sd_parts(ctx, parts, *, tokenizer, scheduler_config, where) -> None``
+    ``ctx`` is a ``latentzoo.plugins.diffusers.folders.ReadContext`` (``ctx.name`` names the
+    pipeline, weights go to ``ctx.stage``); ``parts`` maps ``"unet"``, ``"vae"`` and
+    ``"text_encoder"`` to ``(config, state_dict)``: the diffusers ``UNet2DConditionModel`` /
+    ``AutoencoderKL`` config.json dicts and transformers' ``CLIPTextModel`` config.json dict,
+    with state dicts in diffusers / transformers key names. ``tokenizer`` is a
+    ``latentzoo.core.text.TextTokenizer`` or a folder with vocab.json + merges.txt;
+    ``scheduler_config`` is a diffusers scheduler_config.json dict. It adds to
+    ``ctx.components``: ``NAME-text-encoder`` (clip.text conditioner, its tokenizer.json
+    beside the weights), ``NAME-unet`` (diffusion.unet_cond prior), ``NAME-vae``
+    (vae.autoencoder encoder/decoder), a sampler / scheduler when the config needs its own;
+    ``ctx.pipelines[NAME]``; and notes. The caller returns ``{"components": ctx.components,
+    "pipelines": ctx.pipelines, "notes": ctx.notes}`` from its format's ``convert``.
+
+``load_assigned(cls, config, state, where)``: builds ``cls(**config)`` without allocating or
+initialising its parameters and adopts ``state``'s tensors (``load_state_dict(assign=True)``):
+no copy of the weights, and a tensor whose shape the config contradicts is refused in one
+line naming it. ``read_safetensors(path)``: a state dict memory-mapped from the file.
+
+What is mapped, and how:
+
+* text encoder: diffusers' pipeline calls ``CLIPTextModel`` on ids padded to 77 tokens with no
+  attention mask (``use_attention_mask`` unset) and conditions the UNet on every token's last
+  hidden state, the padding included (SD 2.x's text_encoder folder already holds the 23
+  layers it uses, so the last hidden state is the penultimate layer of OpenCLIP). The
+  conditioner does the same (``use_attention_mask: false``), so outputs match diffusers.
+* scheduler: the training schedule (betas, T, prediction_type epsilon / v_prediction) goes to
+  the prior; timestep spacing + steps_offset to a ``diffusion.timesteps`` scheduler (the
+  built-in ``leading`` / ``trailing`` / ``linspace`` when the offset is 0); the algorithm to a
+  sampler: DDIM -> ddim (eta 0), PNDM -> ddim (latentzoo has no PLMS; DDIM runs on the same
+  timesteps and is what PNDM's skip_prk_steps variant approximates), Euler -> euler,
+  EulerAncestral -> euler-ancestral, DPMSolverMultistep (dpmsolver++, order 2) -> dpmpp-2m,
+  LMS -> lms, DDPM -> ddpm; ``use_karras_sigmas`` -> the karras scheduler.
+* ``safety_checker``, ``feature_extractor`` (and ``image_encoder``) are not converted: a note says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from latentzoo.core.errors import LatentzooError
+
+DIFFUSERS_VERSION = "0.30.0"
+PIPELINE = "StableDiffusionPipeline"
+IGNORED = ("safety_checker", "feature_extractor", "image_encoder")
+DEFAULT_STEPS, DEFAULT_GUIDANCE = 50, 7.5  # StableDiffusionPipeline.__call__ defaults
+
+UNET_DEFAULTS: dict[str, Any] = {  # diffusers UNet2DConditionModel's constructor defaults
+    "sample_size": None,
+    "in_channels": 4,
+    "out_channels": 4,
+    "center_input_sample": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "only_cross_attention": False,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "layers_per_block": 2,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "dropout": 0.0,
+    "act_fn": "silu",
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "cross_attention_dim": 1280,
+    "transformer_layers_per_block": 1,
+    "reverse_transformer_layers_per_block": None,
+    "encoder_hid_dim": None,
+    "encoder_hid_dim_type": None,
+    "attention_head_dim": 8,
+    "num_attention_heads": None,
+    "dual_cross_attention": False,
+    "use_linear_projection": False,
+    "class_embed_type": None,
+    "addition_embed_type": None,
+    "addition_time_embed_dim": None,
+    "num_class_embeds": None,
+    "upcast_attention": False,
+    "resnet_time_scale_shift": "default",
+    "resnet_skip_time_act": False,
+    "resnet_out_scale_factor": 1.0,
+    "time_embedding_type": "positional",
+    "time_embedding_dim": None,
+    "time_embedding_act_fn": None,
+    "timestep_post_act": None,
+    "time_cond_proj_dim": None,
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+    "projection_class_embeddings_input_dim": None,
+    "attention_type": "default",
+    "class_embeddings_concat": False,
+    "mid_block_only_cross_attention": None,
+    "cross_attention_norm": None,
+}
+UNET_TO_OURS = (
+    "sample_size",
+    "in_channels",
+    "out_channels",
+    "block_out_channels",
+    "layers_per_block",
+    "down_block_types",
+    "up_block_types",
+    "mid_block_type",
+    "cross_attention_dim",
+    "attention_head_dim",
+    "num_attention_heads",
+    "transformer_layers_per_block",
+    "use_linear_projection",
+    "upcast_attention",
+    "norm_num_groups",
+    "norm_eps",
+    "num_class_embeds",
+    "flip_sin_to_cos",
+    "freq_shift",
+    "dropout",
+)
+# Options latentzoo's UNetCondPrior does not implement: each must keep diffusers' default.
+UNET_FIXED = tuple(k for k in UNET_DEFAULTS if k not in UNET_TO_OURS)
+
+SCHED_COMMON: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "trained_betas": None,
+    "prediction_type": "epsilon",
+    "steps_offset": 0,
+    "rescale_betas_zero_snr": False,
+    "use_karras_sigmas": False,
+}
+# Per class: (its defaults that differ, the latentzoo sampler it maps to, a note when the mapping is not exact).
+SCHEDULERS: dict[str, tuple[dict[str, Any], str, str | None]] = {
+    "DDIMScheduler": ({"timestep_spacing": "leading", "set_alpha_to_one": True, "clip_sample": True}, "diffusion.ddim", None),
+    "PNDMScheduler": (
+        {"timestep_spacing": "leading", "set_alpha_to_one": False, "skip_prk_steps": False},
+        "diffusion.ddim",
+        "PNDMScheduler (PLMS) has no latentzoo sampler: mapped to DDIM (eta 0) on the same timesteps",
+    ),
+    "DDPMScheduler": ({"timestep_spacing": "leading", "variance_type": "fixed_small", "clip_sample": True}, "diffusion.ddpm", None),
+    "EulerDiscreteScheduler": ({"timestep_spacing": "linspace"}, "diffusion.euler", None),
+    "EulerAncestralDiscreteScheduler": ({"timestep_spacing": "linspace"}, "ksampling.euler_ancestral", None),
+    "DPMSolverMultistepScheduler": (
+        {"timestep_spacing": "linspace", "algorithm_type": "dpmsolver++", "solver_order": 2},
+        "diffusion.dpmpp_2m",
+        None,
+    ),
+    "LMSDiscreteScheduler": ({"timestep_spacing": "linspace"}, "ksampling.lms", None),
+}
+# The registry names of those samplers (built-in entries), and back to a diffusers class on export.
+SAMPLER_NAMES = {
+    "diffusion.ddim": "ddim",
+    "diffusion.ddpm": "ddpm",
+    "diffusion.euler": "euler",
+    "ksampling.euler_ancestral": "euler-ancestral",
+    "diffusion.dpmpp_2m": "dpmpp-2m",
+    "ksampling.lms": "lms",
+}
+EXPORT_SCHEDULERS = {
+    "diffusion.ddim": "DDIMScheduler",
+    "diffusion.ddpm": "DDPMScheduler",
+    "diffusion.euler": "EulerDiscreteScheduler",
+    "ksampling.euler_ancestral": "EulerAncestralDiscreteScheduler",
+    "diffusion.dpmpp_2m": "DPMSolverMultistepScheduler",
+    "ksampling.lms": "LMSDiscreteScheduler",
+}
+SPACINGS = ("leading", "trailing", "linspace")
+TRAINING = ("beta_schedule", "beta_start", "beta_end", "rescale_betas_zero_snr")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+# ---------------------------------------------------------------------------------------
+# loading without copies
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Parameters created inside live on the meta device: no memory, no random initialisation.
+
+    Buffers and plain tensors (a prior's noise schedule) are still real, which is why this
+    patches parameter registration instead of using ``torch.device("meta")``.
+    """
+    from torch import nn
+
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: Any) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def load_assigned(cls: Any, config: dict[str, Any], state: dict[str, Any], where: Any) -> Any:
+    """``cls(**config)`` holding ``state``'s tensors themselves (no copy); shape / key misfits in one line."""
+    try:
+        with _parameters_on_meta():
+            model = cls(**config)
+    except (TypeError, ValueError, LatentzooError) as exc:
+        raise LatentzooError(f"{where}: config does not build a latentzoo model ({exc})") from exc
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if key in own and tuple(own[key].shape) != tuple(tensor.shape):
+            raise LatentzooError(
+                f"{where}: tensor {key!r} has shape {list(tensor.shape)} but the config gives {list(own[key].shape)}; "
+                "the config and the weights belong to different models"
+            )
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise LatentzooError(
+            f"{where}: weights do not map onto latentzoo's layout: {len(missing)} missing {missing[:3]}, "
+            f"{len(unexpected)} unexpected {unexpected[:3]}"
+        )
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def read_safetensors(path: str | Path) -> dict[str, Any]:
+    """A safetensors file's tensors, memory-mapped (pages are read on use, never copied up front)."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))  # safe_open maps the file; tensors are views of pages read on use
+    except Exception as exc:
+        raise LatentzooError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
+
+
+# ---------------------------------------------------------------------------------------
+# reading
+
+
+def unet_config(ctx: Any, where: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """UNetCondPrior's config (without prediction type and training schedule) from a UNet2DConditionModel config."""
+    cfg = ctx.with_defaults(raw, UNET_DEFAULTS)
+    for key in UNET_FIXED:
+        if key not in ("only_cross_attention",):
+            ctx.require(cfg[key] == UNET_DEFAULTS[key], where, f"{key} {cfg[key]!r} (only {UNET_DEFAULTS[key]!r})")
+    ctx.require(cfg["only_cross_attention"] in (False, None) or cfg["only_cross_attention"] == [False] * len(cfg["block_out_channels"]),
+                where, "only_cross_attention")  # fmt: skip
+    ctx.require(isinstance(cfg["sample_size"], int), where, f"sample_size {cfg['sample_size']!r} (need one integer size)")
+    ctx.require(isinstance(cfg["transformer_layers_per_block"], int), where, "per-block transformer_layers_per_block")
+    return {k: _plain(cfg[k]) for k in UNET_TO_OURS}
+
+
+def text_config(where: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    from latentzoo.plugins.clip.model import HF_TEXT_DEFAULTS
+
+    arch = (raw.get("architectures") or ["CLIPTextModel"])[0]
+    if arch != "CLIPTextModel":
+        raise LatentzooError(f"{where}: text encoder {arch!r} is not a CLIPTextModel (the Stable Diffusion 1.x / 2.x text encoder)")
+    if raw.get("use_attention_mask"):
+        raise LatentzooError(f"{where}: use_attention_mask is set; latentzoo converts SD text encoders that attend to the padding")
+    return {k: raw.get(k, v) for k, v in HF_TEXT_DEFAULTS.items()}
+
+
+def scheduler_parts(ctx: Any, where: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """A diffusers scheduler config split into training schedule, spacing and sampler (module docstring)."""
+    cls = raw.get("_class_name")
+    if cls not in SCHEDULERS:
+        raise LatentzooError(f"{where}: scheduler {cls!r} is not supported; latentzoo maps {', '.join(SCHEDULERS)}")
+    defaults, sampler_cls, note = SCHEDULERS[cls]
+    cfg = ctx.with_defaults(raw, {**SCHED_COMMON, **defaults})
+    ctx.require(cfg["trained_betas"] is None, where, "trained_betas (an explicit beta list)")
+    ctx.require(cfg["beta_schedule"] in ("linear", "scaled_linear", "squaredcos_cap_v2"), where, f"beta_schedule {cfg['beta_schedule']!r}")
+    ctx.require(cfg["timestep_spacing"] in SPACINGS, where, f"timestep_spacing {cfg['timestep_spacing']!r}")
+    ctx.require(cfg["prediction_type"] in ("epsilon", "v_prediction"), where, f"prediction_type {cfg['prediction_type']!r}")
+    ctx.require(isinstance(cfg["num_train_timesteps"], int) and cfg["num_train_timesteps"] >= 2, where, "num_train_timesteps")
+    ctx.require(isinstance(cfg["steps_offset"], int) and cfg["steps_offset"] >= 0, where, f"steps_offset {cfg['steps_offset']!r}")
+    if cls == "DPMSolverMultistepScheduler":
+        ok = cfg["algorithm_type"] == "dpmsolver++" and cfg["solver_order"] == 2
+        ctx.require(ok, where, f"algorithm_type {cfg['algorithm_type']!r} order {cfg['solver_order']} (only dpmsolver++ order 2)")
+    sampler: dict[str, Any] = {}
+    if sampler_cls == "diffusion.ddim":
+        sampler = {"eta": 0.0, "set_alpha_to_one": bool(cfg["set_alpha_to_one"])}
+        if cls == "DDIMScheduler" and cfg["clip_sample"]:
+            sampler["clip_sample"] = True
+    elif sampler_cls == "diffusion.ddpm":
+        sampler = {"variance_type": cfg["variance_type"], "clip_sample": bool(cfg["clip_sample"])}
+    training = {k: cfg[k] for k in TRAINING}
+    if training["beta_schedule"] == "squaredcos_cap_v2":
+        training.pop("beta_start"), training.pop("beta_end")
+    return {
+        "class": cls,
+        "training_schedule": training,
+        "num_train_timesteps": int(cfg["num_train_timesteps"]),
+        "prediction_type": cfg["prediction_type"],
+        "spacing": cfg["timestep_spacing"],
+        "steps_offset": int(cfg["steps_offset"]),
+        "karras": bool(cfg["use_karras_sigmas"]),
+        "sampler_class": sampler_cls,
+        "sampler": sampler,
+        "note": note,
+    }
+
+
+def _load_tokenizer(tokenizer: Any, context_length: int) -> Any:
+    from latentzoo.core import text
+
+    if isinstance(tokenizer, text.TextTokenizer):
+        return tokenizer
+    return text.load(Path(tokenizer), context_length=context_length)
+
+
+def convert_sd_parts(
+    ctx: Any,
+    parts: dict[str, tuple[dict[str, Any], dict[str, Any]]],
+    *,
+    tokenizer: Any,
+    scheduler_config: dict[str, Any],
+    where: str | Path | None = None,
+) -> None:
+    """Stable Diffusion parts in diffusers layout -> registry entries in ``ctx`` (see the module docstring)."""
+    from latentzoo.core.weights import space_identity
+    from latentzoo.plugins.clip.model import CLIPTextEncoder, hf_state_dict
+    from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
+    from latentzoo.plugins.vae.diffusers import convert_state as convert_vae
+
+    where = Path(where) if where is not None else ctx.source
+    missing = [p for p in ("unet", "vae", "text_encoder") if p not in parts]
+    if missing:
+        raise LatentzooError(f"{where}: a Stable Diffusion pipeline needs {', '.join(missing)}; it is not there")
+    name = ctx.name
+    sched = scheduler_parts(ctx, where / "scheduler", scheduler_config)
+
+    # text encoder + tokenizer -> conditioner
+    te_raw, te_state = parts["text_encoder"]
+    te_where = where / "text_encoder"
+    tcfg = text_config(te_where, te_raw)
+    tok = _load_tokenizer(tokenizer, int(tcfg["max_position_embeddings"]))
+    te_comp = f"{name}-text-encoder"
+    te_config: dict[str, Any] = {"text_config": tcfg, "projection_dim": None, "use_attention_mask": False}
+    te = load_assigned(CLIPTextEncoder, te_config, hf_state_dict(te_state), te_where)
+    tok.check_vocab(te.text_model.embeddings.token_embedding.num_embeddings, str(te_where))
+    te_sha = ctx.save(te_comp, te, "clip")
+    tok_file = f"{te_comp}.tokenizer.json"
+    from latentzoo.core.weights import sha256_file
+
+    tok.save(ctx.stage / tok_file)
+    te_config["tokenizer"] = {"file": tok_file, "sha256": sha256_file(ctx.stage / tok_file)}
+    identity = space_identity(te_sha)
+    cond_space = {**te.text_fields(), "pooled": True, "encoder": identity}
+    ctx.components[te_comp] = {
+        "family": "clip",
+        "class": "clip.text",
+        "roles": ["conditioner"],
+        "config": te_config,
+        "weights": {"path": f"{te_comp}.safetensors", "sha256": te_sha},
+        "conditioning_space": cond_space,
+        "description": f"Stable Diffusion text encoder (CLIPTextModel, {tcfg['num_hidden_layers']} layers) from {where.name}",
+        "training": dict(ctx.provenance),
+    }
+
+    # VAE -> encoder / decoder of the latent space
+    vae_comp = f"{name}-vae"
+    vae_raw, vae_state = parts["vae"]
+    space = convert_vae(ctx, where / "vae" / "config.json", vae_raw, vae_state, vae_comp, build=load_assigned)
+
+    # UNet -> prior in that latent space, conditioned on the text encoder's tokens
+    unet_raw, unet_state = parts["unet"]
+    unet_where = where / "unet" / "config.json"
+    ctx.require(unet_raw.get("_class_name", "UNet2DConditionModel") == "UNet2DConditionModel", unet_where, "not a UNet2DConditionModel")
+    ucfg = {
+        **unet_config(ctx, unet_where, unet_raw),
+        "prediction_type": sched["prediction_type"],
+        "num_train_timesteps": sched["num_train_timesteps"],
+        "training_schedule": dict(sched["training_schedule"]),
+    }
+    ctx.require(
+        ucfg["in_channels"] == space["channels"],
+        unet_where,
+        f"in_channels {ucfg['in_channels']} != VAE latent channels {space['channels']}",
+    )
+    ctx.require(
+        ucfg["cross_attention_dim"] == tcfg["hidden_size"],
+        unet_where,
+        f"cross_attention_dim {ucfg['cross_attention_dim']} != text encoder width {tcfg['hidden_size']}",
+    )
+    unet = load_assigned(UNetCondPrior, ucfg, unet_state, unet_where)
+    unet_comp = f"{name}-unet"
+    unet_sha = ctx.save(unet_comp, unet, "diffusion")
+    ctx.components[unet_comp] = {
+        "family": "diffusion",
+        "class": "diffusion.unet_cond",
+        "roles": ["prior"],
+        "config": ucfg,
+        "weights": {"path": f"{unet_comp}.safetensors", "sha256": unet_sha},
+        "latent_space": dict(space),  # a copy: one dict twice would be a YAML alias in the fragment
+        "conditioning": {k: cond_space[k] for k in ("kind", "width", "sequence_length", "encoder")},
+        "description": f"Stable Diffusion UNet2DConditionModel from {where.name} ({sched['prediction_type']})",
+        "training": dict(ctx.provenance),
+    }
+
+    # scheduler config -> scheduler + sampler
+    if sched["karras"]:
+        scheduler = "karras"
+    elif sched["steps_offset"] == 0:
+        scheduler = sched["spacing"]
+    else:
+        scheduler = f"{name}-scheduler"
+        ctx.components[scheduler] = {
+            "family": "diffusion",
+            "class": "diffusion.timesteps",
+            "roles": ["scheduler"],
+            "config": {"spacing": sched["spacing"], "steps_offset": sched["steps_offset"]},
+            "description": f"{sched['class']} timestep spacing from {where.name}",
+            "training": dict(ctx.provenance),
+        }
+    sampler = SAMPLER_NAMES[sched["sampler_class"]]
+    if sched["sampler"] and {k: v for k, v in sched["sampler"].items() if k != "eta"} != {"set_alpha_to_one": True}:
+        sampler = f"{name}-{sampler}"
+        ctx.components[sampler] = {
+            "family": sched["sampler_class"].split(".")[0],
+            "class": sched["sampler_class"],
+            "roles": ["sampler"],
+            "config": sched["sampler"],
+            "description": f"{sched['class']} sampling options from {where.name}",
+            "training": dict(ctx.provenance),
+        }
+    defaults: dict[str, Any] = {"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE}
+    if sched["sampler_class"] == "diffusion.ddim":
+        defaults["eta"] = 0.0
+    ctx.pipelines[name] = {
+        "conditioner": te_comp,
+        "encoder": vae_comp,
+        "prior": unet_comp,
+        "decoder": vae_comp,
+        "sampler": sampler,
+        "scheduler": scheduler,
+        "defaults": defaults,
+        "description": f"Stable Diffusion ({PIPELINE}) from {where.name}, converted: text to image",
+    }
+    if sched["note"]:
+        ctx.notes.append(sched["note"])
+    if sched["spacing"] == "linspace" and sched["sampler_class"] != "diffusion.ddim":
+        ctx.notes.append(f"{sched['class']} with linspace spacing visits fractional timesteps; latentzoo rounds them to training timesteps")
+    ctx.notes.append(
+        f"scheduler {sched['class']} -> sampler {sampler}, scheduler {scheduler}; prediction_type {sched['prediction_type']}; "
+        f"defaults {DEFAULT_STEPS} steps, guidance {DEFAULT_GUIDANCE}"
+    )
+
+
+class StableDiffusionFormat:
+    """The diffusers mapping of ``diffusion.unet_cond``: StableDiffusionPipeline folders in and out."""
+
+    reads: tuple[str, ...] = ()
+    pipelines = (PIPELINE,)
+
+    def read_pipeline(self, ctx: Any, index: dict[str, Any]) -> None:
+        src = ctx.source
+        for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+            if not (src / part).is_dir():
+                raise LatentzooError(f"{src / 'model_index.json'}: {PIPELINE} needs a {part}/ subfolder, which {src} lacks")
+        parts = {}
+        for part in ("unet", "vae"):
+            _, raw = ctx.config_of(src / part)
+            parts[part] = (raw, read_safetensors(ctx.weights_file(src / part)))
+        te = src / "text_encoder"
+        _, te_raw = ctx.config_of(te)
+        te_weights = te / "model.safetensors"
+        if not te_weights.is_file():
+            if (te / "pytorch_model.bin").is_file():
+                raise LatentzooError(
+                    f"{te} holds only pytorch_model.bin (a pickle, never loaded by latentzoo); re-save it with safe_serialization=True"
+                )
+            raise LatentzooError(f"{te} has no model.safetensors; give a pipeline saved with safetensors")
+        parts["text_encoder"] = (te_raw, read_safetensors(te_weights))
+        _, sched_raw = ctx.config_of(src / "scheduler")
+        skipped = [p for p in IGNORED if index.get(p) and index.get(p) != [None, None]]
+        convert_sd_parts(ctx, parts, tokenizer=src / "tokenizer", scheduler_config=sched_raw, where=src)
+        if skipped:
+            ctx.notes.append(f"not converted: {', '.join(skipped)} (latentzoo runs no safety checker; images are not filtered)")
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_pipeline(self, ctx: Any, entry: Any, spec: Any) -> None:
+        """A StableDiffusionPipeline folder (unet, vae, text_encoder, tokenizer, scheduler, model_index.json)."""
+        from latentzoo.core.compose import resolve_component
+        from latentzoo.core.weights import write_json
+
+        reg, name, out = ctx.registry, entry.name, ctx.folder
+        prior = resolve_component(reg, spec.prior, "prior")
+        decoder = resolve_component(reg, spec.decoder, "decoder")
+        sampler = resolve_component(reg, spec.sampler, "sampler")
+        scheduler = resolve_component(reg, spec.scheduler, "scheduler") if spec.scheduler else None
+        if not spec.conditioner:
+            raise LatentzooError(f"pipeline {name}: a {PIPELINE} needs a text conditioner")
+        conditioner = resolve_component(reg, spec.conditioner, "conditioner")
+        if conditioner.data.get("class") != "clip.text":
+            raise LatentzooError(f"pipeline {name}: conditioner {spec.conditioner} is not a CLIP text encoder (clip.text)")
+        if spec.encoder and spec.encoder != spec.decoder:
+            ctx.notes.append(f"encoder {spec.encoder} differs from decoder {spec.decoder}; the folder's vae is the decoder")
+        space = prior.latent_space
+        ucfg = dict(prior.data.get("config") or {})
+        ctx.write_model(out / "unet", self._unet_export_config(ctx, ucfg), ctx.tensors(prior))
+        written = ctx.write_part(decoder, out / "vae", space=space)
+        if written != "AutoencoderKL":
+            raise LatentzooError(f"pipeline {name}: decoder {spec.decoder} is a {written}; {PIPELINE} needs an AutoencoderKL")
+        self._write_text_encoder(ctx, conditioner, out)
+        ctx.write_model(out / "scheduler", self._scheduler_config(ctx, name, ucfg, sampler, scheduler), {}, "scheduler_config.json")
+        index = {
+            "_class_name": PIPELINE,
+            "_diffusers_version": DIFFUSERS_VERSION,
+            "feature_extractor": [None, None],
+            "image_encoder": [None, None],
+            "requires_safety_checker": False,
+            "safety_checker": [None, None],
+            "scheduler": ["diffusers", self._last_scheduler],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
+        write_json(out / "model_index.json", index)
+        ctx.notes.append("no safety_checker / feature_extractor written (requires_safety_checker false)")
+        guidance = spec.defaults.get("guidance")
+        if guidance is not None:
+            ctx.notes.append(f"the pipeline's guidance {guidance} is a call argument in diffusers: pass guidance_scale={guidance}")
+
+    @staticmethod
+    def _unet_export_config(ctx: Any, config: dict[str, Any]) -> dict[str, Any]:
+        from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
+
+        body = {k: v for k, v in config.items() if k not in ("prediction_type", "num_train_timesteps", "training_schedule")}
+        cfg = {**ctx.signature_defaults(UNetCondPrior), **body}
+        out: dict[str, Any] = {"_class_name": "UNet2DConditionModel", "_diffusers_version": DIFFUSERS_VERSION}
+        out.update({k: UNET_DEFAULTS[k] for k in UNET_FIXED})
+        out.update({k: _plain(cfg[k]) for k in UNET_TO_OURS if k in cfg})
+        return out
+
+    @staticmethod
+    def _write_text_encoder(ctx: Any, entry: Any, out: Path) -> None:
+        from latentzoo.core import text
+        from latentzoo.core.sources import resolve_weights
+        from latentzoo.core.weights import save_tensors, write_bytes, write_json
+
+        cfg = dict(entry.data.get("config") or {})
+        if cfg.get("projection_dim"):
+            raise LatentzooError(f"{entry.name} has a text projection; a {PIPELINE} text_encoder is a plain CLIPTextModel")
+        tcfg = dict(cfg.get("text_config") or {})
+        tensors = ctx.tensors(entry)
+        folder = out / "text_encoder"
+        folder.mkdir(parents=True)
+        hf = {
+            "architectures": ["CLIPTextModel"],
+            "model_type": "clip_text_model",
+            "torch_dtype": "float32",
+            "bos_token_id": 49406 if tcfg.get("vocab_size") == 49408 else 0,
+            "pad_token_id": 1,
+            **tcfg,
+        }
+        if cfg.get("use_attention_mask", True):
+            hf["use_attention_mask"] = True  # diffusers then passes the padding mask, as latentzoo does for this encoder
+        write_json(folder / "config.json", hf)
+        save_tensors(folder / "model.safetensors", tensors, metadata={"format": "pt"})
+        spec = cfg.get("tokenizer")
+        if not spec:
+            raise LatentzooError(f"{entry.name} ships no tokenizer; a {PIPELINE} folder needs one")
+        path, _ = resolve_weights(entry)
+        tok = text.load(path.parent / spec["file"], context_length=int(tcfg.get("max_position_embeddings", 77)))
+        vocab, merges = _bpe_files(tok, entry.name)
+        tdir = out / "tokenizer"
+        tdir.mkdir(parents=True)
+        write_bytes(tdir / "vocab.json", json.dumps(vocab, ensure_ascii=False).encode())
+        write_bytes(tdir / "merges.txt", ("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n").encode())
+        special = {"bos_token": text.BOS, "eos_token": text.EOS, "unk_token": text.EOS, "pad_token": tok.pad_token}
+        write_json(tdir / "special_tokens_map.json", special)
+        write_json(
+            tdir / "tokenizer_config.json",
+            {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": tok.context_length, "do_lower_case": True},
+        )
+
+    _last_scheduler = "DDIMScheduler"
+
+    def _scheduler_config(self, ctx: Any, name: str, ucfg: dict[str, Any], sampler: Any, scheduler: Any) -> dict[str, Any]:
+        cls = EXPORT_SCHEDULERS.get(sampler.data.get("class", ""))
+        if cls is None:
+            raise LatentzooError(
+                f"pipeline {name}: sampler {sampler.name} has no diffusers scheduler; compose it with one of "
+                f"{', '.join(SAMPLER_NAMES.values())}"
+            )
+        out: dict[str, Any] = {"_class_name": cls, "_diffusers_version": DIFFUSERS_VERSION}
+        schedule = dict(ucfg.get("training_schedule") or {})
+        out["num_train_timesteps"] = int(ucfg.get("num_train_timesteps", 1000))
+        out.update({k: schedule.get(k, SCHED_COMMON[k]) for k in TRAINING})
+        out.update(prediction_type=ucfg.get("prediction_type", "epsilon"), trained_betas=None)
+        sched_cls = scheduler.data.get("class") if scheduler is not None else None
+        if sched_cls == "diffusion.timesteps":
+            opts = ctx.options(scheduler)
+            out["timestep_spacing"] = opts.get("spacing") or "leading"
+            out["steps_offset"] = int(opts.get("steps_offset") or 0)
+        elif sched_cls == "diffusion.karras" and cls != "DDIMScheduler":
+            out.update(use_karras_sigmas=True, timestep_spacing="leading", steps_offset=0)
+        else:
+            raise LatentzooError(
+                f"pipeline {name}: scheduler {scheduler.name if scheduler else None} has no diffusers counterpart; "
+                f"use one that walks the training timesteps ({', '.join(SPACINGS)})"
+            )
+        smp = ctx.options(sampler)
+        if cls == "DDIMScheduler":
+            out.update(set_alpha_to_one=bool(smp.get("set_alpha_to_one", True)), clip_sample=bool(smp.get("clip_sample") or False))
+        elif cls == "DDPMScheduler":
+            out.update(variance_type=smp.get("variance_type") or "fixed_small", clip_sample=bool(smp.get("clip_sample") or False))
+        elif cls == "DPMSolverMultistepScheduler":
+            out.update(algorithm_type="dpmsolver++", solver_order=2)
+        self._last_scheduler = cls
+        return out
+
+
+def _bpe_files(tok: Any, owner: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """vocab.json / merges.txt contents of a CLIP BPE TextTokenizer (what its tokenizer.json's model holds)."""
+    model = json.loads(tok.tokenizer.to_str()).get("model") or {}
+    if model.get("type") != "BPE":
+        raise LatentzooError(f"{owner}'s tokenizer is not CLIP's BPE; a StableDiffusionPipeline tokenizer needs vocab.json + merges.txt")
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
+    return dict(model["vocab"]), merges
