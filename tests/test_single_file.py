@@ -116,3 +116,109 @@ def test_clip_keys_both_transformers_layouts():
     new = keys.clip_to_transformers({"text_model.final_layer_norm.weight": t, "text_model.embeddings.position_ids": t})
     old = keys.clip_to_transformers({"final_layer_norm.weight": t, "embeddings.position_ids": t})
     assert list(new) == list(old) == ["text_model.final_layer_norm.weight"]
+
+
+# ---------------------------------------------------------------------------------------
+# whole files through the CLI: a single file converts to the same tensors as its diffusers folder
+
+TINY_UNET = dict(  # widths divisible by 32 norm groups and SD's head conventions (SD 1.x: 8 heads; SD 2.x: 64 channels a head)
+    sample_size=8,
+    block_out_channels=[64, 128],
+    layers_per_block=1,
+    down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+    cross_attention_dim=64,
+    attention_head_dim=8,
+)
+TINY_VAE = dict(
+    down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], latent_channels=4
+)
+
+
+def tiny_sd(tmp_path, layout: str):
+    """(diffusers folder, the same model as an original single file) of a tiny random SD 1.x / 2.x."""
+    import json
+
+    import transformers
+    from safetensors.torch import save_file
+    from test_clip import clip_vocab_files
+
+    tok = tmp_path / "tok"
+    clip_vocab_files(tok)
+    vocab = json.loads((tok / "vocab.json").read_text())
+    sd2 = layout == "sd2"
+    unet_cfg = dict(TINY_UNET, attention_head_dim=[1, 2], use_linear_projection=True) if sd2 else TINY_UNET
+    layers = 3 if sd2 else 2  # SD 2.x files hold one more OpenCLIP block than the conditioning uses
+    text_cfg = transformers.CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=1,
+        max_position_embeddings=77, hidden_act="gelu" if sd2 else "quick_gelu", eos_token_id=vocab["<|endoftext|>"],
+    )  # fmt: skip
+    text = hf_state_dict(perturbed(transformers.CLIPTextModel(text_cfg)))
+    unet = perturbed(diffusers.UNet2DConditionModel(**unet_cfg))
+    vae = perturbed(diffusers.AutoencoderKL(**TINY_VAE))
+    ckpt = {keys.UNET + k: v for k, v in keys.unet_to_original(unet, 1, up_attention(unet_cfg)).items()}
+    ckpt |= {keys.VAE + k: v for k, v in keys.ae_to_original(vae, 2).items()}
+    if sd2:
+        ckpt |= {keys.OPENCLIP + k: v for k, v in keys.openclip_to_original(text).items()}
+        text = {k: v for k, v in text.items() if f".layers.{layers - 1}." not in k}
+        text_cfg.num_hidden_layers = layers - 1
+    else:
+        ckpt |= {keys.CLIP + k: v for k, v in text.items()}
+    single = tmp_path / f"{layout}.safetensors"
+    save_file({k: v.contiguous() for k, v in ckpt.items()}, str(single))
+    # the same weights as a diffusers folder
+    folder = tmp_path / f"{layout}-folder"
+    m_unet = diffusers.UNet2DConditionModel(**{**unet_cfg, "sample_size": 96 if sd2 else 64, "upcast_attention": sd2})
+    m_unet.load_state_dict(unet)
+    m_vae = diffusers.AutoencoderKL(**TINY_VAE, scaling_factor=0.18215, sample_size=m_unet.config.sample_size * 8)
+    m_vae.load_state_dict(vae)
+    m_text = transformers.CLIPTextModel(text_cfg)
+    m_text.load_state_dict(
+        {k.removeprefix("text_model."): v for k, v in text.items()}
+        if not any(k.startswith("text_model.") for k in m_text.state_dict())
+        else text
+    )
+    sched = diffusers.DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+        prediction_type="v_prediction" if sd2 else "epsilon",
+    )  # fmt: skip
+    if sd2:
+        (tok / "special_tokens_map.json").write_text(json.dumps({"pad_token": "!"}))
+    pipe = diffusers.StableDiffusionPipeline(
+        vae=m_vae, text_encoder=m_text, tokenizer=transformers.CLIPTokenizer.from_pretrained(str(tok)), unet=m_unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder, single, tok
+
+
+def weights_of(out) -> dict:
+    import yaml
+
+    frag = yaml.safe_load((out / "registry.yaml").read_text())
+    return {n: e["weights"]["sha256"] for n, e in frag["components"].items() if "weights" in e}
+
+
+@pytest.mark.parametrize("layout", ["sd1", "sd2"])
+def test_single_file_converts_to_the_folders_tensors_and_exports_back(tmp_path, layout):
+    from safetensors.torch import load_file
+    from test_interop import cli, latentzoo_env
+
+    env = latentzoo_env(tmp_path)
+    folder, single, tok = tiny_sd(tmp_path, layout)
+    extra = ["--prediction-type", "v_prediction"] if layout == "sd2" else []
+    a = cli("convert", str(folder), "--from", "diffusers", "--name", "f", "-o", str(tmp_path / "f"), "--no-register", env=env, cwd=tmp_path)
+    assert a.returncode == 0, a.stderr
+    b = cli("convert", str(single), "--name", "f", "-o", str(tmp_path / "s"), "--tokenizer", str(tok), *extra, env=env, cwd=tmp_path)
+    assert b.returncode == 0, b.stderr
+    assert weights_of(tmp_path / "f") == weights_of(tmp_path / "s")  # same names, same sha256: identical tensors
+    # and back out as a diffusers folder holding the original tensors
+    e = cli("export", "f", "--to", "diffusers", "-o", str(tmp_path / "exp"), env=env, cwd=tmp_path)
+    assert e.returncode == 0, e.stderr
+    for part in ("unet", "vae"):
+        ref = load_file(str(folder / part / "diffusion_pytorch_model.safetensors"))
+        got = load_file(str(tmp_path / "exp" / part / "diffusion_pytorch_model.safetensors"))
+        same(got, ref)
+    ref = hf_state_dict(load_file(str(folder / "text_encoder" / "model.safetensors")))
+    got = hf_state_dict(load_file(str(tmp_path / "exp" / "text_encoder" / "model.safetensors")))
+    same(got, ref)
