@@ -222,3 +222,169 @@ def test_single_file_converts_to_the_folders_tensors_and_exports_back(tmp_path, 
     ref = hf_state_dict(load_file(str(folder / "text_encoder" / "model.safetensors")))
     got = hf_state_dict(load_file(str(tmp_path / "exp" / "text_encoder" / "model.safetensors")))
     same(got, ref)
+
+
+@pytest.fixture(scope="module")
+def sd1_file(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sd1")
+    _, single, tok = tiny_sd(tmp, "sd1")
+    return single, tok
+
+
+def _save(path, tensors):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path
+
+
+def _kl_vae_file(path):
+    return _save(path, keys.ae_to_original(perturbed(diffusers.AutoencoderKL(**TINY_VAE)), 2))
+
+
+V1_YAML = """model:
+  target: ldm.models.diffusion.ddpm.LatentDiffusion
+  params:
+    linear_start: 0.00085
+    linear_end: 0.0120
+    timesteps: 1000
+    scale_factor: 0.18215
+    unet_config:
+      target: ldm.modules.diffusionmodules.openaimodel.UNetModel
+      params:
+        in_channels: 4
+        out_channels: 4
+        model_channels: 64
+        channel_mult: [1, 2]
+        num_res_blocks: 1
+        num_heads: 8
+        context_dim: CONTEXT
+    first_stage_config:
+      params:
+        embed_dim: 4
+        ddconfig: {z_channels: 4, ch: 32, ch_mult: [1, 2], num_res_blocks: 1}
+    cond_stage_config:
+      target: ldm.modules.encoders.modules.FrozenCLIPEmbedder
+"""
+
+
+def _bad(tmp_path, sd1_file, case):
+    """(argv after `convert`, fragment of the one-line error) for one class of bad input."""
+    single, tok = sd1_file
+    if case == "pickle-suffix":
+        (tmp_path / "m.ckpt").write_bytes(b"\x80\x02}q\x00.")
+        return [str(tmp_path / "m.ckpt")], "never unpickles"
+    if case == "pickle-in-safetensors-name":
+        (tmp_path / "m.safetensors").write_bytes(b"PK\x03\x04" + b"\x00" * 64)  # torch.save's zip, renamed
+        return [str(tmp_path / "m.safetensors")], "is a pickle"
+    if case == "truncated":
+        data = single.read_bytes()
+        (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+        return [str(tmp_path / "cut.safetensors")], "is truncated"
+    if case == "not-safetensors":
+        (tmp_path / "t.safetensors").write_bytes(b"hello world, not a checkpoint at all")
+        return [str(tmp_path / "t.safetensors")], "not a safetensors file"
+    if case == "unknown-layout":
+        _save(tmp_path / "u.safetensors", {"conditioner.embedders.0.w": torch.zeros(2), "model.diffusion_model.x": torch.zeros(2)})
+        return [str(tmp_path / "u.safetensors")], "unknown checkpoint layout (found"
+    if case == "vae-only-as-full":
+        return [str(_kl_vae_file(tmp_path / "vae.safetensors"))], "holds only a first stage"
+    if case == "vae-only-with-full-config":
+        (tmp_path / "v1.yaml").write_text(V1_YAML.replace("CONTEXT", "64"))
+        cfg = ["--config", str(tmp_path / "v1.yaml"), "--scaling-factor", "0.18215"]
+        return [str(_kl_vae_file(tmp_path / "vae.safetensors")), *cfg], "describes a full latent diffusion model"
+    if case == "config-disagrees":
+        (tmp_path / "v1.yaml").write_text(V1_YAML.replace("CONTEXT", "768"))
+        return [str(single), "--config", str(tmp_path / "v1.yaml"), "--tokenizer", str(tok)], "context_dim is 768 but"
+    if case == "config-other-text-encoder":
+        (tmp_path / "v2.yaml").write_text(V1_YAML.replace("CONTEXT", "64").replace("FrozenCLIPEmbedder", "FrozenOpenCLIPEmbedder"))
+        return [str(single), "--config", str(tmp_path / "v2.yaml"), "--tokenizer", str(tok)], "FrozenOpenCLIPEmbedder"
+    raise AssertionError(case)
+
+
+BAD = [
+    "pickle-suffix",
+    "pickle-in-safetensors-name",
+    "truncated",
+    "not-safetensors",
+    "unknown-layout",
+    "vae-only-as-full",
+    "vae-only-with-full-config",
+    "config-disagrees",
+    "config-other-text-encoder",
+]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_single_files_fail_in_one_line_writing_nothing(tmp_path, sd1_file, case):
+    from test_interop import cli, latentzoo_env, one_line_error
+
+    env = latentzoo_env(tmp_path)
+    args, fragment = _bad(tmp_path, sd1_file, case)
+    out = tmp_path / "out"
+    proc = cli("convert", *args, "--name", "m", "-o", str(out), env=env, cwd=tmp_path)
+    one_line_error(proc, fragment)
+    assert not out.exists()
+    assert (tmp_path / "user" / "registry.yaml").read_text() == "version: 1\n"
+
+
+def test_a_matching_yaml_is_accepted_and_sd2_needs_its_prediction_type(tmp_path, sd1_file):
+    from latentzoo.core.errors import LatentzooError
+    from latentzoo.plugins.checkpoints import single
+
+    path, tok = sd1_file
+    (tmp_path / "v1.yaml").write_text(V1_YAML.replace("CONTEXT", "64"))
+    out = single.convert(path, "m", tmp_path, config=tmp_path / "v1.yaml", tokenizer=tok)
+    assert "m" in out["pipelines"] and any("checked against" in n for n in out["notes"])
+    det = single.detect(single.read_header(path), path)
+    assert det.kind == "sd1" and det.unet["block_out_channels"] == [64, 128] and det.text["num_hidden_layers"] == 2
+    det.kind = "sd2"
+    with pytest.raises(LatentzooError, match="--prediction-type epsilon"):
+        single._convert_sd(
+            _ctx(path, tmp_path),
+            det,
+            {},
+            {},
+            prediction_type=None,
+            tokenizer=tok,
+            scaling_factor=None,
+        )
+
+
+def _ctx(path, stage):
+    from latentzoo.plugins.diffusers.folders import ReadContext
+
+    return ReadContext("m", path, stage)
+
+
+def test_a_taming_vqgan_file_converts_key_for_key(tmp_path):
+    from safetensors.torch import load_file
+
+    from latentzoo.plugins.checkpoints import single
+
+    theirs = perturbed(diffusers.VQModel(**VQ))
+    ckpt = keys.ae_to_original(theirs, 2) | {"loss.discriminator.main.0.weight": torch.zeros(4, 3, 4, 4)}
+    path = _save(tmp_path / "vqgan.safetensors", ckpt)
+    out = single.convert(path, "vq", tmp_path, scaling_factor=0.5)
+    entry = out["components"]["vq"]
+    assert entry["class"] == "vqgan.autoencoder" and entry["latent_space"]["scaling_factor"] == 0.5
+    assert any("loss" in n for n in out["notes"])
+    same(load_file(str(tmp_path / "vq.safetensors")), theirs)
+
+
+def test_clip_bpe_from_an_installed_package_gives_openai_ids(monkeypatch):
+    from latentzoo.core import text
+    from latentzoo.core.errors import LatentzooError
+    from latentzoo.plugins.checkpoints import single
+
+    path = single.bundled_bpe()
+    if path is None:
+        pytest.skip("no package shipping bpe_simple_vocab_16e6.txt.gz (pip install --no-deps open_clip_torch)")
+    tok = text.clip_bpe_from_merges(path)
+    assert tok.vocab_size == 49408  # = openai/clip-vit-large-patch14's vocab.json
+    # ids published with OpenAI's CLIP / used in diffusers' docs for this prompt: not derived from our own files
+    assert tok.ids(["a photo of a cat"])[0] == [49406, 320, 1125, 539, 320, 2368, 49407]
+    monkeypatch.setattr(single, "BPE_PACKAGES", ("no_such_package_here",))
+    det = single.Detected("sd1", text={"max_position_embeddings": 77})
+    with pytest.raises(LatentzooError, match=r"pip install --no-deps open_clip_torch.*--tokenizer DIR"):
+        single.load_tokenizer(None, det)

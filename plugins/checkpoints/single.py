@@ -372,12 +372,13 @@ def convert(
         raise LatentzooError(f"{source} is a folder; --from single-file takes one .safetensors file (a diffusers folder: --from diffusers)")
     shapes = read_header(source)
     det = detect(shapes, source)
-    params = check_yaml(det, read_yaml(Path(config)), Path(config)) if config else {}
-    if params and det.kind in ("vqgan", "kl-vae") and _get(params, "unet_config"):
+    data = read_yaml(Path(config)) if config else None
+    if data and det.kind in ("vqgan", "kl-vae") and _get(data["model"]["params"], "unet_config"):
         raise LatentzooError(
             f"{source} holds only a first stage ({KINDS[det.kind]}: {_found(shapes)}) but --config {config} describes a full "
             "latent diffusion model; give the full checkpoint, or drop --config to convert the autoencoder alone"
         )
+    params = check_yaml(det, data, Path(config)) if data else {}
     ctx = ReadContext(name, source, stage)
     ctx.notes.append(f"{source.name}: {KINDS[det.kind]} detected from its tensors" + (f", checked against {config}" if config else ""))
     ctx.notes.extend(det.notes)
