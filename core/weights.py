@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -171,9 +172,45 @@ def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch
     return tensors
 
 
-def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, name: str) -> None:
+ADOPT_MIN_BYTES = 64 * 2**20  # weights at least this large are adopted (memory-mapped, no copy) instead of copied
+
+
+def adopt_weights(path: str | Path) -> bool:
+    """Whether a weights file is large enough to be adopted without a copy (see ``parameters_on_meta``)."""
+    try:
+        return Path(path).stat().st_size >= ADOPT_MIN_BYTES
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Parameters registered inside live on the meta device: no memory, no random initialisation.
+
+    Buffers (a noise schedule, position ids) are still real, which is why this patches parameter
+    registration rather than using ``torch.device("meta")``. The module is unusable until its
+    parameters are replaced by ``load_state(..., assign=True)``.
+    """
+    from torch import nn
+
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: Any) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, name: str, *, assign: bool = False) -> None:
     """Load ``state`` into ``module`` (strictly); a missing, unexpected or wrongly shaped tensor
-    is one line naming the tensor and, for a shape, the expected and found shapes."""
+    is one line naming the tensor and, for a shape, the expected and found shapes. ``assign``:
+    the tensors become the parameters (no copy; a module built under ``parameters_on_meta``)."""
     own = module.state_dict()
     for key, tensor in state.items():
         if key in own and tuple(own[key].shape) != tuple(tensor.shape):
@@ -188,4 +225,4 @@ def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, na
             f"weights {Path(path).name} do not fit {name}'s config: {len(missing)} missing key(s) "
             f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
         )
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=assign)

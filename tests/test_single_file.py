@@ -388,3 +388,24 @@ def test_clip_bpe_from_an_installed_package_gives_openai_ids(monkeypatch):
     det = single.Detected("sd1", text={"max_position_embeddings": 77})
     with pytest.raises(LatentzooError, match=r"pip install --no-deps open_clip_torch.*--tokenizer DIR"):
         single.load_tokenizer(None, det)
+
+
+def test_large_weights_are_adopted_not_copied_and_give_the_same_model(tmp_path, sd1_file, monkeypatch):
+    """Builder adopts weights over ADOPT_MIN_BYTES (meta-built parameters, memory-mapped tensors assigned): same outputs, no meta left."""
+    from latentzoo.core import weights
+    from latentzoo.core.build import Builder
+    from latentzoo.interop.formats import convert
+
+    path, tok = sd1_file
+    monkeypatch.setenv("LATENTZOO_REGISTRY", str(tmp_path / "user.yaml"))
+    done = convert(path, "m", fmt="single-file", outdir=tmp_path / "m", register=False, tokenizer=tok)
+    outs = []
+    for threshold in (2**62, 0):  # copy, then adopt
+        monkeypatch.setattr(weights, "ADOPT_MIN_BYTES", threshold)
+        unet = Builder.from_registry([done.fragment]).component("m-unet", "prior")
+        assert not any(p.is_meta for p in unet.parameters())
+        torch.manual_seed(0)
+        x, c = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 64)
+        with torch.inference_mode():
+            outs.append(unet(x, torch.tensor(10), encoder_hidden_states=c))
+    assert torch.equal(outs[0], outs[1])
