@@ -409,3 +409,78 @@ def test_large_weights_are_adopted_not_copied_and_give_the_same_model(tmp_path, 
         with torch.inference_mode():
             outs.append(unet(x, torch.tensor(10), encoder_hidden_states=c))
     assert torch.equal(outs[0], outs[1])
+
+
+# ---------------------------------------------------------------------------------------
+# CompVis LDM (unconditional UNet over a VQ first stage)
+
+
+def test_ldm_legacy_qkv_split_matches_the_original_attention_block():
+    """openaimodel's AttentionBlock (QKVAttentionLegacy: per-head q|k|v rows), written out here, equals our Attention on mapped weights."""
+    from latentzoo.core.layers import Attention
+
+    torch.manual_seed(0)
+    c, head, hw = 64, 16, 5
+    norm_w, norm_b = torch.randn(c), torch.randn(c)
+    qkv_w, qkv_b, proj_w, proj_b = torch.randn(3 * c, c, 1), torch.randn(3 * c), torch.randn(c, c, 1), torch.randn(c)
+    x = torch.randn(2, c, hw, hw)
+    # the original: norm -> qkv conv1d -> (B*H, 3*ch, T) split per head -> softmax(q k / sqrt(ch)) v -> proj_out -> residual
+    h = torch.nn.functional.group_norm(x, 32, norm_w, norm_b, eps=1e-5).reshape(2, c, -1)
+    qkv = torch.nn.functional.conv1d(h, qkv_w, qkv_b).reshape(2 * (c // head), 3 * head, -1)
+    q, k, v = qkv.split(head, dim=1)
+    w = torch.softmax(torch.einsum("bct,bcs->bts", q, k) / head**0.5, dim=-1)
+    a = torch.einsum("bts,bcs->bct", w, v).reshape(2, c, -1)
+    reference = x + torch.nn.functional.conv1d(a, proj_w, proj_b).reshape(x.shape)
+    original = {"m.attentions.0.norm.weight": norm_w, "m.attentions.0.norm.bias": norm_b, "m.attentions.0.qkv.weight": qkv_w}
+    original |= {"m.attentions.0.qkv.bias": qkv_b, "m.attentions.0.proj_out.weight": proj_w, "m.attentions.0.proj_out.bias": proj_b}
+    mapped = keys.ldm_attention_to_diffusers(original, head)
+    ours = Attention(c, head_dim=head, groups=32, eps=1e-5)
+    ours.load_state_dict({k.removeprefix("m.attentions.0."): v for k, v in mapped.items()})
+    with torch.no_grad():
+        assert torch.allclose(ours(x), reference, rtol=1e-4, atol=1e-4)
+    back = keys.ldm_attention_to_original(mapped, head)
+    same(back, original)
+
+
+LDM_UNET = dict(
+    sample_size=8, in_channels=3, out_channels=3, block_out_channels=[32, 64], layers_per_block=1,
+    down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"], attention_head_dim=16,
+)  # fmt: skip
+LDM_YAML = """model:
+  params:
+    linear_start: 0.0015
+    linear_end: 0.0195
+    timesteps: 1000
+    unet_config:
+      params: {image_size: 8, in_channels: 3, out_channels: 3, model_channels: 32, channel_mult: [1, 2], num_res_blocks: 1, num_head_channels: 16}
+    first_stage_config:
+      params: {embed_dim: 3, ddconfig: {z_channels: 3, ch: 16, ch_mult: [1, 2], num_res_blocks: 2}}
+"""
+
+
+def test_a_compvis_ldm_file_converts_to_the_tensors_of_its_diffusers_pipeline(tmp_path):
+    from test_interop import cli, latentzoo_env
+
+    env = latentzoo_env(tmp_path)
+    unet = perturbed(diffusers.UNet2DModel(**LDM_UNET))
+    vq = perturbed(diffusers.VQModel(**VQ, scaling_factor=1.0))
+    ups = ["Attn" in t for t in LDM_UNET["up_block_types"]]
+    ckpt = {keys.UNET + k: v for k, v in keys.unet_to_original(keys.ldm_attention_to_original(unet, 16), 1, ups).items()}
+    ckpt |= {keys.VAE + k: v for k, v in keys.ae_to_original(vq, 2).items()}
+    assert keys.UNET + "input_blocks.3.1.qkv.weight" in ckpt  # LDM's fused 1-D conv
+    path = _save(tmp_path / "ldm.safetensors", ckpt)
+    (tmp_path / "ldm.yaml").write_text(LDM_YAML)
+    m_unet, m_vq = diffusers.UNet2DModel(**LDM_UNET), diffusers.VQModel(**VQ, scaling_factor=1.0)
+    m_unet.load_state_dict(unet), m_vq.load_state_dict(vq)
+    sched = diffusers.DDIMScheduler(
+        beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
+    )
+    diffusers.LDMPipeline(vqvae=m_vq, unet=m_unet, scheduler=sched).save_pretrained(tmp_path / "folder", safe_serialization=True)
+    a = cli("convert", str(tmp_path / "folder"), "--name", "l", "-o", str(tmp_path / "f"), "--no-register", env=env, cwd=tmp_path)
+    assert a.returncode == 0, a.stderr
+    proc = cli("convert", str(path), "--name", "l", "-o", str(tmp_path / "s"), "--no-register", env=env, cwd=tmp_path)
+    assert proc.returncode != 0 and "pass --config its .yaml" in proc.stderr
+    b = cli("convert", str(path), "--name", "l", "-o", str(tmp_path / "s"), "--config", str(tmp_path / "ldm.yaml"), env=env, cwd=tmp_path)
+    assert b.returncode == 0, b.stderr
+    assert weights_of(tmp_path / "f") == weights_of(tmp_path / "s")
+    assert "1 from the .yaml states none" in b.stderr

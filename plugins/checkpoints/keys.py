@@ -289,3 +289,64 @@ def openclip_to_original(state: Tensors, last_layer: Tensors | None = None) -> T
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     out.update(last_layer or {})
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# CompVis LDM's spatial self-attention (openaimodel ``AttentionBlock``) <-> diffusers ``Attention``
+
+LDM_ATTN = re.compile(r"(.*attentions\.\d+)\.(norm|qkv|proj_out)\.(weight|bias)$")
+
+
+def ldm_attention_to_diffusers(state: Tensors, head_channels: int) -> Tensors:
+    """``norm`` / ``qkv`` / ``proj_out`` (1-D 1x1 convs) of UNet2DModel-named attentions -> ``group_norm``,
+    ``to_q`` / ``to_k`` / ``to_v``, ``to_out.0`` (linear).
+
+    ``QKVAttentionLegacy`` (LDM's default attention order) reshapes qkv to (B * heads, 3 * ch, T)
+    and splits each head's rows into q, k, v: the fused rows are ordered (head, q|k|v, channel),
+    not (q|k|v, head, channel), so the split needs the head width ``head_channels``.
+    """
+    out = {}
+    for key, value in state.items():
+        m = LDM_ATTN.match(key)
+        if not m:
+            out[key] = value
+            continue
+        base, kind, what = m.groups()
+        if kind == "norm":
+            out[f"{base}.group_norm.{what}"] = value
+        elif kind == "proj_out":
+            out[f"{base}.to_out.0.{what}"] = value[..., 0] if value.ndim == 3 else value
+        else:
+            c = value.shape[0] // 3
+            heads = c // head_channels
+            rows = value.reshape(heads, 3, head_channels, *value.shape[1:])
+            for i, name in enumerate(("to_q", "to_k", "to_v")):
+                part = rows[:, i].reshape(c, *value.shape[1:])
+                out[f"{base}.{name}.{what}"] = part[..., 0] if part.ndim == 3 else part
+    return out
+
+
+def ldm_attention_to_original(state: Tensors, head_channels: int) -> Tensors:
+    """The inverse of ``ldm_attention_to_diffusers`` (fused legacy qkv, 1-D conv weights)."""
+    import torch
+
+    out, fused = {}, {}
+    for key, value in state.items():
+        m = re.match(r"(.*attentions\.\d+)\.(group_norm|to_q|to_k|to_v|to_out\.0)\.(weight|bias)$", key)
+        if not m or "transformer_blocks" in key:
+            out[key] = value
+            continue
+        base, kind, what = m.groups()
+        if kind == "group_norm":
+            out[f"{base}.norm.{what}"] = value
+        elif kind == "to_out.0":
+            out[f"{base}.proj_out.{what}"] = value[..., None] if what == "weight" else value
+        else:
+            fused.setdefault((base, what), {})[kind] = value
+    for (base, what), parts in fused.items():
+        c = parts["to_q"].shape[0]
+        heads = c // head_channels
+        rows = torch.stack([parts[n].reshape(heads, head_channels, *parts[n].shape[1:]) for n in ("to_q", "to_k", "to_v")], dim=1)
+        rows = rows.reshape(3 * c, *parts["to_q"].shape[1:])
+        out[f"{base}.qkv.{what}"] = rows[..., None] if what == "weight" else rows
+    return out

@@ -41,6 +41,7 @@ PREDICTIONS = {"eps": "epsilon", "epsilon": "epsilon", "v": "v_prediction", "v_p
 KINDS = {
     "sd1": "Stable Diffusion 1.x",
     "sd2": "Stable Diffusion 2.x",
+    "ldm": "CompVis LDM (unconditional UNet over a VQ first stage)",
     "vqgan": "VQ-GAN (taming / CompVis first stage)",
     "kl-vae": "KL VAE (a first stage alone)",
 }
@@ -162,10 +163,18 @@ def detect(shapes: dict[str, Any], where: Path) -> Detected:
         _text(det, shapes)
         return det
     if has[K.UNET] and has[K.VAE]:
-        raise LatentzooError(
-            f"{where}: a CompVis LDM without a text encoder (unconditional / class-conditional UNet, found {_found(shapes)}); "
-            "its UNet is not mapped yet: convert the diffusers version of the model (--from diffusers)"
-        )
+        if any(k.startswith("cond_stage_model.") for k in shapes) or any(k.endswith("attn2.to_k.weight") for k in shapes):
+            raise LatentzooError(
+                f"{where}: a conditional CompVis LDM (found {_found(shapes)}); latentzoo reads unconditional LDMs and Stable Diffusion"
+            )
+        if f"{K.VAE}quantize.embedding.weight" not in shapes:
+            raise LatentzooError(
+                f"{where}: an LDM over a KL first stage without a text encoder; latentzoo reads LDMs over a VQ first stage"
+            )
+        det = Detected("ldm", ae_prefix=K.VAE)
+        _ldm_unet(det, K.strip(shapes, K.UNET), where)
+        _autoencoder(det, K.strip(shapes, K.VAE), where)
+        return det
     if bare and not has[K.UNET]:
         ae = {k: v for k, v in shapes.items() if k.split(".")[0] in ("encoder", "decoder", "quant_conv", "post_quant_conv", "quantize")}
         det = Detected("vqgan" if "quantize.embedding.weight" in shapes else "kl-vae")
@@ -230,6 +239,54 @@ def _unet(det: Detected, u: dict[str, Any]) -> None:
             "unet_config.context_dim": (context, p + to_k),
             "unet_config.use_linear_in_transformer": (linear, p + tf),
             "unet_config.transformer_depth": (depth, p + block + ".transformer_blocks.*"),
+        }
+    )
+
+
+def _ldm_unet(det: Detected, u: dict[str, Any], where: Path) -> None:
+    """An openaimodel UNetModel without cross-attention -> a diffusers UNet2DModel config (heads: from the .yaml)."""
+    p = K.UNET
+    model_channels, in_channels = u["input_blocks.0.0.weight"][:2]
+    downs = _indices(u, r"input_blocks\.(\d+)\.0\.op\.weight$")
+    levels = len(downs) + 1
+    n_input = 1 + max(_indices(u, r"input_blocks\.(\d+)\."))
+    layers, rest = divmod(n_input - 1 - (levels - 1), levels)
+    if rest or layers < 1:
+        raise LatentzooError(
+            f"{where}: {p}input_blocks: {n_input} blocks with {levels - 1} downsamplers is not a UNet layout latentzoo knows"
+        )
+    widths, attn = [], []
+    for b in range(levels):
+        first = 1 + b * (layers + 1)
+        widths.append(u[f"input_blocks.{first}.0.out_layers.3.weight"][0])
+        attn.append(f"input_blocks.{first}.1.qkv.weight" in u)
+    emb = u["input_blocks.1.0.emb_layers.1.weight"][0]
+    if emb == 2 * widths[0]:
+        raise LatentzooError(
+            f"{where}: the UNet uses scale-shift norm ({p}input_blocks.1.0.emb_layers.1.weight has {emb} rows); not supported"
+        )
+    det.unet = {
+        "_class_name": "UNet2DModel",
+        "in_channels": in_channels,
+        "out_channels": u["out.2.weight"][0],
+        "block_out_channels": widths,
+        "layers_per_block": layers,
+        "down_block_types": ["AttnDownBlock2D" if a else "DownBlock2D" for a in attn],
+        "up_block_types": ["AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)],
+        "norm_num_groups": 32,
+        "norm_eps": 1e-5,
+        "flip_sin_to_cos": True,  # openaimodel's timestep_embedding: [cos, sin]
+        "freq_shift": 0,
+        "downsample_padding": 1,
+        "num_class_embeds": u["label_emb.weight"][0] if "label_emb.weight" in u else None,
+    }
+    det.evidence.update(
+        {
+            "unet_config.in_channels": (in_channels, p + "input_blocks.0.0.weight"),
+            "unet_config.out_channels": (det.unet["out_channels"], p + "out.2.weight"),
+            "unet_config.model_channels": (model_channels, p + "input_blocks.0.0.weight"),
+            "unet_config.channel_mult": ([w // model_channels for w in widths], p + "input_blocks.*.0.out_layers.3.weight"),
+            "unet_config.num_res_blocks": (layers, p + "input_blocks.*"),
         }
     )
 
@@ -383,12 +440,19 @@ def convert(
     ctx.notes.append(f"{source.name}: {KINDS[det.kind]} detected from its tensors" + (f", checked against {config}" if config else ""))
     ctx.notes.extend(det.notes)
     tensors = read_tensors(source)
-    if det.kind in ("sd1", "sd2"):
+    if det.kind == "ldm":
+        if prediction_type or tokenizer:
+            raise LatentzooError(f"--prediction-type / --tokenizer apply to Stable Diffusion checkpoints; {source} is a {KINDS[det.kind]}")
+        _convert_ldm(ctx, det, tensors, params, scaling_factor)
+    elif det.kind in ("sd1", "sd2"):
         _convert_sd(ctx, det, tensors, params, prediction_type=prediction_type, tokenizer=tokenizer, scaling_factor=scaling_factor)
     else:
         if prediction_type or tokenizer:
             raise LatentzooError(f"--prediction-type / --tokenizer apply to Stable Diffusion checkpoints; {source} is a {KINDS[det.kind]}")
         _convert_autoencoder(ctx, det, tensors, params, scaling_factor)
+    for entry in ctx.components.values():
+        if isinstance(entry.get("training"), dict):
+            entry["training"]["converted_from"] = "single-file"
     return {"components": ctx.components, "pipelines": ctx.pipelines, "notes": ctx.notes}
 
 
@@ -478,6 +542,75 @@ def _convert_sd(
     }
     tok = load_tokenizer(tokenizer, det)
     convert_sd_parts(ctx, sd_parts(det, tensors), tokenizer=tok, scheduler_config=scheduler, where=source)
+
+
+def _convert_ldm(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], scaling_factor: Any) -> None:
+    """An unconditional CompVis LDM: renamed to a diffusers LDMPipeline (UNet2DModel + VQModel + DDIM) and read by that mapping."""
+    from safetensors.torch import save_file
+
+    from latentzoo.plugins.diffusers.folders import ReadContext, _readers
+
+    source = ctx.source
+    ucfg = _get(params, "unet_config.params") or {}
+    if not params or not ucfg:
+        raise LatentzooError(
+            f"{source} is a {KINDS['ldm']}: its attention heads and training schedule are not in the tensors; pass --config its .yaml"
+        )
+    widths = det.unet["block_out_channels"]
+    attn_widths = [w for w, t in zip(widths, det.unet["down_block_types"], strict=True) if t.startswith("Attn")] or widths
+    if ucfg.get("num_head_channels", -1) not in (-1, None):
+        head = int(ucfg["num_head_channels"])
+    elif ucfg.get("num_heads", -1) not in (-1, None) and len({w // int(ucfg["num_heads"]) for w in attn_widths}) == 1:
+        head = attn_widths[0] // int(ucfg["num_heads"])
+    else:
+        raise LatentzooError("--config: unet_config.params states neither num_head_channels nor num_heads giving one head width")
+    if ucfg.get("use_scale_shift_norm") or ucfg.get("use_new_attention_order"):
+        raise LatentzooError("--config: use_scale_shift_norm / use_new_attention_order are not supported (LDM's defaults are)")
+    if params.get("parameterization", "eps") != "eps" or params.get("beta_schedule", "linear") != "linear":
+        raise LatentzooError("--config: only LDM's eps parameterization with its 'linear' beta schedule is supported")
+    image = ucfg.get("image_size")
+    unet_cfg = {**det.unet, "attention_head_dim": head, "sample_size": int(image) if isinstance(image, int) else 64}
+    if "scale_factor" in tensors:
+        sf, origin = float(tensors["scale_factor"]), "the checkpoint's scale_factor"
+    elif scaling_factor is not None:
+        sf, origin = scaling_factor, "--scaling-factor"
+    elif params.get("scale_factor") is not None:
+        sf, origin = params["scale_factor"], "--config scale_factor"
+    else:
+        sf, origin = 1.0, "the .yaml states none: LatentDiffusion's scale_factor is then 1.0 (scale_by_std off), what it was trained with"
+    ctx.notes.append(f"latent scaling_factor {_number(sf, 'scale_factor'):g} from {origin}")
+    unet = K.ldm_attention_to_diffusers(K.unet_to_diffusers(K.strip(tensors, K.UNET), det.unet["layers_per_block"]), head)
+    vq = K.ae_to_diffusers(K.strip(tensors, K.VAE), len(det.ae["block_out_channels"]))
+    scheduler = {
+        "_class_name": "DDIMScheduler",
+        "beta_schedule": "scaled_linear",  # LDM's "linear" is linear in sqrt(beta)
+        "beta_start": _number(params.get("linear_start", 1e-4), "linear_start"),
+        "beta_end": _number(params.get("linear_end", 2e-2), "linear_end"),
+        "num_train_timesteps": int(params.get("timesteps", 1000)),
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,  # LDM's DDIM visits c*i + 1
+        "timestep_spacing": "leading",
+    }
+    folder = ctx.stage / ".ldm-pipeline"  # a diffusers LDMPipeline, read by the diffusion family's own mapping
+    parts = {"unet": (unet_cfg, unet), "vqvae": ({**det.ae, "scaling_factor": float(sf)}, vq)}
+    for part, (cfg, state) in parts.items():
+        (folder / part).mkdir(parents=True)
+        (folder / part / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / part / "diffusion_pytorch_model.safetensors"))
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler), encoding="utf-8")
+    index = {"_class_name": "LDMPipeline", "unet": ["diffusers", "UNet2DModel"], "vqvae": ["diffusers", "VQModel"]}
+    index["scheduler"] = ["diffusers", "DDIMScheduler"]
+    models, pipelines = _readers()
+    sub = ReadContext(ctx.name, folder, ctx.stage, models=models)
+    pipelines["LDMPipeline"].read_pipeline(sub, index)
+    for entry in sub.components.values():
+        entry["training"] = {**(entry.get("training") or {}), **ctx.provenance, "converted_from": "single-file"}
+        entry["description"] = str(entry.get("description", "")).replace(folder.name, source.name)
+    ctx.components.update(sub.components)
+    ctx.pipelines.update({n: {**p, "description": f"CompVis LDM from {source.name}, converted"} for n, p in sub.pipelines.items()})
+    ctx.notes.extend(sub.notes)
 
 
 def _convert_autoencoder(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], scaling_factor: Any) -> None:
