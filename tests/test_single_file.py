@@ -204,11 +204,12 @@ def test_single_file_converts_to_the_folders_tensors_and_exports_back(tmp_path, 
     from safetensors.torch import load_file
     from test_interop import cli, latentzoo_env
 
+    from latentzoo.interop.formats import convert
+
     env = latentzoo_env(tmp_path)
     folder, single, tok = tiny_sd(tmp_path, layout)
     extra = ["--prediction-type", "v_prediction"] if layout == "sd2" else []
-    a = cli("convert", str(folder), "--from", "diffusers", "--name", "f", "-o", str(tmp_path / "f"), "--no-register", env=env, cwd=tmp_path)
-    assert a.returncode == 0, a.stderr
+    convert(folder, "f", fmt="diffusers", outdir=tmp_path / "f", register=False)  # the reference, in-process
     b = cli("convert", str(single), "--name", "f", "-o", str(tmp_path / "s"), "--tokenizer", str(tok), *extra, env=env, cwd=tmp_path)
     assert b.returncode == 0, b.stderr
     assert weights_of(tmp_path / "f") == weights_of(tmp_path / "s")  # same names, same sha256: identical tensors
@@ -458,10 +459,11 @@ LDM_YAML = """model:
 """
 
 
-def test_a_compvis_ldm_file_converts_to_the_tensors_of_its_diffusers_pipeline(tmp_path):
-    from test_interop import cli, latentzoo_env
+def test_a_compvis_ldm_file_converts_to_the_tensors_of_its_diffusers_pipeline(tmp_path, monkeypatch):
+    from latentzoo.core.errors import LatentzooError
+    from latentzoo.interop.formats import convert
 
-    env = latentzoo_env(tmp_path)
+    monkeypatch.setenv("LATENTZOO_REGISTRY", str(tmp_path / "user.yaml"))
     unet = perturbed(diffusers.UNet2DModel(**LDM_UNET))
     vq = perturbed(diffusers.VQModel(**VQ, scaling_factor=1.0))
     ups = ["Attn" in t for t in LDM_UNET["up_block_types"]]
@@ -476,11 +478,10 @@ def test_a_compvis_ldm_file_converts_to_the_tensors_of_its_diffusers_pipeline(tm
         beta_start=0.0015, beta_end=0.0195, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1
     )
     diffusers.LDMPipeline(vqvae=m_vq, unet=m_unet, scheduler=sched).save_pretrained(tmp_path / "folder", safe_serialization=True)
-    a = cli("convert", str(tmp_path / "folder"), "--name", "l", "-o", str(tmp_path / "f"), "--no-register", env=env, cwd=tmp_path)
-    assert a.returncode == 0, a.stderr
-    proc = cli("convert", str(path), "--name", "l", "-o", str(tmp_path / "s"), "--no-register", env=env, cwd=tmp_path)
-    assert proc.returncode != 0 and "pass --config its .yaml" in proc.stderr
-    b = cli("convert", str(path), "--name", "l", "-o", str(tmp_path / "s"), "--config", str(tmp_path / "ldm.yaml"), env=env, cwd=tmp_path)
-    assert b.returncode == 0, b.stderr
+    convert(tmp_path / "folder", "l", fmt="diffusers", outdir=tmp_path / "f", register=False)
+    with pytest.raises(LatentzooError, match=r"pass --config its \.yaml"):
+        convert(path, "l", fmt="single-file", outdir=tmp_path / "s", register=False)
+    done = convert(path, "l", fmt="single-file", outdir=tmp_path / "s", register=False, config=tmp_path / "ldm.yaml")
     assert weights_of(tmp_path / "f") == weights_of(tmp_path / "s")
-    assert "1 from the .yaml states none" in b.stderr
+    assert any("1 from the .yaml states none" in n for n in done.notes)
+    assert done.pipelines["l"]["prior"] == "l-unet" and done.pipelines["l"]["decoder"] == "l-vqvae"
