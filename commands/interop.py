@@ -53,8 +53,8 @@ def convert(
     no_register: bool,
     force: bool,
 ) -> None:
-    """Import a model or pipeline folder from another format (diffusers: VQModel, AutoencoderKL, UNet2DModel, DDIM/DDPM, pipelines),
-    or an original single-file .safetensors checkpoint (Stable Diffusion 1.x / 2.x, VQ-GAN, KL VAE; --from single-file).
+    """Import a model or pipeline folder from another format (diffusers: VQModel, AutoencoderKL, UNet2DModel, DDIM/DDPM, pipelines, Stable Diffusion),
+    or an original single-file .safetensors checkpoint (Stable Diffusion 1.x / 2.x, CompVis LDM, VQ-GAN, KL VAE; --from single-file).
 
     Writes re-saved safetensors weights (with sha256) and OUT/registry.yaml, and adds the
     entries to the user registry (unless --no-register). A name the registry already has

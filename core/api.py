@@ -45,6 +45,7 @@ def compose(
     name: str = "composed",
     allow_mismatch: bool = False,
     extra: Any = (),
+    conditioner: str | None = None,
 ) -> PipelineSpec:
     """A checked pipeline spec (raises ContractError on a mismatch); ``spec.to_yaml()`` saves it."""
     spec = PipelineSpec(
@@ -53,6 +54,7 @@ def compose(
         sampler=sampler,
         encoder=encoder,
         scheduler=scheduler,
+        conditioner=conditioner,
         defaults=dict(defaults or {}),
         name=name,
         allow_mismatch=allow_mismatch,

@@ -10,7 +10,7 @@ from .errors import ContractError, WeightsError
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
 from .sources import resolve_weights
-from .weights import adopt_weights, load_state, load_tensors, parameters_on_meta, space_identity
+from .weights import load_state, load_tensors, parameters_on_meta, space_identity
 
 
 class Builder:
@@ -32,18 +32,17 @@ class Builder:
         decl = self.registry.declaration(entry)
         cls = import_target(decl["target"])
         config = dict(entry.data.get("config") or {})
-        path, sha = resolve_weights(entry) if "weights" in entry.data else (None, None)
-        # Large weights are adopted, not copied: parameters are created on the meta device (no
-        # allocation, no random init) and the memory-mapped tensors become the parameters.
-        # Small ones (every shipped model) keep the plain path: build, then copy in.
-        adopt = path is not None and adopt_weights(path)
+        # A class may say its parameters are all in its weights file: then it is built without allocating or
+        # initialising them and adopts the (memory-mapped) loaded tensors: no copy, no random init.
+        assign = "weights" in entry.data and bool(getattr(cls, "load_by_assignment", False))
         try:
-            with parameters_on_meta() if adopt else contextlib.nullcontext():
+            with parameters_on_meta() if assign else contextlib.nullcontext():
                 obj = cls.from_config(config)
         except (TypeError, ValueError) as exc:
             raise WeightsError(f"{entry.where}: cannot build {name} from its config: {exc}") from exc
-        if path is not None:
-            load_state(obj, load_tensors(path, sha), path, name, assign=adopt)  # names a tensor of the wrong shape
+        if "weights" in entry.data:
+            path, sha = resolve_weights(entry)
+            load_state(obj, load_tensors(path, sha), path, name, assign=assign)  # names a tensor of the wrong shape
             self.sha256[name] = sha
             if hasattr(obj, "load_assets"):  # files shipped beside the weights (e.g. a text encoder's tokenizer.json)
                 obj.load_assets(path.parent)

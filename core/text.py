@@ -253,8 +253,10 @@ def load(path: str | Path, *, context_length: int | None = None) -> TextTokenize
     from tokenizers import Tokenizer
 
     path = Path(path)
+    folder_pad = None
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
+            folder_pad = _folder_pad_token(path)  # a transformers folder names its pad token beside tokenizer.json
             path = path / "tokenizer.json"
         elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
             return clip_bpe(path / "vocab.json", path / "merges.txt", context_length=context_length or CLIP_CONTEXT)
@@ -269,7 +271,8 @@ def load(path: str | Path, *, context_length: int | None = None) -> TextTokenize
         raise LatentzooError(
             f"cannot load tokenizer {path}: {str(exc).splitlines()[0] if str(exc) else exc}; is it a tokenizer.json?"
         ) from exc
-    return TextTokenizer(tok, int(context_length or meta.get("context_length") or CLIP_CONTEXT), meta.get("pad_token") or _pad_of(tok))
+    pad = meta.get("pad_token") or folder_pad or _pad_of(tok)
+    return TextTokenizer(tok, int(context_length or meta.get("context_length") or CLIP_CONTEXT), pad)
 
 
 def _pad_of(tok: Tokenizer) -> str:

@@ -178,24 +178,13 @@ def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch
     return tensors
 
 
-ADOPT_MIN_BYTES = 64 * 2**20  # weights at least this large are adopted (memory-mapped, no copy) instead of copied
-
-
-def adopt_weights(path: str | Path) -> bool:
-    """Whether a weights file is large enough to be adopted without a copy (see ``parameters_on_meta``)."""
-    try:
-        return Path(path).stat().st_size >= ADOPT_MIN_BYTES
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def parameters_on_meta() -> Iterator[None]:
-    """Parameters registered inside live on the meta device: no memory, no random initialisation.
+    """Modules built inside hold their parameters on the meta device: no memory, no random initialisation.
 
-    Buffers (a noise schedule, position ids) are still real, which is why this patches parameter
-    registration rather than using ``torch.device("meta")``. The module is unusable until its
-    parameters are replaced by ``load_state(..., assign=True)``.
+    For a model whose weights are loaded right after with ``load_state(..., assign=True)``.
+    Buffers and plain tensors made at construction (a prior's noise schedule) stay real,
+    which is why this patches parameter registration rather than using ``torch.device("meta")``.
     """
     from torch import nn
 
@@ -206,17 +195,20 @@ def parameters_on_meta() -> Iterator[None]:
             param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
         register(module, name, param)
 
-    nn.Module.register_parameter = on_meta
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
     try:
         yield
     finally:
-        nn.Module.register_parameter = register
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
 def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, name: str, *, assign: bool = False) -> None:
     """Load ``state`` into ``module`` (strictly); a missing, unexpected or wrongly shaped tensor
-    is one line naming the tensor and, for a shape, the expected and found shapes. ``assign``:
-    the tensors become the parameters (no copy; a module built under ``parameters_on_meta``)."""
+    is one line naming the tensor and, for a shape, the expected and found shapes.
+
+    ``assign``: the module adopts the tensors themselves (``load_state_dict(assign=True)``; with
+    ``load_tensors``' memory-mapped tensors, no copy of the weights is made), cast only where the
+    module's dtype differs; for a module built under ``parameters_on_meta``."""
     own = module.state_dict()
     for key, tensor in state.items():
         if key in own and tuple(own[key].shape) != tuple(tensor.shape):
@@ -231,4 +223,6 @@ def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, na
             f"weights {Path(path).name} do not fit {name}'s config: {len(missing)} missing key(s) "
             f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}; the config and weights belong to different models"
         )
+    if assign:
+        state = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in state.items()}
     module.load_state_dict(state, strict=True, assign=assign)

@@ -31,9 +31,18 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PIPELINE_FILE = "pipeline.yaml"
 CARD_FILE = "README.md"
-CARRIED_KEYS = ("family", "class", "roles", "config", "latent_space", "license", "description", "metrics")
-IDENTITY_KEYS = ("class", "roles", "config", "latent_space")  # what makes two components the same model
-PART_KEYS = ("encoder", "prior", "decoder", "sampler", "scheduler")
+CARRIED_KEYS = (
+    "family", "class", "roles", "config", "latent_space", "conditioning", "conditioning_space", "license", "description", "metrics",
+)  # fmt: skip
+IDENTITY_KEYS = (
+    "class",
+    "roles",
+    "config",
+    "latent_space",
+    "conditioning",
+    "conditioning_space",
+)  # what makes two components the same model
+PART_KEYS = ("encoder", "prior", "decoder", "sampler", "scheduler", "conditioner")
 MAX_PIPELINE_BYTES = 1 << 20
 # the Hub's repo-id rule: letters, digits, '-', '_', '.', not starting or ending with '-' or '.', no '--' or '..'
 _REPO_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
@@ -117,6 +126,14 @@ def model_card(name: str, data: dict, repo: str, sha256: str | None, *, pipeline
     return "\n".join(lines)
 
 
+def _assets(data: dict) -> list[tuple[str, str | None]]:
+    """(file name, sha256) of the files a component's config ships beside its weights (a text encoder's tokenizer)."""
+    spec = (data.get("config") or {}).get("tokenizer") if isinstance(data.get("config"), dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("file"), str):
+        return [(spec["file"], spec.get("sha256"))]
+    return []
+
+
 def _component_files(entry, repo: str) -> tuple[dict[str, bytes | str], str | None]:
     """{path in repo: bytes or local file path} for one component, and its weights' sha256."""
     import json
@@ -133,6 +150,11 @@ def _component_files(entry, repo: str) -> tuple[dict[str, bytes | str], str | No
             raise WeightsError(f"{path} fails its sha256 check (expected {sha[:12]}..., got {actual[:12]}...); refusing to push it")
         files[WEIGHTS_FILE] = str(path)
         data["weights"] = {"file": WEIGHTS_FILE, "sha256": sha}
+        for asset, asset_sha in _assets(data):  # files shipped beside the weights travel with them
+            local = path.parent / asset
+            if not local.is_file() or (asset_sha and sha256_file(local) != asset_sha):
+                raise WeightsError(f"{local} is missing or fails its sha256 check; refusing to push {entry.name} without it")
+            files[asset] = str(local)
     files[CONFIG_FILE] = (json.dumps({"latentzoo": 1, "name": entry.name, **data}, indent=2) + "\n").encode()
     files[CARD_FILE] = model_card(entry.name, data, repo, sha).encode()
     return files, sha
@@ -292,6 +314,11 @@ def _verified_entry(repo: str, commit: str, data: dict) -> dict:
                 "the upload is corrupt or was changed"
             )
         entry["weights"] = {"hub": repo, "revision": commit, "file": filename, "sha256": expected or actual}
+        for asset, asset_sha in _assets(entry):  # fetched into the same snapshot folder as the weights
+            if "/" in asset or asset.startswith("."):
+                raise LatentzooError(f"{repo}@{commit}: file {asset!r} is not a plain file name; is it a latentzoo repo?")
+            if asset_sha and sha256_file(hub_file(repo, asset, commit)) != asset_sha:
+                raise WeightsError(f"{repo}@{commit} {asset} fails its sha256 check; the upload is corrupt or was changed")
     return entry
 
 

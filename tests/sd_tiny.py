@@ -74,7 +74,7 @@ def build_sd(folder: Path, layout: str, seed: int = 0):
     clip_vocab_files(tok_dir)
     if spec["pad"]:
         (tok_dir / "special_tokens_map.json").write_text(json.dumps({"pad_token": spec["pad"]}))
-    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(tok_dir))
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(str(tok_dir), model_max_length=77)
     vocab = json.loads((tok_dir / "vocab.json").read_text())
     t = spec["text"]
     torch.manual_seed(seed)

@@ -564,3 +564,28 @@ def test_hub_failures_are_one_line_errors_naming_the_fix(hub, run, zoo):
     )
     one_line_error(run("pull", "acme/two"), "exactly one")
     assert user_registry(run) == {"version": 1}
+
+
+def test_a_converted_stable_diffusion_pipeline_pushes_and_pulls_with_its_tokenizer(hub, run, tmp_path):
+    """Text conditioning travels: the conditioner's tokenizer file, the prior's conditioning, the conditioner part."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from sd_tiny import build_sd
+
+    build_sd(tmp_path / "sd", "sd1")
+    ok(run("convert", "--from", "diffusers", str(tmp_path / "sd"), "--name", "tiny-sd", "--no-register", "-o", str(tmp_path / "conv")))
+    reg = str(tmp_path / "conv" / "registry.yaml")
+    local = tmp_path / "local.png"
+    args = ["sample", "tiny-sd", "--prompt", "a horse", "--steps", "2", "-n", "1", "--no-progress"]
+    ok(run("--registry", reg, *args, "-o", str(local)))
+    proc = ok(run("--registry", reg, "push", "tiny-sd", "--repo", "acme/tiny-sd"))
+    assert proc.stdout.count("pushed ") == 4  # text encoder, unet, vae (the weights), then the pipeline
+    te = hub.repos["acme/tiny-sd-tiny-sd-text-encoder"]
+    assert "tiny-sd-text-encoder.tokenizer.json" in te["commits"][te["refs"]["main"]]
+    ok(run("pull", "acme/tiny-sd"))
+    user = user_registry(run)
+    assert user["pipelines"]["tiny-sd"]["conditioner"] == "tiny-sd-tiny-sd-text-encoder"
+    assert user["components"]["tiny-sd-tiny-sd-unet"]["conditioning"]["kind"] == "text"
+    pulled = tmp_path / "pulled.png"
+    ok(run(*args, "-o", str(pulled)))
+    assert pulled.read_bytes() == local.read_bytes()

@@ -355,7 +355,7 @@ def test_a_matching_yaml_is_accepted_and_sd2_needs_its_prediction_type(tmp_path,
 def _ctx(path, stage):
     from latentzoo.plugins.diffusers.folders import ReadContext
 
-    return ReadContext("m", path, stage)
+    return ReadContext.create("m", path, stage)
 
 
 def test_a_taming_vqgan_file_converts_key_for_key(tmp_path):
@@ -391,18 +391,18 @@ def test_clip_bpe_from_an_installed_package_gives_openai_ids(monkeypatch):
         single.load_tokenizer(None, det)
 
 
-def test_large_weights_are_adopted_not_copied_and_give_the_same_model(tmp_path, sd1_file, monkeypatch):
-    """Builder adopts weights over ADOPT_MIN_BYTES (meta-built parameters, memory-mapped tensors assigned): same outputs, no meta left."""
-    from latentzoo.core import weights
+def test_a_converted_unet_is_adopted_not_copied_and_gives_the_same_outputs(tmp_path, sd1_file, monkeypatch):
+    """Builder builds load_by_assignment classes on meta and adopts the memory-mapped tensors: same outputs as copying."""
     from latentzoo.core.build import Builder
     from latentzoo.interop.formats import convert
+    from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
 
     path, tok = sd1_file
     monkeypatch.setenv("LATENTZOO_REGISTRY", str(tmp_path / "user.yaml"))
     done = convert(path, "m", fmt="single-file", outdir=tmp_path / "m", register=False, tokenizer=tok)
     outs = []
-    for threshold in (2**62, 0):  # copy, then adopt
-        monkeypatch.setattr(weights, "ADOPT_MIN_BYTES", threshold)
+    for adopt in (False, True):
+        monkeypatch.setattr(UNetCondPrior, "load_by_assignment", adopt)
         unet = Builder.from_registry([done.fragment]).component("m-unet", "prior")
         assert not any(p.is_meta for p in unet.parameters())
         torch.manual_seed(0)

@@ -97,9 +97,9 @@ def _pickle_message(path: Path) -> str:
 
 def read_tensors(path: Path) -> dict[str, Any]:
     """All tensors, memory-mapped (pages are read when used)."""
-    from latentzoo.plugins.diffusers.sd import read_safetensors
+    from latentzoo.plugins.diffusers.folders import ReadContext
 
-    return read_safetensors(path)
+    return ReadContext.read_tensors(path)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -436,7 +436,7 @@ def convert(
             "latent diffusion model; give the full checkpoint, or drop --config to convert the autoencoder alone"
         )
     params = check_yaml(det, data, Path(config)) if data else {}
-    ctx = ReadContext(name, source, stage)
+    ctx = ReadContext.create(name, source, stage)
     ctx.notes.append(f"{source.name}: {KINDS[det.kind]} detected from its tensors" + (f", checked against {config}" if config else ""))
     ctx.notes.extend(det.notes)
     tensors = read_tensors(source)
@@ -476,7 +476,7 @@ def _number(value: Any, what: str) -> float:
 def _convert_sd(
     ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], *, prediction_type: Any, tokenizer: Any, scaling_factor: Any
 ) -> None:
-    from latentzoo.plugins.diffusers.sd import convert_sd_parts
+    from latentzoo.plugins.diffusion.sd import convert_sd_parts
 
     source = ctx.source
     # prediction type: not in the tensors
@@ -616,7 +616,6 @@ def _convert_ldm(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[
 def _convert_autoencoder(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], scaling_factor: Any) -> None:
     """A first stage alone: its scaling factor is never defaulted (--scaling-factor, or the .yaml's scale_factor)."""
     from latentzoo.core.weights import space_identity
-    from latentzoo.plugins.diffusers.sd import load_assigned
 
     source = ctx.source
     stated = scaling_factor if scaling_factor is not None else params.get("scale_factor")
@@ -631,15 +630,13 @@ def _convert_autoencoder(ctx: Any, det: Detected, tensors: dict[str, Any], param
         {k: v for k, v in tensors.items() if k.split(".")[0] in ("encoder", "decoder", "quant_conv", "post_quant_conv", "quantize")}, levels
     )
     if det.kind == "kl-vae":
-        from latentzoo.plugins.vae.diffusers import convert_state
-
-        convert_state(ctx, source, {**det.ae, "scaling_factor": sf}, state, ctx.name, build=load_assigned)
+        ctx.convert_state({**det.ae, "scaling_factor": sf}, state, ctx.name, source)
         return
     from latentzoo.plugins.vqgan.diffusers import vq_config
     from latentzoo.plugins.vqgan.model import VQAutoencoder
 
     cfg = vq_config(ctx, source, det.ae)
-    model = load_assigned(VQAutoencoder, cfg, state, source)
+    model = ctx.build_assigned(VQAutoencoder, cfg, state, source)
     sha = ctx.save(ctx.name, model, "vqgan")
     space = {**model.shape_fields(), "autoencoder": space_identity(sha), "scaling_factor": sf, "shift": 0.0}
     ctx.components[ctx.name] = {

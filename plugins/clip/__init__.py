@@ -24,6 +24,7 @@ def latentzoo_components() -> list[dict]:
             "roles": ["conditioner"],
             "family": "clip",
             "target": "latentzoo.plugins.clip.model:CLIPTextEncoder",
+            "formats": {"diffusers": "latentzoo.plugins.clip.diffusers:CLIPTextFormat"},  # CLIPTextModel (+ CLIPTokenizer)
             "description": "CLIP text transformer (transformers CLIPTextModel / CLIPTextModelWithProjection layout), e.g. Stable Diffusion's text encoder",
         },
     ]

@@ -278,6 +278,8 @@ class CLIPTextEncoder(nn.Module, _TextTower, Conditioner):
     the Conditioner contract says), mask = the real tokens.
     """
 
+    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.build)
+
     conditioning_space: Any = None
 
     def __init__(

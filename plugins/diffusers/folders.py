@@ -3,7 +3,11 @@
 A family's mapping is the class its component declaration names under
 ``"formats": {"diffusers": "module:Class"}``. It may define:
 
-``reads``: diffusers model / scheduler class names (``_class_name``) it converts;
+``reads``: diffusers model / scheduler class names (``_class_name``, or transformers'
+    ``architectures[0]``) it converts;
+``read_state(ctx, where, raw, state, comp, **context) -> dict``: the same from a config dict and
+    a state dict already in memory (``ctx.convert_state`` dispatches to it), so a pipeline mapping,
+    or a single-file checkpoint reader, converts parts without knowing their family;
 ``pipelines``: diffusers pipeline class names (``model_index.json``) it assembles;
 ``read(ctx, folder, raw, comp, **context) -> dict``: convert one folder into entry ``comp``
     (added to ``ctx.components``); returns what a pipeline needs (e.g. ``latent_space``);
@@ -94,6 +98,12 @@ class ReadContext:
     scaling_used: bool = False
     models: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def create(cls, name: str, source: Path, stage: Path, **options: Any) -> ReadContext:
+        """A context whose ``models`` are the loaded families' mappings (what ``convert_state`` dispatches on)."""
+        models, _ = _readers()
+        return cls(name, Path(source), Path(stage), models=models, **options)
+
     @property
     def provenance(self) -> dict[str, str]:
         return {"converted_from": FORMAT, "source": str(self.source.resolve())}
@@ -146,6 +156,59 @@ class ReadContext:
             return load_file(str(path))
         except Exception as exc:
             raise LatentzooError(f"{path} is not a readable safetensors file ({exc})") from exc
+
+    @staticmethod
+    def read_tensors(path: Path) -> dict[str, Any]:
+        """A safetensors file's tensors, memory-mapped (``load_file`` maps the file: pages are read on use, not copied)."""
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise LatentzooError(f"{path} is not a readable safetensors file ({first})") from exc
+
+    @staticmethod
+    def build_assigned(cls: Any, config: dict[str, Any], state: dict[str, Any], where: Any) -> Any:
+        """``cls(**config)`` holding ``state``'s tensors themselves: parameters are never allocated nor
+        initialised (built on meta, ``load_state_dict(assign=True)``), so a multi-GB model converts without
+        a copy of its weights; a tensor whose shape the config contradicts is refused in one line naming it."""
+        from latentzoo.core.weights import parameters_on_meta
+
+        try:
+            with parameters_on_meta():
+                model = cls(**config)
+        except (TypeError, ValueError, LatentzooError) as exc:
+            raise LatentzooError(f"{where}: config does not build a latentzoo model ({exc})") from exc
+        own = model.state_dict()
+        for key, tensor in state.items():
+            if key in own and tuple(own[key].shape) != tuple(tensor.shape):
+                raise LatentzooError(
+                    f"{where}: tensor {key!r} has shape {list(tensor.shape)} but the config gives {list(own[key].shape)}; "
+                    "the config and the weights belong to different models"
+                )
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise LatentzooError(
+                f"{where}: weights do not map onto latentzoo's layout: {len(missing)} missing {missing[:3]}, "
+                f"{len(unexpected)} unexpected {unexpected[:3]}"
+            )
+        model.load_state_dict(state, strict=True, assign=True)
+        return model.eval().requires_grad_(False)
+
+    def convert_state(self, raw: dict[str, Any], state: dict[str, Any], comp: str, where: Any, **context: Any) -> dict[str, Any]:
+        """Convert one model given as its config dict + state dict (diffusers / transformers key names) with the
+        family that maps its class (``_class_name``, or transformers' ``architectures``); returns what that
+        family's ``read_state`` returns (e.g. ``latent_space``, ``conditioning_space``)."""
+        kind = raw.get("_class_name") or (raw.get("architectures") or [None])[0]
+        mapping = self.models.get(kind)
+        if mapping is None or not hasattr(mapping, "read_state"):
+            supported = ", ".join(sorted(k for k, m in self.models.items() if hasattr(m, "read_state"))) or "none"
+            raise LatentzooError(
+                f"{where}: class {kind!r} is not supported here (classes a loaded family converts from tensors: {supported})"
+            )
+        return mapping.read_state(self, where, raw, state, comp, **context) or {}
 
     @staticmethod
     def build_and_load(cls: Any, config: dict[str, Any], state: dict[str, Any], where: Path) -> Any:

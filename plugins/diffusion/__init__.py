@@ -77,7 +77,7 @@ def latentzoo_components() -> list[dict]:
             "scaled_latents": True,
             "family": "diffusion",
             "target": "latentzoo.plugins.diffusion.unet_cond:UNetCondPrior",
-            "formats": {"diffusers": "latentzoo.plugins.diffusers.sd:StableDiffusionFormat"},  # StableDiffusionPipeline
+            "formats": {"diffusers": "latentzoo.plugins.diffusion.sd:StableDiffusionFormat"},  # StableDiffusionPipeline
             "description": "Cross-attention UNet denoiser (diffusers UNet2DConditionModel layout): attends to a conditioner's tokens",
             "options": [
                 _option("prompt", "str", "", "Text the conditioner encodes (empty: unconditional)"),

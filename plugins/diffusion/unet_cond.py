@@ -194,6 +194,8 @@ def _per_block(value: Any, n: int, name: str) -> list[Any]:
 class UNetCondPrior(nn.Module, DenoiserPrior):
     """A UNet over (C, H, W) latents that cross-attends to a conditioner's tokens (diffusers UNet2DConditionModel layout)."""
 
+    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.build)
+
     def __init__(
         self,
         *,

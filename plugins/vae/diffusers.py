@@ -130,6 +130,10 @@ class AutoencoderKLFormat:
         space = convert_state(ctx, folder / "config.json", raw, ctx.load_weights(folder), comp, **context)
         return {"latent_space": space}
 
+    def read_state(self, ctx: Any, where: Any, raw: dict[str, Any], state: dict[str, Any], comp: str, **context: Any) -> dict[str, Any]:
+        """From a config + state dict in memory (a pipeline's vae, a single-file checkpoint's), loaded without a copy."""
+        return {"latent_space": convert_state(ctx, where, raw, state, comp, build=ctx.build_assigned, **context)}
+
     def write(self, ctx: Any, entry: Any, folder: Path, *, space: Any = None, **context: Any) -> str:
         from .model import KLAutoencoder
 

@@ -20,6 +20,8 @@ from latentzoo.core.layers import ConvDecoder, ConvEncoder
 class KLAutoencoder(nn.Module, Encoder, Decoder):
     """Gaussian posterior q(z|x) = N(mean, exp(logvar)); ``encode`` returns the mean or a sample."""
 
+    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.build)
+
     def __init__(
         self,
         *,

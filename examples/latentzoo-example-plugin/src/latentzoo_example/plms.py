@@ -66,11 +66,20 @@ class PLMSSampler(Sampler):
         class_labels: torch.Tensor | None = None,
         guidance: float | None = None,
         order: int | None = None,
+        conditioning: Any = None,
+        null_conditioning: Any = None,
         **_: Any,
     ) -> torch.Tensor:
         sigmas = check_sigmas(levels, "sampler plms")
         order = self.order if order is None else self._check_order(order)
-        model = Denoiser(prior, class_labels=class_labels, guidance=1.0 if guidance is None else guidance, batch_size=noise.shape[0])
+        model = Denoiser(
+            prior,
+            class_labels=class_labels,
+            guidance=1.0 if guidance is None else guidance,
+            batch_size=noise.shape[0],
+            conditioning=conditioning,  # a text prior's tokens (passed by the pipeline with a conditioner)
+            null_conditioning=null_conditioning,
+        )
         abar = [model.schedule.alpha_bar(s) for s in sigmas]  # the variance-preserving chain x_t = sqrt(a) x0 + sqrt(1 - a) eps
         n = len(sigmas) - 1
         history: list[torch.Tensor] = []  # previous eps, oldest first, at most order - 1

@@ -1,48 +1,43 @@
 """Stable Diffusion (1.x and 2.x) in diffusers' layout <-> latentzoo components and a text-to-image pipeline.
 
+The diffusion family's mapping of ``diffusion.unet_cond`` (declared there under ``"formats"``):
+``StableDiffusionPipeline`` folders in (``convert --from diffusers``) and out (``export --to
+diffusers``). The UNet is this family's; the VAE and the text encoder are converted / written
+by the families that map them (``ctx.convert_state`` / ``ctx.write_part``: vae.autoencoder for
+AutoencoderKL, clip.text for CLIPTextModel + its tokenizer), so nothing here imports them.
+
 Layered so that any source of diffusers-layout state dicts can use it (a diffusers folder
-here; an original single-file checkpoint after its keys are renamed elsewhere):
+here; an original single-file checkpoint once its keys are renamed to diffusers' names):
 
-``convert_sd_parts(ctx, parts, *, tokenizer, scheduler_config, where) -> None``
-    ``ctx`` is a ``latentzoo.plugins.diffusers.folders.ReadContext`` (``ctx.name`` names the
-    pipeline, weights go to ``ctx.stage``); ``parts`` maps ``"unet"``, ``"vae"`` and
-    ``"text_encoder"`` to ``(config, state_dict)``: the diffusers ``UNet2DConditionModel`` /
-    ``AutoencoderKL`` config.json dicts and transformers' ``CLIPTextModel`` config.json dict,
-    with state dicts in diffusers / transformers key names. ``tokenizer`` is a
-    ``latentzoo.core.text.TextTokenizer`` or a folder with vocab.json + merges.txt;
-    ``scheduler_config`` is a diffusers scheduler_config.json dict. It adds to
-    ``ctx.components``: ``NAME-text-encoder`` (clip.text conditioner, its tokenizer.json
-    beside the weights), ``NAME-unet`` (diffusion.unet_cond prior), ``NAME-vae``
-    (vae.autoencoder encoder/decoder), a sampler / scheduler when the config needs its own;
-    ``ctx.pipelines[NAME]``; and notes. The caller returns ``{"components": ctx.components,
-    "pipelines": ctx.pipelines, "notes": ctx.notes}`` from its format's ``convert``.
+``convert_sd_parts(ctx, parts, *, tokenizer, scheduler_config, where=None) -> None``
+    ``ctx``: ``latentzoo.plugins.diffusers.folders.ReadContext.create(name, source, stage)``
+    (``ctx.name`` names the pipeline, weights go to ``ctx.stage``). ``parts`` maps ``"unet"``,
+    ``"vae"`` and ``"text_encoder"`` to ``(config, state_dict)``: diffusers'
+    ``UNet2DConditionModel`` / ``AutoencoderKL`` config.json dicts and transformers'
+    ``CLIPTextModel`` config.json dict (``_class_name`` / ``architectures`` may be left out),
+    state dicts in diffusers / transformers key names. ``tokenizer``: a
+    ``latentzoo.core.text.TextTokenizer`` or a folder (vocab.json + merges.txt or tokenizer.json).
+    ``scheduler_config``: a diffusers scheduler_config.json dict. Adds to ``ctx.components``
+    ``NAME-text-encoder`` (clip.text conditioner, tokenizer.json beside its weights),
+    ``NAME-vae`` (vae.autoencoder), ``NAME-unet`` (diffusion.unet_cond prior), a sampler and a
+    scheduler entry where the config needs its own; ``ctx.pipelines[NAME]``; notes. The format's
+    ``convert`` then returns ``{"components": ctx.components, "pipelines": ctx.pipelines,
+    "notes": ctx.notes}``. Weights are adopted, never copied (``ctx.build_assigned``).
 
-``load_assigned(cls, config, state, where)``: builds ``cls(**config)`` without allocating or
-initialising its parameters and adopts ``state``'s tensors (``load_state_dict(assign=True)``):
-no copy of the weights, and a tensor whose shape the config contradicts is refused in one
-line naming it. ``read_safetensors(path)``: a state dict memory-mapped from the file.
-
-What is mapped, and how:
-
-* text encoder: diffusers' pipeline calls ``CLIPTextModel`` on ids padded to 77 tokens with no
-  attention mask (``use_attention_mask`` unset) and conditions the UNet on every token's last
-  hidden state, the padding included (SD 2.x's text_encoder folder already holds the 23
-  layers it uses, so the last hidden state is the penultimate layer of OpenCLIP). The
-  conditioner does the same (``use_attention_mask: false``), so outputs match diffusers.
-* scheduler: the training schedule (betas, T, prediction_type epsilon / v_prediction) goes to
-  the prior; timestep spacing + steps_offset to a ``diffusion.timesteps`` scheduler (the
-  built-in ``leading`` / ``trailing`` / ``linspace`` when the offset is 0); the algorithm to a
-  sampler: DDIM -> ddim (eta 0), PNDM -> ddim (latentzoo has no PLMS; DDIM runs on the same
-  timesteps and is what PNDM's skip_prk_steps variant approximates), Euler -> euler,
-  EulerAncestral -> euler-ancestral, DPMSolverMultistep (dpmsolver++, order 2) -> dpmpp-2m,
-  LMS -> lms, DDPM -> ddpm; ``use_karras_sigmas`` -> the karras scheduler.
-* ``safety_checker``, ``feature_extractor`` (and ``image_encoder``) are not converted: a note says so.
+The scheduler config is split as latentzoo keeps things apart: the training schedule (betas,
+T) and ``prediction_type`` (epsilon / v_prediction) go to the prior; timestep spacing +
+``steps_offset`` to a ``diffusion.timesteps`` scheduler (the built-in ``leading`` / ``trailing``
+/ ``linspace`` when the offset is 0; ``use_karras_sigmas``: the karras scheduler); the algorithm
+to a sampler: DDIM -> ddim (eta 0); PNDM -> ddim (no PLMS is built in: DDIM on the same
+timesteps; the example plugin's plms sampler is the closer match where installed); DDPM -> ddpm;
+Euler -> euler; EulerAncestral -> euler-ancestral; DPMSolverMultistep (dpmsolver++, order 2) ->
+dpmpp-2m; LMS -> lms. Defaults: 50 steps, guidance 7.5 (StableDiffusionPipeline's). Export maps
+the sampler back (ddim -> DDIMScheduler, ...). ``safety_checker``, ``feature_extractor`` and
+``image_encoder`` are not converted (a note says so) and not written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -182,68 +177,6 @@ def _plain(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------
-# loading without copies
-
-
-@contextlib.contextmanager
-def _parameters_on_meta():
-    """Parameters created inside live on the meta device: no memory, no random initialisation.
-
-    Buffers and plain tensors (a prior's noise schedule) are still real, which is why this
-    patches parameter registration instead of using ``torch.device("meta")``.
-    """
-    from torch import nn
-
-    register = nn.Module.register_parameter
-
-    def on_meta(module: nn.Module, name: str, param: Any) -> None:
-        if param is not None and param.device.type != "meta":
-            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        register(module, name, param)
-
-    nn.Module.register_parameter = on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
-
-
-def load_assigned(cls: Any, config: dict[str, Any], state: dict[str, Any], where: Any) -> Any:
-    """``cls(**config)`` holding ``state``'s tensors themselves (no copy); shape / key misfits in one line."""
-    try:
-        with _parameters_on_meta():
-            model = cls(**config)
-    except (TypeError, ValueError, LatentzooError) as exc:
-        raise LatentzooError(f"{where}: config does not build a latentzoo model ({exc})") from exc
-    own = model.state_dict()
-    for key, tensor in state.items():
-        if key in own and tuple(own[key].shape) != tuple(tensor.shape):
-            raise LatentzooError(
-                f"{where}: tensor {key!r} has shape {list(tensor.shape)} but the config gives {list(own[key].shape)}; "
-                "the config and the weights belong to different models"
-            )
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise LatentzooError(
-            f"{where}: weights do not map onto latentzoo's layout: {len(missing)} missing {missing[:3]}, "
-            f"{len(unexpected)} unexpected {unexpected[:3]}"
-        )
-    model.load_state_dict(state, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
-
-
-def read_safetensors(path: str | Path) -> dict[str, Any]:
-    """A safetensors file's tensors, memory-mapped (pages are read on use, never copied up front)."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))  # safe_open maps the file; tensors are views of pages read on use
-    except Exception as exc:
-        raise LatentzooError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0] if str(exc) else exc})") from exc
-
-
-# ---------------------------------------------------------------------------------------
 # reading
 
 
@@ -258,17 +191,6 @@ def unet_config(ctx: Any, where: Any, raw: dict[str, Any]) -> dict[str, Any]:
     ctx.require(isinstance(cfg["sample_size"], int), where, f"sample_size {cfg['sample_size']!r} (need one integer size)")
     ctx.require(isinstance(cfg["transformer_layers_per_block"], int), where, "per-block transformer_layers_per_block")
     return {k: _plain(cfg[k]) for k in UNET_TO_OURS}
-
-
-def text_config(where: Any, raw: dict[str, Any]) -> dict[str, Any]:
-    from latentzoo.plugins.clip.model import HF_TEXT_DEFAULTS
-
-    arch = (raw.get("architectures") or ["CLIPTextModel"])[0]
-    if arch != "CLIPTextModel":
-        raise LatentzooError(f"{where}: text encoder {arch!r} is not a CLIPTextModel (the Stable Diffusion 1.x / 2.x text encoder)")
-    if raw.get("use_attention_mask"):
-        raise LatentzooError(f"{where}: use_attention_mask is set; latentzoo converts SD text encoders that attend to the padding")
-    return {k: raw.get(k, v) for k, v in HF_TEXT_DEFAULTS.items()}
 
 
 def scheduler_parts(ctx: Any, where: Any, raw: dict[str, Any]) -> dict[str, Any]:
@@ -311,14 +233,6 @@ def scheduler_parts(ctx: Any, where: Any, raw: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def _load_tokenizer(tokenizer: Any, context_length: int) -> Any:
-    from latentzoo.core import text
-
-    if isinstance(tokenizer, text.TextTokenizer):
-        return tokenizer
-    return text.load(Path(tokenizer), context_length=context_length)
-
-
 def convert_sd_parts(
     ctx: Any,
     parts: dict[str, tuple[dict[str, Any], dict[str, Any]]],
@@ -328,10 +242,7 @@ def convert_sd_parts(
     where: str | Path | None = None,
 ) -> None:
     """Stable Diffusion parts in diffusers layout -> registry entries in ``ctx`` (see the module docstring)."""
-    from latentzoo.core.weights import space_identity
-    from latentzoo.plugins.clip.model import CLIPTextEncoder, hf_state_dict
-    from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
-    from latentzoo.plugins.vae.diffusers import convert_state as convert_vae
+    from .unet_cond import UNetCondPrior
 
     where = Path(where) if where is not None else ctx.source
     missing = [p for p in ("unet", "vae", "text_encoder") if p not in parts]
@@ -339,39 +250,13 @@ def convert_sd_parts(
         raise LatentzooError(f"{where}: a Stable Diffusion pipeline needs {', '.join(missing)}; it is not there")
     name = ctx.name
     sched = scheduler_parts(ctx, where / "scheduler", scheduler_config)
-
-    # text encoder + tokenizer -> conditioner
+    te_comp, vae_comp = f"{name}-text-encoder", f"{name}-vae"
     te_raw, te_state = parts["text_encoder"]
-    te_where = where / "text_encoder"
-    tcfg = text_config(te_where, te_raw)
-    tok = _load_tokenizer(tokenizer, int(tcfg["max_position_embeddings"]))
-    te_comp = f"{name}-text-encoder"
-    te_config: dict[str, Any] = {"text_config": tcfg, "projection_dim": None, "use_attention_mask": False}
-    te = load_assigned(CLIPTextEncoder, te_config, hf_state_dict(te_state), te_where)
-    tok.check_vocab(te.text_model.embeddings.token_embedding.num_embeddings, str(te_where))
-    te_sha = ctx.save(te_comp, te, "clip")
-    tok_file = f"{te_comp}.tokenizer.json"
-    from latentzoo.core.weights import sha256_file
-
-    tok.save(ctx.stage / tok_file)
-    te_config["tokenizer"] = {"file": tok_file, "sha256": sha256_file(ctx.stage / tok_file)}
-    identity = space_identity(te_sha)
-    cond_space = {**te.text_fields(), "pooled": True, "encoder": identity}
-    ctx.components[te_comp] = {
-        "family": "clip",
-        "class": "clip.text",
-        "roles": ["conditioner"],
-        "config": te_config,
-        "weights": {"path": f"{te_comp}.safetensors", "sha256": te_sha},
-        "conditioning_space": cond_space,
-        "description": f"Stable Diffusion text encoder (CLIPTextModel, {tcfg['num_hidden_layers']} layers) from {where.name}",
-        "training": dict(ctx.provenance),
-    }
-
-    # VAE -> encoder / decoder of the latent space
-    vae_comp = f"{name}-vae"
+    te_raw = {"architectures": ["CLIPTextModel"], **te_raw}
+    cond_space = ctx.convert_state(te_raw, te_state, te_comp, where / "text_encoder", tokenizer=tokenizer)["conditioning_space"]
     vae_raw, vae_state = parts["vae"]
-    space = convert_vae(ctx, where / "vae" / "config.json", vae_raw, vae_state, vae_comp, build=load_assigned)
+    vae_raw = {"_class_name": "AutoencoderKL", **vae_raw}
+    space = ctx.convert_state(vae_raw, vae_state, vae_comp, where / "vae" / "config.json")["latent_space"]
 
     # UNet -> prior in that latent space, conditioned on the text encoder's tokens
     unet_raw, unet_state = parts["unet"]
@@ -389,11 +274,11 @@ def convert_sd_parts(
         f"in_channels {ucfg['in_channels']} != VAE latent channels {space['channels']}",
     )
     ctx.require(
-        ucfg["cross_attention_dim"] == tcfg["hidden_size"],
+        ucfg["cross_attention_dim"] == cond_space["width"],
         unet_where,
-        f"cross_attention_dim {ucfg['cross_attention_dim']} != text encoder width {tcfg['hidden_size']}",
+        f"cross_attention_dim {ucfg['cross_attention_dim']} != text encoder width {cond_space['width']}",
     )
-    unet = load_assigned(UNetCondPrior, ucfg, unet_state, unet_where)
+    unet = ctx.build_assigned(UNetCondPrior, ucfg, unet_state, unet_where)
     unet_comp = f"{name}-unet"
     unet_sha = ctx.save(unet_comp, unet, "diffusion")
     ctx.components[unet_comp] = {
@@ -471,7 +356,7 @@ class StableDiffusionFormat:
         parts = {}
         for part in ("unet", "vae"):
             _, raw = ctx.config_of(src / part)
-            parts[part] = (raw, read_safetensors(ctx.weights_file(src / part)))
+            parts[part] = (raw, ctx.read_tensors(ctx.weights_file(src / part)))
         te = src / "text_encoder"
         _, te_raw = ctx.config_of(te)
         te_weights = te / "model.safetensors"
@@ -481,7 +366,7 @@ class StableDiffusionFormat:
                     f"{te} holds only pytorch_model.bin (a pickle, never loaded by latentzoo); re-save it with safe_serialization=True"
                 )
             raise LatentzooError(f"{te} has no model.safetensors; give a pipeline saved with safetensors")
-        parts["text_encoder"] = (te_raw, read_safetensors(te_weights))
+        parts["text_encoder"] = (te_raw, ctx.read_tensors(te_weights))
         _, sched_raw = ctx.config_of(src / "scheduler")
         skipped = [p for p in IGNORED if index.get(p) and index.get(p) != [None, None]]
         convert_sd_parts(ctx, parts, tokenizer=src / "tokenizer", scheduler_config=sched_raw, where=src)
@@ -502,8 +387,6 @@ class StableDiffusionFormat:
         if not spec.conditioner:
             raise LatentzooError(f"pipeline {name}: a {PIPELINE} needs a text conditioner")
         conditioner = resolve_component(reg, spec.conditioner, "conditioner")
-        if conditioner.data.get("class") != "clip.text":
-            raise LatentzooError(f"pipeline {name}: conditioner {spec.conditioner} is not a CLIP text encoder (clip.text)")
         if spec.encoder and spec.encoder != spec.decoder:
             ctx.notes.append(f"encoder {spec.encoder} differs from decoder {spec.decoder}; the folder's vae is the decoder")
         space = prior.latent_space
@@ -512,8 +395,9 @@ class StableDiffusionFormat:
         written = ctx.write_part(decoder, out / "vae", space=space)
         if written != "AutoencoderKL":
             raise LatentzooError(f"pipeline {name}: decoder {spec.decoder} is a {written}; {PIPELINE} needs an AutoencoderKL")
-        self._write_text_encoder(ctx, conditioner, out)
-        ctx.write_model(out / "scheduler", self._scheduler_config(ctx, name, ucfg, sampler, scheduler), {}, "scheduler_config.json")
+        ctx.write_part(conditioner, out / "text_encoder", tokenizer_folder=out / "tokenizer")
+        sched_cfg = self._scheduler_config(ctx, name, ucfg, sampler, scheduler)
+        ctx.write_model(out / "scheduler", sched_cfg, {}, "scheduler_config.json")
         index = {
             "_class_name": PIPELINE,
             "_diffusers_version": DIFFUSERS_VERSION,
@@ -521,7 +405,7 @@ class StableDiffusionFormat:
             "image_encoder": [None, None],
             "requires_safety_checker": False,
             "safety_checker": [None, None],
-            "scheduler": ["diffusers", self._last_scheduler],
+            "scheduler": ["diffusers", sched_cfg["_class_name"]],
             "text_encoder": ["transformers", "CLIPTextModel"],
             "tokenizer": ["transformers", "CLIPTokenizer"],
             "unet": ["diffusers", "UNet2DConditionModel"],
@@ -543,50 +427,6 @@ class StableDiffusionFormat:
         out.update({k: UNET_DEFAULTS[k] for k in UNET_FIXED})
         out.update({k: _plain(cfg[k]) for k in UNET_TO_OURS if k in cfg})
         return out
-
-    @staticmethod
-    def _write_text_encoder(ctx: Any, entry: Any, out: Path) -> None:
-        from latentzoo.core import text
-        from latentzoo.core.sources import resolve_weights
-        from latentzoo.core.weights import save_tensors, write_bytes, write_json
-
-        cfg = dict(entry.data.get("config") or {})
-        if cfg.get("projection_dim"):
-            raise LatentzooError(f"{entry.name} has a text projection; a {PIPELINE} text_encoder is a plain CLIPTextModel")
-        tcfg = dict(cfg.get("text_config") or {})
-        tensors = ctx.tensors(entry)
-        folder = out / "text_encoder"
-        folder.mkdir(parents=True)
-        hf = {
-            "architectures": ["CLIPTextModel"],
-            "model_type": "clip_text_model",
-            "torch_dtype": "float32",
-            "bos_token_id": 49406 if tcfg.get("vocab_size") == 49408 else 0,
-            "pad_token_id": 1,
-            **tcfg,
-        }
-        if cfg.get("use_attention_mask", True):
-            hf["use_attention_mask"] = True  # diffusers then passes the padding mask, as latentzoo does for this encoder
-        write_json(folder / "config.json", hf)
-        save_tensors(folder / "model.safetensors", tensors, metadata={"format": "pt"})
-        spec = cfg.get("tokenizer")
-        if not spec:
-            raise LatentzooError(f"{entry.name} ships no tokenizer; a {PIPELINE} folder needs one")
-        path, _ = resolve_weights(entry)
-        tok = text.load(path.parent / spec["file"], context_length=int(tcfg.get("max_position_embeddings", 77)))
-        vocab, merges = _bpe_files(tok, entry.name)
-        tdir = out / "tokenizer"
-        tdir.mkdir(parents=True)
-        write_bytes(tdir / "vocab.json", json.dumps(vocab, ensure_ascii=False).encode())
-        write_bytes(tdir / "merges.txt", ("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n").encode())
-        special = {"bos_token": text.BOS, "eos_token": text.EOS, "unk_token": text.EOS, "pad_token": tok.pad_token}
-        write_json(tdir / "special_tokens_map.json", special)
-        write_json(
-            tdir / "tokenizer_config.json",
-            {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": tok.context_length, "do_lower_case": True},
-        )
-
-    _last_scheduler = "DDIMScheduler"
 
     def _scheduler_config(self, ctx: Any, name: str, ucfg: dict[str, Any], sampler: Any, scheduler: Any) -> dict[str, Any]:
         cls = EXPORT_SCHEDULERS.get(sampler.data.get("class", ""))
@@ -619,14 +459,4 @@ class StableDiffusionFormat:
             out.update(variance_type=smp.get("variance_type") or "fixed_small", clip_sample=bool(smp.get("clip_sample") or False))
         elif cls == "DPMSolverMultistepScheduler":
             out.update(algorithm_type="dpmsolver++", solver_order=2)
-        self._last_scheduler = cls
         return out
-
-
-def _bpe_files(tok: Any, owner: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """vocab.json / merges.txt contents of a CLIP BPE TextTokenizer (what its tokenizer.json's model holds)."""
-    model = json.loads(tok.tokenizer.to_str()).get("model") or {}
-    if model.get("type") != "BPE":
-        raise LatentzooError(f"{owner}'s tokenizer is not CLIP's BPE; a StableDiffusionPipeline tokenizer needs vocab.json + merges.txt")
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
-    return dict(model["vocab"]), merges
