@@ -281,6 +281,7 @@ def worker(args: argparse.Namespace) -> None:
     out: dict[str, object] = {"load_s": load_s, "rss_after_load_mb": rss_load}
     with torch.inference_mode():
         tokens = encode([PROMPT, ""])
+        out["rss_peak_after_text_mb"] = rss_peak_mb()
         x = torch.cat([latents, latents])  # CFG: conditional and unconditional halves in one batch of 2
 
         def step():
@@ -298,6 +299,7 @@ def worker(args: argparse.Namespace) -> None:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+        out["rss_peak_after_steps_mb"] = rss_peak_mb()
         image = decode(latents[:1])
     out.update(step_s=sorted(times)[len(times) // 2], steps_s=times, rss_peak_mb=rss_peak_mb())
     if dev.type == "cuda":
