@@ -485,3 +485,24 @@ def test_a_compvis_ldm_file_converts_to_the_tensors_of_its_diffusers_pipeline(tm
     assert weights_of(tmp_path / "f") == weights_of(tmp_path / "s")
     assert any("1 from the .yaml states none" in n for n in done.notes)
     assert done.pipelines["l"]["prior"] == "l-unet" and done.pipelines["l"]["decoder"] == "l-vqvae"
+
+
+@pytest.mark.parametrize("chunk", [16, 2**20])
+def test_scan_file_hashes_and_finds_nan_in_one_read(tmp_path, monkeypatch, chunk):
+    """sha256 and the finiteness check share one read (chunked through a tensor too); non-float tensors are hashed, not checked."""
+    from safetensors.torch import save_file
+
+    from latentzoo.core import weights
+
+    monkeypatch.setattr(weights, "_SCAN_CHUNK", chunk)
+    tensors = {"a": torch.randn(1000), "b": torch.randn(3, 5).bfloat16(), "c": torch.arange(7), "h": torch.randn(9).half()}
+    path = tmp_path / "w.safetensors"
+    save_file(tensors, str(path))
+    assert weights.scan_file(path) == (weights.sha256_file(path), None, set())
+    tensors["b"][1, 2] = float("nan")
+    tensors["h"][0] = float("-inf")
+    save_file(tensors, str(path))
+    sha, bad, _ = weights.scan_file(path)
+    assert sha == weights.sha256_file(path) and bad == ("b", 1, 15)  # the first in file order
+    with pytest.raises(weights.WeightsError, match="tensor 'b' holds 1 NaN/Inf"):
+        weights.load_tensors(path, sha)
