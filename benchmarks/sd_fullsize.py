@@ -16,7 +16,8 @@ Not a test (minutes, several GB). For each model it:
    UNet steps with classifier-free guidance at 256x256 (batch 2 latents 4x32x32, after one
    warm-up step) and one VAE decode; reports load time, per-step time (the fastest of all timed
    steps over ``--rounds`` alternations of the two libraries, to damp other load on the
-   machine) and peak RSS (VmHWM);
+   machine) and peak RSS (VmHWM); then, for the headline step ratio, both UNets in one process
+   with their steps alternated (load from other processes hits both alike);
 5. reports parity: max |ours - diffusers| / max |diffusers| of the UNet output, the text
    encoder's tokens and the decoded image.
 
@@ -310,6 +311,42 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(out))
 
 
+def interleaved(args: argparse.Namespace) -> None:
+    """Both UNets in one process, their CFG steps alternated: other load on the machine hits both alike."""
+    import diffusers
+    import torch
+
+    from latentzoo.core.build import Builder
+
+    torch.set_num_threads(args.threads)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dev = torch.device(args.device)
+    inputs = torch.load(args.inputs, weights_only=True)
+    latents, t, context = inputs["latents"].to(dev, dtype), inputs["t"].to(dev), inputs["context"].to(dev, dtype)
+    folder, registry = args.source.split(",")
+    theirs = diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(dev).eval()
+    ours = Builder.from_registry([registry]).component(f"{args.model}-unet", "prior").to(dev, dtype)
+    x = torch.cat([latents, latents])
+    fns = {
+        "diffusers": lambda: theirs(x, t, encoder_hidden_states=context).sample,
+        "latentzoo": lambda: ours(x, t, encoder_hidden_states=context),
+    }
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.inference_mode():
+        for f in fns.values():
+            f()  # warm-up
+        for _ in range(args.steps):
+            for lib, f in fns.items():
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                f()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                times[lib].append(time.perf_counter() - t0)
+    Path(args.result).write_text(json.dumps(times))
+
+
 def rel(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
@@ -333,6 +370,8 @@ def main() -> None:
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.lib == "both":
+        return interleaved(args)
     if args.lib:
         return worker(args)
 
@@ -387,6 +426,22 @@ def main() -> None:
                     new["rss_peak_mb"] = max(old["rss_peak_mb"], new["rss_peak_mb"])
                 new["step_s"] = min(new["steps_s"])
                 res[lib] = new
+        result = work / f"{model}-interleaved.json"
+        cmd = [
+            sys.executable,
+            __file__,
+            "--lib",
+            "both",
+            "--model",
+            model,
+            "--source",
+            f"{folder},{work / f'{model}-lz-single' / 'registry.yaml'}",
+        ]
+        cmd += ["--inputs", str(work / "inputs.pt"), "--result", str(result), "--steps", str(args.steps), "--dtype", args.dtype]
+        cmd += ["--device", args.device, "--threads", str(args.threads)]
+        log(f"{model}: both UNets in one process, {args.steps} alternated CFG steps each")
+        run(cmd, env)
+        inter = json.loads(result.read_text())
         d, z = res["diffusers"], res["latentzoo"]
         row = {
             "model": model,
@@ -397,7 +452,11 @@ def main() -> None:
             "text_rel_diff": rel(z["out"]["tokens"], d["out"]["tokens"]),
             "image_rel_diff": rel(z["out"]["image"], d["out"]["image"]),
             **{f"{k} {lib}": r[k] for lib, r in (("diffusers", d), ("latentzoo", z)) for k in ("step_s", "load_s", "rss_peak_mb")},
-            "step ratio": z["step_s"] / d["step_s"],
+            "step ratio (separate processes)": z["step_s"] / d["step_s"],
+            "interleaved step diffusers": min(inter["diffusers"]),
+            "interleaved step latentzoo": min(inter["latentzoo"]),
+            "step ratio": min(inter["latentzoo"]) / min(inter["diffusers"]),
+            "interleaved steps": inter,
             "peak ratio": z["rss_peak_mb"] / d["rss_peak_mb"],
             **conv,
         }
@@ -410,10 +469,11 @@ def main() -> None:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     print()
     print(f"{'model':6} {'dtype':5} {'UNet rel diff':>13} {'step diffusers':>15} {'step latentzoo':>15} {'ratio':>6} "
-          f"{'load d / lz':>13} {'peak RSS d / lz (MB)':>22}")  # fmt: skip
+          f"{'load d / lz':>13} {'peak RSS d / lz (MB)':>22}   (steps: fastest, alternated in one process)")  # fmt: skip
     for r in rows:
         print(
-            f"{r['model']:6} {r['dtype']:5} {r['unet_rel_diff']:13.2e} {r['step_s diffusers']:14.3f}s {r['step_s latentzoo']:14.3f}s "
+            f"{r['model']:6} {r['dtype']:5} {r['unet_rel_diff']:13.2e} {r['interleaved step diffusers']:14.3f}s "
+            f"{r['interleaved step latentzoo']:14.3f}s "
             f"{r['step ratio']:6.2f} {r['load_s diffusers']:5.1f}s/{r['load_s latentzoo']:5.1f}s "
             f"{r['rss_peak_mb diffusers']:10.0f} / {r['rss_peak_mb latentzoo']:.0f}"
         )
