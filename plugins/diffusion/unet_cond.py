@@ -110,16 +110,20 @@ class Transformer2DModel(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
         y = self.norm(x)
-        # A 1x1 conv is a linear map over channels: SD 1.x's conv projections run as matmuls on
-        # the tokens (same parameters, viewed (out, in)); torch's CPU 1x1 conv takes a slow path.
-        tokens = y.permute(0, 2, 3, 1).reshape(b, h * w, c)
-        y = self.proj_in(tokens) if self.linear else F.linear(tokens, self.proj_in.weight.flatten(1), self.proj_in.bias)
+        if self.linear:
+            y = self.proj_in(y.permute(0, 2, 3, 1).reshape(b, h * w, c))
+        else:
+            y = self.proj_in(y)
+            y = y.permute(0, 2, 3, 1).reshape(b, h * w, y.shape[1])
         for block in self.transformer_blocks:
             y = block(y, context, mask)
-        y = self.proj_out(y) if self.linear else F.linear(y, self.proj_out.weight.flatten(1), self.proj_out.bias)
         # Back to contiguous NCHW: a permuted (channels-last strided) tensor would carry its
         # layout into every following conv, which then re-lays out its weights on each call.
-        return y.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous() + x
+        if self.linear:
+            y = self.proj_out(y).reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
+        else:
+            y = self.proj_out(y.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
+        return y + x
 
 
 class _DownBlock(nn.Module):
