@@ -75,7 +75,7 @@ def zoo(tmp_path_factory):
             os.environ[k] = v
 
 
-def test_convert_maps_parts_and_says_what_it_ignores(zoo):
+def test_convert_maps_parts_and_says_what_it_ignores(zoo, tmp_path):
     from latentzoo.core.api import info
 
     log = zoo["logs"]["sd1"]
@@ -97,6 +97,21 @@ def test_convert_maps_parts_and_says_what_it_ignores(zoo):
     te = info("tiny-sd2-text-encoder").data
     assert unet["conditioning"]["encoder"] == te["conditioning_space"]["encoder"]
     assert unet["latent_space"]["autoencoder"] == info("tiny-sd2-vae").data["latent_space"]["autoencoder"]
+    # a text_encoder folder alone converts too (its tokenizer from ../tokenizer), to the same encoder identity
+    from latentzoo.interop.api import convert
+
+    alone = convert(zoo["base"] / "sd2" / "text_encoder", "tiny-te-alone", from_format="diffusers", register=False, outdir=tmp_path / "te")
+    assert alone.components["tiny-te-alone"]["conditioning_space"] == te["conditioning_space"]
+    assert (tmp_path / "te" / "tiny-te-alone.tokenizer.json").is_file()
+    # a folder that names a safety checker and feature extractor (as the published ones do): converted without them, and said so
+    shutil.copytree(zoo["base"] / "sd1", tmp_path / "with-checker")
+    index = json.loads((tmp_path / "with-checker" / "model_index.json").read_text())
+    index.update(
+        safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"], feature_extractor=["transformers", "CLIPImageProcessor"]
+    )
+    (tmp_path / "with-checker" / "model_index.json").write_text(json.dumps(index))
+    checked = convert(tmp_path / "with-checker", "tiny-checked", from_format="diffusers", register=False, outdir=tmp_path / "checked")
+    assert any("not converted: safety_checker, feature_extractor" in note for note in checked.notes), checked.notes
 
 
 @pytest.mark.parametrize("layout", ["sd1", "sd2"])
@@ -112,7 +127,7 @@ def test_components_match_diffusers_and_transformers(zoo, layout):
         want, want_neg = theirs.encode_prompt(PROMPT, "cpu", 1, True, negative_prompt=NEGATIVE)
     got, got_neg = te.condition([PROMPT]), te.condition([NEGATIVE])
     assert "mask" not in got
-    assert rel_err(got["tokens"], want) < RTOL and rel_err(got_neg["tokens"], want_neg) < RTOL
+    errs = {"text": max(rel_err(got["tokens"], want), rel_err(got_neg["tokens"], want_neg))}
     # UNet
     unet = build(f"{name}-unet", "prior")
     x = torch.randn(2, 4, 8, 8, generator=g)
@@ -120,13 +135,15 @@ def test_components_match_diffusers_and_transformers(zoo, layout):
     t = torch.tensor([981.0, 21.0])
     with torch.no_grad():
         ref = theirs.unet(x, t, encoder_hidden_states=context).sample
-    assert rel_err(unet(x, t, encoder_hidden_states=context), ref) < RTOL
+    errs["unet"] = rel_err(unet(x, t, encoder_hidden_states=context), ref)
     # VAE: posterior mean and decoder
     vae = build(f"{name}-vae", "decoder")
     images = torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
     with torch.no_grad():
-        assert rel_err(vae.encode(images, sample=False), theirs.vae.encode(images).latent_dist.mean) < RTOL
-        assert rel_err(vae.decode(x), theirs.vae.decode(x).sample) < RTOL
+        errs["vae_encode"] = rel_err(vae.encode(images, sample=False), theirs.vae.encode(images).latent_dist.mean)
+        errs["vae_decode"] = rel_err(vae.decode(x), theirs.vae.decode(x).sample)
+    print(f"components {layout}: max relative errors " + ", ".join(f"{k} {v:.3g}" for k, v in errs.items()))
+    assert all(v < RTOL for v in errs.values()), errs
 
 
 def diffusers_loop(theirs, scheduler, noise, guidance: float):
@@ -336,3 +353,50 @@ def test_bad_folders_are_refused_in_one_line_and_nothing_is_written(zoo, tmp_pat
     proc = run_cli("convert", "--from", "diffusers", str(zoo["base"] / "sd1"), "--name", "tiny-sd1", "-o", str(tmp_path / "again"), env=zoo["env"], cwd=tmp_path)  # fmt: skip
     one_line_error(proc, "already names tiny-sd1")
     assert not (tmp_path / "again").exists() and user.read_text() == before
+
+
+SD15_UNET = {
+    "sample_size": 64, "cross_attention_dim": 768, "attention_head_dim": 8, "block_out_channels": [320, 640, 1280, 1280],
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}  # fmt: skip
+SD21_UNET = {**SD15_UNET, "sample_size": 96, "cross_attention_dim": 1024, "attention_head_dim": [5, 10, 20, 20],
+             "use_linear_projection": True, "upcast_attention": True}  # fmt: skip
+SD_VAE = {"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+          "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4, "sample_size": 512}  # fmt: skip
+TEXT = {"sd15": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu"),
+        "sd21": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16, hidden_act="gelu")}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", ["sd15", "sd21"])
+def test_full_size_published_configs_map_key_for_key(layout):
+    """SD 1.5's and SD 2.1's exact published configs: every tensor name and shape equals diffusers' / transformers' (on meta, no memory)."""
+    from latentzoo.core.weights import parameters_on_meta
+    from latentzoo.plugins.clip.diffusers import text_config
+    from latentzoo.plugins.clip.model import CLIPTextEncoder, hf_state_dict
+    from latentzoo.plugins.diffusers.folders import ReadContext
+    from latentzoo.plugins.diffusion.sd import unet_config
+    from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
+    from latentzoo.plugins.vae.diffusers import kl_config
+    from latentzoo.plugins.vae.model import KLAutoencoder
+
+    ctx = ReadContext(layout, Path("."), Path("."))
+    schedule = {"training_schedule": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}}
+    raw_unet = SD15_UNET if layout == "sd15" else SD21_UNET
+    text = {**TEXT[layout], "vocab_size": 49408, "max_position_embeddings": 77}
+    with torch.device("meta"):
+        theirs = {
+            "unet": diffusers.UNet2DConditionModel(**raw_unet).state_dict(),
+            "vae": diffusers.AutoencoderKL(**SD_VAE).state_dict(),
+            "text": hf_state_dict(transformers.CLIPTextModel(transformers.CLIPTextConfig(**text)).state_dict()),
+        }
+    with parameters_on_meta():
+        ours = {
+            "unet": UNetCondPrior(**unet_config(ctx, "unet", raw_unet), **schedule).state_dict(),
+            "vae": KLAutoencoder(**kl_config(ctx, "vae", SD_VAE)).state_dict(),
+            "text": CLIPTextEncoder(text_config("te", {"architectures": ["CLIPTextModel"], **text}), use_attention_mask=False).state_dict(),
+        }
+    for part, want in theirs.items():
+        assert {k: tuple(v.shape) for k, v in ours[part].items()} == {k: tuple(v.shape) for k, v in want.items()}, part
+    params = sum(v.numel() for v in ours["unet"].values())
+    assert params == {"sd15": 859_520_964, "sd21": 865_910_724}[layout], params

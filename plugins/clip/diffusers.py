@@ -102,19 +102,23 @@ class CLIPTextFormat:
         if cfg.get("projection_dim"):
             raise LatentzooError(f"{entry.name} has a text projection; a diffusers text_encoder is a plain {ARCH}")
         tcfg = dict(cfg.get("text_config") or {})
+        spec = cfg.get("tokenizer")
+        tok = None
+        if spec:
+            path, _ = resolve_weights(entry)
+            tok = text.load(path.parent / spec["file"], context_length=int(tcfg.get("max_position_embeddings", 77)))
+        elif tokenizer_folder is not None:
+            raise LatentzooError(f"{entry.name} ships no tokenizer; a diffusers pipeline folder needs one")
         folder.mkdir(parents=True, exist_ok=True)
         hf: dict[str, Any] = {"architectures": [ARCH], "model_type": "clip_text_model", "torch_dtype": "float32", **tcfg}
+        if tok is not None:
+            hf.update(bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
         if cfg.get("use_attention_mask", True):
             hf["use_attention_mask"] = True  # diffusers then passes the padding mask, as latentzoo does for this encoder
         write_json(folder / "config.json", hf)
         save_tensors(folder / "model.safetensors", ctx.tensors(entry), metadata={"format": "pt"})
-        if tokenizer_folder is None:
+        if tokenizer_folder is None or tok is None:
             return ARCH
-        spec = cfg.get("tokenizer")
-        if not spec:
-            raise LatentzooError(f"{entry.name} ships no tokenizer; a diffusers pipeline folder needs one")
-        path, _ = resolve_weights(entry)
-        tok = text.load(path.parent / spec["file"], context_length=int(tcfg.get("max_position_embeddings", 77)))
         model = json.loads(tok.tokenizer.to_str()).get("model") or {}
         if model.get("type") != "BPE":
             raise LatentzooError(f"{entry.name}'s tokenizer is not CLIP's BPE; a CLIPTokenizer folder needs vocab.json + merges.txt")

@@ -269,7 +269,7 @@ class ReadContext:
     def read_part(self, folder: Path, comp: str, **context: Any) -> dict[str, Any]:
         """Convert one model / scheduler folder with the family that maps its class."""
         path, raw = self.config_of(folder)
-        kind = raw.get("_class_name")
+        kind = raw.get("_class_name") or (raw.get("architectures") or [None])[0]  # diffusers' or transformers' config
         mapping = self.models.get(kind)
         if mapping is None:
             supported = ", ".join(sorted(self.models)) or "none"
