@@ -7,7 +7,12 @@ import click
 
 @click.command()
 @click.argument("source", type=click.Path())
-@click.option("--from", "fmt", metavar="FORMAT", required=True, help="Format of SOURCE (see `latentzoo formats`), e.g. diffusers.")
+@click.option(
+    "--from",
+    "fmt",
+    metavar="FORMAT",
+    help="Format of SOURCE (see `latentzoo formats`), e.g. diffusers [default: single-file for a file, diffusers for a folder].",
+)
 @click.option("--name", required=True, help="Registry name (a pipeline's components get NAME-vqvae, NAME-unet, ...).")
 @click.option(
     "-o", "--out", "outdir", type=click.Path(file_okay=False), help="Output directory [default: <user registry dir>/converted/NAME]."
@@ -21,6 +26,17 @@ import click
     metavar="NAME",
     help="A fine-tuned VAE decodes the latent space of NAME (a converted VAE or pipeline), e.g. SD's ft-MSE VAE (diffusers).",
 )
+@click.option(
+    "--config", "ldm_config", type=click.Path(dir_okay=False), help="single-file: the original LDM .yaml (checked against the tensors)."
+)
+@click.option(
+    "--prediction-type",
+    type=click.Choice(["epsilon", "v_prediction"]),
+    help="single-file: what the UNet predicts (SD 2.x: not in the tensors).",
+)
+@click.option(
+    "--tokenizer", "tokenizer_dir", type=click.Path(file_okay=False), help="single-file: a CLIP tokenizer folder (vocab.json + merges.txt)."
+)
 @click.option("--no-register", is_flag=True, help="Do not add the result to the user registry; use it with --registry OUT/registry.yaml.")
 @click.option("--force", is_flag=True, help="Replace an earlier conversion, or shadow registry entries of the same names.")
 def convert(
@@ -31,10 +47,14 @@ def convert(
     scaling_factor: float | None,
     calibrate_data: str | None,
     latent_space_of: str | None,
+    ldm_config: str | None,
+    prediction_type: str | None,
+    tokenizer_dir: str | None,
     no_register: bool,
     force: bool,
 ) -> None:
-    """Import a model or pipeline folder from another format (diffusers: VQModel, AutoencoderKL, UNet2DModel, DDIM/DDPM, pipelines, Stable Diffusion).
+    """Import a model or pipeline folder from another format (diffusers: VQModel, AutoencoderKL, UNet2DModel, DDIM/DDPM, pipelines, Stable Diffusion),
+    or an original single-file .safetensors checkpoint (Stable Diffusion 1.x / 2.x, CompVis LDM, VQ-GAN, KL VAE; --from single-file).
 
     Writes re-saved safetensors weights (with sha256) and OUT/registry.yaml, and adds the
     entries to the user registry (unless --no-register). A name the registry already has
@@ -48,6 +68,12 @@ def convert(
         for k, v in {"scaling_factor": scaling_factor, "calibrate": calibrate_data, "latent_space_of": latent_space_of}.items()
         if v is not None
     }
+    single = {"config": ldm_config, "prediction_type": prediction_type, "tokenizer": tokenizer_dir}
+    options.update({k: v for k, v in single.items() if v is not None})
+    if fmt is None:  # a file is an original single-file checkpoint, a folder a diffusers one
+        from pathlib import Path
+
+        fmt = "diffusers" if Path(source).is_dir() else "single-file"
     result = run(source, name, from_format=fmt, outdir=outdir, register=not no_register, force=force, **options)
     for note in result.notes:
         click.echo(note, err=True)

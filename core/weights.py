@@ -130,11 +130,17 @@ def check_finite(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """Refuse a file holding NaN or Inf in any floating-point tensor, naming the file and tensor.
 
     A single NaN in a prior's weights gives grey samples with exit 0; this costs one pass
-    over the tensors (``isfinite(...).all()`` each), done once per file in a process.
+    over the tensors, done once per file in a process: ``aminmax`` (NaN propagates into
+    both, an Inf is the min or the max; no boolean copy of the tensor), and only for a
+    tensor that fails it, ``isfinite`` to count the bad values.
     """
     import torch
 
     for name, tensor in tensors.items():
+        if tensor.is_floating_point() and tensor.numel():
+            lo, hi = torch.aminmax(tensor)
+            if bool(torch.isfinite(lo)) and bool(torch.isfinite(hi)):
+                continue
         if tensor.is_floating_point() or tensor.is_complex():
             finite = torch.isfinite(tensor)
             if not bool(finite.all()):
@@ -143,6 +149,80 @@ def check_finite(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
                     f"weights file {path}: tensor {name!r} holds {bad} NaN/Inf value(s) of {tensor.numel()}; "
                     "the file is corrupt or its training diverged: retrain it or restore a good copy"
                 )
+
+
+_SCAN_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+_SCAN_CHUNK = 64 * 2**20
+
+
+def scan_file(path: str | Path) -> tuple[str, tuple[str, int, int] | None, set[str] | None]:
+    """One sequential read of a safetensors file: (sha256, the first tensor holding NaN / Inf as
+    (name, bad values, values) or None, names whose finiteness was not checked here).
+
+    Hashing and the finiteness check share the read, through one reused buffer: the tensors'
+    pages are never mapped into the process (a later memory-mapped load touches only what the
+    model uses; a VAE's encoder, unused by a text-to-image pipeline, stays on disk). Float types
+    torch cannot view here (fp8) are returned as unchecked; an unreadable header returns None.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    buf = bytearray(_SCAN_CHUNK)
+    view = memoryview(buf)
+    bad: tuple[str, int, int] | None = None
+    unchecked: set[str] | None = set()
+
+    def read(f: Any, n: int, check: Any = None) -> None:
+        while n > 0:
+            k = f.readinto(view[: min(n, _SCAN_CHUNK)])
+            if not k:
+                return
+            digest.update(view[:k])
+            n -= k
+            if check is not None:
+                check(k)
+
+    with open(path, "rb") as f:
+        head = f.read(8)
+        digest.update(head)
+        regions: list[tuple[int, int, str, str]] = []
+        try:
+            n = int.from_bytes(head, "little")
+            raw = f.read(n)
+            digest.update(raw)
+            header = json.loads(raw)
+            header.pop("__metadata__", None)
+            regions = sorted((int(v["data_offsets"][0]), int(v["data_offsets"][1]), k, str(v["dtype"])) for k, v in header.items())
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            unchecked = None
+        pos = 0
+        for start, end, name, dtype in regions:
+            read(f, start - pos)  # bytes between tensors (none in files safetensors writes) are hashed too
+            pos = max(pos, start)
+            kind = _SCAN_DTYPES.get(dtype)
+            if kind is None or bad is not None:
+                if dtype.startswith("F") and kind is None and unchecked is not None:
+                    unchecked.add(name)
+                read(f, end - pos)
+            else:
+                torch_dtype = getattr(torch, kind)
+                size = torch.empty((), dtype=torch_dtype).element_size()
+                count = [0, 0]  # bad values, values
+
+                def check(k: int, torch_dtype: Any = torch_dtype, size: int = size, count: list[int] = count) -> None:
+                    t = torch.frombuffer(buf, dtype=torch_dtype, count=k // size)
+                    lo, hi = torch.aminmax(t)  # NaN propagates into both; an Inf is the min or the max
+                    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
+                        count[0] += int(t.numel() - torch.isfinite(t).sum())
+                    count[1] += t.numel()
+
+                read(f, end - pos, check)  # the chunk size is a multiple of every element size
+                if count[0]:
+                    bad = (name, count[0], count[1])
+            pos = max(pos, end)
+        for chunk in iter(lambda: f.read(1 << 20), b""):  # anything after the last tensor
+            digest.update(chunk)
+    return digest.hexdigest(), bad, unchecked
 
 
 def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -154,8 +234,13 @@ def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist; re-install latentzoo or `latentzoo pull` the component")
+    scanned: tuple[tuple[str, int, int] | None, set[str] | None] | None = None
     if sha256 is not None:
-        actual = sha256_file(path)
+        if sha256 in _FINITE_CHECKED:
+            actual = sha256_file(path)
+        else:  # hash and check finiteness in one read (see scan_file)
+            actual, *rest = scan_file(path)
+            scanned = (rest[0], rest[1])
         if actual != sha256:
             raise WeightsError(
                 f"weights file {path} fails its sha256 check (expected {sha256[:12]}..., got {actual[:12]}...): "
@@ -165,7 +250,17 @@ def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"weights file {path} is not a readable safetensors file ({exc}); restore or re-download it") from exc
-    if sha256 is None or sha256 not in _FINITE_CHECKED:
+    if scanned is not None and scanned[1] is not None:
+        bad, unchecked = scanned
+        if bad is not None:
+            name, n_bad, n = bad
+            raise WeightsError(
+                f"weights file {path}: tensor {name!r} holds {n_bad} NaN/Inf value(s) of {n}; "
+                "the file is corrupt or its training diverged: retrain it or restore a good copy"
+            )
+        check_finite(path, {k: tensors[k] for k in unchecked if k in tensors})
+        _FINITE_CHECKED.add(sha256)
+    elif sha256 is None or sha256 not in _FINITE_CHECKED:
         check_finite(path, tensors)
         if sha256 is not None:
             _FINITE_CHECKED.add(sha256)

@@ -117,10 +117,12 @@ class Transformer2DModel(nn.Module):
             y = y.permute(0, 2, 3, 1).reshape(b, h * w, y.shape[1])
         for block in self.transformer_blocks:
             y = block(y, context, mask)
+        # Back to contiguous NCHW: a permuted (channels-last strided) tensor would carry its
+        # layout into every following conv, which then re-lays out its weights on each call.
         if self.linear:
-            y = self.proj_out(y).reshape(b, h, w, c).permute(0, 3, 1, 2)
+            y = self.proj_out(y).reshape(b, h, w, c).permute(0, 3, 1, 2).contiguous()
         else:
-            y = self.proj_out(y.reshape(b, h, w, -1).permute(0, 3, 1, 2))
+            y = self.proj_out(y.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
         return y + x
 
 

@@ -1,0 +1,28 @@
+"""Original single-file checkpoints (``.safetensors``): Stable Diffusion 1.x / 2.x and taming VQ-GAN (declarations only).
+
+What ComfyUI and A1111 call a checkpoint: one file holding the UNet (``model.diffusion_model.*``),
+the first stage (``first_stage_model.*``) and the text encoder (``cond_stage_model.*``) under
+CompVis / Stability's original parameter names. ``convert --from single-file FILE`` (or just
+``convert FILE.safetensors``) detects the model from its keys and shapes, renames the tensors
+to the diffusers / transformers layout (``keys.py``) and hands them to the Stable Diffusion
+converter of the diffusion family (``latentzoo.plugins.diffusion.sd.convert_sd_parts``), so a
+single file and a diffusers folder give the same components. Pickled ``.ckpt`` / ``.pt`` files
+are refused, never unpickled. See ``single.py``.
+"""
+
+from __future__ import annotations
+
+from latentzoo.core.hookspecs import hookimpl
+
+LATENTZOO_PLUGIN_API = 1
+
+
+@hookimpl
+def latentzoo_formats() -> list[dict]:
+    return [
+        {
+            "name": "single-file",
+            "description": "original single-file .safetensors checkpoints: Stable Diffusion 1.x / 2.x (A1111 / ComfyUI), taming VQ-GAN, KL VAE",
+            "convert": "latentzoo.plugins.checkpoints.single:convert",
+        }
+    ]
