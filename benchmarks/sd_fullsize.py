@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
 HERE = Path(__file__).resolve().parent
 
 # The published configs (runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-2-1), copied field by field.
@@ -235,7 +237,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     dev = torch.device(args.device)
-    inputs = torch.load(args.inputs, weights_only=True)  # tensors this script wrote (weights_only: no code)
+    inputs = load_file(args.inputs)  # tensors this script wrote, as safetensors
     latents, t, context = inputs["latents"].to(dev, dtype), inputs["t"].to(dev), inputs["context"].to(dev, dtype)
     start = time.perf_counter()
     if args.lib == "diffusers":
@@ -307,7 +309,8 @@ def worker(args: argparse.Namespace) -> None:
     out.update(step_s=min(times), steps_s=times, rss_peak_mb=rss_peak_mb())
     if dev.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    torch.save({"unet": first.float().cpu(), "tokens": tokens.float().cpu(), "image": image.float().cpu()}, args.result + ".pt")
+    tensors = {"unet": first.float().cpu(), "tokens": tokens.float().cpu(), "image": image.float().cpu()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, args.result + ".safetensors")  # never a pickle, even here
     Path(args.result).write_text(json.dumps(out))
 
 
@@ -321,7 +324,7 @@ def interleaved(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     dev = torch.device(args.device)
-    inputs = torch.load(args.inputs, weights_only=True)
+    inputs = load_file(args.inputs)
     latents, t, context = inputs["latents"].to(dev, dtype), inputs["t"].to(dev), inputs["context"].to(dev, dtype)
     folder, registry = args.source.split(",")
     theirs = diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(dev).eval()
@@ -396,7 +399,7 @@ def main() -> None:
             "t": torch.tensor(501),
             "context": torch.randn(2, 77, width, generator=g),
         }
-        torch.save(inputs, work / "inputs.pt")
+        save_file(inputs, work / "inputs.safetensors")
         res: dict[str, dict] = {}
         for rnd in range(args.rounds):  # alternate the libraries; the best of the rounds damps other load on the machine
             for lib, source in (("diffusers", folder), ("latentzoo", work / f"{model}-lz-single" / "registry.yaml")):
@@ -411,14 +414,14 @@ def main() -> None:
                     "--source",
                     str(source),
                     "--inputs",
-                    str(work / "inputs.pt"),
+                    str(work / "inputs.safetensors"),
                 ]
                 cmd += ["--result", str(result), "--steps", str(args.steps), "--dtype", args.dtype, "--device", args.device]
                 cmd += ["--threads", str(args.threads)] + (["--channels-last"] if args.channels_last else [])
                 log(f"{model}: {lib} round {rnd + 1}/{args.rounds} (load + {args.steps} timed steps, separate process)")
                 run(cmd, env)
                 new = json.loads(result.read_text())
-                new["out"] = torch.load(str(result) + ".pt", weights_only=True)
+                new["out"] = load_file(str(result) + ".safetensors")
                 old = res.get(lib)
                 if old is not None:  # fastest step and load of the rounds; the largest peak
                     new["steps_s"] = old["steps_s"] + new["steps_s"]
@@ -437,7 +440,7 @@ def main() -> None:
             "--source",
             f"{folder},{work / f'{model}-lz-single' / 'registry.yaml'}",
         ]
-        cmd += ["--inputs", str(work / "inputs.pt"), "--result", str(result), "--steps", str(args.steps), "--dtype", args.dtype]
+        cmd += ["--inputs", str(work / "inputs.safetensors"), "--result", str(result), "--steps", str(args.steps), "--dtype", args.dtype]
         cmd += ["--device", args.device, "--threads", str(args.threads)]
         log(f"{model}: both UNets in one process, {args.steps} alternated CFG steps each")
         run(cmd, env)
