@@ -182,6 +182,13 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--candidates", metavar="N", help="Draw N candidates per output and keep the best by the pipeline's scorer vs --prompt.")
 @click.option("--scorer", metavar="NAME", help="Image-text scorer for --candidates (default: the pipeline's, e.g. digits-clip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: models run under bfloat16 autocast (faster large layers, ~3 significant digits; recorded in the sidecar).",
+)
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
 @click.option(
@@ -206,6 +213,7 @@ def sample(
     prompts_file: str | None,
     candidates: str | None,
     scorer: str | None,
+    precision: str,
     **parts: str | None,
 ) -> None:
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
@@ -255,6 +263,7 @@ def sample(
                 text_options=options,
                 progress=_progress(not no_progress, "sampling"),
                 candidates=count,
+                precision=precision,
             )
             if as_json:
                 _emit_json(record)

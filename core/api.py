@@ -115,6 +115,7 @@ def sample(
     extra: Any = (),
     allow_mismatch: bool | None = None,
     candidates: int | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar.
 
@@ -124,17 +125,28 @@ def sample(
     seeded from (seed, k); see ``latentzoo.core.pipeline`` for what is reproducible.
     ``candidates`` N re-ranks: N draws per output, the best by the pipeline's scorer against
     the prompt kept (``--candidates``; the sidecar's ``reranking`` records it).
+    ``precision="bf16"`` runs the models under bfloat16 autocast (``--precision bf16``).
     """
+    from .pipeline import check_precision
     from .record import SampleOutput, check_run
     from .rerank import check_candidates_value
 
     check_run(n, seed, batch_size, nrow)
     if candidates is not None:
         check_candidates_value(candidates)
+    check_precision(precision)
     SampleOutput(str(output), n=n, nrow=nrow)  # refuse a bad output before loading weights
     pipe = load_pipeline(target, extra=extra, allow_mismatch=allow_mismatch)
     return pipe.sample_to(
-        str(output), n, seed=seed, batch_size=batch_size, nrow=nrow, options=options, progress=progress, candidates=candidates
+        str(output),
+        n,
+        seed=seed,
+        batch_size=batch_size,
+        nrow=nrow,
+        options=options,
+        progress=progress,
+        candidates=candidates,
+        precision=precision,
     )
 
 
