@@ -4,9 +4,10 @@ unconditional Fréchet distance of the code priors (issue 15's targets).
     python benchmarks/dalle.py                                # the table (about 5 min on one core)
     python benchmarks/dalle.py --n 500 --per-digit 20 --candidates 8 --json
     python benchmarks/dalle.py --skip-fd --guidance 1 --guidance 2 --temperature 1.0
+    python benchmarks/dalle.py --pipeline digits-vqgan-dalle           # the VQ-GAN variant (or both: repeat)
 
 Prompted accuracy: for every digit d, ``--per-digit`` samples of ``digits-dalle --prompt
-"a <name of d>"`` (seed 0), read by the shipped digit classifier; once plainly and once with
+"a <name of d>"`` (seed 0; ``--pipeline`` picks other text pipelines, e.g. digits-vqgan-dalle), read by the shipped digit classifier; once plainly and once with
 ``--candidates N`` (N draws per output, the best by digits-clip against the prompt kept).
 FD: ``--n`` unconditional samples (no prompt / no class) vs the 360 held-out digits, beside
 two floors at the same n: real training digits, and training digits passed through the
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--guidance", type=float, action="append", help="guidance scale(s) for the prompted rows (default: pipeline's)")
     parser.add_argument("--temperature", type=float, default=None)
+    parser.add_argument("--pipeline", action="append", help="text pipeline(s) to measure (default: digits-dalle)")
     parser.add_argument("--skip-fd", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -66,14 +68,16 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
-    pipe = latentzoo.load_pipeline("digits-dalle")
-    for g in args.guidance or [None]:
-        opts = {k: v for k, v in {"guidance": g, "temperature": args.temperature}.items() if v is not None}
-        plain = prompted_accuracy(pipe, args.per_digit, None, **opts)
-        ranked = prompted_accuracy(pipe, args.per_digit, args.candidates, **opts)
-        rows.append({"what": "digits-dalle prompted accuracy", **opts, "plain": plain, f"best_of_{args.candidates}": ranked})
+    pipelines = args.pipeline or ["digits-dalle"]
+    for name in pipelines:
+        pipe = latentzoo.load_pipeline(name)
+        for g in args.guidance or [None]:
+            opts = {k: v for k, v in {"guidance": g, "temperature": args.temperature}.items() if v is not None}
+            plain = prompted_accuracy(pipe, args.per_digit, None, **opts)
+            ranked = prompted_accuracy(pipe, args.per_digit, args.candidates, **opts)
+            rows.append({"what": f"{name} prompted accuracy", **opts, "plain": plain, f"best_of_{args.candidates}": ranked})
     if not args.skip_fd:
-        for name in ("digits-dalle", "digits-vqgan-ar"):
+        for name in (*pipelines, "digits-vqgan-ar"):
             opts = {"temperature": args.temperature} if args.temperature else {}
             rows.append({"what": f"{name} unconditional FD (n={args.n} vs 360 held-out)", **opts, **unconditional_fd(name, args.n, **opts)})
     if args.json:
