@@ -162,3 +162,47 @@ def test_training_a_class_prior_without_augmentation(tmp_path):
     )
     assert entry["class"] == "transformer.prior" and "augment_flag" not in entry["config"]
     assert entry["metrics"]["training_grids"] == 1437 and 0 < entry["metrics"]["held_out_nll_bits_per_code"] < 8
+
+
+def test_random_prompt_draws_captions_from_the_shipped_set_reproducibly(cli, tmp_path):
+    """random_prompt: ancestral p(text) p(codes | text) over the shipped training captions; same seed, same bytes."""
+    a, ra = sample(cli, tmp_path, "a", "--set", "random_prompt=true")
+    b, rb = sample(cli, tmp_path, "b", "--set", "random_prompt=true")
+    empty, re_ = sample(cli, tmp_path, "empty", "--set", "random_prompt=false")
+    ra.assert_ok(), rb.assert_ok(), re_.assert_ok()
+    assert a.read_bytes() == b.read_bytes() != empty.read_bytes()
+    assert "empty prompt" not in ra.stderr and "empty prompt" in re_.stderr  # only the empty-prompt branch warns
+    assert json.loads(a.with_suffix(".json").read_text())["options"]["random_prompt"] is True
+    # With --prompt, random_prompt changes nothing: the prompt is the caption.
+    on, r1 = sample(cli, tmp_path, "on", "--prompt", PROMPT, "--set", "random_prompt=true")
+    off, r2 = sample(cli, tmp_path, "off", "--prompt", PROMPT, "--set", "random_prompt=false")
+    r1.assert_ok(), r2.assert_ok()
+    assert on.read_bytes() == off.read_bytes()
+    cli("sample", "digits-dalle", "-o", str(tmp_path / "x.png"), "--set", "random_prompt=maybe").assert_one_line_error("random_prompt")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_random_prompt_uses_the_caption_set_and_refuses_a_conditioner_without_one():
+    import latentzoo
+    from latentzoo.core.data import load_dataset
+    from latentzoo.core.errors import LatentzooError
+
+    torch.set_num_threads(1)
+    pipe = latentzoo.load_pipeline("digits-dalle")
+    assert pipe.conditioner.prompts == load_dataset("digits-captions", split="train").captions  # the shipped p(text)
+    drawn = pipe.sample(3, seed=0, random_prompt=True)
+    assert drawn.shape == (3, 1, 32, 32) and torch.equal(drawn, pipe.sample(3, seed=0, random_prompt=True))
+    pipe.conditioner.prompts = None
+    with pytest.raises(LatentzooError, match="has no caption set to draw from; drop random_prompt"):
+        pipe.sample(1, seed=0, random_prompt=True)
+
+
+def test_class_guidance_with_random_class(cli, tmp_path):
+    """Classifier-free guidance towards each sample's drawn class (random_class): accepted, and it acts."""
+    g2, r1 = sample(cli, tmp_path, "g2", "--guidance", "2", target="digits-vqgan-ar")
+    g1, r2 = sample(cli, tmp_path, "g1", "--guidance", "1", target="digits-vqgan-ar")
+    r1.assert_ok(), r2.assert_ok()
+    assert g2.read_bytes() != g1.read_bytes()
+    cli("sample", "digits-vqgan-ar", "-o", str(tmp_path / "x.png"), "--guidance", "2", "--set", "random_class=false").assert_one_line_error(
+        "--guidance needs --class or random_class"
+    )

@@ -210,7 +210,7 @@ def test_pipeline_defaults_reach_the_sampler_and_an_explicit_value_overrides_the
         ("digits-vqgan-ar", ["--top-p", "0"], ["top_p must be > 0"]),
         ("digits-vqgan-ar", ["--top-p", "1.5"], ["top_p must be <= 1"]),
         ("digits-vqgan-ar", ["--guidance", "nan"], ["guidance", "finite"]),
-        ("digits-vqgan-ar", ["--guidance", "2"], ["--guidance needs --class"]),
+        ("digits-vqgan-ar", ["--guidance", "2", "--set", "random_class=false"], ["--guidance needs --class"]),
         ("digits-vqgan-ar", ["--class", "10"], ["--class must be between 0 and 9"]),
         ("digits-vqgan-ar", ["--class", "-1"], ["class_label must be >= 0"]),
         ("digits-vqgan-ar", ["--class", "three"], ["class_label must be an integer"]),

@@ -29,6 +29,13 @@ TEXT_OPTIONS = [
         "min": 0.0,
         "help": "Classifier-free guidance on the logits against the negative prompt: uncond + g * (cond - uncond); 1 = none",
     },
+    {
+        "name": "random_prompt",
+        "type": "bool",
+        "default": False,
+        "help": "Without --prompt, draw each sample's caption from the conditioner's caption set "
+        "(ancestral sampling of p(text) p(x|text)) instead of the empty prompt",
+    },
 ]
 
 TOKEN_OPTIONS = [

@@ -53,6 +53,7 @@ class TokenSampler(Sampler):
         random_class: bool | None = None,
         class_labels: torch.Tensor | None = None,
         guidance: float = 1.0,
+        random_prompt: bool = False,
         conditioning: dict[str, torch.Tensor] | None = None,
         null_conditioning: dict[str, torch.Tensor] | None = None,
         **_: Any,
@@ -75,7 +76,12 @@ class TokenSampler(Sampler):
         labels = prior.null_labels(n) if class_labels is None else class_labels
         text = None
         if conditioning is not None:  # DALL-E: the prompt's token states come first (batch 1 or n)
-            text = conditioning["tokens"].expand(n, -1, -1)
+            text = conditioning["tokens"]
+            if random_prompt and text.shape[0] > 1:
+                # p(x) = sum_t p(t) p(x | t) with p(t) the caption set's empirical distribution: each
+                # sample's caption is drawn from the K rows (the conditioner's caption set).
+                text = text[torch.randint(0, text.shape[0], (n,), generator=generator)]
+            text = text.expand(n, -1, -1)
             null = conditioning["tokens"] if null_conditioning is None else null_conditioning["tokens"]
             guided = guidance != 1.0
             if guided:
