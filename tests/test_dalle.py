@@ -174,11 +174,15 @@ def test_random_prompt_draws_captions_from_the_shipped_set_reproducibly(cli, tmp
     assert "empty prompt" not in ra.stderr and "empty prompt" in re_.stderr  # only the empty-prompt branch warns
     assert json.loads(a.with_suffix(".json").read_text())["options"]["random_prompt"] is True
     # With --prompt, random_prompt changes nothing: the prompt is the caption.
-    on, r1 = sample(cli, tmp_path, "on", "--prompt", PROMPT, "--set", "random_prompt=true")
+    on, r1 = sample(cli, tmp_path, "on", "--prompt", PROMPT, "--set", "random_prompt=true", "--set", "random_prompt_guidance=1")
     off, r2 = sample(cli, tmp_path, "off", "--prompt", PROMPT, "--set", "random_prompt=false")
     r1.assert_ok(), r2.assert_ok()
     assert on.read_bytes() == off.read_bytes()
     cli("sample", "digits-dalle", "-o", str(tmp_path / "x.png"), "--set", "random_prompt=maybe").assert_one_line_error("random_prompt")
+    for bad in ("-1", "hard", ".nan"):
+        cli("sample", "digits-dalle", "-o", str(tmp_path / "x.png"), "--set", f"random_prompt_guidance={bad}").assert_one_line_error(
+            "random_prompt_guidance"
+        )
     assert not (tmp_path / "x.png").exists()
 
 
@@ -192,6 +196,10 @@ def test_random_prompt_uses_the_caption_set_and_refuses_a_conditioner_without_on
     assert pipe.conditioner.prompts == load_dataset("digits-captions", split="train").captions  # the shipped p(text)
     drawn = pipe.sample(3, seed=0, random_prompt=True)
     assert drawn.shape == (3, 1, 32, 32) and torch.equal(drawn, pipe.sample(3, seed=0, random_prompt=True))
+    mild = pipe.sample(3, seed=0, random_prompt=True, random_prompt_guidance=1.0)
+    assert not torch.equal(mild, pipe.sample(3, seed=0, random_prompt=True, random_prompt_guidance=3.0))
+    # random_prompt_guidance None falls back to guidance
+    assert torch.equal(mild, pipe.sample(3, seed=0, options={"random_prompt_guidance": None}, random_prompt=True, guidance=1.0))
     pipe.conditioner.prompts = None
     with pytest.raises(LatentzooError, match="has no caption set to draw from; drop random_prompt"):
         pipe.sample(1, seed=0, random_prompt=True)

@@ -36,6 +36,13 @@ TEXT_OPTIONS = [
         "help": "Without --prompt, draw each sample's caption from the conditioner's caption set "
         "(ancestral sampling of p(text) p(x|text)) instead of the empty prompt",
     },
+    {
+        "name": "random_prompt_guidance",
+        "type": "float",
+        "default": None,
+        "min": 0.0,
+        "help": "Guidance scale for captions drawn by random_prompt (null: guidance); a user's --prompt keeps guidance",
+    },
 ]
 
 TOKEN_OPTIONS = [

@@ -54,6 +54,7 @@ class TokenSampler(Sampler):
         class_labels: torch.Tensor | None = None,
         guidance: float = 1.0,
         random_prompt: bool = False,
+        random_prompt_guidance: float | None = None,
         conditioning: dict[str, torch.Tensor] | None = None,
         null_conditioning: dict[str, torch.Tensor] | None = None,
         **_: Any,
@@ -81,6 +82,9 @@ class TokenSampler(Sampler):
                 # p(x) = sum_t p(t) p(x | t) with p(t) the caption set's empirical distribution: each
                 # sample's caption is drawn from the K rows (the conditioner's caption set).
                 text = text[torch.randint(0, text.shape[0], (n,), generator=generator)]
+                # Drawn captions want milder guidance than a user's prompt (a sharper p(x|t) loses the
+                # variety FD measures): random_prompt_guidance, when set, replaces guidance here only.
+                guidance = guidance if random_prompt_guidance is None else random_prompt_guidance
             text = text.expand(n, -1, -1)
             null = conditioning["tokens"] if null_conditioning is None else null_conditioning["tokens"]
             guided = guidance != 1.0
