@@ -81,7 +81,6 @@ def test_api_sample_reranks_like_the_cli(cli, tmp_path):
         ("digits-dalle", ["--class", "3"], ["unknown option 'class_label'"]),
         ("digits-dalle", ["--decoder", "digits-vqgan-k16"], ["prior digits-dalle-prior vs decoder digits-vqgan-k16", "codebook_size"]),
         ("digits-dalle", ["--conditioner", "digits-clip"], ["conditioner digits-clip vs prior digits-dalle-prior"]),
-        ("digits-vqgan-ar", ["--prior", "digits-dalle-prior"], ["digits-dalle-prior"]),
     ],
 )
 def test_bad_dalle_requests_are_one_line_and_write_nothing(cli, tmp_path, target, args, fragments):
@@ -214,3 +213,14 @@ def test_class_guidance_with_random_class(cli, tmp_path):
     cli("sample", "digits-vqgan-ar", "-o", str(tmp_path / "x.png"), "--guidance", "2", "--set", "random_class=false").assert_one_line_error(
         "--guidance needs --class or random_class"
     )
+
+
+def test_swapping_in_the_text_prior_drops_the_class_defaults_and_is_refused(cli, tmp_path):
+    """digits-vqgan-ar's class guidance default does not apply to the DALL-E prior: one warning, one error, nothing written."""
+    out = tmp_path / "x.png"
+    result = cli("sample", "digits-vqgan-ar", "-o", str(out), "--no-progress", "--prior", "digits-dalle-prior")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    warning, error = result.stderr_lines
+    assert warning.startswith("warning:") and "guidance" in warning and "digits-dalle-prior" in warning
+    assert error.startswith("error:") and "digits-dalle-prior" in error and "--conditioner" in error
+    assert not out.exists()
