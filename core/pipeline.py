@@ -144,6 +144,16 @@ class Pipeline:
             # Text (or any conditioner's input): the prompt's tokens steer the prior; the negative
             # prompt (default: the empty prompt) is the unconditional branch of guidance.
             prompt, negative = call.pop("prompt", None) or "", call.pop("negative_prompt", None) or ""
+            if call.get("random_prompt") and not prompt.strip():
+                # Ancestral p(text) p(x | text): the sampler draws each sample's caption from the
+                # conditioner's caption set (the captions its prior was trained on).
+                prompts = list(getattr(self.conditioner, "prompts", None) or [])
+                if not prompts:
+                    raise LatentzooError(f"conditioner {self.spec.conditioner} has no caption set to draw from; drop random_prompt")
+                call["conditioning"] = self.conditioner.condition(prompts)
+                call["null_conditioning"] = self.conditioner.condition([negative])
+                return call
+            call.pop("random_prompt", None)
             if not prompt.strip():
                 # The empty prompt is the unconditional branch the prior learned by caption dropout.
                 warnings.warn(
@@ -155,8 +165,8 @@ class Pipeline:
             call["null_conditioning"] = self.conditioner.condition([negative])
             return call
         class_label = call.pop("class_label", None)
-        if class_label is None and "guidance" in plan.given and call.get("guidance") is not None:
-            raise LatentzooError("--guidance needs --class (classifier-free guidance towards a class)")
+        if class_label is None and "guidance" in plan.given and call.get("guidance") is not None and not call.get("random_class"):
+            raise LatentzooError("--guidance needs --class or random_class (classifier-free guidance towards a class)")
         if class_label is not None:
             num_classes = getattr(self.prior, "num_classes", None)
             if not num_classes:

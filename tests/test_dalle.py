@@ -81,7 +81,6 @@ def test_api_sample_reranks_like_the_cli(cli, tmp_path):
         ("digits-dalle", ["--class", "3"], ["unknown option 'class_label'"]),
         ("digits-dalle", ["--decoder", "digits-vqgan-k16"], ["prior digits-dalle-prior vs decoder digits-vqgan-k16", "codebook_size"]),
         ("digits-dalle", ["--conditioner", "digits-clip"], ["conditioner digits-clip vs prior digits-dalle-prior"]),
-        ("digits-vqgan-ar", ["--prior", "digits-dalle-prior"], ["digits-dalle-prior"]),
     ],
 )
 def test_bad_dalle_requests_are_one_line_and_write_nothing(cli, tmp_path, target, args, fragments):
@@ -162,3 +161,66 @@ def test_training_a_class_prior_without_augmentation(tmp_path):
     )
     assert entry["class"] == "transformer.prior" and "augment_flag" not in entry["config"]
     assert entry["metrics"]["training_grids"] == 1437 and 0 < entry["metrics"]["held_out_nll_bits_per_code"] < 8
+
+
+def test_random_prompt_draws_captions_from_the_shipped_set_reproducibly(cli, tmp_path):
+    """random_prompt: ancestral p(text) p(codes | text) over the shipped training captions; same seed, same bytes."""
+    a, ra = sample(cli, tmp_path, "a", "--set", "random_prompt=true")
+    b, rb = sample(cli, tmp_path, "b", "--set", "random_prompt=true")
+    empty, re_ = sample(cli, tmp_path, "empty", "--set", "random_prompt=false")
+    ra.assert_ok(), rb.assert_ok(), re_.assert_ok()
+    assert a.read_bytes() == b.read_bytes() != empty.read_bytes()
+    assert "empty prompt" not in ra.stderr and "empty prompt" in re_.stderr  # only the empty-prompt branch warns
+    assert json.loads(a.with_suffix(".json").read_text())["options"]["random_prompt"] is True
+    # With --prompt, random_prompt changes nothing: the prompt is the caption.
+    on, r1 = sample(cli, tmp_path, "on", "--prompt", PROMPT, "--set", "random_prompt=true", "--set", "random_prompt_guidance=1")
+    off, r2 = sample(cli, tmp_path, "off", "--prompt", PROMPT, "--set", "random_prompt=false")
+    r1.assert_ok(), r2.assert_ok()
+    assert on.read_bytes() == off.read_bytes()
+    cli("sample", "digits-dalle", "-o", str(tmp_path / "x.png"), "--set", "random_prompt=maybe").assert_one_line_error("random_prompt")
+    for bad in ("-1", "hard", ".nan"):
+        cli("sample", "digits-dalle", "-o", str(tmp_path / "x.png"), "--set", f"random_prompt_guidance={bad}").assert_one_line_error(
+            "random_prompt_guidance"
+        )
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_random_prompt_uses_the_caption_set_and_refuses_a_conditioner_without_one():
+    import latentzoo
+    from latentzoo.core.data import load_dataset
+    from latentzoo.core.errors import LatentzooError
+
+    torch.set_num_threads(1)
+    pipe = latentzoo.load_pipeline("digits-dalle")
+    assert pipe.conditioner.prompts == load_dataset("digits-captions", split="train").captions  # the shipped p(text)
+    drawn = pipe.sample(3, seed=0, random_prompt=True)
+    assert drawn.shape == (3, 1, 32, 32) and torch.equal(drawn, pipe.sample(3, seed=0, random_prompt=True))
+    mild = pipe.sample(3, seed=0, random_prompt=True, random_prompt_guidance=1.0)
+    assert not torch.equal(mild, pipe.sample(3, seed=0, random_prompt=True, random_prompt_guidance=3.0))
+    # random_prompt_guidance None falls back to guidance
+    assert torch.equal(mild, pipe.sample(3, seed=0, options={"random_prompt_guidance": None}, random_prompt=True, guidance=1.0))
+    pipe.conditioner.prompts = None
+    with pytest.raises(LatentzooError, match="has no caption set to draw from; drop random_prompt"):
+        pipe.sample(1, seed=0, random_prompt=True)
+
+
+def test_class_guidance_with_random_class(cli, tmp_path):
+    """Classifier-free guidance towards each sample's drawn class (random_class): accepted, and it acts."""
+    g2, r1 = sample(cli, tmp_path, "g2", "--guidance", "2", target="digits-vqgan-ar")
+    g1, r2 = sample(cli, tmp_path, "g1", "--guidance", "1", target="digits-vqgan-ar")
+    r1.assert_ok(), r2.assert_ok()
+    assert g2.read_bytes() != g1.read_bytes()
+    cli("sample", "digits-vqgan-ar", "-o", str(tmp_path / "x.png"), "--guidance", "2", "--set", "random_class=false").assert_one_line_error(
+        "--guidance needs --class or random_class"
+    )
+
+
+def test_swapping_in_the_text_prior_drops_the_class_defaults_and_is_refused(cli, tmp_path):
+    """digits-vqgan-ar's class guidance default does not apply to the DALL-E prior: one warning, one error, nothing written."""
+    out = tmp_path / "x.png"
+    result = cli("sample", "digits-vqgan-ar", "-o", str(out), "--no-progress", "--prior", "digits-dalle-prior")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    warning, error = result.stderr_lines
+    assert warning.startswith("warning:") and "guidance" in warning and "digits-dalle-prior" in warning
+    assert error.startswith("error:") and "digits-dalle-prior" in error and "--conditioner" in error
+    assert not out.exists()

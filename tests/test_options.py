@@ -176,14 +176,14 @@ def test_set_and_shortcut_flags_give_identical_bytes(cli, tmp_path):
 
 
 def test_pipeline_defaults_reach_the_sampler_and_an_explicit_value_overrides_them(cli, tmp_path):
-    """digits-vqgan-ar's defaults say temperature 0.8: --set temperature=0.8 changes nothing, 1.0 does."""
+    """digits-vqgan-ar's defaults say temperature 0.9: --set temperature=0.9 changes nothing, 1.0 does."""
     default, r1 = sample(cli, tmp_path, "default", target="digits-vqgan-ar")
-    same, r2 = sample(cli, tmp_path, "same", "--set", "temperature=0.8", target="digits-vqgan-ar")
+    same, r2 = sample(cli, tmp_path, "same", "--set", "temperature=0.9", target="digits-vqgan-ar")
     other, r3 = sample(cli, tmp_path, "other", "--temperature", "1.0", target="digits-vqgan-ar")
     for result in (r1, r2, r3):
         result.assert_ok()
     assert default.read_bytes() == same.read_bytes() != other.read_bytes()
-    assert json.loads(default.with_suffix(".json").read_text())["options"] == {"temperature": 0.8, "random_class": True}
+    assert json.loads(default.with_suffix(".json").read_text())["options"] == {"temperature": 0.9, "random_class": True, "guidance": 1.25}
 
 
 @pytest.mark.parametrize(
@@ -210,7 +210,7 @@ def test_pipeline_defaults_reach_the_sampler_and_an_explicit_value_overrides_the
         ("digits-vqgan-ar", ["--top-p", "0"], ["top_p must be > 0"]),
         ("digits-vqgan-ar", ["--top-p", "1.5"], ["top_p must be <= 1"]),
         ("digits-vqgan-ar", ["--guidance", "nan"], ["guidance", "finite"]),
-        ("digits-vqgan-ar", ["--guidance", "2"], ["--guidance needs --class"]),
+        ("digits-vqgan-ar", ["--guidance", "2", "--set", "random_class=false"], ["--guidance needs --class"]),
         ("digits-vqgan-ar", ["--class", "10"], ["--class must be between 0 and 9"]),
         ("digits-vqgan-ar", ["--class", "-1"], ["class_label must be >= 0"]),
         ("digits-vqgan-ar", ["--class", "three"], ["class_label must be an integer"]),
@@ -250,7 +250,7 @@ def test_info_shows_declared_options_without_torch(cli):
     options = result.json()["options"]
     sampler = {o["name"]: o for o in options["sampler tokens"]}
     assert sampler["temperature"]["type"] == "float" and sampler["temperature"]["range"] == "(0, inf)"
-    assert sampler["temperature"]["default"] == 0.8  # the pipeline's default, not the declared 1.0
+    assert sampler["temperature"]["default"] == 0.9  # the pipeline's default, not the declared 1.0
     assert sampler["random_class"]["default"] is True
     assert sampler["top_k"]["range"] == "[1, inf) or null" and sampler["top_p"]["range"] == "(0, 1] or null"
     assert all(o["help"] for o in sampler.values())
@@ -277,7 +277,7 @@ def test_compose_set_stores_validated_typed_defaults(cli, tmp_path):
     assert defaults == {"steps": 3, "temperature": 0.8, "top_k": 20, "random_class": True}
     assert isinstance(defaults["top_k"], int)
     a, ra = sample(cli, tmp_path, "file", target=str(out))
-    b, rb = sample(cli, tmp_path, "flags", "--temperature", "0.8", "--top-k", "20")
+    b, rb = sample(cli, tmp_path, "flags", "--temperature", "0.8", "--top-k", "20", "--guidance", "1")  # the file has no guidance default
     ra.assert_ok(), rb.assert_ok()
     assert a.read_bytes() == b.read_bytes()
     for bad, fragment in (
@@ -343,7 +343,7 @@ def test_sidecar_records_the_run_and_is_strict_json(cli, tmp_path):
     assert record["format"] == "latentzoo.samples/1"
     assert record["pipeline"] == "digits-vqgan-ar" and record["sampler"] == "tokens" and record["scheduler"] is None
     assert record["seed"] == 1 and record["n"] == 4 and record["batch_size"] == 3 and record["steps"] is None
-    assert record["options"] == {"temperature": 0.8, "random_class": True, "top_p": 0.9, "class_label": 4}
+    assert record["options"] == {"temperature": 0.9, "random_class": True, "guidance": 1.25, "top_p": 0.9, "class_label": 4}
     assert set(record["sha256"]) == {"digits-vqgan-k16", "digits-vqgan-ar-prior"}
     assert record["files"] == ["rec.png"] and {"latentzoo", "torch", "python"} <= set(record["versions"])
 

@@ -29,6 +29,20 @@ TEXT_OPTIONS = [
         "min": 0.0,
         "help": "Classifier-free guidance on the logits against the negative prompt: uncond + g * (cond - uncond); 1 = none",
     },
+    {
+        "name": "random_prompt",
+        "type": "bool",
+        "default": False,
+        "help": "Without --prompt, draw each sample's caption from the conditioner's caption set "
+        "(ancestral sampling of p(text) p(x|text)) instead of the empty prompt",
+    },
+    {
+        "name": "random_prompt_guidance",
+        "type": "float",
+        "default": None,
+        "min": 0.0,
+        "help": "Guidance scale for captions drawn by random_prompt (null: guidance); a user's --prompt keeps guidance",
+    },
 ]
 
 TOKEN_OPTIONS = [

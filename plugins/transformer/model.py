@@ -170,9 +170,20 @@ class TextTokens(nn.Module, Conditioner):
 
     conditioning_space: Any = None
 
-    def __init__(self, *, vocab_size: int, width: int, context_length: int, tokenizer: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        width: int,
+        context_length: int,
+        tokenizer: dict[str, str] | None = None,
+        captions: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.context_length, self.tokenizer_file, self.tokenizer = context_length, tokenizer, None
+        # The caption set (config ``captions: {file, sha256}``, one caption a line): the training
+        # captions, i.e. the empirical p(text) that ``random_prompt`` draws unconditional samples' captions from.
+        self.captions_file, self.prompts = captions, None
         self.embedding = nn.Embedding(vocab_size, width)
         nn.init.normal_(self.embedding.weight, std=0.02)
 
@@ -191,6 +202,13 @@ class TextTokens(nn.Module, Conditioner):
         from latentzoo.core.errors import WeightsError
         from latentzoo.core.weights import sha256_file
 
+        if self.captions_file and self.prompts is None:
+            path = Path(folder) / self.captions_file["file"]
+            if not path.is_file():
+                raise WeightsError(f"caption set {path} is missing; it ships beside the weights: reinstall or re-download the model")
+            if self.captions_file.get("sha256") and sha256_file(path) != self.captions_file["sha256"]:
+                raise WeightsError(f"caption set {path} fails its sha256 check; the file is corrupt or was replaced: re-download it")
+            self.prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not self.tokenizer_file or self.tokenizer is not None:
             return
         path = Path(folder) / self.tokenizer_file["file"]

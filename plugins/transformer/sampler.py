@@ -53,6 +53,8 @@ class TokenSampler(Sampler):
         random_class: bool | None = None,
         class_labels: torch.Tensor | None = None,
         guidance: float = 1.0,
+        random_prompt: bool = False,
+        random_prompt_guidance: float | None = None,
         conditioning: dict[str, torch.Tensor] | None = None,
         null_conditioning: dict[str, torch.Tensor] | None = None,
         **_: Any,
@@ -75,7 +77,15 @@ class TokenSampler(Sampler):
         labels = prior.null_labels(n) if class_labels is None else class_labels
         text = None
         if conditioning is not None:  # DALL-E: the prompt's token states come first (batch 1 or n)
-            text = conditioning["tokens"].expand(n, -1, -1)
+            text = conditioning["tokens"]
+            if random_prompt and text.shape[0] > 1:
+                # p(x) = sum_t p(t) p(x | t) with p(t) the caption set's empirical distribution: each
+                # sample's caption is drawn from the K rows (the conditioner's caption set).
+                text = text[torch.randint(0, text.shape[0], (n,), generator=generator)]
+                # Drawn captions want milder guidance than a user's prompt (a sharper p(x|t) loses the
+                # variety FD measures): random_prompt_guidance, when set, replaces guidance here only.
+                guidance = guidance if random_prompt_guidance is None else random_prompt_guidance
+            text = text.expand(n, -1, -1)
             null = conditioning["tokens"] if null_conditioning is None else null_conditioning["tokens"]
             guided = guidance != 1.0
             if guided:
