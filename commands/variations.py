@@ -21,10 +21,11 @@ from .sampling import _build, _part_options
 @_part_options
 @click.option("-o", "--output", default="variations.png", show_default=True, help="A .png grid, or DIR/ for one PNG per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
+@click.option("--no-progress", is_flag=True, hidden=True)  # accepted for scripts shared with sample (no bar here, as in img2img)
 @click.pass_context
 def variations(
     ctx: click.Context, target: str, image: str, n: int, to: str | None, seed: int, no_fit: bool, allow_mismatch: bool,
-    output: str, as_json: bool, **parts: Any,
+    output: str, as_json: bool, no_progress: bool, **parts: Any,
 ) -> None:  # fmt: skip
     """Decode -n variations of IMAGE from its embedding (unCLIP), or interpolate to --to B.
 
