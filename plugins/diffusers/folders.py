@@ -173,28 +173,14 @@ class ReadContext:
         """``cls(**config)`` holding ``state``'s tensors themselves: parameters are never allocated nor
         initialised (built on meta, ``load_state_dict(assign=True)``), so a multi-GB model converts without
         a copy of its weights; a tensor whose shape the config contradicts is refused in one line naming it."""
-        from latentzoo.core.weights import parameters_on_meta
+        from latentzoo.core.weights import load_state, parameters_on_meta
 
         try:
             with parameters_on_meta():
                 model = cls(**config)
         except (TypeError, ValueError, LatentzooError) as exc:
             raise LatentzooError(f"{where}: config does not build a latentzoo model ({exc})") from exc
-        own = model.state_dict()
-        for key, tensor in state.items():
-            if key in own and tuple(own[key].shape) != tuple(tensor.shape):
-                raise LatentzooError(
-                    f"{where}: tensor {key!r} has shape {list(tensor.shape)} but the config gives {list(own[key].shape)}; "
-                    "the config and the weights belong to different models"
-                )
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected:
-            raise LatentzooError(
-                f"{where}: weights do not map onto latentzoo's layout: {len(missing)} missing {missing[:3]}, "
-                f"{len(unexpected)} unexpected {unexpected[:3]}"
-            )
-        model.load_state_dict(state, strict=True, assign=True)
+        load_state(model, state, where, f"latentzoo's {cls.__name__}", assign=True)  # the shared one-line shape / key checks
         return model.eval().requires_grad_(False)
 
     def convert_state(self, raw: dict[str, Any], state: dict[str, Any], comp: str, where: Any, **context: Any) -> dict[str, Any]:
