@@ -17,7 +17,9 @@ Not a test (minutes, several GB). For each model it:
    warm-up step) and one VAE decode; reports load time, per-step time (the fastest of all timed
    steps over ``--rounds`` alternations of the two libraries, to damp other load on the
    machine) and peak RSS (VmHWM); then, for the headline step ratio, both UNets in one process
-   with their steps alternated (load from other processes hits both alike);
+   with their steps alternated (load from other processes hits both alike), and latentzoo's
+   UNet a third time on PyTorch's eager kernels (``core.kernels.eager()``, as
+   ``LATENTZOO_KERNELS=eager``), which shows what the oneDNN inference kernels buy;
 5. reports parity: max |ours - diffusers| / max |diffusers| of the UNet output, the text
    encoder's tokens and the decoded image.
 
@@ -330,9 +332,16 @@ def interleaved(args: argparse.Namespace) -> None:
     theirs = diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(dev).eval()
     ours = Builder.from_registry([registry]).component(f"{args.model}-unet", "prior").to(dev, dtype)
     x = torch.cat([latents, latents])
+    from latentzoo.core import kernels
+
+    def ours_eager():  # the same model on PyTorch's eager kernels (LATENTZOO_KERNELS=eager): what core.kernels buys
+        with kernels.eager():
+            return ours(x, t, encoder_hidden_states=context)
+
     fns = {
         "diffusers": lambda: theirs(x, t, encoder_hidden_states=context).sample,
         "latentzoo": lambda: ours(x, t, encoder_hidden_states=context),
+        "latentzoo-eager": ours_eager,
     }
     times: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
@@ -459,6 +468,8 @@ def main() -> None:
             "interleaved step diffusers": min(inter["diffusers"]),
             "interleaved step latentzoo": min(inter["latentzoo"]),
             "step ratio": min(inter["latentzoo"]) / min(inter["diffusers"]),
+            "interleaved step latentzoo-eager": min(inter["latentzoo-eager"]),
+            "step ratio eager kernels": min(inter["latentzoo-eager"]) / min(inter["diffusers"]),
             "interleaved steps": inter,
             "peak ratio": z["rss_peak_mb"] / d["rss_peak_mb"],
             **conv,
@@ -472,12 +483,12 @@ def main() -> None:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     print()
     print(f"{'model':6} {'dtype':5} {'UNet rel diff':>13} {'step diffusers':>15} {'step latentzoo':>15} {'ratio':>6} "
-          f"{'load d / lz':>13} {'peak RSS d / lz (MB)':>22}   (steps: fastest, alternated in one process)")  # fmt: skip
+          f"{'(eager kernels)':>16} {'load d / lz':>13} {'peak RSS d / lz (MB)':>22}   (steps: fastest, alternated in one process)")  # fmt: skip
     for r in rows:
         print(
             f"{r['model']:6} {r['dtype']:5} {r['unet_rel_diff']:13.2e} {r['interleaved step diffusers']:14.3f}s "
             f"{r['interleaved step latentzoo']:14.3f}s "
-            f"{r['step ratio']:6.2f} {r['load_s diffusers']:5.1f}s/{r['load_s latentzoo']:5.1f}s "
+            f"{r['step ratio']:6.2f} {r['step ratio eager kernels']:16.2f} {r['load_s diffusers']:5.1f}s/{r['load_s latentzoo']:5.1f}s "
             f"{r['rss_peak_mb diffusers']:10.0f} / {r['rss_peak_mb latentzoo']:.0f}"
         )
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import torch
+from torch import nn
+
 from .compose import PipelineSpec, check_spec, declared_options, resolve_component
 from .errors import ContractError, WeightsError
+from .kernels import accelerate
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
 from .sources import resolve_weights
-from .weights import load_state, load_tensors, parameters_on_meta, space_identity
+from .weights import load_state, load_tensors, parameters_on_meta, record_file_sources, space_identity
 
 
 class Builder:
@@ -29,6 +33,13 @@ class Builder:
         entry = resolve_component(self.registry, name, role)
         if name in self.cache:
             return self.cache[name]
+        # Ordinary tensors even when called under inference_mode (an editing call that builds its
+        # pipeline): inference tensors carry no version counter, which core.kernels needs to see
+        # an in-place change of a packed weight.
+        with torch.inference_mode(False):
+            return self._component(entry, name, role)
+
+    def _component(self, entry: Entry, name: str, role: str) -> Any:
         decl = self.registry.declaration(entry)
         cls = import_target(decl["target"])
         config = dict(entry.data.get("config") or {})
@@ -43,6 +54,8 @@ class Builder:
         if "weights" in entry.data:
             path, sha = resolve_weights(entry)
             load_state(obj, load_tensors(path, sha), path, name, assign=assign)  # names a tensor of the wrong shape
+            if assign:
+                record_file_sources(obj, path)  # core.kernels packs these weights from the file, not the mapping
             self.sha256[name] = sha
             if hasattr(obj, "load_assets"):  # files shipped beside the weights (e.g. a text encoder's tokenizer.json)
                 obj.load_assets(path.parent)
@@ -55,6 +68,8 @@ class Builder:
             obj.latent_space = space
         if hasattr(obj, "eval"):
             obj.eval().requires_grad_(False)
+        if isinstance(obj, nn.Module):
+            accelerate(obj)  # oneDNN kernels for CPU inference (core.kernels); training and CUDA run as before
         self.cache[name] = obj
         return obj
 

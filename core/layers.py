@@ -42,13 +42,18 @@ class ResnetBlock2D(nn.Module):
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        # At inference the activations and sums happen in place, on tensors made just above: the
+        # same values, one full-resolution buffer fewer per op (a VAE decode at 256x256 peaks lower).
+        # Autograd needs the inputs of SiLU, so training keeps the out-of-place ops.
+        inplace = not torch.is_grad_enabled()
+        h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         if self.time_emb_proj is not None and temb is not None:
-            h = h + self.time_emb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+            t = self.time_emb_proj(F.silu(temb))[:, :, None, None]
+            h = h.add_(t) if inplace else h + t
+        h = self.conv2(self.dropout(F.silu(self.norm2(h), inplace=inplace)))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
-        return x + h
+        return h.add_(x) if inplace else x + h
 
 
 class Attention(nn.Module):

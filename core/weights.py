@@ -315,3 +315,34 @@ def load_state(module: Any, state: dict[str, torch.Tensor], path: str | Path, na
     if assign:
         state = {k: v if v.dtype == own[k].dtype else v.to(own[k].dtype) for k, v in state.items()}
     module.load_state_dict(state, strict=True, assign=assign)
+
+
+def record_file_sources(module: Any, path: str | Path) -> None:
+    """Mark ``module``'s parameters adopted from the safetensors file ``path`` with their byte range.
+
+    Adopted tensors are views of the file's mapping: kernels that repack a weight (core.kernels)
+    then read it from the file instead, so its mapped pages are never made resident."""
+    import torch
+
+    from .kernels import set_file_source
+
+    regions = tensor_regions(path)
+    for key, param in module.named_parameters():
+        region = regions.get(key)
+        if region is not None and param.dtype == getattr(torch, _SCAN_DTYPES.get(region[2], "uint8")):
+            set_file_source(param, path, region[0], region[1])
+
+
+def tensor_regions(path: str | Path) -> dict[str, tuple[int, int, str]]:
+    """Each tensor's (start, end) byte offsets in a safetensors file and its dtype code; {} for an unreadable header."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n <= min(os.fstat(f.fileno()).st_size - 8, 100 * 2**20):
+                return {}  # not a safetensors header (safetensors caps headers at 100 MB)
+            header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        base = 8 + n
+        return {k: (base + int(v["data_offsets"][0]), base + int(v["data_offsets"][1]), str(v["dtype"])) for k, v in header.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        return {}

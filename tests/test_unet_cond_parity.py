@@ -62,10 +62,15 @@ def build(config: dict, extra: dict):
     return ours, theirs
 
 
+@pytest.mark.parametrize("kernels", ["eager", "onednn"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_keys_and_outputs_match_diffusers(case):
+def test_keys_and_outputs_match_diffusers(case, kernels):
     config, extra = CASES[case]
     ours, theirs = build(config, extra)
+    if kernels == "onednn":  # the oneDNN inference kernels a built component runs on (core.kernels)
+        from latentzoo.core.kernels import accelerate
+
+        accelerate(ours)
     assert set(ours.state_dict()) == set(theirs.state_dict())
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, config["in_channels"], 8, 8, generator=g)
@@ -84,7 +89,7 @@ def test_keys_and_outputs_match_diffusers(case):
         want = theirs(x, t, encoder_hidden_states=context, **kwargs).sample
         got = ours(x, t, labels, encoder_hidden_states=context, **ours_kwargs)
     err = float((got - want).abs().max() / want.abs().max())
-    print(f"unet_cond parity {case}: max relative error {err:.3g}")
+    print(f"unet_cond parity {case} ({kernels}): max relative error {err:.3g}")
     assert err < RTOL, err
     # The conditioning matters: other tokens give another output (a UNet ignoring them would pass the check above).
     with torch.no_grad():
