@@ -79,11 +79,13 @@ def test_convert_maps_parts_and_says_what_it_ignores(zoo, tmp_path):
     from latentzoo.core.api import info
 
     log = zoo["logs"]["sd1"]
-    assert "PNDMScheduler (PLMS) has no latentzoo sampler: mapped to DDIM" in log
+    assert "scheduler PNDMScheduler -> sampler tiny-sd1-pndm" in log  # PLMS itself, ending at sigma_min (set_alpha_to_one false)
+    assert "skip_prk_steps" not in log  # SD 1's config skips the Runge-Kutta warm-up: nothing approximated, nothing said
     assert "tiny-sd1 (pipeline)" in log and "tiny-sd1-text-encoder (conditioner)" in log
     pipe = info("tiny-sd1").data
     assert pipe["conditioner"] == "tiny-sd1-text-encoder" and pipe["encoder"] == pipe["decoder"] == "tiny-sd1-vae"
-    assert pipe["defaults"] == {"steps": 50, "guidance": 7.5, "eta": 0.0}
+    assert pipe["defaults"] == {"steps": 50, "guidance": 7.5}
+    assert pipe["sampler"] == "tiny-sd1-pndm" and info("tiny-sd1-pndm").data["config"] == {"set_alpha_to_one": False}
     unet = info("tiny-sd2-unet").data
     assert unet["config"]["prediction_type"] == "v_prediction" and unet["config"]["upcast_attention"] is True
     assert unet["config"]["training_schedule"] == {
@@ -146,11 +148,11 @@ def test_components_match_diffusers_and_transformers(zoo, layout):
     assert all(v < RTOL for v in errs.values()), errs
 
 
-def diffusers_loop(theirs, scheduler, noise, guidance: float):
+def diffusers_loop(theirs, scheduler, noise, guidance: float, steps: int = 4):
     theirs.scheduler = scheduler
     with torch.no_grad():
         out = theirs(
-            PROMPT, negative_prompt=NEGATIVE, height=16, width=16, num_inference_steps=4, guidance_scale=guidance,
+            PROMPT, negative_prompt=NEGATIVE, height=16, width=16, num_inference_steps=steps, guidance_scale=guidance,
             latents=noise.clone(), output_type="latent",
         )  # fmt: skip
         latents = out.images
@@ -159,7 +161,8 @@ def diffusers_loop(theirs, scheduler, noise, guidance: float):
 
 
 @pytest.mark.parametrize(
-    ("layout", "algorithm"), [("sd1", "ddim"), ("sd2", "ddim"), ("sd1", "euler"), ("sd2", "euler"), ("sd1", "dpmpp-2m")]
+    ("layout", "algorithm"),
+    [("sd1", "pndm"), ("sd1", "ddim"), ("sd2", "ddim"), ("sd1", "euler"), ("sd2", "euler"), ("sd1", "dpmpp-2m")],
 )
 def test_denoising_loop_with_guidance_matches_stable_diffusion_pipeline(zoo, layout, algorithm):
     """4 steps, guidance 5, same initial latents: latentzoo's pipeline vs diffusers' StableDiffusionPipeline."""
@@ -169,9 +172,13 @@ def test_denoising_loop_with_guidance_matches_stable_diffusion_pipeline(zoo, lay
     name = f"tiny-{layout}"
     config = dict(theirs.scheduler.config)
     entry = info(name).data
-    if algorithm == "ddim":  # SD 1's PNDM is run as DDIM (see the conversion note); the converted DDIM sampler
-        # (PNDM does not clip x0; DDIMScheduler's default would)
-        scheduler, sampler = diffusers.DDIMScheduler.from_config(config, clip_sample=False), entry["sampler"]
+    extra = {}
+    if algorithm == "pndm":  # SD 1's own scheduler: PNDMScheduler (PLMS, skip_prk_steps) -> the converted pndm sampler
+        assert type(theirs.scheduler).__name__ == "PNDMScheduler"
+        scheduler, sampler = diffusers.PNDMScheduler.from_config(config), entry["sampler"]
+    elif algorithm == "ddim":  # DDIM on the folder's timesteps (PNDM does not clip x0; DDIMScheduler's default would)
+        scheduler, sampler = diffusers.DDIMScheduler.from_config(config, clip_sample=False), "ddim"
+        extra = {"set_alpha_to_one": bool(config["set_alpha_to_one"])}
     elif algorithm == "euler":
         scheduler, sampler = diffusers.EulerDiscreteScheduler.from_config(config, timestep_spacing="leading"), "euler"
     else:  # diffusers' DPM-Solver "leading" spaces timesteps its own way; "trailing" is the same sequence as latentzoo's
@@ -181,7 +188,7 @@ def test_denoising_loop_with_guidance_matches_stable_diffusion_pipeline(zoo, lay
         sampler=sampler, scheduler="trailing" if algorithm == "dpmpp-2m" else entry["scheduler"], name=f"{name}-{algorithm}",
     )  # fmt: skip
     ours = load_pipeline(spec)
-    options = {"steps": 4, "prompt": PROMPT, "negative_prompt": NEGATIVE, "guidance": 5.0}
+    options = {"steps": 4, "prompt": PROMPT, "negative_prompt": NEGATIVE, "guidance": 5.0, **extra}
     latents = ours.sample_latents(1, seed=7, options=options)
     noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(7))  # what latentzoo drew
     want, want_images = diffusers_loop(theirs, scheduler, noise, 5.0)
@@ -192,6 +199,22 @@ def test_denoising_loop_with_guidance_matches_stable_diffusion_pipeline(zoo, lay
     # the prompt matters: another one gives other latents
     other = ours.sample_latents(1, seed=7, options={**options, "prompt": "a bowl of fruit"})
     assert float((other - latents).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("steps", [1, 2, 7])
+def test_pndm_matches_diffusers_at_any_step_count(zoo, steps):
+    """PLMS's warm-up (improved Euler, then Adams-Bashforth 2, 3, 4) and its 1- and 2-step edge cases, against PNDMScheduler."""
+    from latentzoo.core.api import load_pipeline
+
+    theirs = zoo["pipes"]["sd1"]
+    ours = load_pipeline("tiny-sd1")
+    options = {"steps": steps, "prompt": PROMPT, "negative_prompt": NEGATIVE, "guidance": 5.0}
+    latents = ours.sample_latents(1, seed=3, options=options)
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(3))
+    want, _ = diffusers_loop(theirs, diffusers.PNDMScheduler.from_config(dict(theirs.scheduler.config)), noise, 5.0, steps)
+    err = rel_err(latents, want)
+    print(f"pndm {steps} steps: latents max relative error {err:.3g}")
+    assert err < LOOP_TOL
 
 
 def test_sample_cli_same_bytes(zoo, tmp_path):

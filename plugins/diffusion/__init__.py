@@ -114,6 +114,12 @@ def latentzoo_components() -> list[dict]:
             ],
         ),
         _sampler(
+            "pndm",
+            "samplers:PNDMSampler",
+            "PLMS (Liu et al. 2022, PNDM eq. 12): Adams-Bashforth on eps with DDIM transfers, as diffusers' PNDMScheduler; steps+1 evaluations",
+            [_option("set_alpha_to_one", "bool", True, "End at sigma 0 (true) or at the schedule's sigma_min (diffusers' false)")],
+        ),
+        _sampler(
             "ddpm",
             "samplers:DDPMSampler",
             "DDPM ancestral sampling (Ho et al. 2020), fixed-small or fixed-large variance",

@@ -28,8 +28,8 @@ The scheduler config is split as latentzoo keeps things apart: the training sche
 T) and ``prediction_type`` (epsilon / v_prediction) go to the prior; timestep spacing +
 ``steps_offset`` to a ``diffusion.timesteps`` scheduler (the built-in ``leading`` / ``trailing``
 / ``linspace`` when the offset is 0; ``use_karras_sigmas``: the karras scheduler); the algorithm
-to a sampler: DDIM -> ddim (eta 0); PNDM -> ddim (no PLMS is built in: DDIM on the same
-timesteps; the example plugin's plms sampler is the closer match where installed); DDPM -> ddpm;
+to a sampler: DDIM -> ddim (eta 0); PNDM -> pndm (PLMS, step for step as diffusers runs it with
+``skip_prk_steps``; with the Runge-Kutta warm-up a note says PLMS's improved-Euler start replaces it); DDPM -> ddpm;
 Euler -> euler; EulerAncestral -> euler-ancestral; DPMSolverMultistep (dpmsolver++, order 2) ->
 dpmpp-2m; LMS -> lms. Defaults: 50 steps, guidance 7.5 (StableDiffusionPipeline's). Export maps
 the sampler back (ddim -> DDIMScheduler, ...). ``safety_checker``, ``feature_extractor`` and
@@ -136,11 +136,7 @@ SCHED_COMMON: dict[str, Any] = {
 # Per class: (its defaults that differ, the latentzoo sampler it maps to, a note when the mapping is not exact).
 SCHEDULERS: dict[str, tuple[dict[str, Any], str, str | None]] = {
     "DDIMScheduler": ({"timestep_spacing": "leading", "set_alpha_to_one": True, "clip_sample": True}, "diffusion.ddim", None),
-    "PNDMScheduler": (
-        {"timestep_spacing": "leading", "set_alpha_to_one": False, "skip_prk_steps": False},
-        "diffusion.ddim",
-        "PNDMScheduler (PLMS) has no latentzoo sampler: mapped to DDIM (eta 0) on the same timesteps",
-    ),
+    "PNDMScheduler": ({"timestep_spacing": "leading", "set_alpha_to_one": False, "skip_prk_steps": False}, "diffusion.pndm", None),
     "DDPMScheduler": ({"timestep_spacing": "leading", "variance_type": "fixed_small", "clip_sample": True}, "diffusion.ddpm", None),
     "EulerDiscreteScheduler": ({"timestep_spacing": "linspace"}, "diffusion.euler", None),
     "EulerAncestralDiscreteScheduler": ({"timestep_spacing": "linspace"}, "ksampling.euler_ancestral", None),
@@ -154,6 +150,7 @@ SCHEDULERS: dict[str, tuple[dict[str, Any], str, str | None]] = {
 # The registry names of those samplers (built-in entries), and back to a diffusers class on export.
 SAMPLER_NAMES = {
     "diffusion.ddim": "ddim",
+    "diffusion.pndm": "pndm",
     "diffusion.ddpm": "ddpm",
     "diffusion.euler": "euler",
     "ksampling.euler_ancestral": "euler-ancestral",
@@ -162,6 +159,7 @@ SAMPLER_NAMES = {
 }
 EXPORT_SCHEDULERS = {
     "diffusion.ddim": "DDIMScheduler",
+    "diffusion.pndm": "PNDMScheduler",
     "diffusion.ddpm": "DDPMScheduler",
     "diffusion.euler": "EulerDiscreteScheduler",
     "ksampling.euler_ancestral": "EulerAncestralDiscreteScheduler",
@@ -210,7 +208,14 @@ def scheduler_parts(ctx: Any, where: Any, raw: dict[str, Any]) -> dict[str, Any]
         ok = cfg["algorithm_type"] == "dpmsolver++" and cfg["solver_order"] == 2
         ctx.require(ok, where, f"algorithm_type {cfg['algorithm_type']!r} order {cfg['solver_order']} (only dpmsolver++ order 2)")
     sampler: dict[str, Any] = {}
-    if sampler_cls == "diffusion.ddim":
+    if sampler_cls == "diffusion.pndm":
+        sampler = {"set_alpha_to_one": bool(cfg["set_alpha_to_one"])}
+        if not cfg["skip_prk_steps"]:
+            note = (
+                "PNDMScheduler with skip_prk_steps false warms up with 3 pseudo Runge-Kutta steps; latentzoo's pndm "
+                "starts with PLMS's pseudo improved-Euler step instead (the same as skip_prk_steps true)"
+            )
+    elif sampler_cls == "diffusion.ddim":
         sampler = {"eta": 0.0, "set_alpha_to_one": bool(cfg["set_alpha_to_one"])}
         if cls == "DDIMScheduler" and cfg["clip_sample"]:
             sampler["clip_sample"] = True
@@ -455,6 +460,8 @@ class StableDiffusionFormat:
         smp = ctx.options(sampler)
         if cls == "DDIMScheduler":
             out.update(set_alpha_to_one=bool(smp.get("set_alpha_to_one", True)), clip_sample=bool(smp.get("clip_sample") or False))
+        elif cls == "PNDMScheduler":
+            out.update(set_alpha_to_one=bool(smp.get("set_alpha_to_one", True)), skip_prk_steps=True)
         elif cls == "DDPMScheduler":
             out.update(variance_type=smp.get("variance_type") or "fixed_small", clip_sample=bool(smp.get("clip_sample") or False))
         elif cls == "DPMSolverMultistepScheduler":
