@@ -179,7 +179,12 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--temperature", metavar="T", help="Shortcut for --set temperature=T (token / analytic samplers).")
 @click.option("--top-k", "top_k", metavar="K", help="Shortcut for --set top_k=K (token sampler).")
 @click.option("--top-p", "top_p", metavar="P", help="Shortcut for --set top_p=P (token sampler).")
-@click.option("--candidates", metavar="N", help="Draw N candidates per output and keep the best by the pipeline's scorer vs --prompt.")
+@click.option(
+    "--candidates",
+    metavar="N",
+    help="Draw N candidates per output and keep the best by the pipeline's scorer vs --prompt "
+    "(no prompt, random_prompt: vs each output's drawn caption).",
+)
 @click.option("--scorer", metavar="NAME", help="Image-text scorer for --candidates (default: the pipeline's, e.g. digits-clip).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
 @click.option(
@@ -232,7 +237,9 @@ def sample(
     \b
       latentzoo sample digits-t2i --prompt "a thick seven" --negative-prompt "slanted" --guidance 4
       latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png --candidates N re-ranks: N draws per
-    output, the best by the scorer (digits-clip) against --prompt kept (DALL-E).
+    output, the best by the scorer (digits-clip) against --prompt kept (DALL-E); without a prompt
+    (random_prompt) each output's caption is drawn from the training captions and its N
+    candidates are scored against it (the sidecar records the captions).
     """
     from latentzoo.core.record import SampleOutput, check_run, prompt_outputs
     from latentzoo.core.text import read_prompts

@@ -124,7 +124,8 @@ def sample(
     sha256s, seed, steps, sampler, scheduler, validated options, versions, files). Batch ``k`` is
     seeded from (seed, k); see ``latentzoo.core.pipeline`` for what is reproducible.
     ``candidates`` N re-ranks: N draws per output, the best by the pipeline's scorer against
-    the prompt kept (``--candidates``; the sidecar's ``reranking`` records it).
+    the prompt kept (``--candidates``; the sidecar's ``reranking`` records it); with no prompt
+    under ``random_prompt``, against each output's caption drawn from the caption set.
     ``precision="bf16"`` runs the models under bfloat16 autocast (``--precision bf16``).
     """
     from .pipeline import check_precision

@@ -147,6 +147,10 @@ class Sampler(Component):
 
         ``levels`` is the scheduler's output (None for a sampler with ``levels = None``);
         ``options`` are the validated sampler and prior options (see ``core.options``).
+        A sampler that declares ``random_prompt`` (each sample's caption drawn from the K rows
+        of ``conditioning``) also takes ``prompt_indices``, a LongTensor of n row indices drawn
+        by the pipeline (re-ranking gives every candidate of an output the same caption), and
+        then draws none itself.
         """
 
 

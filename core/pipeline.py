@@ -186,12 +186,33 @@ class Pipeline:
         return list(self.scheduler.schedule(self.prior, plan.steps, **plan.per_role.get("scheduler", {})))
 
     @torch.inference_mode()
-    def _latents(self, plan: SamplingOptions, n: int, seed: int, progress: Progress | None, levels: list[float] | None) -> torch.Tensor:
+    def _latents(
+        self,
+        plan: SamplingOptions,
+        n: int,
+        seed: int,
+        progress: Progress | None,
+        levels: list[float] | None,
+        *,
+        captions: int | None = None,
+        candidates: int = 1,
+        drawn: list[int] | None = None,
+    ) -> torch.Tensor:
+        """n latents from ``seed``. With ``captions`` K (re-ranking drawn captions), one caption index
+        per run of ``candidates`` draws is drawn here, each sample gets its run's caption (the
+        sampler's ``prompt_indices``), and the indices are appended to ``drawn``."""
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((n, *self.prior.latent_shape), generator=generator)
-        latents = self.sampler.sample(
-            self.prior, noise, levels=levels, generator=generator, progress=progress, **self._call_options(plan, n)
-        )
+        call = self._call_options(plan, n)
+        if captions is not None:
+            # The same draw the sampler makes for random_prompt (uniform over the K captions, from this
+            # generator, right after the noise), one per output instead of one per sample: with N = 1
+            # the bytes are those of plain random_prompt sampling.
+            indices = torch.randint(0, captions, (n // candidates,), generator=generator)
+            call["prompt_indices"] = indices.repeat_interleave(candidates)
+            if drawn is not None:
+                drawn.extend(indices.tolist())
+        latents = self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **call)
         if not _finite(latents):
             raise LatentzooError(
                 f"sampler {self.spec.sampler} produced non-finite latents from prior {self.spec.prior} (seed {seed}); "
@@ -220,13 +241,16 @@ class Pipeline:
         candidates: int | None = None,
         scores: list[float] | None = None,
         precision: str = "fp32",
+        captions: list[int] | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield image batches in [-1, 1] (batch ``k`` seeded with ``batch_seed(seed, k)``), n images in all.
 
         With ``candidates`` N, batch k draws N candidates per output (output i's are draws
         i*N .. i*N+N-1 of that batch) and keeps the one the scorer rates best against the
         prompt (DALL-E's CLIP re-ranking, Ramesh et al. 2021, sec. 2.5); the kept scores are
-        appended to ``scores``.
+        appended to ``scores``. Without a prompt, under ``random_prompt``, each output's caption
+        is drawn from the conditioner's caption set, its N candidates are drawn for it and
+        scored against it; the drawn indices (into ``conditioner.prompts``) go to ``captions``.
         """
         from .rerank import check_candidates, rerank
 
@@ -234,19 +258,33 @@ class Pipeline:
         check_run(n, seed, batch_size)
         plan = plan or self.resolve_options()
         text = check_candidates(self, candidates, plan) if candidates is not None else None
+        caption_set = text if isinstance(text, list) else None
         levels = self.levels(plan)
         for k, start in enumerate(range(0, n, batch_size)):
             b = min(batch_size, n - start)
             draws = b * (candidates or 1)
+            drawn: list[int] = []
             with compute_precision(precision):
-                latents = self._latents(plan, draws, batch_seed(seed, k), progress, levels)
+                latents = self._latents(
+                    plan,
+                    draws,
+                    batch_seed(seed, k),
+                    progress,
+                    levels,
+                    captions=None if caption_set is None else len(caption_set),
+                    candidates=candidates or 1,
+                    drawn=drawn,
+                )
                 if latents.is_floating_point():  # codes (integer latents) pass as they are
                     latents = latents.float()
                 images = self.decode(self.unscale(latents), seed=decoder_seed(batch_seed(seed, k))).float()
             if text is not None:
-                images, kept = rerank(self.scorer, images, text, candidates)
+                against: str | list[str] = text if caption_set is None else [caption_set[i] for i in drawn]
+                images, kept = rerank(self.scorer, images, against, candidates)
                 if scores is not None:
                     scores.extend(kept)
+                if captions is not None:
+                    captions.extend(drawn)
             yield images
 
     @torch.inference_mode()
@@ -261,16 +299,26 @@ class Pipeline:
         candidates: int | None = None,
         scores: list[float] | None = None,
         precision: str = "fp32",
+        captions: list[int] | None = None,
         **overrides: Any,
     ) -> torch.Tensor:
         """n images in [-1, 1]; the same seed, options and batch size give identical output on CPU.
 
         ``candidates`` N: draw N per output and keep the scorer's best against the prompt
-        (the kept scores go to ``scores`` when given).
+        (the kept scores go to ``scores`` when given); without a prompt, under ``random_prompt``,
+        against each output's drawn caption (its index into ``conditioner.prompts`` goes to ``captions``).
         """
         plan = self.resolve_options(options, **overrides)
         batches = self.iter_batches(
-            n, seed=seed, batch_size=batch_size, plan=plan, progress=progress, candidates=candidates, scores=scores, precision=precision
+            n,
+            seed=seed,
+            batch_size=batch_size,
+            plan=plan,
+            progress=progress,
+            candidates=candidates,
+            scores=scores,
+            precision=precision,
+            captions=captions,
         )
         return torch.cat(list(batches))
 
@@ -291,7 +339,9 @@ class Pipeline:
         """Sample and write ``output`` (a .png grid, or ``DIR/`` for one PNG per sample) with its JSON sidecar.
 
         With ``candidates`` N, each output is the best of N by the pipeline's scorer; the
-        sidecar's ``reranking`` records N, the scorer and every kept score.
+        sidecar's ``reranking`` records N, the scorer and every kept score, and for drawn
+        captions (no prompt, ``random_prompt``) each output's caption and its index into the
+        conditioner's caption set.
 
         PNG(s) and sidecar are one unit: written to temporary files, then renamed; if
         anything fails nothing is left. Memory stays flat in ``n`` (batches; the grid is
@@ -311,9 +361,18 @@ class Pipeline:
             check_candidates(self, candidates, plan)  # before anything is written
         out = SampleOutput(output, n=n, nrow=nrow)
         scores: list[float] = []
+        drawn: list[int] = []
         try:
             batches = self.iter_batches(
-                n, seed=seed, batch_size=batch_size, plan=plan, progress=progress, candidates=candidates, scores=scores, precision=precision
+                n,
+                seed=seed,
+                batch_size=batch_size,
+                plan=plan,
+                progress=progress,
+                candidates=candidates,
+                scores=scores,
+                precision=precision,
+                captions=drawn,
             )
             for images in batches:
                 out.add(to_uint8(images))
@@ -338,6 +397,14 @@ class Pipeline:
                     "text": plan.flat.get("prompt"),
                     "scores": [round(s, 6) for s in scores],
                 }
+                if drawn:  # no prompt: each output's caption, drawn from the conditioner's caption set
+                    prompts = self.conditioner.prompts
+                    record["reranking"].update(
+                        text=None,
+                        caption_set=self.spec.conditioner,
+                        caption_indices=drawn,
+                        captions=[prompts[i] for i in drawn],
+                    )
             return out.commit(record)
         except BaseException:
             out.abort()

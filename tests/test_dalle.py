@@ -73,7 +73,9 @@ def test_api_sample_reranks_like_the_cli(cli, tmp_path):
         ("digits-dalle", ["--prompt", PROMPT, "--candidates", "0"], ["--candidates must be a whole number from 1"]),
         ("digits-dalle", ["--prompt", PROMPT, "--candidates", "-2"], ["--candidates must be", "not -2"]),
         ("digits-dalle", ["--prompt", PROMPT, "--candidates", "two"], ["--candidates", "two"]),
-        ("digits-dalle", ["--candidates", "2"], ["--candidates re-ranks against the prompt", "--prompt"]),
+        ("digits-dalle", ["--candidates", "2", "--set", "random_prompt=false"], ["--candidates re-ranks against the prompt", "--prompt"]),
+        ("digits-dalle", ["--candidates", "2", "--prompt", " ", "--set", "random_prompt=false"], ["give --prompt TEXT", "random_prompt"]),
+        ("digits-dalle", ["--candidates", "0"], ["--candidates must be a whole number from 1"]),
         ("digits-dalle", ["--prompt", PROMPT, "--candidates", "2", "--scorer", "digits-dvae"], ["scorer digits-dvae cannot score"]),
         ("digits-dalle", ["--prompt", PROMPT, "--candidates", "2", "--scorer", "no-such-model"], ["no-such-model"]),
         ("digits-vqgan-ar", ["--candidates", "2", "--class", "3"], ["pipeline digits-vqgan-ar has no scorer", "--scorer digits-clip"]),
@@ -183,6 +185,60 @@ def test_random_prompt_draws_captions_from_the_shipped_set_reproducibly(cli, tmp
             "random_prompt_guidance"
         )
     assert not (tmp_path / "x.png").exists()
+
+
+def test_unprompted_reranking_is_reproducible_and_records_the_drawn_captions(cli, tmp_path):
+    """No prompt + random_prompt: one caption drawn per output, its candidates scored against it (DALL-E re-ranks every sample)."""
+    import latentzoo
+
+    a, ra = sample(cli, tmp_path, "a", "--candidates", "3")
+    b, rb = sample(cli, tmp_path, "b", "--candidates", "3")
+    plain, rp = sample(cli, tmp_path, "plain")
+    ra.assert_ok(), rb.assert_ok(), rp.assert_ok()
+    assert a.read_bytes() == b.read_bytes() != plain.read_bytes()  # same seed, same bytes; re-ranking acts
+    record = json.loads(a.with_suffix(".json").read_text())
+    rerank = record["reranking"]
+    assert rerank["candidates"] == 3 and rerank["scorer"] == "digits-clip" and rerank["text"] is None
+    assert rerank["caption_set"] == "digits-dalle-text" and len(rerank["caption_indices"]) == len(rerank["captions"]) == 4
+    captions = latentzoo.load_pipeline("digits-dalle").conditioner.prompts
+    assert rerank["captions"] == [captions[i] for i in rerank["caption_indices"]]
+    assert len(rerank["scores"]) == 4 and all(-1 <= s <= 1 for s in rerank["scores"])
+    assert "reranking" not in json.loads(plain.with_suffix(".json").read_text())
+    api = latentzoo.sample("digits-dalle", 4, seed=3, output=tmp_path / "api.png", candidates=3)  # the API: the same draw
+    assert (tmp_path / "api.png").read_bytes() == a.read_bytes() and api["reranking"]["captions"] == rerank["captions"]
+
+
+def test_unprompted_reranking_scores_each_output_against_its_own_caption():
+    import latentzoo
+    from latentzoo.core.errors import LatentzooError
+
+    torch.set_num_threads(1)
+    pipe = latentzoo.load_pipeline("digits-dalle")
+    # N = 1 is plain random_prompt sampling, byte for byte (the pipeline makes the sampler's own caption draw).
+    assert torch.equal(pipe.sample(5, seed=0, candidates=1), pipe.sample(5, seed=0))
+    scores: list[float] = []
+    drawn: list[int] = []
+    best = pipe.sample(5, seed=1, candidates=4, scores=scores, captions=drawn)
+    assert best.shape == (5, 1, 32, 32) and len(scores) == len(drawn) == 5
+    texts = [pipe.conditioner.prompts[i] for i in drawn]
+    sims = pipe.scorer.similarity(best, texts)
+    torch.testing.assert_close(torch.tensor(scores), sims.diagonal(), atol=1e-5, rtol=0)  # each vs its own caption
+    # All candidates of an output are drawn for its caption: the sampler takes the pipeline's indices ...
+    call = pipe._call_options(pipe.resolve_options(), 3)
+    noise = torch.zeros(3, *pipe.prior.latent_shape)
+    j = drawn[0]
+
+    def codes(**extra):
+        return pipe.sampler.sample(pipe.prior, noise, generator=torch.Generator().manual_seed(7), **{**call, **extra})
+
+    rows = {k: v[[j, j]] for k, v in call["conditioning"].items()}  # ... exactly as if the set held only that caption
+    assert torch.equal(codes(prompt_indices=torch.full((3,), j)), codes(prompt_indices=torch.zeros(3, dtype=torch.long), conditioning=rows))
+    for bad in (torch.full((3,), len(pipe.conditioner.prompts)), torch.zeros(2, dtype=torch.long), torch.full((3,), -1)):
+        with pytest.raises(LatentzooError, match="prompt_indices must be 3 row indices"):
+            codes(prompt_indices=bad)
+    pipe.conditioner.prompts = None
+    with pytest.raises(LatentzooError, match="has no caption set to draw from"):
+        pipe.sample(1, seed=0, candidates=2)
 
 
 def test_random_prompt_uses_the_caption_set_and_refuses_a_conditioner_without_one():

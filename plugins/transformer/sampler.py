@@ -57,6 +57,7 @@ class TokenSampler(Sampler):
         random_prompt_guidance: float | None = None,
         conditioning: dict[str, torch.Tensor] | None = None,
         null_conditioning: dict[str, torch.Tensor] | None = None,
+        prompt_indices: torch.Tensor | None = None,
         **_: Any,
     ) -> torch.Tensor:
         temperature = self.temperature if temperature is None else temperature
@@ -80,8 +81,14 @@ class TokenSampler(Sampler):
             text = conditioning["tokens"]
             if random_prompt and text.shape[0] > 1:
                 # p(x) = sum_t p(t) p(x | t) with p(t) the caption set's empirical distribution: each
-                # sample's caption is drawn from the K rows (the conditioner's caption set).
-                text = text[torch.randint(0, text.shape[0], (n,), generator=generator)]
+                # sample's caption is drawn from the K rows (the conditioner's caption set), here or,
+                # when the pipeline drew them (re-ranking: one caption per output, shared by its
+                # candidates), given as prompt_indices (n row indices).
+                if prompt_indices is None:
+                    prompt_indices = torch.randint(0, text.shape[0], (n,), generator=generator)
+                elif prompt_indices.shape != (n,) or not bool(((prompt_indices >= 0) & (prompt_indices < text.shape[0])).all()):
+                    raise LatentzooError(f"prompt_indices must be {n} row indices into the {text.shape[0]} captions")
+                text = text[prompt_indices]
                 # Drawn captions want milder guidance than a user's prompt (a sharper p(x|t) loses the
                 # variety FD measures): random_prompt_guidance, when set, replaces guidance here only.
                 guidance = guidance if random_prompt_guidance is None else random_prompt_guidance
