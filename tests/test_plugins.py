@@ -24,6 +24,7 @@ BUILTIN_COMPONENT_CLASSES = {
         "diffusion.sigmoid",
         "diffusion.exponential",
         "diffusion.ddim",
+        "diffusion.pndm",
         "diffusion.ddpm",
         "diffusion.euler",
         "diffusion.heun",
