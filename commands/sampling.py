@@ -189,10 +189,11 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "bf16"]),
+    type=click.Choice(["fp32", "bf16", "bf16-weights"]),
     default="fp32",
     show_default=True,
-    help="bf16: models run under bfloat16 autocast (faster large layers, ~3 significant digits; recorded in the sidecar).",
+    help="bf16: models run under bfloat16 autocast (faster large layers, ~3 significant digits); bf16-weights: the same, "
+    "with the weights held in bfloat16 (half their memory). Recorded in the sidecar.",
 )
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")

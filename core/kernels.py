@@ -129,6 +129,8 @@ class PackedConv2d(nn.Conv2d):
         # 187 ms packed), so those layers stay eager.
         pays = x.dim() == 4 and self.weight.numel() >= x.numel()
         w = self._packed_weight(tuple(x.shape)) if pays and _inference_on_cpu(x, self.weight, "conv") else None
+        if w is None and self._packed is not None and self._packed[0][:2] != (id(self.weight), self.weight.data_ptr()):
+            self._packed = None  # the weight was replaced (a cast, new storage): drop the stale packed copy
         if w is not None:
             return torch.ops.mkldnn._convolution_pointwise(
                 x.contiguous(), w, self.bias, list(self.padding), list(self.stride), list(self.dilation), self.groups, "none", [], ""

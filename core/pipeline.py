@@ -35,7 +35,7 @@ from .record import DEFAULT_BATCH_SIZE, MAX_SEED, check_run
 DEFAULT_STEPS = 50
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
 
 
 def check_precision(precision: str) -> None:
@@ -46,7 +46,8 @@ def check_precision(precision: str) -> None:
 def compute_precision(precision: str) -> contextlib.AbstractContextManager:
     """``bf16``: the models' matmuls and convolutions run in bfloat16 under autocast (weights stay as
     loaded; samplers' arithmetic and the decoded images are float32). Half the memory traffic of
-    the large layers, at about 3 significant digits: same seed, same bytes still holds on one machine."""
+    the large layers, at about 3 significant digits: same seed, same bytes still holds on one machine.
+    ``bf16-weights``: the same autocast, with the weights held in bfloat16 (``Pipeline.hold_weights``)."""
     check_precision(precision)
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -95,6 +96,34 @@ class Pipeline:
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
     declared: dict[str, list[Option]] = field(default_factory=dict)
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The distinct torch modules among the pipeline's components."""
+        found: list[torch.nn.Module] = []
+        for part in (self.prior, self.decoder, self.encoder, self.conditioner, self.scorer):
+            if isinstance(part, torch.nn.Module) and all(part is not m for m in found):
+                found.append(part)
+        return found
+
+    def hold_weights(self, precision: str) -> None:
+        """Hold every component's floating-point parameters in the dtype ``precision`` asks for.
+
+        ``bf16-weights`` casts them to bfloat16 (half their memory; from the weights file where
+        they were adopted from one, so its fp32 pages are not made resident: core.weights.cast_parameters)
+        and samples under autocast. Once cast, the pipeline stays so: fp32 sampling is then refused."""
+        check_precision(precision)
+        held = {p.dtype for m in self.modules() for p in m.parameters() if p.is_floating_point()}
+        if precision == "bf16-weights":
+            if held != {torch.bfloat16}:
+                from .weights import cast_parameters
+
+                for m in self.modules():
+                    cast_parameters(m, torch.bfloat16)
+        elif precision == "fp32" and torch.bfloat16 in held:
+            raise LatentzooError(
+                f"pipeline {self.spec.name} holds bfloat16 weights (precision bf16-weights); sample it with "
+                "--precision bf16-weights or bf16, or load it again for fp32"
+            )
 
     # The prior models (z - shift) * scaling_factor; the decoder takes raw z.
     def scale(self, z: torch.Tensor) -> torch.Tensor:
@@ -260,6 +289,7 @@ class Pipeline:
         text = check_candidates(self, candidates, plan) if candidates is not None else None
         caption_set = text if isinstance(text, list) else None
         levels = self.levels(plan)
+        self.hold_weights(precision)
         for k, start in enumerate(range(0, n, batch_size)):
             b = min(batch_size, n - start)
             draws = b * (candidates or 1)

@@ -333,6 +333,21 @@ def record_file_sources(module: Any, path: str | Path) -> None:
             set_file_source(param, path, region[0], region[1])
 
 
+def cast_parameters(module: Any, dtype: torch.dtype) -> None:
+    """Cast ``module``'s floating-point parameters to ``dtype`` in place (buffers, such as a noise
+    schedule, keep their precision). A parameter adopted from a memory-mapped weights file is cast
+    from a temporary mapping of its bytes (core.kernels.file_source), so the file's pages in the
+    module's own mapping never become resident: memory holds the cast copy only."""
+    from .kernels import file_source
+
+    for param in module.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            with file_source(param) as dense:
+                cast = (param.data if dense is None else dense).to(dtype)
+                del dense  # lets the temporary mapping close
+            param.data = cast
+
+
 def tensor_regions(path: str | Path) -> dict[str, tuple[int, int, str]]:
     """Each tensor's (start, end) byte offsets in a safetensors file and its dtype code; {} for an unreadable header."""
     try:

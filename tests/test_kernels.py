@@ -136,6 +136,23 @@ def test_weights_made_under_inference_mode_run_eager():
     assert fast._packed is None
 
 
+def test_a_cast_drops_the_stale_packed_copy():
+    """After --precision bf16-weights casts a packed layer, its fp32 packed copy is not kept alive."""
+    from latentzoo.core.weights import cast_parameters
+
+    torch.manual_seed(0)
+    eager, fast = twins(nn.Conv2d(16, 32, 3, padding=1))
+    x = torch.randn(1, 16, 4, 4)
+    with torch.inference_mode():
+        fast(x)
+    assert fast._packed is not None and fast._packed[1] is not None
+    cast_parameters(fast, torch.bfloat16)
+    cast_parameters(eager, torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(fast(x.bfloat16()), eager(x.bfloat16()))
+    assert fast._packed is None
+
+
 def test_bf16_runs_eager():
     """bf16 is left to PyTorch (its linears already use oneDNN; packed bf16 convolutions ran slower at full size)."""
     torch.manual_seed(0)
