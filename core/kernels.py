@@ -46,9 +46,6 @@ from torch import nn
 # A weight that lives only in memory (not adopted from a file) is packed only up to this size: the
 # packed copy is extra memory there (a few MB at most per layer; a digits model's largest is 0.6 MB).
 MAX_IN_MEMORY_PACK = 4 * 2**20
-# fp32 only. bf16 linears already run on oneDNN in eager; bf16 convolutions packed this way ran a
-# full-size SD 1.5 UNet step 1.4x *slower* than eager on this CPU (1.91 s vs 1.36 s), so bf16 stays eager.
-_FAST_DTYPES = {torch.float32: "linear+conv"}
 
 
 def available() -> bool:
@@ -73,10 +70,12 @@ def eager() -> Iterator[None]:
         _AVAILABLE = before
 
 
-def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor, kind: str) -> bool:
+def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # fp32 only. bf16 linears already run on oneDNN in eager; bf16 convolutions packed this way ran a
+    # full-size SD 1.5 UNet step 1.4x *slower* than eager on this CPU (1.91 s vs 1.36 s), so bf16 stays eager.
     return (
         _AVAILABLE
-        and kind in _FAST_DTYPES.get(x.dtype, "")
+        and x.dtype == torch.float32
         and x.device.type == "cpu"
         and weight.device.type == "cpu"
         and weight.dtype == x.dtype
@@ -91,7 +90,7 @@ class OneDNNLinear(nn.Linear):
     """``nn.Linear`` whose CPU fp32 inference runs oneDNN's GEMM on the same dense weight (no copy)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() in (2, 3) and _inference_on_cpu(x, self.weight, "linear"):
+        if x.dim() in (2, 3) and _inference_on_cpu(x, self.weight):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return super().forward(x)
 
@@ -128,7 +127,7 @@ class PackedConv2d(nn.Conv2d):
         # negligible and some packed layouts run slower (256 -> 256 3x3 at 128x128: 91 ms eager,
         # 187 ms packed), so those layers stay eager.
         pays = x.dim() == 4 and self.weight.numel() >= x.numel()
-        w = self._packed_weight(tuple(x.shape)) if pays and _inference_on_cpu(x, self.weight, "conv") else None
+        w = self._packed_weight(tuple(x.shape)) if pays and _inference_on_cpu(x, self.weight) else None
         if w is None and self._packed is not None and self._packed[0][:2] != (id(self.weight), self.weight.data_ptr()):
             self._packed = None  # the weight was replaced (a cast, new storage): drop the stale packed copy
         if w is not None:

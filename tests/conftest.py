@@ -365,6 +365,24 @@ class Result:
         return line
 
 
+def in_process_cli(capsys: pytest.CaptureFixture[str]):
+    """``run(*args) -> Result``: ``latentzoo ARGS`` through the CLI's own entry point in this process
+    (errors as one line and an exit status, as installed; torch and the models' code load once)."""
+    from latentzoo.cli import main
+
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return Result(list(args), code, out.out, out.err)
+
+    return run
+
+
 def clean_env(config_home: Path, **overrides: str | None) -> dict[str, str]:
     """os.environ without latentzoo settings, PYTHONPATH or a user registry; offline."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LATENTZOO_") and k not in ("PYTHONPATH", "PYTHONHOME")}

@@ -47,25 +47,12 @@ def _copy_weights(entry: dict, dest: Path) -> dict:
 def lz(capsys, monkeypatch, tmp_path, helpers):
     """``latentzoo ARGS`` run in this process through the CLI's own entry point (errors as one
     line and an exit status, exactly as installed), without a fresh interpreter and torch import per call."""
-    from latentzoo.cli import main
-
     config = tmp_path / "lz-config"
     config.mkdir()
     for key in [k for k in __import__("os").environ if k.startswith("LATENTZOO_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
-
-    def run(*args: str):
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out = capsys.readouterr()
-        return helpers.Result(list(args), code, out.out, out.err)
-
-    return run
+    return helpers.in_process_cli(capsys)
 
 
 def test_prompt_negative_guidance_same_seed_same_bytes(cli, tmp_path):

@@ -116,23 +116,10 @@ def digit_pngs(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def lz(capsys, monkeypatch, tmp_path, helpers):
     """The CLI in this process (torch and the models' code load once): lz(*args) -> conftest's Result."""
-    from latentzoo.cli import main
-
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
-
-    def run(*args: str):
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out = capsys.readouterr()
-        return helpers.Result(list(args), code, out.out, out.err)
-
-    return run
+    return helpers.in_process_cli(capsys)
 
 
 def _sha(path: Path) -> str:
