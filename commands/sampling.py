@@ -10,6 +10,7 @@ import click
 
 from latentzoo.core.errors import LatentzooError
 
+from .adapters import LORA_HELP, parse_loras
 from .common import _emit_json, _registry, one_line_warnings
 
 
@@ -197,6 +198,7 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 )
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
+@click.option("--lora", "loras", multiple=True, metavar="NAME[:S[:T]]", help=LORA_HELP)
 @click.option(
     "-o", "--output", default="samples.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG per sample."
 )
@@ -220,6 +222,7 @@ def sample(
     candidates: str | None,
     scorer: str | None,
     precision: str,
+    loras: tuple[str, ...],
     **parts: str | None,
 ) -> None:
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
@@ -237,7 +240,10 @@ def sample(
 
     \b
       latentzoo sample digits-t2i --prompt "a thick seven" --negative-prompt "slanted" --guidance 4
-      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png --candidates N re-ranks: N draws per
+      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png
+      latentzoo sample sd15 --lora my-style:0.8 --lora detail.safetensors:1:0.5 --prompt "a castle"
+
+    --candidates N re-ranks: N draws per
     output, the best by the scorer (digits-clip) against --prompt kept (DALL-E); without a prompt
     (random_prompt) each output's caption is drawn from the training captions and its N
     candidates are scored against it (the sidecar records the captions).
@@ -245,6 +251,7 @@ def sample(
     from latentzoo.core.record import SampleOutput, check_run, prompt_outputs
     from latentzoo.core.text import read_prompts
 
+    adapters = parse_loras(loras)  # strengths checked before anything is built
     shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
     text_options = _option_strings(settings, steps=steps, **shortcuts)
     check_run(n, seed, batch_size, nrow)
@@ -261,6 +268,10 @@ def sample(
     count = parse_candidates(candidates)
     with one_line_warnings():
         pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1], scorer=scorer, candidates=count)
+        if adapters:
+            from latentzoo.interop.lora import apply_to_pipeline
+
+            apply_to_pipeline(pipe, adapters, ctx.obj["registries"])
         for out, options in runs:
             record = pipe.sample_to(
                 out,

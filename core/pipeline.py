@@ -96,6 +96,8 @@ class Pipeline:
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
     declared: dict[str, list[Option]] = field(default_factory=dict)
+    # LoRA adapters applied in memory (interop.lora.apply_to_pipeline): name, sha256, strengths, for the sidecar.
+    adapters: list[dict[str, Any]] = field(default_factory=list)
 
     def modules(self) -> list[torch.nn.Module]:
         """The distinct torch modules among the pipeline's components."""
@@ -474,6 +476,7 @@ class Pipeline:
             "components": self.spec.parts(),
             "sha256": dict(self.sha256),
             "defaults": dict(self.spec.defaults),
+            **({"adapters": [dict(a) for a in self.adapters]} if self.adapters else {}),
         }
 
 

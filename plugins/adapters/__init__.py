@@ -1,0 +1,24 @@
+"""LoRA adapters as registry components (declaration only; the math is ``latentzoo.core.adapters``).
+
+An adapter entry (``latentzoo lora add``) names its file and the base each of its parts fits;
+it is applied with ``sample --lora`` or fused with ``fuse``, never built on its own.
+"""
+
+from __future__ import annotations
+
+from latentzoo.core.hookspecs import hookimpl
+
+LATENTZOO_PLUGIN_API = 1
+
+
+@hookimpl
+def latentzoo_components() -> list[dict]:
+    return [
+        {
+            "name": "lora",
+            "roles": ["adapter"],
+            "family": "adapters",
+            "target": "latentzoo.core.adapters:Adapter",
+            "description": "a low-rank adapter (kohya-ss or diffusers / PEFT LoRA): W + s * alpha / r * up @ down on a prior or text encoder",
+        }
+    ]
