@@ -43,7 +43,7 @@ __all__ = ["__version__", *_API, *_TRAINING, *_SCORING]
 # The rest of the CLI's verbs, by module: latentzoo.reconstruct(...), latentzoo.pull(...), ...
 _ELSEWHERE = {
     **dict.fromkeys(("reconstruct", "encode", "decode"), ".core.codec"),
-    **dict.fromkeys(("convert", "export", "push", "pull", "formats"), ".interop.api"),
+    **dict.fromkeys(("convert", "export", "push", "pull", "formats", "lora_add", "apply_loras", "fuse", "merge"), ".interop.api"),
     **dict.fromkeys(("img2img", "inpaint", "interpolate", "write_edit"), ".core.editing"),
     **dict.fromkeys(("variations", "interpolate_embeddings"), ".core.variations"),
 }

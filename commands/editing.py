@@ -8,6 +8,7 @@ import click
 
 from latentzoo.core.errors import LatentzooError
 
+from .adapters import LORA_HELP, parse_loras
 from .common import _emit_json
 from .sampling import _build, _option_strings, _part_options
 
@@ -22,6 +23,7 @@ def _common(f):
         click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (with --class)."),
         click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them."),
         click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns)."),
+        click.option("--lora", "loras", multiple=True, metavar="NAME[:S[:T]]", help=LORA_HELP),
         click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON."),
     ]
     for option in reversed(options):
@@ -36,9 +38,14 @@ def _prepare(ctx: click.Context, target: str, output: str, n: int, nrow: int | N
     shortcuts = {k: kw.pop(k) for k in ("eta", "class_label", "guidance")}
     text_options = _option_strings(kw.pop("settings"), steps=kw.pop("steps"), **shortcuts)
     seed, fit, allow_mismatch = kw.pop("seed"), kw.pop("fit"), kw.pop("allow_mismatch")
+    adapters = parse_loras(kw.pop("loras"))
     check_run(n, seed, None, nrow)
     SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
     pipe = _build(ctx, target, kw, allow_mismatch, text_options)
+    if adapters:
+        from latentzoo.interop.lora import apply_to_pipeline
+
+        apply_to_pipeline(pipe, adapters, ctx.obj["registries"])
     return pipe, text_options, seed, fit
 
 

@@ -215,7 +215,7 @@ def add(file: str | Path, *, base: str, name: str, allow_partial: bool = False, 
     found, notes = fits(adapter, parts, name, base, allow_partial=allow_partial)
     user = user_registry_path()
     entry = {
-        "family": "adapters",
+        "family": "lora",
         "class": "lora",
         "roles": ["adapter"],
         "config": {

@@ -17,7 +17,7 @@ def latentzoo_components() -> list[dict]:
         {
             "name": "lora",
             "roles": ["adapter"],
-            "family": "adapters",
+            "family": "lora",
             "target": "latentzoo.core.adapters:Adapter",
             "description": "a low-rank adapter (kohya-ss or diffusers / PEFT LoRA): W + s * alpha / r * up @ down on a prior or text encoder",
         }

@@ -1,0 +1,114 @@
+"""The ``digits-hollow`` LoRA's data and its measure: outline ("hollow") digits, and how hollow samples are.
+
+    python tools/digits_hollow.py data OUT_DIR [--n 300]     # OUT_DIR/0000.png + 0000.txt ("a hollow seven"), ...
+    python tools/digits_hollow.py measure IMAGES.png ...     # hollowness of one-PNG-per-sample folders
+
+Data: digits[train] at 32x32 (the base's images), each stroke mask thickened by one pixel and
+emptied inside (morphological outline: dilate(mask) minus erode(dilate(mask), 2)), so the
+strokes' centres are dark and their edges bright; captioned "a hollow <digit name>".
+
+Measure (``hollowness``): the region a digit covers is its bright pixels closed (dilate then
+erode, which fills an outline's inside); its *stroke centres* are that region eroded once.
+Hollowness is the fraction of stroke-centre pixels that are dark: near 0 for a solid digit,
+high for an outline. ``read`` fills the region and asks the digits classifier which digit it is
+(an outline is read by its filled shape, as a person reads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def dilate(mask: torch.Tensor, n: int = 1) -> torch.Tensor:
+    for _ in range(n):
+        mask = F.max_pool2d(mask.float(), 3, 1, 1)
+    return mask > 0.5
+
+
+def erode(mask: torch.Tensor, n: int = 1) -> torch.Tensor:
+    return ~dilate(~mask, n)
+
+
+def outline(images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) digits in [-1, 1] -> their outlines in [-1, 1] (bright edges, dark centres)."""
+    thick = dilate(images > 0.0, 1)
+    edge = thick & ~erode(thick, 2)
+    return edge.float().mul(2).sub(1)
+
+
+def regions(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(covered region: bright pixels closed, stroke centres: that region eroded once)."""
+    bright = images > 0.0
+    region = erode(dilate(bright, 2), 2) | bright
+    return region, erode(region, 1)
+
+
+def hollowness(images: torch.Tensor) -> torch.Tensor:
+    """Per image: the fraction of stroke-centre pixels that are dark (see the module docstring)."""
+    _, centre = regions(images)
+    dark = (images <= 0.0) & centre
+    return dark.flatten(1).sum(1).float() / centre.flatten(1).sum(1).clamp(min=1).float()
+
+
+def read(images: torch.Tensor) -> torch.Tensor:
+    """The digit each image shows, read from its filled region by the digits classifier."""
+    from latentzoo.plugins.datasets.evaluate import predicted_labels
+
+    region, _ = regions(images)
+    return predicted_labels(region.float().mul(2).sub(1))
+
+
+def make(out: Path, n: int = 300) -> None:
+    from PIL import Image
+
+    from latentzoo.plugins.datasets.digits import load
+
+    data = load("train", 32, 1)
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(data.images), generator=g)[:n]
+    hollow = outline(data.images[pick])
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (img, label) in enumerate(zip(hollow, data.labels[pick], strict=True)):
+        array = img[0].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        Image.fromarray(array, mode="L").save(out / f"{i:04d}.png")
+        (out / f"{i:04d}.txt").write_text(f"a hollow {NAMES[int(label)]}\n")
+
+
+def load_pngs(paths: list[Path]) -> torch.Tensor:
+    import numpy as np
+    from PIL import Image
+
+    arrays = [np.asarray(Image.open(p).convert("L"), dtype=np.float32) for p in paths]
+    return torch.from_numpy(np.stack(arrays))[:, None] / 127.5 - 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data")
+    d.add_argument("out", type=Path)
+    d.add_argument("--n", type=int, default=300)
+    m = sub.add_parser("measure")
+    m.add_argument("folders", nargs="+", type=Path)
+    m.add_argument("--digit", type=int)
+    args = parser.parse_args()
+    if args.cmd == "data":
+        make(args.out, args.n)
+        return
+    for folder in args.folders:
+        images = load_pngs(sorted(folder.glob("[0-9]*.png")))
+        h = hollowness(images)
+        line = f"{folder}: hollowness mean {h.mean():.3f}, hollow (> 0.5) {float((h > 0.5).float().mean()):.3f}"
+        if args.digit is not None:
+            line += f", read as {args.digit}: {float((read(images) == args.digit).float().mean()):.3f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
