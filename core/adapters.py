@@ -203,6 +203,95 @@ def fuse_file(base: str | Path, delta: dict[str, Any], out: str | Path, metadata
     return save_tensors(out, tensors, metadata)
 
 
+# ---------------------------------------------------------------------------------------
+# training: trainable pairs hooked onto a frozen module
+
+
+def select_targets(module: Any, patterns: list[str] | None) -> list[str]:
+    """Paths of ``module``'s Linear / Conv2d layers that LoRA adapts: every Linear when ``patterns`` is
+    None, else each layer whose path equals a pattern, ends in ``.PATTERN``, or matches it as a glob."""
+    import fnmatch
+
+    from torch import nn
+
+    found = []
+    for path, layer in module.named_modules():
+        if not isinstance(layer, nn.Linear | nn.Conv2d) or not path:
+            continue
+        if patterns is None:
+            ok = isinstance(layer, nn.Linear)
+        else:
+            ok = any(path == p or path.endswith("." + p) or fnmatch.fnmatchcase(path, p) for p in patterns)
+        if ok:
+            found.append(path)
+    if not found:
+        raise LatentzooError(
+            f"no Linear / Conv2d layer matches --targets {', '.join(patterns or ['(all Linear)'])}; see the model's module paths"
+        )
+    return found
+
+
+def _lora_layers() -> Any:
+    import torch
+    from torch import nn
+
+    class LoraLayers(nn.Module):
+        """Trainable (down, up) pairs, one per target layer of a frozen ``base``, added to its
+        output by forward hooks: y = base(x) + (alpha / r) * up(down(x)) (Hu et al. 2021, eq. 3).
+        ``up`` starts at zero, so training starts from the base. A Conv2d's ``down`` is a conv of
+        its kernel, stride and padding, its ``up`` a 1x1 conv (kohya's conv LoRA)."""
+
+        def __init__(self, base: nn.Module, targets: list[str], rank: int, alpha: float) -> None:
+            super().__init__()
+            self.targets, self.rank, self.alpha = list(targets), int(rank), float(alpha)
+            self.down, self.up = nn.ModuleDict(), nn.ModuleDict()
+            self._handles: list[Any] = []
+            for path in self.targets:
+                layer = base.get_submodule(path)
+                key = path.replace(".", "_")
+                if isinstance(layer, nn.Conv2d):
+                    down = nn.Conv2d(layer.in_channels, rank, layer.kernel_size, layer.stride, layer.padding, layer.dilation, bias=False)
+                    up = nn.Conv2d(rank, layer.out_channels, 1, bias=False)
+                else:
+                    down, up = nn.Linear(layer.in_features, rank, bias=False), nn.Linear(rank, layer.out_features, bias=False)
+                nn.init.kaiming_uniform_(down.weight, a=math.sqrt(5))
+                nn.init.zeros_(up.weight)
+                self.down[key], self.up[key] = down, up
+                self._handles.append(layer.register_forward_hook(self._hook(key)))
+
+        def _hook(self, key: str) -> Any:
+            def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
+                return out + (self.alpha / self.rank) * self.up[key](self.down[key](args[0]))
+
+            return hook
+
+        def remove(self) -> None:
+            for handle in self._handles:
+                handle.remove()
+            self._handles = []
+
+        def kohya_state(self, prefix: str) -> dict[str, torch.Tensor]:
+            """The pairs in kohya-ss' layout (``PREFIX<path with _>.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``)."""
+            out = {}
+            for path in self.targets:
+                key = path.replace(".", "_")
+                out[f"{prefix}{key}.lora_down.weight"] = self.down[key].weight.detach().float().cpu().contiguous()
+                out[f"{prefix}{key}.lora_up.weight"] = self.up[key].weight.detach().float().cpu().contiguous()
+                out[f"{prefix}{key}.alpha"] = torch.tensor(self.alpha)
+            return out
+
+    return LoraLayers
+
+
+def lora_layers(base: Any, targets: list[str], rank: int, alpha: float) -> Any:
+    """Trainable LoRA pairs hooked onto ``base``'s ``targets`` (an nn.Module; see LoraLayers)."""
+    if not isinstance(rank, int) or rank < 1:
+        raise LatentzooError(f"--rank {rank!r} must be a positive integer (e.g. 4)")
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise LatentzooError(f"--alpha {alpha!r} must be a positive number (default: the rank)")
+    return _lora_layers()(base, targets, rank, alpha)
+
+
 __all__ = [
     "MAX_STRENGTH",
     "PARTS",
@@ -215,6 +304,8 @@ __all__ = [
     "fingerprint",
     "fit",
     "fuse_file",
+    "lora_layers",
     "require_fit",
+    "select_targets",
     "weight_shapes",
 ]

@@ -19,6 +19,7 @@ def latentzoo_components() -> list[dict]:
             "roles": ["adapter"],
             "family": "lora",
             "target": "latentzoo.core.adapters:Adapter",
+            "trainer": "latentzoo.plugins.adapters.train:train",
             "description": "a low-rank adapter (kohya-ss or diffusers / PEFT LoRA): W + s * alpha / r * up @ down on a prior or text encoder",
         }
     ]
