@@ -263,6 +263,7 @@ def test_bad_loras_are_one_line_and_write_nothing(lab, registered, cli, tmp_path
         one_line(cli("sample", "tiny-sd1", "--lora", spec, "-n", "1", "-o", str(tmp_path / "s.png")), "outside [-20, 20]")
         one_line(cli("fuse", "tiny-sd1", "--lora", spec, "--name", "bad-strength"), "outside [-20, 20]")
     assert not (tmp_path / "s.png").exists()
+    one_line(cli("img2img", "tiny-sd1", str(tmp_path / "in.png"), "--lora", "lr:25", "-o", str(tmp_path / "e.png")), "outside [-20, 20]")
     one_line(cli("sample", "tiny-sd1", "--lora", "tiny-sd1-unet", "-n", "1", "-o", str(tmp_path / "s.png")), "not a LoRA")
     one_line(cli("fuse", "tiny-sd1", "--lora", "lr", "--name", "tiny-sd1"), "already names tiny-sd1")
 

@@ -3,9 +3,9 @@
     python tools/digits_hollow.py data OUT_DIR [--n 300]     # OUT_DIR/0000.png + 0000.txt ("a hollow seven"), ...
     python tools/digits_hollow.py measure IMAGES.png ...     # hollowness of one-PNG-per-sample folders
 
-Data: digits[train] at 32x32 (the base's images), each stroke mask thickened by one pixel and
-emptied inside (morphological outline: dilate(mask) minus erode(dilate(mask), 2)), so the
-strokes' centres are dark and their edges bright; captioned "a hollow <digit name>".
+Data: digits[train] at 32x32 (the base's images), each drawn as the iso-band of its intensity
+between BAND's levels: bright along the strokes' edges, dark at their centres; captioned
+"a hollow <digit name>".
 
 Measure (``hollowness``): the region a digit covers is its bright pixels closed (dilate then
 erode, which fills an outline's inside); its *stroke centres* are that region eroded once.
@@ -35,11 +35,16 @@ def erode(mask: torch.Tensor, n: int = 1) -> torch.Tensor:
     return ~dilate(~mask, n)
 
 
+BAND = (-0.3, 0.6)  # of the upscaled digit's intensity: its strokes' edges (their centres are brighter)
+
+
 def outline(images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, H, W) digits in [-1, 1] -> their outlines in [-1, 1] (bright edges, dark centres)."""
-    thick = dilate(images > 0.0, 1)
-    edge = thick & ~erode(thick, 2)
-    return edge.float().mul(2).sub(1)
+    """(N, 1, H, W) digits in [-1, 1] -> hollow digits in [-1, 1]: bright where the intensity lies in
+    BAND (a ring along each stroke's edge), dark elsewhere, so the strokes' centres are dark. An
+    iso-band of the smooth upscaled digit, rather than a pixel outline of its mask, stays one
+    connected ring that the digits VQ-GAN (f4) can still encode."""
+    lo, hi = BAND
+    return ((images > lo) & (images < hi)).float().mul(2).sub(1)
 
 
 def regions(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
