@@ -380,3 +380,66 @@ def fuse(
             path.unlink(missing_ok=True)
         raise
     return {"components": components, "pipelines": pipelines, "records": records, "outdir": str(out)}
+
+
+# ---------------------------------------------------------------------------------------
+# out: export --to kohya-lora / peft-lora
+
+
+def _export_adapter(registry: Any, name: str) -> Adapter:
+    from latentzoo.core.sources import resolve_weights
+
+    entry = registry.get(name)
+    if "adapter" not in entry.roles:
+        raise LatentzooError(
+            f"{name} is a {'/'.join(entry.roles) or 'pipeline'}, not a LoRA; export a registered adapter (see `latentzoo list --role adapter`)"
+        )
+    path, sha = resolve_weights(entry)
+    return read(path, sha)
+
+
+def _pairs(adapter: Adapter, registry: Any, name: str) -> list[tuple[LoraModule, str]]:
+    """Each module with its dotted path (a kohya file's flattened names resolved against the base it was registered for)."""
+    if not adapter.flat:
+        return [(m, m.target) for m in adapter.modules]
+    config = dict(registry.get(name).data.get("config") or {})
+    out = []
+    for part in adapter.parts:
+        base = ((config.get("parts") or {}).get(part) or {}).get("base")
+        if base is None:
+            raise LatentzooError(f"{name} records no base for its {part}; register it with `latentzoo lora add --base`")
+        index = {k.replace(".", "_"): k for k in weight_shapes(_weights_file(registry.get(base)))}
+        out += [(m, index[m.target]) for m in adapter.modules if m.part == part and m.target in index]
+    return out
+
+
+def export_kohya(registry: Any, name: str, folder: Path) -> list[str]:
+    """``NAME.safetensors`` in kohya-ss' layout (lora_unet_ / lora_te_ + lora_down / lora_up / alpha)."""
+    import torch
+
+    from latentzoo.core.weights import save_tensors
+
+    adapter = _export_adapter(registry, name)
+    prefix = {"prior": "lora_unet_", "conditioner": "lora_te_"}
+    tensors = {}
+    for m, path in _pairs(adapter, registry, name):
+        key = prefix[m.part] + path.replace(".", "_")
+        tensors[f"{key}.lora_down.weight"], tensors[f"{key}.lora_up.weight"] = m.down.contiguous(), m.up.contiguous()
+        tensors[f"{key}.alpha"] = torch.tensor(float(m.alpha))
+    save_tensors(folder / f"{name}.safetensors", tensors, {"format": "pt"})
+    return [f"kohya-ss LoRA: {len(tensors) // 3} modules"]
+
+
+def export_peft(registry: Any, name: str, folder: Path) -> list[str]:
+    """``pytorch_lora_weights.safetensors`` as diffusers' ``save_lora_weights`` writes it (``load_lora_weights`` reads it);
+    alpha / rank is folded into lora_B, so it applies with PEFT's default scale 1."""
+    from latentzoo.core.weights import save_tensors
+
+    adapter = _export_adapter(registry, name)
+    prefix = {"prior": "unet.", "conditioner": "text_encoder."}
+    tensors = {}
+    for m, path in _pairs(adapter, registry, name):
+        tensors[f"{prefix[m.part]}{path}.lora_A.weight"] = m.down.contiguous()
+        tensors[f"{prefix[m.part]}{path}.lora_B.weight"] = (m.up.float() * (m.alpha / m.rank)).to(m.up.dtype).contiguous()
+    save_tensors(folder / "pytorch_lora_weights.safetensors", tensors, {"format": "pt"})
+    return [f"diffusers / PEFT LoRA: {len(tensors) // 2} modules, alpha / rank folded into lora_B"]

@@ -325,3 +325,23 @@ def test_bad_merges_are_one_line_and_write_nothing(lab, registered, cli, tmp_pat
         check_same_tensors(["A", "B"], [tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
     with pytest.raises(LatentzooError, match=r"tensor .b.weight. is missing from C"):
         check_same_tensors(["A", "C"], [tmp_path / "a.safetensors", tmp_path / "c.safetensors"])
+
+
+def test_export_kohya_and_peft_round_trip(lab, registered, cli, tmp_path):
+    """Out: the PEFT export of a kohya LoRA loads in diffusers to the same fused weights; the kohya export reads back equal."""
+    from latentzoo.core.api import info
+    from latentzoo.core.weights import load_tensors
+    from latentzoo.interop.lora import read
+
+    assert cli("export", "lr-peft", "--to", "kohya-lora", "-o", str(tmp_path / "k")).returncode == 0
+    assert cli("export", "lr", "--to", "peft-lora", "-o", str(tmp_path / "p")).returncode == 0
+    back, orig = read(tmp_path / "k" / "lr-peft.safetensors"), read(lab["files"]["kohya"])
+    assert [(m.key, m.alpha) for m in back.modules] == [(m.key, float(RANK)) for m in orig.modules]  # the PEFT file states no alpha: rank
+    assert all(torch.equal(a.down, b.down) for a, b in zip(back.modules, orig.modules, strict=True))
+    if cli("info", "fused-kohya").returncode != 0:
+        assert cli("fuse", "tiny-sd1", "--lora", "lr:0.7", "--name", "fused-kohya").returncode == 0
+    ref = diffusers_fused(lab, tmp_path / "p" / "pytorch_lora_weights.safetensors", 0.7)
+    ours = load_tensors(info("fused-kohya-unet").weights_path())
+    assert max(rel_err(ours[k], v) for k, v in ref.unet.state_dict().items()) < 1e-6
+    one_line(cli("export", "tiny-sd1-unet", "--to", "peft-lora", "-o", str(tmp_path / "x")), "not a LoRA")
+    assert not (tmp_path / "x").exists()

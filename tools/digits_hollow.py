@@ -1,7 +1,8 @@
 """The ``digits-hollow`` LoRA's data and its measure: outline ("hollow") digits, and how hollow samples are.
 
     python tools/digits_hollow.py data OUT_DIR [--n 300]     # OUT_DIR/0000.png + 0000.txt ("a hollow seven"), ...
-    python tools/digits_hollow.py measure IMAGES.png ...     # hollowness of one-PNG-per-sample folders
+    python tools/digits_hollow.py measure DIR ...            # hollowness of one-PNG-per-sample folders
+    python tools/digits_hollow.py evaluate runs/hollow/registry.yaml digits-hollow -o grid.png
 
 Data: digits[train] at 32x32 (the base's images), each drawn as the iso-band of its intensity
 between BAND's levels: bright along the strokes' edges, dark at their centres; captioned
@@ -93,6 +94,37 @@ def load_pngs(paths: list[Path]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))[:, None] / 127.5 - 1
 
 
+def evaluate(registry: Path, name: str, n: int, strengths: list[float], out: Path | None, seed: int = 0) -> list[dict[str, float]]:
+    """Sample "a hollow <digit>" for every digit at each LoRA strength; hollowness and digit read per strength."""
+    import latentzoo
+    from latentzoo.plugins.datasets.evaluate import predicted_labels
+
+    rows, grids = [], []
+    for s in strengths:
+        pipe = latentzoo.load_pipeline("digits-t2i", extra=[registry])
+        if s:
+            latentzoo.apply_loras(pipe, [f"{name}:{s}"], extra=[registry])
+        images, labels = [], []
+        for digit, word in enumerate(NAMES):
+            images.append(pipe.sample(n, seed=seed, options={"prompt": f"a hollow {word}"}))
+            labels += [digit] * n
+        x, y = torch.cat(images), torch.tensor(labels)
+        h = hollowness(x)
+        row = {
+            "strength": s,
+            "hollowness": round(float(h.mean()), 4),
+            "hollow_fraction": round(float((h > 0.5).float().mean()), 4),
+            "read_raw": round(float((predicted_labels(x) == y).float().mean()), 4),
+            "read_filled": round(float((read(x) == y).float().mean()), 4),
+        }
+        print(row, flush=True)
+        rows.append(row)
+        grids.append(torch.cat([x[i * n : i * n + 4] for i in range(10)]))
+    if out is not None:
+        latentzoo.save_grid(torch.cat(grids), out, nrow=40)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -102,7 +134,16 @@ def main() -> None:
     m = sub.add_parser("measure")
     m.add_argument("folders", nargs="+", type=Path)
     m.add_argument("--digit", type=int)
+    e = sub.add_parser("evaluate")
+    e.add_argument("registry", type=Path)
+    e.add_argument("name")
+    e.add_argument("--n", type=int, default=20)
+    e.add_argument("--strengths", default="0,0.25,0.5,0.75,1")
+    e.add_argument("-o", "--out", type=Path)
     args = parser.parse_args()
+    if args.cmd == "evaluate":
+        evaluate(args.registry, args.name, args.n, [float(v) for v in args.strengths.split(",")], args.out)
+        return
     if args.cmd == "data":
         make(args.out, args.n)
         return

@@ -23,3 +23,13 @@ def latentzoo_components() -> list[dict]:
             "description": "a low-rank adapter (kohya-ss or diffusers / PEFT LoRA): W + s * alpha / r * up @ down on a prior or text encoder",
         }
     ]
+
+
+@hookimpl
+def latentzoo_formats() -> list[dict]:
+    return [
+        {"name": "kohya-lora", "description": "LoRA in kohya-ss sd-scripts' layout (lora_unet_ / lora_te_, lora_down / lora_up / alpha)",
+         "export": "latentzoo.interop.lora:export_kohya"},
+        {"name": "peft-lora", "description": "LoRA as diffusers' save_lora_weights writes it (unet. / text_encoder., lora_A / lora_B)",
+         "export": "latentzoo.interop.lora:export_peft"},
+    ]  # fmt: skip
