@@ -12,6 +12,7 @@ the output's safetensors metadata.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -72,8 +73,18 @@ def merge_files(operation: str, paths: list[Path], alpha: float, out: str | Path
     if operation not in OPERATIONS or len(paths) != OPERATIONS[operation]:
         raise LatentzooError(f"merge {operation}: takes {OPERATIONS.get(operation, '?')} inputs")
     target = getattr(torch, DTYPES[dtype]) if dtype else None
-    files = [safe_open(str(p), "pt") for p in paths]
     tensors: dict[str, torch.Tensor] = {}
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(safe_open(str(p), "pt")) for p in paths]
+        _combine(operation, files, alpha, target, tensors)
+    check_finite(out, tensors)
+    return save_tensors(out, tensors, {"recipe": json.dumps(recipe, sort_keys=True)})
+
+
+def _combine(operation: str, files: list[Any], alpha: float, target: Any, tensors: dict[str, Any]) -> None:
+    """Fill ``tensors`` key by key: one tensor of each input in memory at a time."""
+    import torch
+
     for key in files[0].keys():
         ts = [f.get_tensor(key) for f in files]
         if not ts[0].is_floating_point():  # integer buffers (ids, counters) are A's
@@ -86,8 +97,6 @@ def merge_files(operation: str, paths: list[Path], alpha: float, out: str | Path
             y = xs[0] + alpha * (xs[1] - xs[2])
         tensors[key] = y.to(target or ts[0].dtype)
         del ts, xs
-    check_finite(out, tensors)
-    return save_tensors(out, tensors, {"recipe": json.dumps(recipe, sort_keys=True)})
 
 
 __all__ = ["DTYPES", "OPERATIONS", "check_alpha", "check_same_tensors", "headers", "merge_files"]

@@ -66,9 +66,11 @@ def merge(
         raise LatentzooError(f"--dtype {dtype!r}: choose {', '.join(DTYPES)}")
     alpha = check_alpha(alpha)
     check_name(name)
+    if name in inputs:
+        raise LatentzooError(f"merge output --name {name} is one of its inputs; choose a new name (inputs are never overwritten)")
     reg = load_registry(extra)
     entries = [reg.get(n) for n in inputs]
-    if name in {*inputs, *(e.name for e in entries)}:
+    if name in {e.name for e in entries}:
         raise LatentzooError(f"merge output --name {name} is one of its inputs; choose a new name (inputs are never overwritten)")
     kinds = {e.section for e in entries}
     if len(kinds) != 1:

@@ -129,6 +129,12 @@ def registry_text(lab) -> str:
     return (lab["base"] / "user.yaml").read_text()
 
 
+def ensure_fused(cli) -> None:
+    """fused-kohya (tiny-sd1 + lr at 0.7), made by test_fuse_... or here when that test did not run."""
+    if cli("info", "fused-kohya").returncode != 0:
+        assert cli("fuse", "tiny-sd1", "--lora", "lr:0.7", "--name", "fused-kohya").returncode == 0
+
+
 def diffusers_fused(lab, lora: Path, scale: float):
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(lab["base"] / "sd1"), safety_checker=None)
     pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
@@ -197,8 +203,7 @@ def test_fuse_matches_diffusers_fuse_lora(lab, registered, cli, fmt):
 def test_sample_with_lora_is_the_fused_pipeline_and_strength_zero_is_the_base(lab, registered, cli, tmp_path):
     from latentzoo.core.weights import sha256_file
 
-    if cli("info", "fused-kohya").returncode != 0:
-        assert cli("fuse", "tiny-sd1", "--lora", "lr:0.7", "--name", "fused-kohya").returncode == 0
+    ensure_fused(cli)
     before = sha256_file(lab["unet_w"]), sha256_file(lab["te_w"])
     args = ["-n", "2", "--steps", "2", "--prompt", "a red cube", "--no-progress", "--seed", "3"]
     runs = {
@@ -272,8 +277,7 @@ def test_merge_weighted_sum_and_add_difference(lab, registered, cli):
     from latentzoo.core.api import info
     from latentzoo.core.weights import load_tensors, read_metadata, sha256_file
 
-    if cli("info", "fused-kohya").returncode != 0:
-        assert cli("fuse", "tiny-sd1", "--lora", "lr:0.7", "--name", "fused-kohya").returncode == 0
+    ensure_fused(cli)
     r = cli("merge", "weighted-sum", "tiny-sd1", "fused-kohya", "--alpha", "0.25", "--name", "ws")
     assert r.returncode == 0, r.stderr
     a, b = load_tensors(lab["unet_w"]), load_tensors(info("fused-kohya-unet").weights_path())
@@ -297,6 +301,7 @@ def test_merge_weighted_sum_and_add_difference(lab, registered, cli):
 
 
 def test_bad_merges_are_one_line_and_write_nothing(lab, registered, cli, tmp_path):
+    ensure_fused(cli)
     from safetensors.torch import save_file
 
     from latentzoo.core.merge import check_same_tensors
@@ -306,14 +311,14 @@ def test_bad_merges_are_one_line_and_write_nothing(lab, registered, cli, tmp_pat
     had = sorted(merged.iterdir()) if merged.exists() else []
     one_line(cli("merge", "weighted-sum", "tiny-sd1", "other-sd1", "--alpha", "0.5", "--name", "x1"), "different latent spaces")
     one_line(cli("merge", "weighted-sum", "tiny-sd1-unet", "other-sd1-unet", "--alpha", "0.5", "--name", "x2"), "different latent spaces")
-    one_line(cli("merge", "weighted-sum", "tiny-sd1", "fused-peft", "--alpha", "0.5", "--name", "tiny-sd1"), "one of its inputs")
-    one_line(cli("merge", "add-difference", "tiny-sd1-unet", "fused-peft-unet", "tiny-sd1-unet", "--alpha", "1", "--name", "fused-peft-unet"), "one of its inputs")  # fmt: skip
+    one_line(cli("merge", "weighted-sum", "tiny-sd1", "fused-kohya", "--alpha", "0.5", "--name", "tiny-sd1"), "one of its inputs")
+    one_line(cli("merge", "add-difference", "tiny-sd1-unet", "fused-kohya-unet", "tiny-sd1-unet", "--alpha", "1", "--name", "fused-kohya-unet"), "one of its inputs")  # fmt: skip
     one_line(cli("merge", "weighted-sum", "tiny-sd1-unet", "tiny-sd1-text-encoder", "--alpha", "0.5", "--name", "x3"), "different classes")
     one_line(
         cli("merge", "weighted-sum", "tiny-sd1-vae", "other-sd1-vae", "--alpha", "0.5", "--name", "x4"), "merge priors or conditioners"
     )
     for alpha in ("nan", "inf", "21"):
-        one_line(cli("merge", "weighted-sum", "tiny-sd1", "fused-peft", "--alpha", alpha, "--name", "x5"), "--alpha")
+        one_line(cli("merge", "weighted-sum", "tiny-sd1", "fused-kohya", "--alpha", alpha, "--name", "x5"), "--alpha")
     assert registry_text(lab) == before and (sorted(merged.iterdir()) if merged.exists() else []) == had
     # tensors' names and shapes must agree; the first differing one is named
     save_file({"a.weight": torch.zeros(2, 3), "b.weight": torch.zeros(4)}, str(tmp_path / "a.safetensors"))
@@ -338,8 +343,7 @@ def test_export_kohya_and_peft_round_trip(lab, registered, cli, tmp_path):
     back, orig = read(tmp_path / "k" / "lr-peft.safetensors"), read(lab["files"]["kohya"])
     assert [(m.key, m.alpha) for m in back.modules] == [(m.key, float(RANK)) for m in orig.modules]  # the PEFT file states no alpha: rank
     assert all(torch.equal(a.down, b.down) for a, b in zip(back.modules, orig.modules, strict=True))
-    if cli("info", "fused-kohya").returncode != 0:
-        assert cli("fuse", "tiny-sd1", "--lora", "lr:0.7", "--name", "fused-kohya").returncode == 0
+    ensure_fused(cli)
     ref = diffusers_fused(lab, tmp_path / "p" / "pytorch_lora_weights.safetensors", 0.7)
     ours = load_tensors(info("fused-kohya-unet").weights_path())
     assert max(rel_err(ours[k], v) for k, v in ref.unet.state_dict().items()) < 1e-6
