@@ -347,5 +347,9 @@ def test_export_kohya_and_peft_round_trip(lab, registered, cli, tmp_path):
     ref = diffusers_fused(lab, tmp_path / "p" / "pytorch_lora_weights.safetensors", 0.7)
     ours = load_tensors(info("fused-kohya-unet").weights_path())
     assert max(rel_err(ours[k], v) for k, v in ref.unet.state_dict().items()) < 1e-6
+    # a fused pipeline exports like any other: diffusers loads it with the fused weights
+    assert cli("export", "fused-kohya", "--to", "diffusers", "-o", str(tmp_path / "d")).returncode == 0
+    loaded = diffusers.StableDiffusionPipeline.from_pretrained(str(tmp_path / "d"), safety_checker=None)
+    assert all(torch.equal(ours[k], v) for k, v in loaded.unet.state_dict().items())
     one_line(cli("export", "tiny-sd1-unet", "--to", "peft-lora", "-o", str(tmp_path / "x")), "not a LoRA")
     assert not (tmp_path / "x").exists()
