@@ -10,8 +10,10 @@ between BAND's levels: bright along the strokes' edges, dark at their centres; c
 
 Measure (``hollowness``): the region a digit covers is its bright pixels closed (dilate then
 erode, which fills an outline's inside); its *stroke centres* are that region eroded once.
-Hollowness is the fraction of stroke-centre pixels that are dark: near 0 for a solid digit,
-high for an outline. ``read`` fills the region and asks the digits classifier which digit it is
+Hollowness is the fraction of stroke-centre pixels that are dark; a sample is "hollow" above
+0.3. Calibration (200 images each): solid digits[test] 0.154 (14 % hollow), the hollow training
+images 0.485 (94 %), and those images through the digits VQ-GAN (encode + decode: the most a
+prior in its latent space can give) 0.341 (64 %). ``read`` fills the region and asks the digits classifier which digit it is
 (an outline is read by its filled shape, as a person reads it).
 """
 
@@ -48,11 +50,14 @@ def outline(images: torch.Tensor) -> torch.Tensor:
     return ((images > lo) & (images < hi)).float().mul(2).sub(1)
 
 
+CLOSE, CENTRE, HOLLOW = 4, 2, 0.3  # closing radius, erosion to stroke centres, hollowness of a "hollow" sample
+
+
 def regions(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(covered region: bright pixels closed, stroke centres: that region eroded once)."""
+    """(covered region: bright pixels closed by CLOSE, stroke centres: that region eroded by CENTRE)."""
     bright = images > 0.0
-    region = erode(dilate(bright, 2), 2) | bright
-    return region, erode(region, 1)
+    region = erode(dilate(bright, CLOSE), CLOSE) | bright
+    return region, erode(region, CENTRE)
 
 
 def hollowness(images: torch.Tensor) -> torch.Tensor:
@@ -113,7 +118,7 @@ def evaluate(registry: Path, name: str, n: int, strengths: list[float], out: Pat
         row = {
             "strength": s,
             "hollowness": round(float(h.mean()), 4),
-            "hollow_fraction": round(float((h > 0.5).float().mean()), 4),
+            "hollow_fraction": round(float((h > HOLLOW).float().mean()), 4),
             "read_raw": round(float((predicted_labels(x) == y).float().mean()), 4),
             "read_filled": round(float((read(x) == y).float().mean()), 4),
         }
@@ -150,7 +155,7 @@ def main() -> None:
     for folder in args.folders:
         images = load_pngs(sorted(folder.glob("[0-9]*.png")))
         h = hollowness(images)
-        line = f"{folder}: hollowness mean {h.mean():.3f}, hollow (> 0.5) {float((h > 0.5).float().mean()):.3f}"
+        line = f"{folder}: hollowness mean {h.mean():.3f}, hollow (> {HOLLOW}) {float((h > HOLLOW).float().mean()):.3f}"
         if args.digit is not None:
             line += f", read as {args.digit}: {float((read(images) == args.digit).float().mean()):.3f}"
         print(line)
