@@ -178,9 +178,18 @@ def _weights_file(entry: Any) -> Path:
     return resolve_weights(entry)[0]
 
 
-def fits(adapter: Adapter, parts: dict[str, Any], name: str, base: str, *, allow_partial: bool = False) -> tuple[dict[str, Any], list[str]]:
-    """Fit ``adapter`` to a base's parts; refused in one line unless it fits (see core.adapters.require_fit)."""
+def fits(
+    adapter: Adapter, parts: dict[str, Any], name: str, base: str, *, allow_partial: bool = False, whole: bool = True
+) -> tuple[dict[str, Any], list[str]]:
+    """Fit ``adapter`` to a base's parts; refused in one line unless it fits (see core.adapters.require_fit).
+
+    ``whole``: the base is a pipeline, so a part of the LoRA it lacks is unmatched; a single
+    component base (a UNet alone) takes the LoRA's part for it, the others said in a note."""
     missing = [p for p in adapter.parts if p not in parts]
+    skipped = [] if whole else missing
+    missing = missing if whole else []
+    if not any(p in parts for p in adapter.parts):
+        missing = adapter.parts
     out = {}
     for part in adapter.parts:
         if part in parts:
@@ -191,6 +200,7 @@ def fits(adapter: Adapter, parts: dict[str, Any], name: str, base: str, *, allow
 
         found.append(Fit(missing[0], {}, [m.key for m in adapter.modules if m.part in missing]))
     notes = require_fit(found, name, base, allow_partial=allow_partial)
+    notes += [f"LoRA {name}: its {p} part is not applied ({base} is one component)" for p in skipped if p not in missing]
     return out, notes
 
 
@@ -212,7 +222,7 @@ def add(file: str | Path, *, base: str, name: str, allow_partial: bool = False, 
         raise LatentzooError(f"the registry already names {name}; choose another --name")
     adapter = read(file)
     parts = base_parts(reg, base)
-    found, notes = fits(adapter, parts, name, base, allow_partial=allow_partial)
+    found, notes = fits(adapter, parts, name, base, allow_partial=allow_partial, whole=reg.get(base).section == "pipelines")
     user = user_registry_path()
     entry = {
         "family": "lora",
@@ -264,7 +274,7 @@ def resolve(ref: str, reg: Any) -> tuple[str, Adapter, dict[str, Any] | None]:
 
 
 def plan(
-    reg: Any, target: str, parts: dict[str, Any], specs: list[tuple[str, float, float]]
+    reg: Any, target: str, parts: dict[str, Any], specs: list[tuple[str, float, float]], *, whole: bool = True
 ) -> tuple[list[Any], dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Read and fit each ``--lora``: (adapters with strengths, part -> summed delta, sidecar records)."""
     from latentzoo.core.adapters import deltas
@@ -272,9 +282,8 @@ def plan(
     chosen, fitted, records = [], {}, []
     for ref, s_model, s_text in specs:
         name, adapter, config = resolve(ref, reg)
-        found, _ = fits(
-            adapter, parts, name, target, allow_partial=bool(config and any(p.get("unmatched") for p in config["parts"].values()))
-        )
+        partial = bool(config and any(p.get("unmatched") for p in config["parts"].values()))
+        found, _ = fits(adapter, parts, name, target, allow_partial=partial, whole=whole)
         for part, f in found.items():
             want = ((config or {}).get("parts") or {}).get(part, {}).get("fingerprint")
             if want is not None and want != f.fingerprint():
@@ -333,8 +342,8 @@ def fuse(
     reg = load_registry(extra)
     base_entry = reg.get(target)
     parts = base_parts(reg, target)
-    _, delta, records = plan(reg, target, parts, specs)
     is_pipe = base_entry.section == "pipelines"
+    _, delta, records = plan(reg, target, parts, specs, whole=is_pipe)
     new_names = {p: (f"{name}-{'unet' if p == 'prior' else 'text-encoder'}" if is_pipe else name) for p in delta}
     taken = [n for n in {name, *new_names.values()} if n in reg.entries]
     if taken:

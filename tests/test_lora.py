@@ -353,3 +353,16 @@ def test_export_kohya_and_peft_round_trip(lab, registered, cli, tmp_path):
     assert all(torch.equal(ours[k], v) for k, v in loaded.unet.state_dict().items())
     one_line(cli("export", "tiny-sd1-unet", "--to", "peft-lora", "-o", str(tmp_path / "x")), "not a LoRA")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_component_base_takes_its_part_of_the_lora(lab, registered, cli):
+    from latentzoo.core.api import info
+    from latentzoo.core.weights import load_tensors
+
+    ensure_fused(cli)
+    r = cli("lora", "add", str(lab["files"]["kohya"]), "--base", "tiny-sd1-unet", "--name", "lr-unet")
+    assert r.returncode == 0 and "conditioner part is not applied" in r.stderr, r.stderr
+    assert list(info("lr-unet").data["config"]["parts"]) == ["prior"]
+    assert cli("fuse", "tiny-sd1-unet", "--lora", "lr-unet:0.7", "--name", "unet-fused").returncode == 0
+    got, want = load_tensors(info("unet-fused").weights_path()), load_tensors(info("fused-kohya-unet").weights_path())
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
