@@ -16,21 +16,7 @@ BUILTIN_REGISTRY = Path(__file__).resolve().parent.parent / "registry.yaml"
 BUILTIN_ENTRIES = ("ddim", "ddpm", "karras", "leading")
 BUILTIN_COMPONENT_CLASSES = {
     "datasets": [],
-    "diffusion": [
-        "diffusion.unet",
-        "diffusion.unet_cond",
-        "diffusion.timesteps",
-        "diffusion.karras",
-        "diffusion.sigmoid",
-        "diffusion.exponential",
-        "diffusion.ddim",
-        "diffusion.pndm",
-        "diffusion.ddpm",
-        "diffusion.euler",
-        "diffusion.heun",
-        "diffusion.dpmpp_2m",
-        "diffusion.pixels",
-    ],
+    "diffusion": ["diffusion.unet", "diffusion.unet_cond", "diffusion.ddim", "diffusion.pndm", "diffusion.ddpm", "diffusion.pixels"],
     "vqgan": ["vqgan.autoencoder"],
 }
 

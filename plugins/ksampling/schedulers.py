@@ -8,8 +8,9 @@ also does). One steps rule for all: 1 <= steps <= num_train_timesteps.
 
 Where ComfyUI returns another number of levels than ``steps`` (``ddim_uniform`` when T is not
 a multiple of steps, ``beta`` when rounding repeats a timestep) this module keeps ``steps``
-levels and says how in the class docstring. Karras and exponential are the diffusion family's
-``karras`` / ``exponential`` entries (the same formulas).
+levels and says how in the class docstring. Karras and exponential are ``levels.py``'s
+``karras`` / ``exponential`` entries (the same formulas); the prior's schedule and the steps
+rule are ``levels.SigmaScheduler``'s, shared by every sigma scheduler.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any, ClassVar
 
 from latentzoo.core.denoising import NoiseSchedule, prior_name
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Prior, Scheduler
+from latentzoo.core.interfaces import Prior
+
+from .levels import SigmaScheduler
 
 # Align Your Steps (Sabour, Fidler & Kreis 2024, "Align Your Steps: Optimizing Sampling Schedules
 # in Diffusion Models"): the published 10-step sigmas (11 levels, last sigma_min) for Stable
@@ -39,20 +42,10 @@ def check_positive(name: str, value: float) -> float:
     return float(value)
 
 
-class KScheduler(Scheduler):
-    """Shared: the prior's schedule, the steps rule, and a check that the result is ``steps`` decreasing sigmas then 0."""
+class KScheduler(SigmaScheduler):
+    """Shared by ComfyUI's schedulers: ``sigmas(schedule, steps)``, and a check that the result is ``steps`` decreasing sigmas then 0."""
 
-    levels: ClassVar[str] = "sigma"
     name: ClassVar[str] = "scheduler"
-
-    def noise_schedule(self, prior: Prior, steps: int) -> NoiseSchedule:
-        schedule = getattr(prior, "noise_schedule", None)
-        if not isinstance(schedule, NoiseSchedule):
-            raise LatentzooError(f"scheduler {self.name} picks sigmas of a denoiser's noise_schedule; prior {prior_name(prior)} has none")
-        T = schedule.num_train_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-            raise LatentzooError(f"scheduler {self.name} takes 1 to {T} steps (the prior's training timesteps), not {steps}")
-        return schedule
 
     def sigmas(self, schedule: NoiseSchedule, steps: int, **options: Any) -> list[float]:
         raise NotImplementedError

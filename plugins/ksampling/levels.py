@@ -1,5 +1,8 @@
 """Sigma schedulers: which noise levels of a denoiser's training schedule a sampler visits.
 
+``SigmaScheduler`` is the base of every sigma scheduler (these and ComfyUI's, in
+``schedulers.py``): the prior's ``noise_schedule`` and the one steps rule.
+
 A scheduler owns no beta schedule: the prior does (``prior.noise_schedule``, a
 ``latentzoo.core.denoising.NoiseSchedule``). ``schedule(prior, steps)`` returns ``steps``
 strictly decreasing sigmas between the schedule's sigma_min and sigma_max, then 0.0.
@@ -87,7 +90,7 @@ def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> list[float
 
 
 class SigmaScheduler(Scheduler):
-    """Shared by the sigma schedulers: the prior's schedule and the one steps rule."""
+    """Shared by every sigma scheduler: the prior's schedule and the one steps rule."""
 
     levels: ClassVar[str] = "sigma"
     name: ClassVar[str]
