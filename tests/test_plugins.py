@@ -364,7 +364,14 @@ def test_cli_runner_in_process_does_not_import_torch(cli, good_site):
         print(json.dumps({"exit": result.exit_code, "torch": "torch" in sys.modules, "output": result.output}))
         """
     )
-    for args in (["list"], ["info", "ddim"], ["plugins"], ["--help"]):
+    for args in (
+        ["list"],
+        ["list", "--role", "sampler"],
+        ["list", "--role", "scheduler", "--json"],
+        ["info", "ddim"],
+        ["plugins"],
+        ["--help"],
+    ):
         result = cli.python("-c", code, *args, sites=[good_site])
         assert result.returncode == 0, str(result)
         out = json.loads(result.stdout)

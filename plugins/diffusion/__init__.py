@@ -1,6 +1,7 @@
 """DDPM / DDIM diffusion family: declarations only (model code loads when built).
 
-The denoiser priors (UNet, cross-attention UNet) and the samplers of the diffusion papers (DDPM, DDIM, PNDM), which walk the sigma levels
+The denoiser priors (UNet, cross-attention UNet), the ``denoiser`` kind and its conformance
+check, and the samplers of the diffusion papers (DDPM, DDIM, PNDM), which walk the sigma levels
 of the prior's own training schedule through ``latentzoo.core.denoising.Denoiser``. Every other
 sigma sampler and every sigma scheduler lives in the ksampling family; any sigma scheduler
 composes with any sigma sampler.
@@ -31,6 +32,24 @@ def _sampler(name: str, target: str, description: str, options: list[dict[str, A
         "description": description,
         "options": [*options, *DENOISER_OPTIONS],
     }
+
+
+@hookimpl
+def latentzoo_kinds() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "denoiser",
+            "description": "Diffusion denoiser on a discrete training schedule, called at x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps",
+            "convention": {
+                "x_t": "sqrt(abar_t) x0 + sqrt(1 - abar_t) eps",
+                "timestep": "the prior's noise_schedule, t = 0 (clean) .. T - 1 (noise)",
+                "prediction_types": ["epsilon", "v_prediction", "sample"],
+                "prediction_type_from": "the prior's prediction_type",
+                "levels": "sigma",
+            },
+            "check": "latentzoo.plugins.diffusion.kind:check",
+        }
+    ]
 
 
 @hookimpl
