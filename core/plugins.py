@@ -339,7 +339,7 @@ from importlib import metadata
 name = sys.argv[1]
 eps = [ep for ep in metadata.entry_points(group="latentzoo") if ep.name == name]
 module = eps[0].load()
-for hook in ("latentzoo_components", "latentzoo_datasets", "latentzoo_registry"):
+for hook in ("latentzoo_components", "latentzoo_datasets", "latentzoo_kinds", "latentzoo_registry"):
     function = getattr(module, hook, None)
     if callable(function):
         function()
