@@ -557,9 +557,9 @@ def test_beta_quantile_matches_scipy() -> None:
 @pytest.mark.parametrize(
     ("cls", "options", "message"),
     [
-        (sch.BetaScheduler, {"alpha": 0.0}, "alpha must be a finite number > 0"),
-        (sch.PolyExponentialScheduler, {"rho": float("inf")}, "rho must be a finite number > 0"),
-        (sch.AlignYourStepsScheduler, {"model": "SVD"}, "Align Your Steps has tables for SD1, SDXL"),
+        (sch.BetaScheduler, {"alpha": 0.0}, "scheduler beta: option alpha must be >= 0.01"),
+        (sch.PolyExponentialScheduler, {"rho": float("inf")}, "scheduler polyexponential: option rho must be a finite number"),
+        (sch.AlignYourStepsScheduler, {"model": "SVD"}, "scheduler align_your_steps: option model must be one of SD1, SDXL"),
         (sch.LinearQuadraticScheduler, {"threshold_noise": -0.1}, "threshold_noise must be"),
     ],
 )

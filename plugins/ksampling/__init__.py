@@ -126,7 +126,7 @@ FIRST_SCHEDULERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
     "karras": (
         "KarrasScheduler",
         "Karras et al. 2022 sigmas (eq. 5) between the prior's sigma_min and sigma_max",
-        [_option("rho", "float", 7.0, "Karras rho: larger spends more steps at low noise", min=0.0)],
+        [_option("rho", "float", 7.0, "Karras rho: larger spends more steps at low noise", min=0.0, min_exclusive=True)],
     ),
     "sigmoid": ("SigmoidScheduler", "S-curve in log sigma (Chen 2023), dense near sigma_min and sigma_max", []),
     "exponential": ("ExponentialScheduler", "Sigmas uniform in log sigma (k-diffusion's exponential)", []),
@@ -166,6 +166,9 @@ SCHEDULERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
         [_option("model", "str", "SD1", "Which published table", choices=["SD1", "SDXL"])],
     ),
 }
+
+
+ALL_SCHEDULERS = {**SCHEDULERS, **FIRST_SCHEDULERS}  # what levels.SigmaScheduler.option reads the declared options from
 
 
 def _declaration(
