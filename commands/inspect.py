@@ -91,6 +91,16 @@ def _walk_text(value: Any) -> str:
     return ",".join(value) if isinstance(value, list | tuple) else str(value)
 
 
+def _kind_summary(kind: str) -> dict[str, Any]:
+    """A prior kind's declaration as ``info`` shows it (read from its plugin's declaration, no import)."""
+    from latentzoo.core.plugins import get_manager
+
+    decl = get_manager().kinds().get(kind)
+    if decl is None:
+        return {"name": kind, "declared_by": None, "note": "no installed plugin declares this kind; `latentzoo check` cannot test it"}
+    return {"name": kind, "declared_by": decl["plugin"], "convention": decl["convention"], "checked": bool(decl.get("check"))}
+
+
 def _with_aliases(entry) -> str:
     aliases = entry.data.get("aliases") or []
     return f"{entry.name} ({', '.join(aliases)})" if aliases else entry.name
@@ -127,6 +137,8 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
         try:
             decl = reg.declaration(entry)
             data["class_declaration"] = {k: v for k, v in decl.items() if k not in ("name", "options")}
+            if "kind" in decl:  # the convention a prior of this kind follows (`latentzoo check` tests it)
+                data["kind"] = _kind_summary(decl["kind"])
         except LatentzooError as exc:
             data["class_declaration"] = {"error": str(exc)}
         if entry.latent_space:

@@ -150,3 +150,14 @@ def test_samplers_md_tables_are_the_live_registry() -> None:
 
     sigma = {e.name for e in reg.list() if e.section == "components" and {"sampler", "scheduler"} & set(e.roles) and walks_sigma(e)}
     assert sigma == set(documented), f"undocumented: {sorted(sigma - set(documented))}; gone: {sorted(set(documented) - sigma)}"
+
+
+def test_info_on_a_prior_shows_its_kinds_convention(lz) -> None:
+    kind = lz("info", "digits-flow-prior", "--json").assert_ok().json()["kind"]
+    assert kind == {
+        "name": "flow",
+        "declared_by": "flow",
+        "convention": {"x_t": "(1 - t) x0 + t eps", "noise_at": 1, "velocity": "eps - x0", "levels": "flow"},
+        "checked": True,
+    }
+    assert lz("info", "digits-vae-prior", "--json").assert_ok().json()["kind"]["checked"] is False
