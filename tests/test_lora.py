@@ -111,10 +111,8 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture
-def cli(capsys):
-    from conftest import in_process_cli
-
-    return in_process_cli(capsys)
+def cli(capsys, helpers):
+    return helpers.in_process_cli(capsys)
 
 
 def one_line(result, *fragments: str) -> str:

@@ -31,10 +31,8 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture
-def cli(capsys):
-    from conftest import in_process_cli
-
-    return in_process_cli(capsys)
+def cli(capsys, helpers):
+    return helpers.in_process_cli(capsys)
 
 
 def train_args(folder, out, steps: int, *extra: str) -> list[str]:
