@@ -91,3 +91,17 @@ def test_train_lora_bad_options_are_one_line(folder, cli, tmp_path):
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode != 0 and len(lines) == 1 and fragment in lines[0], r.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_shipped_digits_hollow_fits_and_applies(cli, tmp_path):
+    """The shipped LoRA: <= 5 % of its base's size, fits digits-t2i, strength 0 gives the base's bytes."""
+    from latentzoo.core.api import info
+
+    lora, base = info("digits-hollow"), info("digits-t2i-prior")
+    assert lora.weights_path().stat().st_size <= 0.05 * base.weights_path().stat().st_size
+    args = ["-n", "1", "--steps", "2", "--prompt", "a hollow seven", "--no-progress"]
+    for key, extra in (("lora", ["--lora", "digits-hollow"]), ("zero", ["--lora", "digits-hollow:0"]), ("base", [])):
+        r = cli("sample", "digits-t2i", *extra, *args, "-o", str(tmp_path / f"{key}.png"))
+        assert r.returncode == 0, r.stderr
+    png = {k: (tmp_path / f"{k}.png").read_bytes() for k in ("lora", "zero", "base")}
+    assert png["zero"] == png["base"] != png["lora"]
