@@ -30,17 +30,9 @@ from .compose import PipelineSpec
 from .errors import LatentzooError
 from .interfaces import Progress
 from .options import Option, OptionError, canonical, resolve
-from .record import DEFAULT_BATCH_SIZE, MAX_SEED, check_run
+from .record import DEFAULT_BATCH_SIZE, MAX_SEED, PRECISIONS, check_precision, check_run
 
 DEFAULT_STEPS = 50
-
-
-PRECISIONS = ("fp32", "bf16", "bf16-weights")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise LatentzooError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def compute_precision(precision: str) -> contextlib.AbstractContextManager:
@@ -477,4 +469,14 @@ class Pipeline:
         }
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OptionError", "Pipeline", "SamplingOptions", "batch_seed", "check_run", "decoder_seed"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "PRECISIONS",
+    "OptionError",
+    "Pipeline",
+    "SamplingOptions",
+    "batch_seed",
+    "check_precision",
+    "check_run",
+    "decoder_seed",
+]

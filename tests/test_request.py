@@ -1,0 +1,158 @@
+"""One way in (issue 28): the CLI and ``latentzoo.sample`` build the same SampleRequest, so for
+one request they write the same bytes and refuse with the same line (the API's LatentzooError
+carries the CLI's line without ``error: ``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+import latentzoo
+from latentzoo.core.errors import LatentzooError
+from latentzoo.core.request import SampleRequest, validate
+
+HERE = Path(__file__).resolve().parent
+
+
+def _error_table():
+    spec = importlib.util.spec_from_file_location("error_table", HERE / "test_error_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TABLE = _error_table()
+
+
+def _row(row) -> tuple[str, list[str]]:
+    values = row.values if hasattr(row, "values") else row
+    return values[0], values[1]
+
+
+# The error table's sample rows (by id) as API calls, plus more classes of bad request:
+# (id, argv after `latentzoo`, positional args and keywords of latentzoo.sample). "{out}" is a fresh folder.
+API_ROWS: dict[str, tuple[list[str] | None, tuple, dict]] = {
+    "sample-steps-list": (None, ("{steps.yaml}",), {"output": "{out}/x.png"}),
+    "sample-steps-str": (None, ("{steps-str.yaml}",), {"output": "{out}/x.png"}),
+    "sample-nrow": (None, ("digits",), {"nrow": -1, "output": "{out}/x.png"}),
+    "sample-seed": (None, ("digits",), {"seed": 2**70, "output": "{out}/x.png"}),
+    "sample-guidance": (None, ("digits",), {"guidance": math.nan, "class_label": 1}),
+    "steps-zero": (["sample", "digits", "--steps", "0"], ("digits",), {"steps": 0}),
+    "steps-word": (["sample", "digits", "--steps", "many"], ("digits",), {"steps": "many"}),
+    "n-zero": (["sample", "digits", "-n", "0"], ("digits", 0), {}),
+    "batch-zero": (["sample", "digits", "--batch-size", "0"], ("digits",), {"batch_size": 0}),
+    "unknown-option": (["sample", "digits", "--set", "etaa=1"], ("digits",), {"options": {"etaa": 1}}),
+    "eta-range": (["sample", "digits", "--eta", "-1"], ("digits",), {"options": {"eta": -1}}),
+    "twice": (["sample", "digits", "--guidance", "2", "--set", "guidance=3"], ("digits",), {"guidance": 2, "options": {"guidance": 3}}),
+    "unknown-pipeline": (["sample", "digitz"], ("digitz",), {}),
+    "wrong-sampler": (["sample", "digits", "--sampler", "tokens"], ("digits",), {"sampler": "tokens"}),
+    "sampler-eta": (
+        ["sample", "digits", "--sampler", "euler", "--scheduler", "karras", "--eta", "0.5"],
+        ("digits",),
+        {"sampler": "euler", "scheduler": "karras", "options": {"eta": 0.5}},
+    ),
+    "prompt-no-text": (["sample", "digits", "--prompt", "a seven"], ("digits",), {"prompt": "a seven"}),
+    "negative-no-text": (["sample", "digits-cond", "--negative-prompt", "x"], ("digits-cond",), {"negative_prompt": "x"}),
+    "class-unconditional": (["sample", "digits", "--class", "3", "-n", "1", "--steps", "1"], ("digits", 1), {"class_label": 3, "steps": 1}),
+    "candidates-zero": (["sample", "digits-dalle", "--candidates", "0"], ("digits-dalle",), {"candidates": 0}),
+    "candidates-no-scorer": (["sample", "digits", "--candidates", "2"], ("digits",), {"candidates": 2}),
+    "prompt-and-prompts": (
+        ["sample", "digits-t2i", "--prompt", "a", "--prompts-file", "{prompts.txt}"],
+        ("digits-t2i",),
+        {"prompt": "a", "prompts_file": "{prompts.txt}"},
+    ),
+    "prompts-missing": (["sample", "digits-t2i", "--prompts-file", "{out}/none.txt"], ("digits-t2i",), {"prompts_file": "{out}/none.txt"}),
+    "output-json": (["sample", "digits", "-o", "{out}/x.json"], ("digits",), {"output": "{out}/x.json"}),
+    "output-file-as-dir": (["sample", "digits", "-o", "{prompts.txt}/"], ("digits",), {"output": "{prompts.txt}/"}),
+    "compose-missing-parts": (["sample", "--prior", "digits-ldm"], (None,), {"prior": "digits-ldm"}),
+}
+
+
+def test_every_sample_row_of_the_error_table_has_an_api_twin():
+    sample_rows = {name for name, argv in map(_row, TABLE.ROWS) if argv[0] == "sample"}
+    assert sample_rows <= set(API_ROWS), f"add API twins for {sorted(sample_rows - set(API_ROWS))}"
+
+
+def _fill(value, files):
+    if isinstance(value, str):
+        for key, path in files.items():
+            value = value.replace("{" + key + "}", path)
+    return value
+
+
+@pytest.mark.parametrize("key", sorted(API_ROWS))
+def test_cli_and_api_refuse_with_the_same_line(key, capsys, tmp_path, monkeypatch, helpers):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    files = TABLE._files(tmp_path)
+    (tmp_path / "prompts.txt").write_text("a one\na two\n")
+    files["prompts.txt"] = str(tmp_path / "prompts.txt")
+    argv, args, kwargs = API_ROWS[key]
+    if argv is None:
+        argv = dict(map(_row, TABLE.ROWS))[key]
+    argv = [_fill(a, files) for a in argv]
+    kwargs = {"output": str(tmp_path / "out" / "default.png"), **{k: _fill(v, files) for k, v in kwargs.items()}}
+    result = helpers.in_process_cli(capsys)(*argv, "--no-progress", *([] if "-o" in argv else ["-o", kwargs["output"]]))
+    line = result.assert_one_line_error()
+    with pytest.raises(LatentzooError) as caught:
+        latentzoo.sample(*[_fill(a, files) for a in args], **kwargs)
+    assert line == f"error: {caught.value}"
+    assert not list((tmp_path / "out").glob("*.png")), "a refused request wrote a file"
+
+
+SAME_BYTES = {
+    "swap": (
+        ["digits", "--sampler", "euler", "--scheduler", "karras", "--steps", "2", "-n", "2"],
+        ("digits", 2),
+        {"sampler": "euler", "scheduler": "karras", "steps": 2},
+    ),
+    "text": (
+        ["digits-t2i", "--prompt", "a seven", "--negative-prompt", "a one", "--guidance", "3", "--steps", "2", "-n", "1"],
+        ("digits-t2i", 1),
+        {"prompt": "a seven", "negative_prompt": "a one", "guidance": 3.0, "steps": 2},
+    ),
+    "class": (
+        ["digits-cond", "--class", "4", "--guidance", "2", "--steps", "2", "-n", "2", "--eta", "0.5"],
+        ("digits-cond", 2),
+        {"class_label": 4, "guidance": 2, "steps": 2, "options": {"eta": 0.5}},
+    ),
+    "rerank": (
+        ["digits-dalle", "--prompt", "a two", "--candidates", "2", "-n", "1"],
+        ("digits-dalle", 1),
+        {"prompt": "a two", "candidates": 2},
+    ),
+}
+
+
+@pytest.mark.parametrize("key", sorted(SAME_BYTES))
+def test_cli_and_api_write_the_same_bytes(key, capsys, tmp_path, monkeypatch, helpers):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    argv, args, kwargs = SAME_BYTES[key]
+    cli_out, api_out = tmp_path / "cli.png", tmp_path / "api.png"
+    result = helpers.in_process_cli(capsys)("sample", *argv, "--no-progress", "-o", str(cli_out))
+    assert result.returncode == 0, result.stderr
+    record = latentzoo.sample(*args, **kwargs, output=api_out)
+    assert cli_out.read_bytes() == api_out.read_bytes()
+    assert record["files"] == [api_out.name] or record.get("files")
+
+
+def test_prompts_from_python_write_one_output_each(tmp_path):
+    records = latentzoo.sample("digits-t2i", 1, prompts=["a one", "a two"], steps=1, output=tmp_path / "x.png")
+    assert [r["options"]["prompt"] for r in records] == ["a one", "a two"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["x-000.png", "x-001.png"]
+
+
+def test_a_swap_drops_the_old_parts_defaults_silently(recwarn):
+    plan = validate(SampleRequest("digits", sampler="dpmpp-2m", scheduler="karras", steps=2))
+    assert "eta" not in plan.spec.defaults and plan.spec.sampler == "dpmpp-2m"
+    assert not recwarn.list
+
+
+def test_the_request_is_frozen():
+    request = SampleRequest("digits")
+    with pytest.raises(AttributeError):
+        request.n = 3  # type: ignore[misc]
