@@ -209,10 +209,12 @@ def sample(
 
     \b
       latentzoo sample digits-t2i --prompt "a thick seven" --negative-prompt "slanted" --guidance 4
-      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png --candidates N re-ranks: N draws per
-    output, the best by the scorer (digits-clip) against --prompt kept (DALL-E); without a prompt
-    (random_prompt) each output's caption is drawn from the training captions and its N
-    candidates are scored against it (the sidecar records the captions).
+      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png
+
+    --candidates N re-ranks: N draws per output, the best by the scorer (digits-clip) against
+    --prompt kept (DALL-E); without a prompt (random_prompt) each output's caption is drawn from
+    the training captions and its N candidates are scored against it (the sidecar records the
+    captions). One image (-n 1 -o x.png) is written at the model's size, ready for img2img.
     """
     from latentzoo.core.request import SampleRequest, run
     from latentzoo.core.text import read_prompts

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .compose import PipelineSpec, check_spec, component_options_table, load_spec, pipeline_options_table, resolve_component
+from .compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
 from .errors import LatentzooError
 from .record import DEFAULT_BATCH_SIZE
 from .registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 
 def registry(extra: list[str | Path] | tuple[str | Path, ...] = ()) -> Registry:
@@ -66,15 +69,16 @@ def compose(
     return spec
 
 
-def load_pipeline(target: str | PipelineSpec, *, extra: Any = (), allow_mismatch: bool | None = None) -> Any:
-    """Build a pipeline from a registry name, a pipeline YAML file, or a spec."""
+def load_pipeline(
+    target: str | PipelineSpec | None = None, *, extra: Any = (), allow_mismatch: bool | None = None, **parts: str | None
+) -> Pipeline:
+    """Build a pipeline from a registry name, a pipeline YAML file, or a spec; ``sampler=``,
+    ``scheduler=``, ``prior=``, ... swap its parts (the old part's defaults that no longer
+    apply are dropped, as ``sample --sampler`` does), or compose one when ``target`` is None."""
     from .build import Builder
+    from .request import resolve_spec
 
-    reg = registry(extra)
-    if isinstance(target, PipelineSpec):
-        spec = target
-    else:
-        spec, reg = load_spec(reg, target)
+    spec, reg = resolve_spec(registry(extra), target, parts)
     return Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch)
 
 

@@ -122,7 +122,8 @@ class SampleOutput:
         self.output = text
         self.per_sample = text.endswith(("/", os.sep))
         self.path = Path(text)
-        self.n, self.padding = n, padding
+        # One image is that image at the model's size (chainable into img2img), not a one-tile padded grid.
+        self.n, self.padding = n, (0 if n == 1 else padding)
         self.nrow = nrow or math.ceil(math.sqrt(n))
         self.count = 0
         self.canvas: Any = None

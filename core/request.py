@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .compose import ROLE_FIELDS, PipelineSpec, check_options, check_spec, load_spec, replace_parts
+from .compose import ROLE_FIELDS, TEXT_INPUTS, PipelineSpec, check_options, check_spec, check_text, load_spec, replace_parts
 from .errors import LatentzooError
 from .record import DEFAULT_BATCH_SIZE, SampleOutput, check_precision, check_run, prompt_outputs
 from .registry import Registry
@@ -45,7 +45,7 @@ COMMANDS = ("sample", "img2img", "inpaint", "interpolate", "variations")
 # Request fields that are values of the pipeline's sampling options (steps, or a declared option).
 OPTION_FIELDS = ("steps", "guidance", "class_label")
 # Conditioning inputs: carried to the conditioner.
-TEXT_FIELDS = ("prompt", "negative_prompt")
+TEXT_FIELDS = tuple(TEXT_INPUTS)
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,6 @@ class Written(NamedTuple):
     record: dict[str, Any]
 
 
-def text_pipelines(registry: Registry) -> list[str]:
-    """Registry pipelines that take text (they have a conditioner)."""
-    return sorted(e.name for e in registry.list() if e.section == "pipelines" and e.data.get("conditioner"))
-
-
 def resolve_spec(registry: Registry, target: str | PipelineSpec | None, parts: Mapping[str, str | None]) -> tuple[PipelineSpec, Registry]:
     """The pipeline to run: ``target`` (name, YAML file or spec) with ``parts`` swapped in, or one composed
     from ``parts`` alone. A swapped part's defaults that no longer apply are dropped silently: the new
@@ -136,9 +131,6 @@ def _values(request: SampleRequest) -> tuple[dict[str, Any], dict[str, str]]:
         if key in layer and layer[key] != given:
             raise LatentzooError(f"option {key} is given twice ({given} and {layer[key]}); give it once")
         layer[key] = given
-    for key, value in conditioning.items():
-        if not isinstance(value, str):
-            raise LatentzooError(f"--{key.replace('_', '-')} must be text, not {value!r}")
     return values, conditioning
 
 
@@ -164,17 +156,6 @@ def _candidates(request: SampleRequest) -> int | None:
     return check_candidates_value(request.candidates)
 
 
-def _check_text(registry: Registry, spec: PipelineSpec, conditioning: Mapping[str, str], prompts: bool) -> None:
-    """Text goes to a conditioner: a pipeline without one refuses it, naming the pipelines that take text."""
-    given = [f"--{k.replace('_', '-')}" for k in TEXT_FIELDS if k in conditioning] + (["--prompts-file"] if prompts else [])
-    if spec.conditioner or not given:
-        return
-    names = ", ".join(text_pipelines(registry)) or "none is registered"
-    raise LatentzooError(
-        f"pipeline {spec.name} takes no text (its prior {spec.prior} has no conditioner); {given[0]} needs a text pipeline: {names}"
-    )
-
-
 def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     """Check everything a request asks for before torch loads (no weights are read): the numbers,
     the outputs, the parts and how they fit, the option values, the text and the re-ranking."""
@@ -195,7 +176,9 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
 
         check_scorer_spec(spec)
     found = check_spec(reg, spec, allow_mismatch=request.allow_mismatch or None)
-    _check_text(reg, spec, conditioning, request.prompts is not None)
+    check_text(
+        reg, spec, [f"--{k.replace('_', '-')}" for k in TEXT_FIELDS if k in conditioning] + (["--prompts-file"] if request.prompts else [])
+    )
     given = {**values, **conditioning}
     check_options(reg, spec, **({"text_options": given} if request.text else {"options": given}))
     return Plan(request, spec, reg, values, conditioning, runs, candidates, found)

@@ -156,3 +156,46 @@ def test_the_request_is_frozen():
     request = SampleRequest("digits")
     with pytest.raises(AttributeError):
         request.n = 3  # type: ignore[misc]
+
+
+# -- what a newcomer hit (issue 28, item 7) --------------------------------------------------
+
+
+def test_one_image_is_written_at_the_models_size_and_chains_into_img2img(capsys, tmp_path, monkeypatch, helpers):
+    from PIL import Image
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    lz = helpers.in_process_cli(capsys)
+    one, grid, edit = tmp_path / "one.png", tmp_path / "grid.png", tmp_path / "edit.png"
+    lz("sample", "digits", "-n", "1", "--steps", "2", "--no-progress", "-o", str(one)).assert_ok()
+    assert Image.open(one).size == (32, 32)
+    lz("img2img", "digits", str(one), "--steps", "2", "-o", str(edit)).assert_ok()
+    assert Image.open(edit).size == (32, 32)
+    lz("sample", "digits", "-n", "4", "--steps", "1", "--no-progress", "-o", str(grid)).assert_ok()
+    lz("img2img", "digits", str(grid), "-o", str(edit)).assert_one_line_error("is 70x70: a grid of 2x2", "-o DIR/")
+
+
+def test_info_of_an_unconditional_prior_lists_no_class_options(capsys, tmp_path, monkeypatch, helpers):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    lz = helpers.in_process_cli(capsys)
+    shown = lz("info", "digits")
+    assert shown.returncode == 0 and "class_label" not in shown.stdout and "guidance" not in shown.stdout
+    assert "class_label" in lz("info", "digits-cond").stdout
+    lz("sample", "digits", "--class", "3").assert_one_line_error("digits-ldm is unconditional", "class_label")
+
+
+def test_the_wrong_sampler_refusal_lists_the_samplers_that_fit():
+    with pytest.raises(LatentzooError, match=r"samplers for flow priors: flow-euler, flow-heun$"):
+        validate(SampleRequest("digits-flow", sampler="euler"))
+
+
+def test_sample_help_keeps_the_examples_apart(capsys, helpers):
+    text = helpers.in_process_cli(capsys)("sample", "--help").stdout
+    example = next(line for line in text.splitlines() if "--prompts-file prompts.txt" in line)
+    assert "--candidates" not in example
+
+
+def test_load_pipeline_with_a_swapped_sampler_drops_the_defaults_that_do_not_apply():
+    """benchmarks/quality.py digits --sampler dpmpp-2m failed with "unknown option 'eta'" (DDIM's default)."""
+    pipe = latentzoo.load_pipeline("digits", sampler="dpmpp-2m", scheduler="karras")
+    assert "eta" not in pipe.options(steps=2) and pipe.spec.sampler == "dpmpp-2m"
