@@ -97,21 +97,6 @@ def _progress(enabled: bool, desc: str):
     return update
 
 
-def _build(ctx: click.Context, target: str | None, parts: dict[str, Any], allow_mismatch: bool, text_options: Any = None):
-    """The editing commands' pipeline: options checked before any weights load (and before torch is imported)."""
-    from latentzoo.core.build import Builder
-    from latentzoo.core.compose import check_options, check_spec
-
-    spec, reg = _spec_from_options(ctx, target, parts)
-    if text_options is not None:
-        check_spec(reg, spec, allow_mismatch=allow_mismatch or None)
-        check_options(reg, spec, text_options=text_options)
-    pipe = Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch or None)
-    for warning in pipe.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    return pipe
-
-
 # Flags that are shortcuts for --set KEY=VALUE (declared options of the sampler / prior).
 SAMPLE_SHORTCUTS = ("eta", "temperature", "top_k", "top_p")
 # Flags that are fields of the request (core.request.SampleRequest).

@@ -433,25 +433,25 @@ class Pipeline:
                 "versions": versions(),
             }
             if candidates is not None:
-                record["reranking"] = {
-                    "candidates": candidates,
-                    "scorer": self.spec.scorer,
-                    "scorer_sha256": self.sha256.get(self.spec.scorer or ""),
-                    "text": plan.conditioning.get("prompt"),
-                    "scores": [round(s, 6) for s in scores],
-                }
-                if drawn:  # no prompt: each output's caption, drawn from the conditioner's caption set
-                    prompts = self.conditioner.prompts
-                    record["reranking"].update(
-                        text=None,
-                        caption_set=self.spec.conditioner,
-                        caption_indices=drawn,
-                        captions=[prompts[i] for i in drawn],
-                    )
+                record["reranking"] = self._reranking(candidates, plan, scores, drawn)
             return out.commit(record)
         except BaseException:
             out.abort()
             raise
+
+    def _reranking(self, candidates: int, plan: SamplingOptions, scores: list[float], drawn: list[int]) -> dict[str, Any]:
+        """The sidecar's ``reranking``: N, the scorer, the kept scores and the text (or each output's drawn caption)."""
+        record: dict[str, Any] = {
+            "candidates": candidates,
+            "scorer": self.spec.scorer,
+            "scorer_sha256": self.sha256.get(self.spec.scorer or ""),
+            "text": plan.conditioning.get("prompt"),
+            "scores": [round(s, 6) for s in scores],
+        }
+        if drawn:  # no prompt: each output's caption, drawn from the conditioner's caption set
+            prompts = getattr(self.conditioner, "prompts", None) or []
+            record.update(text=None, caption_set=self.spec.conditioner, caption_indices=drawn, captions=[prompts[i] for i in drawn])
+        return record
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

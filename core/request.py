@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 COMMANDS = ("sample", "img2img", "inpaint", "interpolate", "variations")
+# How many input images each command takes: (at least, at most).
+IMAGE_COUNTS = {"sample": (0, 0), "img2img": (1, None), "inpaint": (1, None), "interpolate": (2, 2), "variations": (1, 1)}
 # Request fields that are values of the pipeline's sampling options (steps, or a declared option).
 OPTION_FIELDS = ("steps", "guidance", "class_label")
 # Conditioning inputs: carried to the conditioner.
@@ -79,6 +81,13 @@ class SampleRequest:
     allow_mismatch: bool = False
     text: bool = False  # option values (steps, guidance, class_label, options, candidates) are command-line strings
     registries: tuple[str, ...] = ()  # extra registry files (--registry)
+    # inputs of the editing commands (img2img, inpaint, interpolate, variations)
+    images: tuple[str, ...] = ()  # image files: interpolate takes A and B, variations one
+    mask: str | None = None  # inpaint: white = repaint, black = keep
+    strength: float = 0.6  # img2img: how far to noise the input, in (0, 1]
+    frames: int = 8  # interpolate: frames from A to B, endpoints included
+    to: str | None = None  # variations: slerp from images[0]'s embedding to this image's, n frames
+    fit: bool = False  # resize / convert inputs instead of refusing them
 
     def parts(self) -> dict[str, str | None]:
         return {role: getattr(self, role) for role in ROLE_FIELDS}
@@ -134,8 +143,30 @@ def _values(request: SampleRequest) -> tuple[dict[str, Any], dict[str, str]]:
     return values, conditioning
 
 
+def _shape(request: SampleRequest) -> tuple[int, int | None]:
+    """(images written, images per row) of the command's output; refuses a wrong number of inputs."""
+    command, count = request.command, len(request.images)
+    least, most = IMAGE_COUNTS[command]
+    if count < least or (most is not None and count > most):
+        wanted = "no" if most == 0 else f"{least}" if least == most else f"at least {least}"
+        raise LatentzooError(f"{command} takes {wanted} input image(s), not {count}")
+    if command == "inpaint" and not request.mask:
+        raise LatentzooError("inpaint needs --mask (white = repaint, black = keep)")
+    if command == "interpolate":
+        if isinstance(request.frames, bool) or not isinstance(request.frames, int) or request.frames < 2:
+            raise LatentzooError(f"--frames must be at least 2, not {request.frames}")
+        return request.frames, request.frames
+    if command in ("img2img", "inpaint"):
+        return count, None
+    if command == "variations" and request.to:
+        return request.n, request.n
+    return request.n, request.nrow
+
+
 def _runs(request: SampleRequest, conditioning: dict[str, str]) -> list[tuple[str, str | None]]:
     output = str(request.output)
+    if request.prompts is not None and request.command != "sample":
+        raise LatentzooError(f"--prompts-file is for sample; {request.command} writes one output")
     if request.prompts is None:
         return [(output, conditioning.get("prompt"))]
     if "prompt" in conditioning:
@@ -162,12 +193,15 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     if request.command not in COMMANDS:
         raise LatentzooError(f"command {request.command!r} is not one of {', '.join(COMMANDS)}")
     values, conditioning = _values(request)
-    check_run(request.n, request.seed, request.batch_size, request.nrow)
+    n, nrow = _shape(request)
+    check_run(n, request.seed, request.batch_size, nrow)
     check_precision(request.precision)
     runs = _runs(request, conditioning)
     for out, _ in runs:
-        SampleOutput(out, n=request.n, nrow=request.nrow)  # refuse a bad output before building anything
+        SampleOutput(out, n=n, nrow=nrow)  # refuse a bad output before building anything
     candidates = _candidates(request)
+    if candidates is not None and request.command != "sample":
+        raise LatentzooError(f"--candidates re-ranks samples; {request.command} takes none")
     reg = registry if registry is not None else Registry.load(list(request.registries))
     spec, reg = resolve_spec(reg, request.pipeline, request.parts())
     spec.scorer = request.scorer or spec.scorer
@@ -197,25 +231,60 @@ def build(plan: Plan) -> Pipeline:
 
 def run(request: SampleRequest, *, progress: Progress | None = None, registry: Registry | None = None) -> list[Written]:
     """Validate the request, build its pipeline once and write each output with its JSON sidecar."""
-    if request.command != "sample":
-        raise LatentzooError(f"command {request.command} takes images; run it with `latentzoo {request.command}`")
     plan = validate(request, registry)
+    if request.command != "sample":
+        return [Written(request.output, _edit(plan))]
     pipe = build(plan)
     written = []
     for out, prompt in plan.runs:
         conditioning = {**plan.conditioning, **({"prompt": prompt} if prompt is not None else {})}
-        values = {**plan.values, **conditioning}
         record = pipe.sample_to(
             out,
             request.n,
             seed=request.seed,
             batch_size=request.batch_size,
             nrow=request.nrow,
-            options=None if request.text else values,
-            text_options=values if request.text else None,
+            **_option_values(plan, {**plan.values, **conditioning}),
             progress=progress,
             candidates=plan.candidates,
             precision=request.precision,
         )
         written.append(Written(out, record))
     return written
+
+
+def _option_values(plan: Plan, values: dict[str, Any]) -> dict[str, Any]:
+    """``options=`` (typed values) or ``text_options=`` (command-line strings) of the pipeline's calls."""
+    return {"text_options": values} if plan.request.text else {"options": values}
+
+
+def _edit(plan: Plan) -> dict[str, Any]:
+    """Run an editing command (imports torch): the inputs are read once the pipeline is built, as
+    ``latentzoo img2img / inpaint / interpolate / variations`` do; returns the sidecar record."""
+    from . import editing
+    from . import variations as embedding
+    from .codec import _inputs
+
+    r = plan.request
+    if r.command == "img2img":
+        editing.check_strength(r.strength)
+    pipe = build(plan)
+    options = _option_values(plan, {**plan.values, **plan.conditioning})
+    if r.command == "variations":
+        embedding.check_variations(pipe)
+        if r.to:
+            edit = embedding.interpolate_embeddings(pipe, r.images[0], r.to, r.n, seed=r.seed, fit=r.fit)
+            return editing.write(edit, r.output, nrow=r.n, inputs=[r.images[0], r.to])
+        return editing.write(embedding.variations(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit), r.output, inputs=[r.images[0]])
+    if r.command == "interpolate":
+        editing.check_invertible(pipe)
+    editing.check_editable(pipe, "editing")
+    x = _inputs(pipe, list(r.images), r.fit)
+    if r.command == "img2img":
+        return editing.write(editing.img2img(pipe, x, r.strength, seed=r.seed, **options), r.output, inputs=list(r.images))
+    if r.command == "inpaint":
+        assert r.mask is not None  # validate refused a missing mask
+        mask = editing.load_mask(r.mask, tuple(x.shape[-2:]))
+        return editing.write(editing.inpaint(pipe, x, mask, seed=r.seed, **options), r.output, inputs=[*r.images, r.mask])
+    edit = editing.interpolate(pipe, x[:1], x[1:], r.frames, seed=r.seed, **options)
+    return editing.write(edit, r.output, nrow=r.frames, inputs=list(r.images), frames=True)

@@ -199,3 +199,40 @@ def test_load_pipeline_with_a_swapped_sampler_drops_the_defaults_that_do_not_app
     """benchmarks/quality.py digits --sampler dpmpp-2m failed with "unknown option 'eta'" (DDIM's default)."""
     pipe = latentzoo.load_pipeline("digits", sampler="dpmpp-2m", scheduler="karras")
     assert "eta" not in pipe.options(steps=2) and pipe.spec.sampler == "dpmpp-2m"
+
+
+# -- the editing commands through the same request ----------------------------------------------
+
+
+def test_editing_commands_run_through_the_request(capsys, tmp_path, monkeypatch, helpers):
+    from latentzoo.core.request import run
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    lz = helpers.in_process_cli(capsys)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    lz("sample", "digits", "-n", "1", "--steps", "2", "--no-progress", "-o", str(a)).assert_ok()
+    lz("sample", "digits", "-n", "1", "--steps", "2", "--seed", "1", "--no-progress", "-o", str(b)).assert_ok()
+    cli_out, api_out = tmp_path / "cli.png", tmp_path / "api.png"
+    lz("img2img", "digits", str(a), "--steps", "4", "--strength", "0.5", "--seed", "3", "-o", str(cli_out)).assert_ok()
+    run(SampleRequest("digits", command="img2img", images=(str(a),), strength=0.5, steps=4, seed=3, output=str(api_out)))
+    assert cli_out.read_bytes() == api_out.read_bytes()
+    lz("interpolate", "digits", str(a), str(b), "--steps", "3", "--frames", "3", "-o", str(cli_out)).assert_ok()
+    run(SampleRequest("digits", command="interpolate", images=(str(a), str(b)), steps=3, frames=3, output=str(api_out)))
+    assert cli_out.read_bytes() == api_out.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"command": "img2img"}, "img2img takes at least 1 input image(s), not 0"),
+        ({"command": "interpolate", "images": ("a.png",)}, "interpolate takes 2 input image(s), not 1"),
+        ({"command": "interpolate", "images": ("a.png", "b.png"), "frames": 1}, "--frames must be at least 2, not 1"),
+        ({"command": "inpaint", "images": ("a.png",)}, "inpaint needs --mask"),
+        ({"command": "sample", "images": ("a.png",)}, "sample takes no input image(s), not 1"),
+        ({"command": "img2img", "images": ("a.png",), "candidates": 2}, "--candidates re-ranks samples; img2img takes none"),
+        ({"command": "upscale"}, "command 'upscale' is not one of sample, img2img"),
+    ],
+)
+def test_a_bad_editing_request_is_refused_before_anything_loads(fields, message):
+    with pytest.raises(LatentzooError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(SampleRequest("digits", **fields))
