@@ -164,5 +164,5 @@ def check_sampler(sampler: str, drives: tuple[str, ...] | list[str], prior: str,
     if prior_kind not in drives:
         names = ", ".join(fitting) if fitting else "none is registered"
         raise ContractError(
-            f"sampler {sampler} drives {'/'.join(drives)} priors, but {prior} is {prior_kind}; samplers for {prior_kind} priors: {names}"
+            f"sampler {sampler} drives {'/'.join(drives)} priors, but {prior} is {prior_kind}; samplers for {prior_kind} priors: {names} (see `latentzoo list --role sampler`)"
         )

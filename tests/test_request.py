@@ -185,7 +185,7 @@ def test_info_of_an_unconditional_prior_lists_no_class_options(capsys, tmp_path,
 
 
 def test_the_wrong_sampler_refusal_lists_the_samplers_that_fit():
-    with pytest.raises(LatentzooError, match=r"samplers for flow priors: flow-euler, flow-heun$"):
+    with pytest.raises(LatentzooError, match=r"samplers for flow priors: flow-euler, flow-heun \(see"):
         validate(SampleRequest("digits-flow", sampler="euler"))
 
 
