@@ -43,9 +43,16 @@ def lora_add(ctx: click.Context, file: str, base: str, name: str, allow_partial:
 
 def parse_loras(values: tuple[str, ...]) -> list[tuple[str, float, float]]:
     """``--lora NAME[:MODEL[:TEXT]]`` values -> (name or path, model strength, text strength), checked."""
-    from latentzoo.interop.lora import parse_spec
+    from latentzoo.core.adapters import parse_spec
 
     return [parse_spec(v) for v in values]
+
+
+def apply_loras(pipe, request) -> None:
+    """The request's ``loras`` applied to its built pipeline (``core.request.run``'s ``adapt``)."""
+    from latentzoo.interop.lora import apply_to_pipeline
+
+    apply_to_pipeline(pipe, parse_loras(tuple(request.loras)), request.registries)
 
 
 LORA_HELP = (

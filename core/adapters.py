@@ -93,6 +93,25 @@ def check_strength(value: float, what: str = "strength") -> float:
     return float(value)
 
 
+def parse_spec(text: str) -> tuple[str, float, float]:
+    """``NAME[:MODEL[:TEXT]]`` (NAME may be a path) -> (name, model strength, text strength); defaults 1 and MODEL."""
+    parts = text.split(":")
+    nums: list[float] = []
+    while len(parts) > 1 and len(nums) < 2:
+        try:
+            value = float(parts[-1])
+        except ValueError:
+            break
+        nums.insert(0, value)
+        parts.pop()
+    ref = ":".join(parts)
+    if not ref:
+        raise LatentzooError(f"--lora {text!r} names no LoRA; give NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]]")
+    model = check_strength(nums[0], f"--lora {text}: model strength") if nums else 1.0
+    textual = check_strength(nums[1], f"--lora {text}: text strength") if len(nums) > 1 else model
+    return ref, model, textual
+
+
 def weight_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
     """Module path -> weight shape, read from a safetensors header (``a.b.weight`` -> ``a.b``)."""
     from safetensors import SafetensorError, safe_open
@@ -305,6 +324,7 @@ __all__ = [
     "fit",
     "fuse_file",
     "lora_layers",
+    "parse_spec",
     "require_fit",
     "select_targets",
     "weight_shapes",

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.adapters import PARTS, Adapter, LoraModule, check_strength, fit, require_fit, weight_shapes
+from latentzoo.core.adapters import PARTS, Adapter, LoraModule, fit, require_fit, weight_shapes
 from latentzoo.core.errors import LatentzooError
 
 KOHYA_PARTS = {"lora_unet_": "prior", "lora_te_": "conditioner"}
@@ -137,25 +137,6 @@ def _peft(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> Adap
 
 # ---------------------------------------------------------------------------------------
 # specs, bases, fit
-
-
-def parse_spec(text: str) -> tuple[str, float, float]:
-    """``NAME[:MODEL[:TEXT]]`` (NAME may be a path) -> (name, model strength, text strength); defaults 1 and MODEL."""
-    parts = text.split(":")
-    nums: list[float] = []
-    while len(parts) > 1 and len(nums) < 2:
-        try:
-            value = float(parts[-1])
-        except ValueError:
-            break
-        nums.insert(0, value)
-        parts.pop()
-    ref = ":".join(parts)
-    if not ref:
-        raise LatentzooError(f"--lora {text!r} names no LoRA; give NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]]")
-    model = check_strength(nums[0], f"--lora {text}: model strength") if nums else 1.0
-    textual = check_strength(nums[1], f"--lora {text}: text strength") if len(nums) > 1 else model
-    return ref, model, textual
 
 
 def base_parts(registry: Any, base: str) -> dict[str, Any]:
