@@ -200,6 +200,13 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option(
     "-o", "--output", default="samples.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG per sample."
 )
+@click.option(
+    "--resume", is_flag=True, help="Finish an interrupted -o DIR/ run: render only its missing or unverifiable samples (same request)."
+)
+@click.option(
+    "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's, the usable cores). Recorded in the sidecar."
+)
+@click.option("--device", default="cpu", show_default=True, metavar="DEV", help="cpu, cuda, cuda:N or mps (sampling runs on cpu today).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
@@ -220,14 +227,19 @@ def sample(
     candidates: str | None,
     scorer: str | None,
     precision: str,
+    resume: bool,
+    threads: int | None,
+    device: str,
     **parts: str | None,
 ) -> None:
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
 
     Writes a PNG grid and a JSON sidecar beside it (pipeline, component sha256s, seed,
     steps, sampler, options, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
-    and DIR/samples.json. Samples are drawn in batches of --batch-size: the same seed,
-    options and batch size give identical bytes.
+    and DIR/samples.json. Sample i's randomness comes from (seed, i) alone: -n 6 gives the
+    first 6 of -n 12, and another --batch-size the same images (within one grey level).
+    -o DIR/ commits each finished batch (--resume finishes a killed run) and, under
+    torchrun, renders one share per rank.
 
     Text-to-image pipelines take --prompt (empty: unconditional, with a warning; longer than
     the text encoder's context: truncated, with a warning), --negative-prompt (the branch
@@ -243,11 +255,14 @@ def sample(
     candidates are scored against it (the sidecar records the captions).
     """
     from latentzoo.core.record import SampleOutput, check_run, prompt_outputs
+    from latentzoo.core.runtime import check_threads, quiet_openmp
     from latentzoo.core.text import read_prompts
 
+    quiet_openmp()  # before torch starts its thread pool (core.runtime)
     shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
     text_options = _option_strings(settings, steps=steps, **shortcuts)
     check_run(n, seed, batch_size, nrow)
+    check_threads(threads)
     runs = [(output, text_options)]
     if prompts_file is not None:  # one output per prompt, all checked before anything is built or written
         if "prompt" in text_options:
@@ -259,25 +274,41 @@ def sample(
     from latentzoo.core.rerank import parse_candidates
 
     count = parse_candidates(candidates)
-    with one_line_warnings():
-        pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1], scorer=scorer, candidates=count)
-        for out, options in runs:
-            record = pipe.sample_to(
-                out,
-                n,
-                seed=seed,
-                batch_size=batch_size,
-                nrow=nrow,
-                text_options=options,
-                progress=_progress(not no_progress, "sampling"),
-                candidates=count,
-                precision=precision,
-            )
-            if as_json:
-                _emit_json(record)
-            else:
-                sidecar = Path(out) / "samples.json" if out.endswith(("/", os.sep)) else Path(out).with_suffix(".json")
-                click.echo(f"wrote {out} ({n} samples) and {sidecar}", err=True)
+    from latentzoo.core.runtime import apply_threads, check_device, join_world
+
+    check_device(device)
+    extra = {"threads": apply_threads(threads), "device": device}
+    world = join_world()  # torchrun: gloo process group; -o DIR/ renders one share per rank
+    main = world is None or world.is_main
+    try:
+        with one_line_warnings():
+            pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1], scorer=scorer, candidates=count)
+            for out, options in runs:
+                record = pipe.sample_to(
+                    out,
+                    n,
+                    seed=seed,
+                    batch_size=batch_size,
+                    nrow=nrow,
+                    text_options=options,
+                    progress=_progress(not no_progress and main, "sampling"),
+                    candidates=count,
+                    precision=precision,
+                    resume=resume,
+                    world=world,
+                    extra=extra,
+                )
+                if not main:
+                    continue
+                if as_json:
+                    _emit_json(record)
+                else:
+                    sidecar = Path(out) / "samples.json" if out.endswith(("/", os.sep)) else Path(out).with_suffix(".json")
+                    click.echo(f"wrote {out} ({n} samples) and {sidecar}", err=True)
+
+    finally:
+        if world is not None:
+            world.close()
 
 
 @click.command()

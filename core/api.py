@@ -116,13 +116,18 @@ def sample(
     allow_mismatch: bool | None = None,
     candidates: int | None = None,
     precision: str = "fp32",
+    threads: int | None = None,
+    device: str = "cpu",
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar.
 
     ``options`` are values of declared options (``{"temperature": 0.8}``, ``{"sampler.eta": 0.5}``,
     ``{"steps": 20}``), checked like ``--set``. Returns the sidecar record (pipeline, component
-    sha256s, seed, steps, sampler, scheduler, validated options, versions, files). Batch ``k`` is
-    seeded from (seed, k); see ``latentzoo.core.pipeline`` for what is reproducible.
+    sha256s, seed, steps, sampler, scheduler, validated options, versions, files). Sample ``i`` is
+    seeded from (seed, i); see ``latentzoo.core.pipeline`` for what is reproducible.
+    ``threads`` sets torch's CPU threads (recorded); ``device`` is checked (cpu only today);
+    ``resume=True`` finishes an interrupted ``DIR/`` run (core.rundir).
     ``candidates`` N re-ranks: N draws per output, the best by the pipeline's scorer against
     the prompt kept (``--candidates``; the sidecar's ``reranking`` records it); with no prompt
     under ``random_prompt``, against each output's caption drawn from the caption set.
@@ -136,8 +141,13 @@ def sample(
     if candidates is not None:
         check_candidates_value(candidates)
     check_precision(precision)
+    from .runtime import apply_threads, check_device, check_threads
+
+    check_threads(threads)
+    check_device(device)
     SampleOutput(str(output), n=n, nrow=nrow)  # refuse a bad output before loading weights
     pipe = load_pipeline(target, extra=extra, allow_mismatch=allow_mismatch)
+    record_extra = {"threads": apply_threads(threads), "device": device}
     return pipe.sample_to(
         str(output),
         n,
@@ -148,6 +158,8 @@ def sample(
         progress=progress,
         candidates=candidates,
         precision=precision,
+        resume=resume,
+        extra=record_extra,
     )
 
 
