@@ -148,11 +148,15 @@ def threads(a: argparse.Namespace) -> None:
         for h in hogs:
             h.start()
         try:
-            for policy in ("PASSIVE", "ACTIVE"):
+            for policy in a.policies.split(","):
                 for t in (1, 2):
                     e = env(t, OMP_WAIT_POLICY=policy)
                     e.pop("OMP_NUM_THREADS")  # --threads decides
-                    wall = run(cli(*args, "--threads", str(t), "-o", f"{root}/x.png"), e)
+                    command = cli(*args, "--threads", str(t), "-o", f"{root}/x.png")
+                    if policy == "unset":  # torch's own default: libgomp loaded before the CLI could set PASSIVE
+                        e.pop("OMP_WAIT_POLICY")
+                        command = [PY, "-c", "import sys, torch; from latentzoo.cli import main; main(sys.argv[1:])", *command[3:]]
+                    wall = run(command, e)
                     print(f"threads: {'loaded (2 busy loops)' if load else 'quiet'}, OMP_WAIT_POLICY={policy}, --threads {t}: {wall:.1f} s")
         finally:
             for h in hogs:
@@ -168,6 +172,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--many", type=int, default=10000)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--policies", default="unset,PASSIVE,ACTIVE", help="threads: OMP_WAIT_POLICY values (unset = torch's default)")
     p.add_argument("--at", type=float, default=0.5, help="resume: kill at this fraction of the uninterrupted time")
     a = p.parse_args()
     {"flips": flips, "ranks": ranks, "rss": rss, "resume": resume, "threads": threads}[a.part](a)

@@ -1,14 +1,19 @@
 """Where a sampling run executes: its device, its CPU threads, its ranks (torch imported inside).
 
-Threads. PyTorch's CPU kernels run on an OpenMP pool of ``torch.get_num_threads()`` threads
-(default: the cores it may use). OpenMP workers that finish a parallel region early
-*spin-wait* for the next one (libgomp spins about 300,000 iterations, OMP_WAIT_POLICY unset);
-when other processes share the cores, a spinning worker holds a core the descheduled
-worker of the same region needs, so every region waits a scheduler quantum for its last
-thread: wall time multiplies (benchmarks/sample_scale.py measures it). ``--threads N`` sets
-the pool; when the process starts without OMP_WAIT_POLICY, the CLI sets it to PASSIVE before
-torch is imported (waiting workers sleep), which costs little on a quiet machine and keeps
-a loaded one from collapsing. The thread count is recorded in the sidecar (``threads``).
+Threads. PyTorch's CPU kernels run on an OpenMP pool (libgomp in the pip wheels) of
+``torch.get_num_threads()`` threads, by default one per usable core. Unless OMP_WAIT_POLICY
+is set, a libgomp worker that reaches the end of a parallel region early *spin-waits*
+(GOMP_SPINCOUNT, 300,000 iterations) before sleeping. When other processes share the cores,
+the spinning worker burns the quantum its descheduled sibling needs to finish the region,
+and every one of the model's thousands of regions waits for it. Measured on this 2-core
+machine shared with other jobs (load average ~10; benchmarks/sample_scale.py threads, 64
+``digits`` samples, 10 DDIM steps): torch's default gives 9.3 s at 1 thread and 41.5 s at 2;
+with OMP_WAIT_POLICY=PASSIVE (waiting workers sleep) 9.8 s and 9.5 s; with ACTIVE 8.9 s and
+51.8 s. With two more busy loops on the cores: default 30.0 / 123.9 s, PASSIVE 31.3 / 27.7 s.
+So importing latentzoo sets OMP_WAIT_POLICY=PASSIVE unless the user chose a policy (it takes
+effect when latentzoo is imported before torch, as the CLI always is), and the thread count
+stays torch's default; ``--threads N`` / ``threads=N`` sets it (recorded in the sidecar,
+``threads``). Pixels do not depend on it for the shipped pipelines (checked at 1 and 2).
 
 Devices. ``--device cpu|cuda|cuda:N|mps`` is checked against this machine (a device that is
 not there is refused in one line); sampling itself runs on the CPU only, so any other
@@ -30,7 +35,8 @@ DEVICE = re.compile(r"cpu|mps|cuda(?::(\d+))?")
 
 
 def quiet_openmp() -> None:
-    """OMP_WAIT_POLICY=PASSIVE unless the user set it (effective only before torch starts its pool)."""
+    """OMP_WAIT_POLICY=PASSIVE unless the user set it (effective only before torch loads libgomp;
+    ``import latentzoo`` does it too)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
