@@ -113,10 +113,12 @@ def sample_dir(
                     taken = len(scores)
                 manifest.commit(k, plan_batches[k], files, extra)
                 committed += 1
-    except BaseException:
+    except BaseException as exc:
         if started and committed == 0 and size == 1:  # nothing finished: leave nothing
             shutil.rmtree(partial, ignore_errors=True)
             out.abort()
+        elif isinstance(exc, LatentzooError) and "--resume" not in str(exc):
+            raise LatentzooError(f"{exc} (finished batches are kept in {partial}; rerun with --resume)") from exc
         raise
     barrier()
     if rank != 0:

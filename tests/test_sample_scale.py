@@ -260,3 +260,55 @@ def test_the_api_takes_threads_device_and_resume(tmp_path, monkeypatch):
     assert record["threads"] == 1 and record["files"] == ["0000.png", "0001.png", "0002.png"]
     with pytest.raises(LatentzooError, match="--device"):
         latentzoo.sample(PIPE, 3, output=f"{tmp_path / 'b'}/", device="tpu")
+
+
+def test_a_failure_after_finished_batches_keeps_them_and_says_resume(tmp_path, monkeypatch):
+    import latentzoo
+    from latentzoo.core.pipeline import Pipeline
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    real, seen = Pipeline.decode, []
+
+    def failing(self, latents, **kwargs):
+        seen.append(1)
+        if len(seen) == 2:
+            raise LatentzooError("decoder x produced non-finite images; check its weights")
+        return real(self, latents, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "decode", failing)
+    with pytest.raises(
+        LatentzooError, match=r"non-finite images; check its weights \(finished batches are kept in .*rerun with --resume\)"
+    ):
+        latentzoo.sample(PIPE, 4, output=f"{tmp_path / 'out'}/", batch_size=2)
+    assert sorted(p.name for p in (tmp_path / "out" / ".latentzoo-partial").iterdir()) == ["0000.png", "0001.png", "samples.manifest.jsonl"]
+    monkeypatch.setattr(Pipeline, "decode", real)
+    latentzoo.sample(PIPE, 4, output=f"{tmp_path / 'out'}/", batch_size=2, resume=True)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0000.png", "0001.png", "0002.png", "0003.png", "samples.json"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_by_sigkill_resumes_to_the_same_bytes(cli, tmp_path):
+    """A real process, killed with SIGKILL once it has committed two batches, then --resume'd."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["sample", "digits", "--steps", "5", "-n", "24", "--batch-size", "2", "--seed", "9", "--no-progress", "--threads", "1"]
+    cli(*args, "-o", f"{tmp_path / 'whole'}/", env={"OMP_NUM_THREADS": "1"}).assert_ok()
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "latentzoo", *args, "-o", f"{run}/"], env=cli.env(OMP_NUM_THREADS="1"), cwd=cli.cwd)
+    manifest = run / ".latentzoo-partial" / "samples.manifest.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if manifest.exists() and manifest.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert manifest.exists() and not (run / "samples.json").exists()
+    cli(*args, "-o", f"{run}/", env={"OMP_NUM_THREADS": "1"}).assert_one_line_error("unfinished run", "--resume")
+    cli(*args, "-o", f"{run}/", "--resume", env={"OMP_NUM_THREADS": "1"}).assert_ok()
+    assert contents(run) == contents(tmp_path / "whole")
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
