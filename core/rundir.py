@@ -5,14 +5,14 @@ every finished batch. When every batch of every rank is committed, rank 0 verifi
 writes the sidecar and renames the files and the sidecar into ``DIR/`` as one unit (an earlier
 result there is restored if a rename fails), then removes the partial folder. A run that
 fails keeps the partial folder when it holds finished batches (``--resume`` continues it);
-one that committed nothing leaves nothing.
+one that committed nothing leaves nothing. Under several ranks (and nodes) ``DIR/`` must be on a
+filesystem every rank sees.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,7 @@ def sample_dir(
     out = SampleOutput(output, n=n)  # the checks of -o DIR/ (writable, no foreign samples.json); writes nothing
     rank, size = (world.rank, world.size) if world is not None else (0, 1)
     request = {**request_of(record), "candidates": candidates}
-    check_agreement({"request": request, "output": os.path.abspath(output), "resume": resume}, world)
+    check_agreement({"request": request, "output": output, "resume": resume}, world)
     partial = out.path / PARTIAL
     manifest = Manifest(partial, output)
     done = check_resume(manifest, request, resume)  # every rank reads the same state, so refuses alike
