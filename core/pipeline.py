@@ -387,7 +387,8 @@ class Pipeline:
         with a manifest line, so a killed run keeps its finished work (``resume`` renders only
         what is missing), and renders only its share under several ranks (``world``, a
         core.distributed.World); the files and the sidecar are renamed into place when every
-        batch is done (core.rundir). Memory stays flat in ``n``. Returns the sidecar record.
+        batch is done (core.rundir). A grid under several ranks: each renders its share, rank 0
+        gathers the tiles and writes it. Memory stays flat in ``n``. Returns the sidecar record.
         """
         from .images import to_uint8
         from .record import RECORD_FORMAT, SampleOutput, versions
@@ -425,10 +426,12 @@ class Pipeline:
         if resume:
             raise LatentzooError(f"--resume continues a -o DIR/ run; -o {output} is a grid, written at once: drop --resume")
         if world is not None and world.distributed:
-            raise LatentzooError(
-                f"-o {output} is one grid, which {world.size} ranks cannot share; give -o DIR/ (each rank renders its share) "
-                "or run one process"
-            )
+            from .rundir import sample_grid
+
+            return sample_grid(
+                self, output, n, nrow, record, seed=seed, batch_size=batch_size, plan=plan, progress=progress,
+                candidates=candidates, precision=precision, world=world,
+            )  # fmt: skip
         out = SampleOutput(output, n=n, nrow=nrow)
         scores: list[float] = []
         drawn: list[int] = []

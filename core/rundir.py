@@ -156,8 +156,68 @@ def sample_dir(
     return record
 
 
+def sample_grid(
+    pipe: Any,
+    output: str,
+    n: int,
+    nrow: int | None,
+    record: dict[str, Any],
+    *,
+    seed: int,
+    batch_size: int,
+    plan: Any,
+    progress: Any,
+    candidates: int | None,
+    precision: str,
+    world: Any,
+) -> dict[str, Any]:
+    """``-o x.png`` under several ranks: each renders its share of the batches (as for ``DIR/``), rank 0
+    gathers the uint8 tiles (the grid is held in memory on one process anyway) and writes the grid and
+    its sidecar as one unit; the other ranks write nothing."""
+    import torch.distributed as dist
+
+    from .images import to_uint8
+    from .record import SampleOutput
+
+    out = SampleOutput(output, n=n, nrow=nrow)
+    check_agreement({"request": {**request_of(record), "candidates": candidates}, "output": output, "nrow": nrow}, world)
+    plan_batches = batches(n, batch_size)
+    mine = share(len(plan_batches), world.rank, world.size, set())
+    made: list[tuple[int, Any, list[float], list[int]]] = []  # (batch, uint8 tiles, kept scores, drawn captions)
+    if mine:
+        scores: list[float] = []
+        drawn: list[int] = []
+        indices = [i for k in mine for i in plan_batches[k]]
+        rendered = pipe.iter_batches(
+            n, seed=seed, batch_size=batch_size, plan=plan, progress=progress, candidates=candidates,
+            scores=scores, precision=precision, captions=drawn, indices=indices,
+        )  # fmt: skip
+        taken = 0
+        for k, images in zip(mine, rendered, strict=True):
+            made.append((k, to_uint8(images), scores[taken:], drawn[taken:]))
+            taken = len(scores)
+    gathered: list[Any] | None = [None] * world.size if world.is_main else None
+    dist.gather_object(made, gathered, dst=0)
+    if not world.is_main:
+        return record
+    assert gathered is not None
+    try:
+        kept: list[float] = []
+        captions: list[int] = []
+        for _, tiles, batch_scores, batch_captions in sorted((p for part in gathered for p in part), key=lambda p: p[0]):
+            out.add(tiles)
+            kept += batch_scores
+            captions += batch_captions
+        if candidates is not None:
+            record["reranking"] = pipe.reranking_record(candidates, plan, kept, captions)
+        return out.commit(record)
+    except BaseException:
+        out.abort()
+        raise
+
+
 def partial_folder(output: str) -> Path:
     return Path(output) / PARTIAL
 
 
-__all__ = ["PARTIAL", "check_agreement", "partial_folder", "sample_dir"]
+__all__ = ["PARTIAL", "check_agreement", "partial_folder", "sample_dir", "sample_grid"]
