@@ -124,7 +124,9 @@ def test_an_unverifiable_file_is_rendered_again(lz, interrupted, monkeypatch):
 
 
 def test_resume_needs_a_folder(lz, tmp_path):
-    lz("sample", PIPE, "-n", "2", "-o", str(tmp_path / "g.png"), "--resume", "--no-progress").assert_one_line_error("--resume", "grid")
+    lz("sample", PIPE, "-n", "2", "-o", str(tmp_path / "g.png"), "--resume", "--no-progress").assert_one_line_error(
+        "--resume", "written at once"
+    )
 
 
 # -- ranks --------------------------------------------------------------------------------------
