@@ -13,7 +13,7 @@ with OMP_WAIT_POLICY=PASSIVE (waiting workers sleep) 9.8 s and 9.5 s; with ACTIV
 So importing latentzoo sets OMP_WAIT_POLICY=PASSIVE unless the user chose a policy (it takes
 effect when latentzoo is imported before torch, as the CLI always is), and the thread count
 stays torch's default; ``--threads N`` / ``threads=N`` sets it (recorded in the sidecar,
-``threads``). Pixels do not depend on it for the shipped pipelines (checked at 1 and 2).
+``threads``): another thread count may round a grey level differently (as another batch shape).
 
 Devices. ``--device cpu|cuda|cuda:N|mps`` is checked against this machine (a device that is
 not there is refused in one line); sampling itself runs on the CPU only, so any other
