@@ -10,6 +10,7 @@ the PNGs and sidecar are committed as one unit).
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import threading
 import time
@@ -142,13 +143,19 @@ class Worker:
             return
         except Exception as exc:  # a job's failure is its own: the worker goes on
             shutil.rmtree(out_dir, ignore_errors=True)
-            error = error_body(exc)
+            error = {k: self._no_paths(v) for k, v in error_body(exc).items()}
             self.store.update(job_id, status="failed", finished=time.time(), error=error)
             self.publish({"type": "failed", "job_id": job_id, **error})
             return
         files = list(record.get("files") or [])
         self.store.update(job_id, status="done", finished=time.time(), files=files, record=record)
         self.publish({"type": "completed", "job_id": job_id, "files": files})
+
+    def _no_paths(self, text: str) -> str:
+        """A message names uploads by their ids and outputs by job: the server's own paths stay out of replies."""
+        for folder in (self.outputs / "uploads", self.outputs / "jobs"):
+            text = text.replace(f"{folder}{os.sep}", "")
+        return text.replace(str(self.outputs), "OUTPUTS")
 
     def _check_cancel(self, job_id: str) -> None:
         with self.cond:

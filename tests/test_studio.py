@@ -122,6 +122,59 @@ def test_inpaint_job_with_uploads_equals_the_cli(client, tmp_path, capsys, helpe
     assert job["record"]["inputs"] == ids  # upload ids, never the server's paths
 
 
+@pytest.fixture(scope="session")
+def digit_uploads(client, tmp_path_factory):
+    """Two 32x32 digit-like images and a 64x64 RGB one, uploaded; their files kept for the CLI."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("inputs")
+    a, b = Image.new("L", (32, 32), 0), Image.new("L", (32, 32), 0)
+    a.paste(255, (12, 4, 20, 28))
+    b.paste(255, (4, 12, 28, 20))
+    out = {}
+    for name, im in (("a", a), ("b", b), ("rgb", Image.new("RGB", (64, 64), (200, 30, 30)))):
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        upload_id = client.post("/api/v1/uploads", content=buf.getvalue()).json()["upload_id"]
+        (folder / upload_id).write_bytes(buf.getvalue())
+        out[name] = folder / upload_id
+    return out
+
+
+@pytest.mark.parametrize(
+    "body, args",
+    [
+        (
+            {"command": "img2img", "images": ["a"], "steps": 4, "strength": 0.5},
+            ["img2img", "digits", "a", "--strength", "0.5", "--steps", "4"],
+        ),
+        ({"command": "img2img", "images": ["rgb"], "steps": 4, "fit": True}, ["img2img", "digits", "rgb", "--steps", "4", "--fit"]),
+        (
+            {"command": "interpolate", "images": ["a", "b"], "steps": 3, "frames": 3},
+            ["interpolate", "digits", "a", "b", "--frames", "3", "--steps", "3"],
+        ),
+        ({"command": "variations", "pipeline": "digits-unclip", "images": ["a"], "n": 2}, ["variations", "digits-unclip", "a", "-n", "2"]),
+    ],
+    ids=["img2img", "img2img-fit", "interpolate", "variations"],
+)
+def test_editing_jobs_equal_the_cli(client, digit_uploads, tmp_path, capsys, helpers, body, args):
+    body = {"pipeline": "digits", "seed": 2, **body, "images": [digit_uploads[k].name for k in body["images"]]}
+    job = wait(client, submit(client, **body))
+    assert job["status"] == "done", job
+    args = [str(digit_uploads[a]) if a in digit_uploads else a for a in args]
+    helpers.in_process_cli(capsys)(*args, "--seed", "2", "-o", f"{tmp_path}/").assert_ok()
+    images = [o for o in job["outputs"] if o["kind"] == "image"]
+    assert len(images) == len(list(tmp_path.glob("0*.png"))) > 0
+    for out in images:
+        assert client.get(out["url"]).content == (tmp_path / f"{out['index']:04d}.png").read_bytes()
+
+
+def test_a_failed_job_names_uploads_not_server_paths(client, digit_uploads, outputs):
+    job = wait(client, submit(client, command="img2img", pipeline="digits", images=[digit_uploads["rgb"].name], steps=2))
+    assert job["status"] == "failed" and "64x64" in job["error"]["error"], job
+    assert str(outputs) not in json.dumps(job["error"]) and digit_uploads["rgb"].name in job["error"]["error"]
+
+
 # -- the queue ----------------------------------------------------------------------------
 
 
