@@ -433,3 +433,31 @@ def test_studio_assets_ship_in_the_package():
     assert {"index.html", "app.js", "style.css"} <= {p.name for p in static.iterdir()}
     text = (static / "index.html").read_text()
     assert "http://" not in text.replace("http://127.0.0.1", "") and "https://" not in text  # no CDN: works offline
+
+
+def test_serve_help_imports_neither_fastapi_nor_torch():
+    """Lazy: ``serve --help`` (and ``--help``, which lists it) load no server or model code (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom latentzoo.cli import cli\n"
+        "for args in (['serve', '--help'], ['--help']):\n"
+        "    r = CliRunner().invoke(cli, args, catch_exceptions=False)\n"
+        "    assert r.exit_code == 0 and 'serve' in r.output, r.output\n"
+        "print(sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'starlette') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr + out.stdout
+
+
+def test_cross_origin_websocket_is_refused(client):
+    from starlette.websockets import WebSocketDisconnect
+
+    for headers in ({"Origin": "https://evil.example"}, {"Host": "evil.example"}):
+        with pytest.raises(WebSocketDisconnect) as refused:
+            with client.websocket_connect(WS, headers=headers) as ws:
+                ws.receive_json()
+        assert refused.value.code == 4403
+    with client.websocket_connect(WS, headers={"Origin": BASE}):
+        pass
