@@ -43,7 +43,7 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, outputs: 
     except ImportError as exc:
         raise LatentzooError(f"the studio needs FastAPI and uvicorn ({exc.name} is missing); pip install 'latentzoo[studio]'") from exc
     from latentzoo.studio.app import Settings, create_app
-    from latentzoo.studio.security import check_bind
+    from latentzoo.studio.security import allowed_hosts, check_bind
 
     check_bind(host, token)
     settings = Settings(
@@ -51,7 +51,7 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, outputs: 
         token=token,
         max_queue=max_queue,
         cache_mb=cache_mb,
-        allowed_hosts={host},
+        allowed_hosts=allowed_hosts(host),
         registries=tuple(ctx.obj["registries"]),
     )
     app = create_app(settings)

@@ -3,7 +3,8 @@
 - ``check_bind``: a non-loopback ``--host`` without ``--token`` refuses to start.
 - ``Guard`` (ASGI middleware, HTTP and WebSocket):
   - Host must name this server (loopback names, or the bound host): a DNS-rebinding page's
-    Host is its own domain, so it gets 403;
+    Host is its own domain, so it gets 403. Bound to every address (0.0.0.0, ::), the server
+    cannot know all its names: any Host passes, and the token (required there) guards it;
   - Origin, when sent, must be this server's own origin (scheme://Host); ``null`` is refused;
   - Sec-Fetch-Site, when sent, must be ``same-origin`` or ``none`` for the API (a cross-site
     form POST or fetch gets 403 even where Origin is missing);
@@ -34,6 +35,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+def allowed_hosts(host: str) -> set[str]:
+    """The Host names a server bound to ``host`` answers to ("*": any, for a wildcard bind)."""
+    return {"*"} if host in WILDCARDS else {host}
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -84,7 +93,7 @@ class Guard:
 
     def refusal(self, scope: dict[str, Any], headers: dict[str, str]) -> tuple[int, str, str] | None:
         host = headers.get("host", "")
-        if _hostname(host) not in self.allowed_hosts:
+        if "*" not in self.allowed_hosts and _hostname(host) not in self.allowed_hosts:
             return 403, f"host {host!r} is not this server", "open the studio by its own address (http://127.0.0.1:PORT)"
         origin = headers.get("origin")
         if origin is not None:

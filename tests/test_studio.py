@@ -461,3 +461,14 @@ def test_cross_origin_websocket_is_refused(client):
         assert refused.value.code == 4403
     with client.websocket_connect(WS, headers={"Origin": BASE}):
         pass
+
+
+def test_a_wildcard_bind_answers_any_host_but_still_checks_origin_and_token(tmp_path):
+    from latentzoo.studio.security import allowed_hosts
+
+    settings = Settings(outputs=tmp_path, token="tok", allowed_hosts=allowed_hosts("0.0.0.0"))
+    with TestClient(create_app(settings, start_worker=False), base_url="http://192.168.1.5:8188") as c:
+        auth = {"Authorization": "Bearer tok"}
+        assert c.get("/api/v1/jobs", headers=auth).status_code == 200
+        assert c.get("/api/v1/jobs").status_code == 401
+        assert_error(c.post("/api/v1/jobs", json=FAST, headers={**auth, "Origin": "https://evil.example"}), 403)
