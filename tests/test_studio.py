@@ -472,3 +472,28 @@ def test_a_wildcard_bind_answers_any_host_but_still_checks_origin_and_token(tmp_
         assert c.get("/api/v1/jobs", headers=auth).status_code == 200
         assert c.get("/api/v1/jobs").status_code == 401
         assert_error(c.post("/api/v1/jobs", json=FAST, headers={**auth, "Origin": "https://evil.example"}), 403)
+
+
+def test_pipeline_cache_is_lru_under_its_byte_limit():
+    from latentzoo.studio.worker import PipelineCache
+
+    class Pipe:
+        def __init__(self, mb: int) -> None:
+            self.module = torch.nn.Linear(mb * 2**18, 1, bias=False)  # mb MiB of fp32 weights
+
+        def modules(self):
+            return [self.module]
+
+    built: list[str] = []
+
+    def build(name: str, mb: int):
+        return lambda: built.append(name) or Pipe(mb)
+
+    cache = PipelineCache(3 * 2**20)
+    a = cache.get(("a",), build("a", 1))
+    cache.get(("b",), build("b", 1))
+    assert cache.get(("a",), build("a", 1)) is a  # warm: not built again
+    cache.get(("c",), build("c", 2))  # 4 MiB > 3: the least recently used (b) goes
+    assert list(cache.entries) == [("a",), ("c",)] and built == ["a", "b", "c"]
+    cache.get(("d",), build("d", 5))  # larger than the limit alone: kept (in use), the rest evicted
+    assert list(cache.entries) == [("d",)]
