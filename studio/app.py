@@ -121,7 +121,8 @@ class Events:
                     self.subscribers.discard((loop, queue))
 
 
-def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
+    """The app behind its ``Guard`` (an ASGI app; ``.fastapi`` is the FastAPI app, ``.state`` its state)."""
     from latentzoo.core.api import registry as load_registry
 
     outputs = settings.outputs.resolve()
@@ -138,7 +139,10 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
         yield
         worker.stop()
 
-    app = FastAPI(title="latentzoo studio", version="1", lifespan=lifespan, docs_url="/api/v1/docs", openapi_url="/api/v1/openapi.json")
+    # No Swagger / ReDoc pages: FastAPI loads their assets from a CDN; the schema itself is served.
+    app = FastAPI(
+        title="latentzoo studio", version="1", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/api/v1/openapi.json"
+    )
     app.state.worker, app.state.store, app.state.settings, app.state.events = worker, store, settings, events
 
     @app.exception_handler(ApiError)
@@ -154,13 +158,18 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> FastAPI:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         return JSONResponse(
-            {"error": f"{where}: {first.get('msg', 'invalid')}", "fix": "see POST /api/v1/jobs in /api/v1/docs for the request's fields"},
+            {
+                "error": f"{where}: {first.get('msg', 'invalid')}",
+                "fix": "see POST /api/v1/jobs in /api/v1/openapi.json for the request's fields",
+            },
             status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        fix = {404: "see /api/v1/docs for the routes", 405: "see /api/v1/docs for the methods each route takes"}.get(exc.status_code, "")
+        fix = {404: "see /api/v1/openapi.json for the routes", 405: "see /api/v1/openapi.json for the methods each route takes"}.get(
+            exc.status_code, ""
+        )
         return JSONResponse({"error": str(exc.detail), "fix": fix}, status_code=exc.status_code)
 
     # -- the registry -------------------------------------------------------------------

@@ -497,3 +497,9 @@ def test_pipeline_cache_is_lru_under_its_byte_limit():
     assert list(cache.entries) == [("a",), ("c",)] and built == ["a", "b", "c"]
     cache.get(("d",), build("d", 5))  # larger than the limit alone: kept (in use), the rest evicted
     assert list(cache.entries) == [("d",)]
+
+
+def test_openapi_schema_is_served_and_no_cdn_page(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/jobs" in schema["paths"] and "JobBody" in schema["components"]["schemas"]
+    assert client.get("/api/v1/docs").status_code == 404 and client.get("/docs").status_code == 404
