@@ -99,6 +99,7 @@ def test_sample_shows_progress_and_the_image(page):
     page.locator("#gallery button").first.click()
     assert page.locator("#cli-command").text_content().startswith("latentzoo sample digits -n 2 --seed 0 --steps 40")
     assert '"seed": 0' in page.locator("#record-json").text_content()
+    assert "out/000" in page.locator("#cli-file").text_content()
     page.click("#close-record")
 
 

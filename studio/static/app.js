@@ -353,6 +353,8 @@ api.raw = async (path) => (await fetch(path, { headers: state.token ? { Authoriz
 function openRecord(job, index) {
   $("record-title").textContent = "Image " + index + " of job " + job.job_id.slice(0, 8);
   $("cli-command").textContent = job.cli;
+  $("cli-file").textContent = "writes this image to out/" + String(index).padStart(4, "0") + ".png" +
+    ((job.request || {}).images ? "; uploads are named by their ids (sha256), so give those files those names" : "");
   $("record-json").textContent = JSON.stringify(job.record, null, 2);
   $("record-dialog").showModal();
 }
