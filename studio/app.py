@@ -36,6 +36,7 @@ STATIC = Path(__file__).parent / "static"
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif"}
 Scalar = str | int | float | bool | None
+EVENT_BACKLOG = 10_000  # events held for one WebSocket client that reads slowly
 
 
 @dataclass
@@ -115,10 +116,17 @@ class Events:
             subscribers = list(self.subscribers)
         for loop, queue in subscribers:
             try:
-                loop.call_soon_threadsafe(queue.put_nowait, event)
+                loop.call_soon_threadsafe(_offer, queue, event)
             except RuntimeError:  # its loop closed
                 with self.lock:
                     self.subscribers.discard((loop, queue))
+
+
+def _offer(queue: asyncio.Queue, event: dict[str, Any]) -> None:
+    """Queue an event for one subscriber; a client too slow to read loses its oldest events, not the server's memory."""
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(event)
 
 
 def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
@@ -373,7 +381,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
         protocols = websocket.headers.get("sec-websocket-protocol", "")
         await websocket.accept(subprotocol="bearer" if protocols.startswith("bearer") else None)
         only = websocket.query_params.get("job_id")
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=EVENT_BACKLOG)
         member = (asyncio.get_running_loop(), queue)
         with events.lock:
             events.subscribers.add(member)

@@ -503,3 +503,14 @@ def test_openapi_schema_is_served_and_no_cdn_page(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/jobs" in schema["paths"] and "JobBody" in schema["components"]["schemas"]
     assert client.get("/api/v1/docs").status_code == 404 and client.get("/docs").status_code == 404
+
+
+def test_a_slow_websocket_client_keeps_only_the_newest_events():
+    import asyncio
+
+    from latentzoo.studio.app import _offer
+
+    queue: asyncio.Queue = asyncio.Queue(maxsize=3)
+    for i in range(5):
+        _offer(queue, {"i": i})
+    assert [queue.get_nowait()["i"] for _ in range(3)] == [2, 3, 4]
