@@ -138,6 +138,9 @@ class Worker:
             record = adapter.run(prepared, pipe, str(out_dir) + "/", self.outputs / "uploads", progress)
         except adapter.JobCancelled:
             shutil.rmtree(out_dir, ignore_errors=True)
+            if self.stopping:  # the server is shutting down, nobody cancelled it: say so after the restart
+                self.store.update(job_id, status="interrupted", finished=time.time())
+                return
             self.store.update(job_id, status="cancelled", finished=time.time())
             self.publish({"type": "cancelled", "job_id": job_id})
             return

@@ -516,3 +516,15 @@ def test_a_slow_websocket_client_keeps_only_the_newest_events():
     for i in range(5):
         _offer(queue, {"i": i})
     assert [queue.get_nowait()["i"] for _ in range(3)] == [2, 3, 4]
+
+
+def test_a_job_running_at_shutdown_comes_back_interrupted(tmp_path):
+    settings = Settings(outputs=tmp_path)
+    with TestClient(create_app(settings), base_url=BASE) as c:
+        job_id = submit(c, pipeline="digits", n=1, steps=1000, seed=0)
+        wait(c, job_id, until=("running",))
+    # leaving the client shuts the server down: the job stops within a step
+    with TestClient(create_app(settings, start_worker=False), base_url=BASE) as c:
+        job = c.get(f"/api/v1/jobs/{job_id}").json()
+        assert job["status"] == "interrupted" and job["outputs"] == [] and job["progress"]["step"] < 1000
+        assert not (tmp_path / "jobs" / job_id).exists()
