@@ -87,17 +87,17 @@ def _pick(page, pipeline: str) -> None:
 
 def test_sample_shows_progress_and_the_image(page):
     _pick(page, "digits")
-    page.fill("#opt-steps", "40")
+    page.fill("#opt-steps", "60")
     page.fill("#n", "2")
     before = page.locator("#gallery img").count()
     page.click("#run")
-    # the bar moves: a running job shows a step between 0 and its total
-    page.wait_for_function("[...document.querySelectorAll('#queue progress')].some(p => p.value > 0)", timeout=60_000)
+    # the bar moves (WebSocket progress events): a running job shows a step strictly between 0 and its total
+    page.wait_for_function("[...document.querySelectorAll('#queue progress')].some(p => p.value > 0 && p.value < p.max)", timeout=60_000)
     page.wait_for_function(f"document.querySelectorAll('#gallery img').length >= {before + 2}", timeout=60_000)
     page.wait_for_function("[...document.querySelectorAll('#gallery img')].every(i => i.complete && i.naturalWidth > 0)")
     assert page.locator("#queue li").first.get_attribute("data-status") == "done"
     page.locator("#gallery button").first.click()
-    assert page.locator("#cli-command").text_content().startswith("latentzoo sample digits -n 2 --seed 0 --steps 40")
+    assert page.locator("#cli-command").text_content().startswith("latentzoo sample digits -n 2 --seed 0 --steps 60")
     assert '"seed": 0' in page.locator("#record-json").text_content()
     assert "out/000" in page.locator("#cli-file").text_content()
     page.click("#close-record")
