@@ -156,6 +156,27 @@ def test_paint_a_mask_and_inpaint(page, tmp_path):
     page.select_option("#command", "sample")
 
 
+def test_keyboard_only_text_to_image(page):
+    """A text pipeline shows its prompt fields; Enter submits, Tab reaches the gallery, Enter opens the record."""
+    _pick(page, "digits-t2i")
+    assert page.locator("#text-fields").is_visible()
+    page.fill("#opt-steps", "3")
+    page.fill("#n", "1")
+    page.focus("#prompt")
+    page.keyboard.type("a thick seven")
+    before = page.locator("#gallery img").count()
+    page.focus("#seed")
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelectorAll('#gallery img').length > {before}", timeout=60_000)
+    page.focus("#gallery button")
+    page.keyboard.press("Enter")
+    assert page.locator("#record-dialog").is_visible()
+    assert "--prompt 'a thick seven'" in page.locator("#cli-command").text_content()
+    page.keyboard.press("Escape")
+    assert not page.locator("#record-dialog").is_visible()
+    _pick(page, "digits")
+
+
 def test_screenshot_for_the_docs(page, tmp_path):
     """docs/studio.png (rewritten only with LATENTZOO_SCREENSHOT=1, so a test run leaves the tree clean)."""
     import os
