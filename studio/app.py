@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from latentzoo.core.errors import LatentzooError
 
-from . import adapter
+from . import adapter, catalog
 from .security import Guard
 from .store import JobStore
 from .worker import Worker, error_body
@@ -183,88 +183,17 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
     # -- the registry -------------------------------------------------------------------
     @app.get("/api/v1/pipelines")
     def pipelines() -> dict[str, Any]:
-        from latentzoo.core.compose import PipelineSpec, check_spec, pipeline_options_table
-
-        out = []
-        for entry in registry.list(role="pipeline"):
-            spec = PipelineSpec.from_entry(entry)
-            item = {"name": entry.name, "description": entry.data.get("description"), "parts": spec.parts(), "defaults": spec.defaults}
-            try:
-                check_spec(registry, spec)
-                item["composes"] = {"ok": True}
-            except LatentzooError as exc:
-                item["composes"] = {"ok": False, **error_body(exc)}
-            item["options"] = _options(pipeline_options_table(registry, spec))
-            item["text"] = any(o["name"] == "prompt" for o in item["options"])
-            prior = registry.entries.get(spec.prior)
-            item["editable"] = bool(spec.encoder)
-            item["latent_space"] = prior.data.get("latent_space") if prior else None
-            out.append(item)
-        return {"pipelines": out}
+        return {"pipelines": catalog.pipelines(registry)}
 
     @app.get("/api/v1/components")
     def components() -> dict[str, Any]:
-        from latentzoo.core.compose import component_options_table
-
-        out = []
-        for entry in registry.list():
-            if entry.section != "components":
-                continue
-            item: dict[str, Any] = {"name": entry.name, "roles": entry.roles, "family": entry.data.get("family", "")}
-            item["description"] = entry.data.get("description")
-            for key in ("latent_space", "conditioning", "conditioning_space"):
-                if entry.data.get(key):
-                    item[key] = entry.data[key]
-            try:
-                decl = registry.declaration(entry)
-                for key in ("drives", "levels", "kind"):
-                    if decl.get(key):
-                        item[key] = decl[key]
-            except LatentzooError as exc:
-                item["declaration_error"] = str(exc)
-            item["options"] = component_options_table(registry, entry)
-            out.append(item)
-        return {"components": out}
+        return {"components": catalog.components(registry)}
 
     @app.post("/api/v1/compose")
-    def compose(body: ComposeBody) -> dict[str, Any]:
+    def compose(body: ComposeBody) -> Any:
         """Check a combination: the composed spec, or the contract's refusal (422); and, per role, which entries fit."""
-        from latentzoo.core.compose import PipelineSpec, check_spec, replace_parts
-
-        parts = {r: getattr(body, r) for r in adapter.PARTS if getattr(body, r)}
-        for value in parts.values():
-            if "/" in value or "\\" in value:
-                raise ApiError(422, f"{value!r} is not a registry name", "give a name from GET /api/v1/components")
-        if body.pipeline:
-            if registry.canonical(body.pipeline) not in registry.entries:
-                raise ApiError(422, f"pipeline {body.pipeline!r} is not in the registry", "give a name from GET /api/v1/pipelines")
-            spec = PipelineSpec.from_entry(registry.get(body.pipeline, "pipeline"))
-            replace_parts(registry, spec, parts)
-        else:
-            missing = [r for r in ("prior", "decoder", "sampler") if not parts.get(r)]
-            if missing:
-                raise ApiError(422, f"missing {', '.join(missing)}", "give a pipeline, or all of prior, decoder and sampler")
-            spec = PipelineSpec(**parts)
-
-        def refusal(candidate: PipelineSpec) -> dict[str, str] | None:
-            try:
-                check_spec(registry, candidate)
-                return None
-            except LatentzooError as exc:
-                return error_body(exc)
-
-        alternatives: dict[str, list[dict[str, Any]]] = {}
-        for role in adapter.PARTS:
-            rows = []
-            for entry in registry.list(role=role):
-                candidate = PipelineSpec(**{**spec.parts(), role: entry.name}, defaults={})
-                reason = refusal(candidate)
-                rows.append({"name": entry.name, "ok": reason is None, **({"reason": reason["error"]} if reason else {})})
-            alternatives[role] = rows
-        reason = refusal(spec)
-        if reason is not None:
-            return JSONResponse({**reason, "parts": spec.parts(), "alternatives": alternatives}, status_code=422)
-        return {"ok": True, "parts": spec.parts(), "spec": spec.to_dict(), "yaml": spec.to_yaml(), "alternatives": alternatives}
+        answer = catalog.compose(registry, body.pipeline, {r: getattr(body, r) for r in adapter.PARTS if getattr(body, r)})
+        return answer if answer.get("ok") else JSONResponse(answer, status_code=422)
 
     # -- uploads --------------------------------------------------------------------------
     @app.post("/api/v1/uploads")
@@ -414,14 +343,3 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
     guarded.state = app.state  # tests reach the worker and store through it
     guarded.fastapi = app
     return guarded
-
-
-def _options(table: dict[str, Any]) -> list[dict[str, Any]]:
-    """``pipeline_options_table`` flattened: one row per option with the role and part it belongs to."""
-    rows = [{"name": "steps", "role": "pipeline", "part": None, **table.get("steps", {})}]
-    for key, options in table.items():
-        if key == "steps":
-            continue
-        role, _, part = key.partition(" ")
-        rows += [{**o, "role": role, "part": part} for o in options]
-    return rows

@@ -412,6 +412,10 @@ def test_compose_returns_the_spec_or_the_contracts_refusal(client):
     assert "latent spaces do not match" in decoders["digits-klvae"]["reason"]
     refused = assert_error(client.post("/api/v1/compose", json={"pipeline": "digits", "decoder": "digits-dvae"}), 422, "digits-dvae")
     assert refused["alternatives"]["decoder"]
+    parts = {"prior": "digits-ldm", "decoder": "digits-vqgan", "sampler": "ddim", "scheduler": "leading"}
+    assert client.post("/api/v1/compose", json=parts).json()["ok"]
+    assert_error(client.post("/api/v1/compose", json={"prior": "digits-ldm"}), 422, "missing decoder, sampler")
+    assert_error(client.post("/api/v1/compose", json={"pipeline": "../x.yaml"}), 422, "not in the registry")
 
 
 # -- the command ----------------------------------------------------------------------------
