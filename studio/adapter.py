@@ -49,7 +49,7 @@ class Prepared:
     @property
     def cache_key(self) -> tuple:
         # bf16-weights casts a built pipeline for good: it gets its own cache slot.
-        return (self.pipeline, tuple(sorted(self.parts.items())), self.body.get("precision") == "bf16-weights")
+        return (self.pipeline, tuple(sorted(self.parts.items())), self.body.get("scorer"), self.body.get("precision") == "bf16-weights")
 
     @property
     def calls(self) -> int:
@@ -91,6 +91,16 @@ def prepare(body: Mapping[str, Any], registry: Any) -> Prepared:
     spec = PipelineSpec.from_entry(registry.get(name, "pipeline"))
     replace_parts(registry, spec, parts)
     check_spec(registry, spec)
+    if body.get("candidates") is not None or body.get("scorer"):  # re-ranking, checked as `sample --candidates` checks it
+        from latentzoo.core.rerank import check_candidates_value, check_scorer_spec
+
+        if command != "sample":
+            raise LatentzooError(f"{command} does not re-rank; drop candidates and scorer (they are for sample)")
+        if body.get("scorer") and registry.canonical(str(body["scorer"])) not in registry.entries:
+            raise LatentzooError(f"scorer {body['scorer']!r} is not in the registry; give a name from GET /api/v1/components")
+        spec.scorer = body.get("scorer") or spec.scorer
+        check_candidates_value(body.get("candidates", 1))
+        check_scorer_spec(spec)
     settings = tuple(f"{k}={_text(v)}" for k, v in (body.get("options") or {}).items())
     shortcuts = {k: _text(body[k]) for k in SHORTCUTS if body.get(k) is not None}
     steps = None if body.get("steps") is None else _text(body["steps"])
@@ -132,6 +142,7 @@ def build(prepared: Prepared, registry: Any) -> Any:
 
     spec = PipelineSpec.from_entry(registry.get(prepared.pipeline, "pipeline"))
     replace_parts(registry, spec, prepared.parts)
+    spec.scorer = prepared.body.get("scorer") or spec.scorer
     return Builder(registry).pipeline(spec)
 
 
@@ -148,6 +159,7 @@ def run(prepared: Prepared, pipe: Any, output: str, uploads: Path, progress: Cal
             batch_size=b.get("batch_size") or 64,
             text_options=prepared.text_options,
             progress=progress,
+            candidates=b.get("candidates"),
             precision=b.get("precision", "fp32"),
         )
     from latentzoo.commands.editing import _images
@@ -231,6 +243,10 @@ def cli_command(body: Mapping[str, Any]) -> str:
     for key, value in (body.get("options") or {}).items():
         args += ["--set", f"{key}={_text(value)}"]
     if command == "sample":
+        if body.get("candidates") is not None:
+            args += ["--candidates", str(body["candidates"])]
+        if body.get("scorer"):
+            args += ["--scorer", str(body["scorer"])]
         if body.get("batch_size"):
             args += ["--batch-size", str(body["batch_size"])]
         if body.get("precision", "fp32") != "fp32":

@@ -83,6 +83,8 @@ class JobBody(BaseModel):
     top_k: int | None = None
     top_p: float | None = None
     options: dict[str, Scalar] = Field(default_factory=dict)
+    candidates: int | None = None  # re-rank: draws per output, the scorer's best kept (sample)
+    scorer: str | None = Field(default=None, max_length=200)
     batch_size: int | None = Field(default=None, ge=1, le=1024)
     precision: Literal["fp32", "bf16", "bf16-weights"] = "fp32"
     strength: float | None = None

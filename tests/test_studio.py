@@ -154,11 +154,15 @@ def digit_uploads(client, tmp_path_factory):
             ["interpolate", "digits", "a", "b", "--frames", "3", "--steps", "3"],
         ),
         ({"command": "variations", "pipeline": "digits-unclip", "images": ["a"], "n": 2}, ["variations", "digits-unclip", "a", "-n", "2"]),
+        (
+            {"pipeline": "digits-dalle", "n": 1, "candidates": 2, "prompt": "a seven"},
+            ["sample", "digits-dalle", "-n", "1", "--candidates", "2", "--prompt", "a seven"],
+        ),
     ],
-    ids=["img2img", "img2img-fit", "interpolate", "variations"],
+    ids=["img2img", "img2img-fit", "interpolate", "variations", "sample-rerank"],
 )
 def test_editing_jobs_equal_the_cli(client, digit_uploads, tmp_path, capsys, helpers, body, args):
-    body = {"pipeline": "digits", "seed": 2, **body, "images": [digit_uploads[k].name for k in body["images"]]}
+    body = {"pipeline": "digits", "seed": 2, **body, "images": [digit_uploads[k].name for k in body.get("images", [])]}
     job = wait(client, submit(client, **body))
     assert job["status"] == "done", job
     args = [str(digit_uploads[a]) if a in digit_uploads else a for a in args]
@@ -259,6 +263,9 @@ def test_failed_job_reports_error_and_fix(client, monkeypatch):
         ({"command": "img2img", "pipeline": "digits", "images": ["/etc/passwd"]}, "not an upload id"),
         ({"command": "img2img", "pipeline": "digits", "images": ["0" * 64 + ".png"]}, "no upload"),
         ({"command": "inpaint", "pipeline": "digits", "images": ["0" * 64 + ".png"]}, "mask"),
+        ({"pipeline": "digits", "candidates": 2}, "no scorer"),
+        ({"pipeline": "digits-dalle", "candidates": 0}, "candidates"),
+        ({"pipeline": "digits-dalle", "candidates": 2, "scorer": "/tmp/x"}, "not in the registry"),
     ],
 )
 def test_bad_job_is_422_with_error_and_fix(client, body, fragment):
