@@ -208,7 +208,7 @@ def test_cancel_stops_only_its_own_job(client):
 
 
 def test_websocket_events_are_keyed_by_job(client):
-    blocker = submit(client, pipeline="digits", n=1, steps=150, seed=0)  # holds the worker while the filtered socket connects
+    blocker = submit(client, pipeline="digits", n=1, steps=80, seed=0)  # holds the worker while the filtered socket connects
     job_id = submit(client, **FAST)  # the filter: only this job's events, in order
     with client.websocket_connect(f"{WS}?job_id={job_id}") as ws:
         other = submit(client, **{**FAST, "seed": 9})
