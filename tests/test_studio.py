@@ -375,6 +375,8 @@ def test_same_origin_and_no_cors(client):
     assert ok.status_code == 200 and "access-control-allow-origin" not in ok.headers
     preflight = client.options("/api/v1/jobs", headers={"Origin": BASE, "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers
+    page = client.get("/")
+    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 # -- nothing lost ---------------------------------------------------------------------------

@@ -68,7 +68,10 @@ def page(server):
             executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        # bypass_csp: the tests' own wait_for_function predicates are strings the page's policy (no eval) refuses;
+        # test_page_works_under_its_content_security_policy runs the page with the policy enforced.
+        page = browser.new_page(viewport={"width": 1200, "height": 900}, bypass_csp=True)
+        page.browser_for_tests = browser
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(server + "/")
@@ -175,6 +178,26 @@ def test_keyboard_only_text_to_image(page):
     page.keyboard.press("Escape")
     assert not page.locator("#record-dialog").is_visible()
     _pick(page, "digits")
+
+
+def test_page_works_under_its_content_security_policy(page, server):
+    """The served policy (self only, no inline script, no eval) does not break the page: it loads, runs a job over
+    the WebSocket and shows the image, with no policy violation reported."""
+    from playwright.sync_api import expect
+
+    strict = page.browser_for_tests.new_page(viewport={"width": 1200, "height": 900})
+    violations: list[str] = []
+    strict.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+    strict.on("pageerror", lambda exc: violations.append(str(exc)))
+    strict.goto(server + "/")
+    expect(strict.locator("#part-sampler")).to_be_visible()
+    strict.fill("#opt-steps", "3")
+    strict.fill("#n", "1")
+    strict.click("#run")
+    expect(strict.locator("#queue li").first).to_have_attribute("data-status", "done", timeout=60_000)
+    expect(strict.locator("#gallery img").first).to_be_visible()
+    strict.close()
+    assert not violations, violations
 
 
 def test_screenshot_for_the_docs(page, tmp_path):
