@@ -125,9 +125,9 @@ def test_cancel_stops_the_job(page):
     page.fill("#n", "1")
     page.click("#run")
     row = page.locator("#queue li").first
-    page.wait_for_function("document.querySelector('#queue li').dataset.status === 'running'", timeout=60_000)
+    page.wait_for_function("document.querySelector('#queue li')?.dataset.status === 'running'", timeout=60_000)
     row.locator("button.cancel").click()
-    page.wait_for_function("document.querySelector('#queue li').dataset.status === 'cancelled'", timeout=60_000)
+    page.wait_for_function("document.querySelector('#queue li')?.dataset.status === 'cancelled'", timeout=60_000)
     assert row.locator("button.cancel").is_hidden()
 
 
