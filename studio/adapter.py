@@ -1,11 +1,14 @@
-"""A job's JSON body -> the calls the CLI makes, so a job's images equal the CLI's for the same request.
+"""A job's JSON body -> the typed request and the calls the CLI makes, so a job's images equal the CLI's.
 
 This is the one seam between the server and the runtime. ``prepare`` checks a body without
-torch (registry names only, never paths; parts, options and numbers as the CLI checks them)
-and ``run`` executes it on a built pipeline, as ``latentzoo sample`` / ``img2img`` /
-``inpaint`` / ``interpolate`` / ``variations`` do. When the typed request (``core/request.py``)
-lands, ``prepare`` becomes ``SampleRequest(**body)`` + its validation and ``run`` its run function.
-``cli_command`` writes the command line that reproduces a job.
+torch: registry names and upload ids only, never paths (here), then everything else through
+``core.request.validate`` on a ``SampleRequest`` built from the body (the CLI's own checks and
+refusal lines). ``run`` executes a job on a cached, built pipeline with a progress callback,
+making the calls ``core.request.run`` makes (``Pipeline.sample_to``, ``core.editing``,
+``core.variations``). It stays here until ``core.request`` can run a plan on a given pipeline
+with a progress callback (its ``run`` builds the pipeline each time, and its editing path takes
+no progress); then ``run`` becomes that call. ``cli_command`` writes the command line that
+reproduces a job.
 """
 
 from __future__ import annotations
@@ -68,12 +71,11 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def prepare(body: Mapping[str, Any], registry: Any) -> Prepared:
-    """Check a job body as the CLI checks its flags (no torch); raise LatentzooError naming the fix."""
+def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path) -> Prepared:
+    """Check a job body as the CLI checks its flags (no torch): names and upload ids here, everything
+    else by the typed request's ``validate`` (core.request), with the CLI's own refusal lines."""
     from latentzoo.commands.sampling import _option_strings
-    from latentzoo.core.compose import PipelineSpec, check_options, check_spec, replace_parts
-    from latentzoo.core.pipeline import check_precision
-    from latentzoo.core.record import check_run
+    from latentzoo.core.request import SampleRequest, validate
 
     body = dict(body)
     command = body.get("command", "sample")
@@ -85,53 +87,45 @@ def prepare(body: Mapping[str, Any], registry: Any) -> Prepared:
     if registry.canonical(name) not in registry.entries:  # names only: a YAML file or a path is never read
         raise LatentzooError(f"pipeline {name!r} is not in the registry; give a name from GET /api/v1/pipelines")
     parts = {role: body[role] for role in PARTS if body.get(role)}
-    for role, value in parts.items():
+    named = {**parts, **({"scorer": body["scorer"]} if body.get("scorer") else {})}
+    for role, value in named.items():
         if not isinstance(value, str) or "/" in value or "\\" in value or value.endswith((".yaml", ".yml")):
             raise LatentzooError(f"{role} {value!r} is not a registry name; give a name from GET /api/v1/components")
-    spec = PipelineSpec.from_entry(registry.get(name, "pipeline"))
-    replace_parts(registry, spec, parts)
-    check_spec(registry, spec)
-    if body.get("candidates") is not None or body.get("scorer"):  # re-ranking, checked as `sample --candidates` checks it
-        from latentzoo.core.rerank import check_candidates_value, check_scorer_spec
-
-        if command != "sample":
-            raise LatentzooError(f"{command} does not re-rank; drop candidates and scorer (they are for sample)")
-        if body.get("scorer") and registry.canonical(str(body["scorer"])) not in registry.entries:
-            raise LatentzooError(f"scorer {body['scorer']!r} is not in the registry; give a name from GET /api/v1/components")
-        spec.scorer = body.get("scorer") or spec.scorer
-        check_candidates_value(body.get("candidates", 1))
-        check_scorer_spec(spec)
-    settings = tuple(f"{k}={_text(v)}" for k, v in (body.get("options") or {}).items())
-    shortcuts = {k: _text(body[k]) for k in SHORTCUTS if body.get(k) is not None}
-    steps = None if body.get("steps") is None else _text(body["steps"])
-    text_options = _option_strings(settings, steps=steps, **shortcuts)
-    check_options(registry, spec, text_options=text_options)
-    check_precision(body.get("precision", "fp32"))
     images = list(body.get("images") or [])
     for image in [*images, body.get("mask")]:
         if image is not None and not UPLOAD_ID.match(str(image)):
             raise LatentzooError(f"image {image!r} is not an upload id; upload it with POST /api/v1/uploads and give the id it answers")
-    need = {"sample": 0, "img2img": 1, "inpaint": 1, "interpolate": 2, "variations": 1}[command]
-    if (command == "interpolate" and len(images) != 2) or len(images) < need:
-        raise LatentzooError(
-            f"{command} takes {'two' if command == 'interpolate' else 'at least ' + str(need)} image(s), not {len(images)}"
-        )
-    if command == "sample" and images:
-        raise LatentzooError("sample takes no images; use img2img, inpaint, interpolate or variations")
     if command == "variations" and len(images) > 2:
         raise LatentzooError("variations takes one image (two to interpolate between their embeddings)")
-    if command == "inpaint" and not body.get("mask"):
-        raise LatentzooError("inpaint needs a mask; upload one (white = repaint) and give its id as mask")
-    if command == "img2img":
-        from latentzoo.core.editing import check_strength
-
-        check_strength(float(body.get("strength", 0.6)))
-    n = {"img2img": len(images), "inpaint": len(images), "interpolate": int(body.get("frames", 8))}.get(command)
-    if n is None:
-        n = body.get("n") or DEFAULT_N[command]
-    if command == "interpolate" and n < 2:
-        raise LatentzooError(f"frames must be at least 2, not {n}")
-    check_run(n, body.get("seed", 0), body.get("batch_size"))
+    # The command line's strings (--set KEY=VALUE and the shortcut flags), as `latentzoo sample` reads them.
+    settings = tuple(f"{k}={_text(v)}" for k, v in (body.get("options") or {}).items())
+    shortcuts = {k: _text(body[k]) for k in SHORTCUTS if body.get(k) is not None}
+    steps = None if body.get("steps") is None else _text(body["steps"])
+    text_options = _option_strings(settings, steps=steps, **shortcuts)
+    paths = tuple(str(uploads / i) for i in images)
+    n = body.get("n") or DEFAULT_N.get(command) or 1
+    request = SampleRequest(
+        name,
+        command=command,
+        **parts,
+        n=n,
+        seed=body.get("seed", 0),
+        options={k: v for k, v in text_options.items()},
+        candidates=body.get("candidates"),
+        scorer=body.get("scorer"),
+        batch_size=body.get("batch_size") or 64,
+        precision=body.get("precision", "fp32"),
+        output=output,
+        images=paths[:1] if command == "variations" else paths,
+        mask=str(uploads / body["mask"]) if body.get("mask") else None,
+        strength=float(body.get("strength", 0.6)),
+        frames=int(body.get("frames", 8)),
+        to=paths[1] if command == "variations" and len(paths) == 2 else None,
+        fit=bool(body.get("fit", False)),
+        text=True,
+    )
+    validate(request, registry)
+    n = {"img2img": len(images), "inpaint": len(images), "interpolate": request.frames}.get(command, n)
     return Prepared(body, command, name, parts, text_options, n, images, body.get("mask"))
 
 
@@ -162,7 +156,12 @@ def run(prepared: Prepared, pipe: Any, output: str, uploads: Path, progress: Cal
             candidates=b.get("candidates"),
             precision=b.get("precision", "fp32"),
         )
-    from latentzoo.commands.editing import _images
+
+    def _images(pipe: Any, paths: list[str], fit: bool) -> Any:  # read the inputs as core.request's editing run reads them
+        from latentzoo.core.codec import _inputs
+
+        editing.check_editable(pipe, "editing")
+        return _inputs(pipe, paths, fit)
 
     paths = [str(uploads / i) for i in prepared.images]
     fit = bool(b.get("fit", False))

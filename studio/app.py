@@ -271,13 +271,14 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
             raise ApiError(422, f"n is over this server's cap of {settings.max_n}", f"ask for at most {settings.max_n} images per job")
         if (body.steps or 0) > settings.max_steps:
             raise ApiError(422, f"steps is over this server's cap of {settings.max_steps}", f"ask for at most {settings.max_steps} steps")
-        prepared = adapter.prepare(data, registry)  # 422 with the CLI's own message on a bad request
+        job_id = uuid.uuid4().hex
+        # 422 with the CLI's own message on a bad request
+        prepared = adapter.prepare(data, registry, f"{outputs / 'jobs' / job_id}/", outputs / "uploads")
         for upload_id in [*prepared.images, *([prepared.mask] if prepared.mask else [])]:
             if not (outputs / "uploads" / upload_id).is_file():
                 raise ApiError(422, f"no upload {upload_id}", "upload the image with POST /api/v1/uploads first")
         if len(worker.queue) >= settings.max_queue:
             raise ApiError(429, f"the queue is full ({settings.max_queue} jobs waiting)", "wait for jobs to finish and try again")
-        job_id = uuid.uuid4().hex
         position = worker.submit(job_id, data)
         return {"job_id": job_id, "position": position}
 

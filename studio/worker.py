@@ -131,7 +131,7 @@ class Worker:
         self.store.update(job_id, status="running", started=time.time())
         self.publish({"type": "started", "job_id": job_id})
         try:
-            prepared = adapter.prepare(job["body"], self.registry)
+            prepared = adapter.prepare(job["body"], self.registry, str(out_dir) + "/", self.outputs / "uploads")
             progress = self._progress(job_id, prepared)
             pipe = self.cache.get(prepared.cache_key, lambda: adapter.build(prepared, self.registry))
             self._check_cancel(job_id)

@@ -265,7 +265,7 @@ def test_failed_job_reports_error_and_fix(client, monkeypatch):
         ({"command": "inpaint", "pipeline": "digits", "images": ["0" * 64 + ".png"]}, "mask"),
         ({"pipeline": "digits", "candidates": 2}, "no scorer"),
         ({"pipeline": "digits-dalle", "candidates": 0}, "candidates"),
-        ({"pipeline": "digits-dalle", "candidates": 2, "scorer": "/tmp/x"}, "not in the registry"),
+        ({"pipeline": "digits-dalle", "candidates": 2, "scorer": "/tmp/x"}, "not a registry name"),
     ],
 )
 def test_bad_job_is_422_with_error_and_fix(client, body, fragment):
