@@ -1,7 +1,7 @@
 """latentzoo studio: a local web app and HTTP API over the zoo (``latentzoo serve``, the ``studio`` extra).
 
-- ``adapter``: a job's JSON body -> the same calls the CLI makes (one small seam, to become the
-  typed request's ``validate`` + ``run``); no FastAPI, no torch at import.
+- ``adapter``: a job's JSON body -> a ``SampleRequest`` checked by ``core.request.validate``,
+  then the calls the CLI makes, on a cached pipeline; no FastAPI, no torch at import.
 - ``store``: the SQLite job store beside the outputs (jobs survive a restart).
 - ``worker``: one thread that runs jobs in order, with an LRU cache of built pipelines and
   cancellation within one sampler step.
