@@ -46,6 +46,7 @@ COMMANDS = {
     "lora": "adapters:lora",
     "fuse": "adapters:fuse",
     "merge": "adapters:merge",
+    "serve": "serve:serve",
 }
 
 

@@ -27,6 +27,7 @@ To add a field (a new flag of a front end): add it to ``SampleRequest``, check i
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -91,6 +92,11 @@ class SampleRequest:
     # LoRA adapters, NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]] (a registered adapter or a .safetensors path),
     # applied in memory once the pipeline is built, by the ``adapt`` its caller gives ``run``
     loras: tuple[str, ...] = ()
+    # where it runs (core.runtime): torch's CPU threads (None: torch's default), the device, and
+    # whether to finish an interrupted -o DIR/ run (core.rundir)
+    threads: int | None = None
+    device: str = "cpu"
+    resume: bool = False
 
     def parts(self) -> dict[str, str | None]:
         return {role: getattr(self, role) for role in ROLE_FIELDS}
@@ -200,6 +206,12 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     n, nrow = _shape(request)
     check_run(n, request.seed, request.batch_size, nrow)
     check_precision(request.precision)
+    from .runtime import check_device, check_threads
+
+    check_threads(request.threads)
+    check_device(request.device)
+    if request.resume and (request.command != "sample" or not request.output.endswith(("/", os.sep))):
+        raise LatentzooError(f"--resume continues a -o DIR/ run of sample; -o {request.output} is written at once: drop --resume")
     runs = _runs(request, conditioning)
     for out, _ in runs:
         SampleOutput(out, n=n, nrow=nrow)  # refuse a bad output before building anything
@@ -250,7 +262,20 @@ def run(request: SampleRequest, *, progress: Progress | None = None, registry: R
     plan.adapt = adapt
     if request.command != "sample":
         return [Written(request.output, _edit(plan))]
+    from .runtime import apply_threads, join_world
+
+    extra = {"threads": apply_threads(request.threads), "device": request.device}
     pipe = build(plan)
+    world = join_world()  # torchrun: each rank renders its share (core.rundir); None for one process
+    try:
+        return _sample_runs(plan, pipe, progress, world, extra)
+    finally:
+        if world is not None:
+            world.close()
+
+
+def _sample_runs(plan: Plan, pipe: Pipeline, progress: Progress | None, world: Any, extra: dict[str, Any]) -> list[Written]:
+    request = plan.request
     written = []
     for out, prompt in plan.runs:
         conditioning = {**plan.conditioning, **({"prompt": prompt} if prompt is not None else {})}
@@ -264,8 +289,12 @@ def run(request: SampleRequest, *, progress: Progress | None = None, registry: R
             progress=progress,
             candidates=plan.candidates,
             precision=request.precision,
+            resume=request.resume,
+            world=world,
+            extra=extra,
         )
-        written.append(Written(out, record))
+        if world is None or world.is_main:  # the other ranks wrote their share; rank 0 reports
+            written.append(Written(out, record))
     return written
 
 
