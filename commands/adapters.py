@@ -48,13 +48,6 @@ def parse_loras(values: tuple[str, ...]) -> list[tuple[str, float, float]]:
     return [parse_spec(v) for v in values]
 
 
-def apply_loras(pipe, request) -> None:
-    """The request's ``loras`` applied to its built pipeline (``core.request.run``'s ``adapt``)."""
-    from latentzoo.interop.lora import apply_to_pipeline
-
-    apply_to_pipeline(pipe, parse_loras(tuple(request.loras)), request.registries)
-
-
 LORA_HELP = (
     "NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]]: apply a LoRA (a registered adapter or a .safetensors path); strengths in [-20, 20], "
     "default 1, text strength defaults to the model strength; repeatable."

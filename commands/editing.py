@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .adapters import LORA_HELP, apply_loras
+from .adapters import LORA_HELP
 from .common import _emit_json, _registry, one_line_warnings
 from .sampling import _option_strings, _part_options
 
@@ -45,7 +45,7 @@ def _run(ctx: click.Context, command: str, target: str, output: str, kw: dict[st
         **inputs,
     )
     with one_line_warnings():
-        [(_, record)] = run(request, registry=_registry(ctx), adapt=apply_loras)
+        [(_, record)] = run(request, registry=_registry(ctx))
     return record
 
 

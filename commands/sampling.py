@@ -10,7 +10,7 @@ import click
 
 from latentzoo.core.errors import LatentzooError
 
-from .adapters import LORA_HELP, apply_loras
+from .adapters import LORA_HELP
 from .common import _emit_json, _registry, one_line_warnings
 
 
@@ -249,9 +249,7 @@ def sample(
     )
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     with one_line_warnings():
-        for out, record in run(
-            request, progress=_progress(not no_progress and main, "sampling"), registry=_registry(ctx), adapt=apply_loras
-        ):
+        for out, record in run(request, progress=_progress(not no_progress and main, "sampling"), registry=_registry(ctx)):
             if as_json:
                 _emit_json(record)
             else:

@@ -136,6 +136,7 @@ def sample(
     threads: int | None = None,
     device: str = "cpu",
     resume: bool = False,
+    loras: Sequence[str] = (),
     **parts: str | None,
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar:
@@ -150,7 +151,8 @@ def sample(
     ``scorer``). Returns the sidecar record (pipeline, sha256s, seed, steps, options, versions, files).
     A refusal is a LatentzooError carrying the CLI's line. Sample ``i`` is seeded from (seed, i)
     (core.seeding). ``threads`` sets torch's CPU threads (recorded); ``device`` is checked (cpu only
-    today); ``resume=True`` finishes an interrupted ``DIR/`` run (core.rundir).
+    today); ``resume=True`` finishes an interrupted ``DIR/`` run (core.rundir). ``loras`` are
+    ``"NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]]"`` as ``--lora`` takes them, applied in memory.
     """
     from .request import SampleRequest, run
     from .text import read_prompts
@@ -187,6 +189,7 @@ def sample(
         threads=threads,
         device=device,
         resume=resume,
+        loras=tuple(loras),
     )
     records = [w.record for w in run(request, progress=progress)]
     return records if prompts is not None else records[0]

@@ -114,7 +114,7 @@ class Plan:
     runs: list[tuple[str, str | None]]  # (output, prompt) per output
     candidates: int | None
     warnings: list[str]
-    adapt: Any = None  # (pipe, request) -> None: applies request.loras (latentzoo.commands.adapters.apply_loras)
+    adapt: Any = None  # (pipe, request) -> None: applies request.loras (default: the adapter plugin's declared apply)
 
 
 class Written(NamedTuple):
@@ -248,16 +248,26 @@ def build(plan: Plan) -> Pipeline:
     for message in pipe.warnings:
         warnings.warn(message, stacklevel=2)
     if plan.request.loras:
-        if plan.adapt is None:
-            raise LatentzooError("this entry point cannot apply --lora; load the pipeline and use latentzoo.apply_loras(pipe, [...])")
-        plan.adapt(pipe, plan.request)
+        (plan.adapt or declared_adapter())(pipe, plan.request)
     return pipe
+
+
+def declared_adapter() -> Any:
+    """The ``apply`` of the installed adapter plugin (a component declaration with role adapter), which
+    applies a request's ``loras`` to a built pipeline: the CLI, the API and the server share it."""
+    from .plugins import get_manager
+    from .registry import import_target
+
+    for decl in get_manager().components().values():
+        if "adapter" in decl["roles"] and decl.get("apply"):
+            return import_target(decl["apply"])
+    raise LatentzooError("no installed plugin applies adapters (--lora); reinstall latentzoo, whose adapters plugin does")
 
 
 def run(request: SampleRequest, *, progress: Progress | None = None, registry: Registry | None = None, adapt: Any = None) -> list[Written]:
     """Validate the request, build its pipeline once and write each output with its JSON sidecar.
-    ``adapt(pipe, request)`` applies ``request.loras`` to the built pipeline (the LoRA file formats
-    live at the edge, ``latentzoo.interop.lora``; the CLI passes ``commands.adapters.apply_loras``)."""
+    ``adapt(pipe, request)`` applies ``request.loras`` to the built pipeline; by default the adapter
+    plugin's declared ``apply`` (the LoRA file formats live at the edge, ``latentzoo.interop.lora``)."""
     plan = validate(request, registry)
     plan.adapt = adapt
     if request.command != "sample":

@@ -288,6 +288,14 @@ def plan(
     return chosen, delta, records
 
 
+def apply_request(pipe: Any, request: Any) -> list[dict[str, Any]]:
+    """A typed request's ``loras`` applied to its built pipeline: the adapter plugin's declared
+    ``apply``, which ``core.request`` finds through the declaration (core knows no LoRA format)."""
+    from latentzoo.core.adapters import parse_spec
+
+    return apply_to_pipeline(pipe, [parse_spec(v) for v in request.loras], request.registries)
+
+
 def apply_to_pipeline(pipe: Any, specs: list[tuple[str, float, float]], extra: Any = ()) -> list[dict[str, Any]]:
     """Apply ``--lora`` specs to a built pipeline's prior / conditioner in memory; record them in its sidecar."""
     if not specs:

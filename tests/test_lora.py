@@ -221,6 +221,11 @@ def test_sample_with_lora_is_the_fused_pipeline_and_strength_zero_is_the_base(la
     ]
     assert json.loads((tmp_path / "zero.json").read_text())["adapters"][0]["name"] == "kohya.safetensors"
     assert (sha256_file(lab["unet_w"]), sha256_file(lab["te_w"])) == before  # applying never writes the weights
+    # the Python API builds the same request and applies the LoRA through the same declared adapter
+    import latentzoo
+
+    latentzoo.sample("tiny-sd1", 2, steps=2, prompt="a red cube", seed=3, loras=["lr:0.7"], output=str(tmp_path / "api.png"))
+    assert (tmp_path / "api.png").read_bytes() == png["lora"]
     # the text strength alone moves the text encoder only: model 0, text 1 differs from the base
     r = cli("sample", "tiny-sd1", "--lora", "lr:0:1", *args, "-o", str(tmp_path / "text.png"))
     assert r.returncode == 0 and (tmp_path / "text.png").read_bytes() not in (png["base"], png["lora"])

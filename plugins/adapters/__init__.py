@@ -20,6 +20,8 @@ def latentzoo_components() -> list[dict]:
             "family": "lora",
             "target": "latentzoo.core.adapters:Adapter",
             "trainer": "latentzoo.plugins.adapters.train:train",
+            # (pipe, request) -> records: applies a typed request's loras (core.request finds it here)
+            "apply": "latentzoo.interop.lora:apply_request",
             "description": "a low-rank adapter (kohya-ss or diffusers / PEFT LoRA): W + s * alpha / r * up @ down on a prior or text encoder",
         }
     ]
