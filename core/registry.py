@@ -559,7 +559,8 @@ class Registry:
             names = [*self.entries, *self.aliases]
             raise RegistryError(f"no component or pipeline named {name!r}{_suggest(name, names)} (see `latentzoo list`)")
         if role and role not in entry.roles:
-            raise RegistryError(f"{name} is a {'/'.join(entry.roles)}, not a {role}; see `latentzoo list --role {role}`")
+            article = "an" if role[0] in "aeiou" else "a"
+            raise RegistryError(f"{name} is a {'/'.join(entry.roles)}, not {article} {role}; see `latentzoo list --role {role}`")
         return entry
 
     def list(self, role: str | None = None, family: str | None = None) -> list[Entry]:

@@ -89,6 +89,7 @@ class SampleRequest:
     frames: int = 8  # interpolate: frames from A to B, endpoints included
     to: str | None = None  # variations: slerp from images[0]'s embedding to this image's, n frames
     fit: bool = False  # resize / convert inputs instead of refusing them
+    input_names: tuple[str, ...] | None = None  # how the sidecar names the input files (default: their paths)
     # LoRA adapters, NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]] (a registered adapter or a .safetensors path),
     # applied in memory once the pipeline is built, by the ``adapt`` its caller gives ``run``
     loras: tuple[str, ...] = ()
@@ -224,6 +225,10 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     if candidates is not None and request.command != "sample":
         raise LatentzooError(f"--candidates re-ranks samples; {request.command} takes none")
     reg = registry if registry is not None else Registry.load(list(request.registries))
+    for spec_text in request.loras:  # a named adapter must exist before anything loads (a .safetensors path is read once built)
+        ref = spec_text.split(":")[0]
+        if not ref.endswith(".safetensors"):
+            reg.get(ref)
     spec, reg = resolve_spec(reg, request.pipeline, request.parts())
     spec.scorer = request.scorer or spec.scorer
     if candidates is not None:
@@ -270,18 +275,52 @@ def run(request: SampleRequest, *, progress: Progress | None = None, registry: R
     plugin's declared ``apply`` (the LoRA file formats live at the edge, ``latentzoo.interop.lora``)."""
     plan = validate(request, registry)
     plan.adapt = adapt
+    if request.command == "img2img":
+        from .editing import check_strength
+
+        check_strength(request.strength)  # before any weights load
+    return execute(plan, build(plan), progress=progress)
+
+
+def execute(plan: Plan, pipe: Pipeline, *, progress: Progress | None = None) -> list[Written]:
+    """Run a validated plan on its built pipeline (``build(plan)``), writing each output and sidecar:
+    ``run`` for one-shot front ends, and the server, which keeps built pipelines warm, call this."""
+    request = plan.request
     if request.command != "sample":
-        return [Written(request.output, _edit(plan))]
+        with sampler_progress(pipe, progress):
+            return [Written(request.output, _edit(plan, pipe))]
     from .runtime import apply_threads, join_world
 
     extra = {"threads": apply_threads(request.threads), "device": request.device}
-    pipe = build(plan)
     world = join_world()  # torchrun: each rank renders its share (core.rundir); None for one process
     try:
         return _sample_runs(plan, pipe, progress, world, extra)
     finally:
         if world is not None:
             world.close()
+
+
+class sampler_progress:
+    """The editing functions call ``sampler.sample`` without a progress callback: give it ``progress``
+    for the duration (an instance attribute over the bound method, removed afterwards)."""
+
+    def __init__(self, pipe: Pipeline, progress: Progress | None) -> None:
+        self.sampler, self.progress = pipe.sampler, progress
+
+    def __enter__(self) -> None:
+        if self.progress is None:
+            return
+        original = self.sampler.sample
+
+        def sample(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("progress", self.progress)
+            return original(*args, **kwargs)
+
+        self.sampler.sample = sample  # type: ignore[method-assign]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            del self.sampler.sample
 
 
 def _sample_runs(plan: Plan, pipe: Pipeline, progress: Progress | None, world: Any, extra: dict[str, Any]) -> list[Written]:
@@ -313,7 +352,12 @@ def _option_values(plan: Plan, values: dict[str, Any]) -> dict[str, Any]:
     return {"text_options": values} if plan.request.text else {"options": values}
 
 
-def _edit(plan: Plan) -> dict[str, Any]:
+def _inputs_named(r: SampleRequest, paths: list[Any]) -> list[Any]:
+    """The sidecar's names of the input files: ``input_names`` in order (a server names uploads by id), else the paths."""
+    return paths if r.input_names is None else list(r.input_names)
+
+
+def _edit(plan: Plan, pipe: Pipeline) -> dict[str, Any]:
     """Run an editing command (imports torch): the inputs are read once the pipeline is built, as
     ``latentzoo img2img / inpaint / interpolate / variations`` do; returns the sidecar record."""
     from . import editing
@@ -323,23 +367,26 @@ def _edit(plan: Plan) -> dict[str, Any]:
     r = plan.request
     if r.command == "img2img":
         editing.check_strength(r.strength)
-    pipe = build(plan)
     options = _option_values(plan, {**plan.values, **plan.conditioning})
     if r.command == "variations":
         embedding.check_variations(pipe)
         if r.to:
             edit = embedding.interpolate_embeddings(pipe, r.images[0], r.to, r.n, seed=r.seed, fit=r.fit)
-            return editing.write(edit, r.output, nrow=r.n, inputs=[r.images[0], r.to])
-        return editing.write(embedding.variations(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit), r.output, inputs=[r.images[0]])
+            return editing.write(edit, r.output, nrow=r.n, inputs=_inputs_named(r, [r.images[0], r.to]))
+        return editing.write(
+            embedding.variations(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit), r.output, inputs=_inputs_named(r, [r.images[0]])
+        )
     if r.command == "interpolate":
         editing.check_invertible(pipe)
     editing.check_editable(pipe, "editing")
     x = _inputs(pipe, list(r.images), r.fit)
     if r.command == "img2img":
-        return editing.write(editing.img2img(pipe, x, r.strength, seed=r.seed, **options), r.output, inputs=list(r.images))
+        return editing.write(
+            editing.img2img(pipe, x, r.strength, seed=r.seed, **options), r.output, inputs=_inputs_named(r, list(r.images))
+        )
     if r.command == "inpaint":
         assert r.mask is not None  # validate refused a missing mask
         mask = editing.load_mask(r.mask, tuple(x.shape[-2:]))
-        return editing.write(editing.inpaint(pipe, x, mask, seed=r.seed, **options), r.output, inputs=[*r.images, r.mask])
+        return editing.write(editing.inpaint(pipe, x, mask, seed=r.seed, **options), r.output, inputs=_inputs_named(r, [*r.images, r.mask]))
     edit = editing.interpolate(pipe, x[:1], x[1:], r.frames, seed=r.seed, **options)
-    return editing.write(edit, r.output, nrow=r.frames, inputs=list(r.images), frames=True)
+    return editing.write(edit, r.output, nrow=r.frames, inputs=_inputs_named(r, list(r.images)), frames=True)

@@ -1,14 +1,11 @@
-"""A job's JSON body -> the typed request and the calls the CLI makes, so a job's images equal the CLI's.
+"""A job's JSON body -> the typed request, so a job's images equal the CLI's.
 
 This is the one seam between the server and the runtime. ``prepare`` checks a body without
 torch: registry names and upload ids only, never paths (here), then everything else through
 ``core.request.validate`` on a ``SampleRequest`` built from the body (the CLI's own checks and
-refusal lines). ``run`` executes a job on a cached, built pipeline with a progress callback,
-making the calls ``core.request.run`` makes (``Pipeline.sample_to``, ``core.editing``,
-``core.variations``). It stays here until ``core.request`` can run a plan on a given pipeline
-with a progress callback (its ``run`` builds the pipeline each time, and its editing path takes
-no progress); then ``run`` becomes that call. ``cli_command`` writes the command line that
-reproduces a job.
+refusal lines), keeping its plan. ``build`` is ``core.request.build`` (LoRAs applied), and ``run``
+is ``core.request.execute`` on a cached, built pipeline with the job's progress callback.
+``cli_command`` writes the command line that reproduces a job.
 """
 
 from __future__ import annotations
@@ -48,11 +45,18 @@ class Prepared:
     n: int
     images: list[str] = field(default_factory=list)  # upload ids
     mask: str | None = None
+    plan: Any = None  # core.request.Plan
 
     @property
     def cache_key(self) -> tuple:
         # bf16-weights casts a built pipeline for good: it gets its own cache slot.
-        return (self.pipeline, tuple(sorted(self.parts.items())), self.body.get("scorer"), self.body.get("precision") == "bf16-weights")
+        return (
+            self.pipeline,
+            tuple(sorted(self.parts.items())),
+            self.body.get("scorer"),
+            self.body.get("precision") == "bf16-weights",
+            tuple(self.body.get("loras") or ()),  # applied to the built pipeline
+        )
 
     @property
     def calls(self) -> int:
@@ -95,6 +99,11 @@ def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path) 
     for image in [*images, body.get("mask")]:
         if image is not None and not UPLOAD_ID.match(str(image)):
             raise LatentzooError(f"image {image!r} is not an upload id; upload it with POST /api/v1/uploads and give the id it answers")
+    loras = list(body.get("loras") or [])
+    for spec in loras:  # registered adapters only: a path on the server is never read
+        ref = str(spec).split(":")[0]
+        if not ref or "/" in ref or "\\" in ref or ref.endswith(".safetensors"):
+            raise LatentzooError(f"lora {spec!r} is not a registered adapter; give NAME[:MODEL[:TEXT]] from GET /api/v1/components")
     if command == "variations" and len(images) > 2:
         raise LatentzooError("variations takes one image (two to interpolate between their embeddings)")
     # The command line's strings (--set KEY=VALUE and the shortcut flags), as `latentzoo sample` reads them.
@@ -122,92 +131,28 @@ def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path) 
         frames=int(body.get("frames", 8)),
         to=paths[1] if command == "variations" and len(paths) == 2 else None,
         fit=bool(body.get("fit", False)),
+        loras=tuple(str(x) for x in loras),
+        input_names=(*images, *([body["mask"]] if body.get("mask") else [])),  # upload ids, never the server's paths
         text=True,
     )
-    validate(request, registry)
+    plan = validate(request, registry)
     n = {"img2img": len(images), "inpaint": len(images), "interpolate": request.frames}.get(command, n)
-    return Prepared(body, command, name, parts, text_options, n, images, body.get("mask"))
+    return Prepared(body, command, name, parts, text_options, n, images, body.get("mask"), plan)
 
 
 def build(prepared: Prepared, registry: Any) -> Any:
-    """The pipeline a job runs on, built as the CLI builds it (``sample NAME --sampler ...``)."""
-    from latentzoo.core.build import Builder
-    from latentzoo.core.compose import PipelineSpec, replace_parts
+    """The pipeline a job runs on, built as the CLI builds it (parts swapped, LoRAs applied)."""
+    from latentzoo.core.request import build as build_plan
 
-    spec = PipelineSpec.from_entry(registry.get(prepared.pipeline, "pipeline"))
-    replace_parts(registry, spec, prepared.parts)
-    spec.scorer = prepared.body.get("scorer") or spec.scorer
-    return Builder(registry).pipeline(spec)
+    return build_plan(prepared.plan)
 
 
-def run(prepared: Prepared, pipe: Any, output: str, uploads: Path, progress: Callable[[int, int], None]) -> dict[str, Any]:
-    """Run a checked job on ``pipe``, writing ``output`` (a ``DIR/``: one PNG per image + sidecar) as the CLI does."""
-    from latentzoo.core import editing
+def run(prepared: Prepared, pipe: Any, progress: Callable[[int, int], None]) -> dict[str, Any]:
+    """Run a checked job on ``pipe``, writing its output (the job's ``DIR/``: one PNG per image + sidecar) as the CLI does."""
+    from latentzoo.core.request import execute
 
-    b, seed = prepared.body, int(prepared.body.get("seed", 0))
-    if prepared.command == "sample":
-        return pipe.sample_to(
-            output,
-            prepared.n,
-            seed=seed,
-            batch_size=b.get("batch_size") or 64,
-            text_options=prepared.text_options,
-            progress=progress,
-            candidates=b.get("candidates"),
-            precision=b.get("precision", "fp32"),
-        )
-
-    def _images(pipe: Any, paths: list[str], fit: bool) -> Any:  # read the inputs as core.request's editing run reads them
-        from latentzoo.core.codec import _inputs
-
-        editing.check_editable(pipe, "editing")
-        return _inputs(pipe, paths, fit)
-
-    paths = [str(uploads / i) for i in prepared.images]
-    fit = bool(b.get("fit", False))
-    with _sampler_progress(pipe, progress):
-        if prepared.command == "img2img":
-            x = _images(pipe, paths, fit)
-            edit = editing.img2img(pipe, x, float(b.get("strength", 0.6)), seed=seed, text_options=prepared.text_options)
-            return editing.write(edit, output, inputs=prepared.images)
-        if prepared.command == "inpaint":
-            x = _images(pipe, paths, fit)
-            m = editing.load_mask(str(uploads / prepared.mask), tuple(x.shape[-2:]))
-            edit = editing.inpaint(pipe, x, m, seed=seed, text_options=prepared.text_options)
-            return editing.write(edit, output, inputs=[*prepared.images, prepared.mask])
-        if prepared.command == "interpolate":
-            editing.check_invertible(pipe)
-            x = _images(pipe, paths, fit)
-            edit = editing.interpolate(pipe, x[:1], x[1:], prepared.n, seed=seed, text_options=prepared.text_options)
-            return editing.write(edit, output, nrow=prepared.n, inputs=prepared.images)
-        from latentzoo.core import variations
-
-        variations.check_variations(pipe)
-        if len(paths) == 2:
-            edit = variations.interpolate_embeddings(pipe, paths[0], paths[1], prepared.n, seed=seed, fit=not b.get("no_fit", False))
-            return editing.write(edit, output, nrow=prepared.n, inputs=prepared.images)
-        edit = variations.variations(pipe, paths[0], prepared.n, seed=seed, fit=not b.get("no_fit", False))
-        return editing.write(edit, output, inputs=prepared.images)
-
-
-class _sampler_progress:
-    """The editing functions call ``sampler.sample`` without a progress callback: give it one for the job
-    (an instance attribute over the bound method, removed afterwards; the one worker thread runs one job)."""
-
-    def __init__(self, pipe: Any, progress: Callable[[int, int], None]) -> None:
-        self.sampler, self.progress = pipe.sampler, progress
-
-    def __enter__(self) -> None:
-        original = self.sampler.sample
-
-        def sample(*args: Any, **kwargs: Any) -> Any:
-            kwargs.setdefault("progress", self.progress)
-            return original(*args, **kwargs)
-
-        self.sampler.sample = sample
-
-    def __exit__(self, *exc: Any) -> None:
-        del self.sampler.sample
+    [written] = execute(prepared.plan, pipe, progress=progress)
+    return written.record
 
 
 def cli_command(body: Mapping[str, Any]) -> str:
@@ -241,6 +186,8 @@ def cli_command(body: Mapping[str, Any]) -> str:
             args += [flag, _text(body[key])]
     for key, value in (body.get("options") or {}).items():
         args += ["--set", f"{key}={_text(value)}"]
+    for spec in body.get("loras") or ():
+        args += ["--lora", str(spec)]
     if command == "sample":
         if body.get("candidates") is not None:
             args += ["--candidates", str(body["candidates"])]

@@ -87,6 +87,7 @@ class JobBody(BaseModel):
     scorer: str | None = Field(default=None, max_length=200)
     batch_size: int | None = Field(default=None, ge=1, le=1024)
     precision: Literal["fp32", "bf16", "bf16-weights"] = "fp32"
+    loras: list[str] = Field(default_factory=list, max_length=8)  # registered adapters, NAME[:MODEL[:TEXT]]
     strength: float | None = None
     frames: int | None = Field(default=None, ge=2)
     images: list[str] = Field(default_factory=list, max_length=16)

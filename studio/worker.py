@@ -135,7 +135,7 @@ class Worker:
             progress = self._progress(job_id, prepared)
             pipe = self.cache.get(prepared.cache_key, lambda: adapter.build(prepared, self.registry))
             self._check_cancel(job_id)
-            record = adapter.run(prepared, pipe, str(out_dir) + "/", self.outputs / "uploads", progress)
+            record = adapter.run(prepared, pipe, progress)
         except adapter.JobCancelled:
             shutil.rmtree(out_dir, ignore_errors=True)
             if self.stopping:  # the server is shutting down, nobody cancelled it: say so after the restart

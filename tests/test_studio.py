@@ -266,6 +266,10 @@ def test_failed_job_reports_error_and_fix(client, monkeypatch):
         ({"pipeline": "digits", "candidates": 2}, "no scorer"),
         ({"pipeline": "digits-dalle", "candidates": 0}, "candidates"),
         ({"pipeline": "digits-dalle", "candidates": 2, "scorer": "/tmp/x"}, "not a registry name"),
+        ({"pipeline": "digits", "loras": ["/tmp/x.safetensors:0.5"]}, "not a registered adapter"),
+        ({"pipeline": "digits", "loras": ["x.safetensors"]}, "not a registered adapter"),
+        ({"pipeline": "digits", "loras": ["no-such-adapter:0.5"]}, "no-such-adapter"),
+        ({"pipeline": "digits", "loras": ["x:99"]}, "strength"),
     ],
 )
 def test_bad_job_is_422_with_error_and_fix(client, body, fragment):
