@@ -181,7 +181,7 @@ class Pipeline:
                     raise LatentzooError(f"conditioner {self.spec.conditioner} has no caption set to draw from; drop random_prompt")
                 call["conditioning"] = self.conditioner.condition(prompts)
                 call["null_conditioning"] = self.conditioner.condition([negative])
-                return call
+                return self._prior_conditioning(call)
             call.pop("random_prompt", None)
             if not prompt.strip():
                 # The empty prompt is the unconditional branch the prior learned by caption dropout.
@@ -192,7 +192,7 @@ class Pipeline:
                 )
             call["conditioning"] = self.conditioner.condition([prompt])
             call["null_conditioning"] = self.conditioner.condition([negative])
-            return call
+            return self._prior_conditioning(call)
         class_label = call.pop("class_label", None)
         if class_label is None and "guidance" in plan.given and call.get("guidance") is not None and not call.get("random_class"):
             raise LatentzooError("--guidance needs --class or random_class (classifier-free guidance towards a class)")
@@ -203,6 +203,20 @@ class Pipeline:
             if not 0 <= class_label < num_classes - 1:
                 raise LatentzooError(f"--class must be between 0 and {num_classes - 2} for prior {self.spec.prior}")
             call["class_labels"] = torch.full((batch,), class_label, dtype=torch.long)
+        return call
+
+    def _prior_conditioning(self, call: dict[str, Any]) -> dict[str, Any]:
+        """Conditioning the prior derives from its own options and the image size (SDXL's size and crop
+        ``time_ids``): ``prior.extra_conditioning(options, (height, width))`` -> (cond, null) entries."""
+        extra = getattr(self.prior, "extra_conditioning", None)
+        if extra is None:
+            return call
+        space = getattr(self.prior, "latent_space", None)
+        factor = int(getattr(space, "factor", 1) or 1)
+        size = tuple(int(s) * factor for s in self.prior.latent_shape[-2:])
+        cond, null = extra(call, size)
+        call["conditioning"] = {**call["conditioning"], **cond}
+        call["null_conditioning"] = {**call["null_conditioning"], **null}
         return call
 
     # -- sampling -----------------------------------------------------------------------
