@@ -45,6 +45,7 @@ from latentzoo.core.errors import LatentzooError
 
 DIFFUSERS_VERSION = "0.30.0"
 PIPELINE = "StableDiffusionPipeline"
+INPAINT = "StableDiffusionInpaintPipeline"  # a 9-channel UNet: latents + mask + masked-image latents
 IGNORED = ("safety_checker", "feature_extractor", "image_encoder")
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 50, 7.5  # StableDiffusionPipeline.__call__ defaults
 
@@ -295,11 +296,17 @@ def convert_sd_parts(
         "training_schedule": dict(sched["training_schedule"]),
         **(unet_extra or {}),
     }
+    c = space["channels"]
+    # An inpainting UNet (StableDiffusionInpaintPipeline) also takes the mask and the masked image's latents: 2C + 1 channels.
     ctx.require(
-        ucfg["in_channels"] == space["channels"],
+        ucfg["in_channels"] in (c, 2 * c + 1),
         unet_where,
-        f"in_channels {ucfg['in_channels']} != VAE latent channels {space['channels']}",
+        f"in_channels {ucfg['in_channels']} (VAE latent channels {c}: {c} or {2 * c + 1})",
     )
+    ctx.require(ucfg["out_channels"] == c, unet_where, f"out_channels {ucfg['out_channels']} != VAE latent channels {c}")
+    inpainting = ucfg["in_channels"] == 2 * c + 1
+    if inpainting and pipeline == PIPELINE:
+        pipeline = INPAINT
     conditioning = {k: cond_space[k] for k in ("kind", "width", "sequence_length", "encoder")}
     if ucfg.get("addition_embed_type") == "text_time":  # first: a refiner given as a base is named as such
         from .sdxl import check_text_time
@@ -362,7 +369,8 @@ def convert_sd_parts(
         "sampler": sampler,
         "scheduler": scheduler,
         "defaults": defaults,
-        "description": f"Stable Diffusion ({pipeline}) from {where.name}, converted: text to image",
+        "description": f"Stable Diffusion ({pipeline}) from {where.name}, converted: "
+        + ("inpainting (latentzoo inpaint; the mask and the masked image's latents condition the UNet)" if inpainting else "text to image"),
     }
     if sched["note"]:
         ctx.notes.append(sched["note"])
@@ -378,17 +386,18 @@ class StableDiffusionFormat:
     """The diffusers mapping of ``diffusion.unet_cond``: StableDiffusionPipeline folders in and out."""
 
     reads: tuple[str, ...] = ()
-    pipelines = (PIPELINE, "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
+    pipelines = (PIPELINE, INPAINT, "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
 
     def read_pipeline(self, ctx: Any, index: dict[str, Any]) -> None:
-        if index.get("_class_name") != PIPELINE:
+        kind = index.get("_class_name")
+        if kind not in (PIPELINE, INPAINT):
             from .sdxl import read_sdxl_pipeline
 
             return read_sdxl_pipeline(ctx, index)
         src = ctx.source
         for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             if not (src / part).is_dir():
-                raise LatentzooError(f"{src / 'model_index.json'}: {PIPELINE} needs a {part}/ subfolder, which {src} lacks")
+                raise LatentzooError(f"{src / 'model_index.json'}: {kind} needs a {part}/ subfolder, which {src} lacks")
         parts = {}
         for part in ("unet", "vae"):
             _, raw = ctx.config_of(src / part)
@@ -438,8 +447,9 @@ class StableDiffusionFormat:
         ctx.write_part(conditioner, out / "text_encoder", tokenizer_folder=out / "tokenizer")
         sched_cfg = self._scheduler_config(ctx, name, ucfg, sampler, scheduler)
         ctx.write_model(out / "scheduler", sched_cfg, {}, "scheduler_config.json")
+        inpainting = int(ucfg.get("in_channels", 4)) == 2 * int(space.channels) + 1
         index = {
-            "_class_name": PIPELINE,
+            "_class_name": INPAINT if inpainting else PIPELINE,
             "_diffusers_version": DIFFUSERS_VERSION,
             "feature_extractor": [None, None],
             "image_encoder": [None, None],

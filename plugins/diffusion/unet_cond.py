@@ -338,6 +338,12 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         return self._noise_schedule
 
     @property
+    def mask_conditioned(self) -> bool:
+        """An inpainting UNet (SD 1.x / 2.x inpainting checkpoints): its input is the latents, the mask and the
+        masked image's latents (2C + 1 channels), concatenated by ``latentzoo inpaint`` (core.editing)."""
+        return self.in_channels == 2 * self.conv_out.out_channels + 1
+
+    @property
     def latent_shape(self) -> tuple[int, ...]:
         return (self.conv_out.out_channels, self.sample_size, self.sample_size)
 
@@ -358,6 +364,13 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
             raise ValueError(
                 f"encoder_hidden_states width {encoder_hidden_states.shape[-1]} != cross_attention_dim {self.cross_attention_dim}"
             )
+        if sample.shape[1] != self.in_channels:
+            if self.mask_conditioned and sample.shape[1] == self.conv_out.out_channels:
+                raise LatentzooError(
+                    f"this is an inpainting UNet ({self.in_channels} input channels: latents, mask, masked-image latents); "
+                    "it only runs under `latentzoo inpaint` (no plain sampling, img2img or latent blending): use a text-to-image pipeline for those"
+                )
+            raise ValueError(f"sample has {sample.shape[1]} channels; this UNet takes {self.in_channels}")
         timesteps = timesteps.expand(sample.shape[0]) if timesteps.ndim else timesteps.reshape(1).expand(sample.shape[0])
         emb = timestep_embedding(timesteps, self.conv_in.out_channels, flip_sin_to_cos=self.flip_sin_to_cos, freq_shift=self.freq_shift)
         emb = self.time_embedding(emb.to(sample.dtype))
