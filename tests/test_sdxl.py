@@ -216,3 +216,64 @@ def test_contract_and_size_conditioning_refusals(xl, tmp_path, capsys):
         assert not out.exists()
     result = run("sample", "tiny-xl", "--prompt", PROMPT, "--steps", "1", "--set", "aesthetic_score=6", "-o", str(tmp_path / "n.png"))
     assert result.returncode != 0 and "only the SDXL refiner" in result.stderr
+
+
+def _single_file(pipe, path, *, refiner: bool, drop: str | None = None):
+    """The pipeline's weights as an original SDXL single file (sgm names), written with safetensors."""
+    from safetensors.torch import save_file
+
+    from latentzoo.plugins.checkpoints import keys
+
+    unet_cfg = pipe.unet.config
+    ups = [t.startswith("CrossAttn") for t in unet_cfg.up_block_types]
+    ckpt = {keys.UNET + k: v for k, v in keys.unet_to_original(pipe.unet.state_dict(), unet_cfg.layers_per_block, ups).items()}
+    ckpt |= {keys.VAE + k: v for k, v in keys.ae_to_original(pipe.vae.state_dict(), len(pipe.vae.config.block_out_channels)).items()}
+    big = keys.openclip_to_original({k: v for k, v in pipe.text_encoder_2.state_dict().items() if "position_ids" not in k})
+    if refiner:
+        ckpt |= {"conditioner.embedders.0.model." + k: v for k, v in big.items()}
+    else:
+        ckpt |= {
+            "conditioner.embedders.0.transformer." + k: v for k, v in pipe.text_encoder.state_dict().items() if "position_ids" not in k
+        }
+        ckpt |= {"conditioner.embedders.1.model." + k: v for k, v in big.items()}
+    if drop:
+        ckpt = {k: v for k, v in ckpt.items() if not k.startswith(drop)}
+    save_file({k: v.contiguous() for k, v in ckpt.items()}, str(path))
+    return path
+
+
+def test_single_files_give_the_folders_component_weights(xl, tmp_path):
+    """A base and a refiner as original single files convert to byte-identical component weights; a file missing one text encoder is refused."""
+    import yaml
+
+    from latentzoo.core.api import info
+    from latentzoo.core.errors import LatentzooError
+    from latentzoo.interop.api import convert
+
+    (tmp_path / "tiny.yaml").write_text(
+        "model:\n  params:\n    unet_config:\n      params:\n        num_head_channels: 16\n        image_size: 8\n"
+    )
+    for which, name in (("base", "tiny-xl"), ("refiner", "tiny-xl-refiner")):
+        single = _single_file(xl["pipes"][which], tmp_path / f"{which}.safetensors", refiner=which == "refiner")
+        out = tmp_path / f"{which}-out"
+        result = convert(
+            single,
+            f"{which}-file",
+            from_format="single-file",
+            config=str(tmp_path / "tiny.yaml"),
+            tokenizer=str(xl["base"] / "xl-tok"),
+            register=False,
+            outdir=out,
+        )
+        assert any(("Stable Diffusion XL " + ("refiner" if which == "refiner" else "base")) in n for n in result.notes), result.notes
+        frag = yaml.safe_load((out / "registry.yaml").read_text())["components"]
+        for part in ("unet", "vae", "text-encoder"):
+            assert frag[f"{which}-file-{part}"]["weights"]["sha256"] == info(f"{name}-{part}").data["weights"]["sha256"], (which, part)
+        assert frag[f"{which}-file-unet"]["config"]["addition_time_embed_dim"] == 8
+    single = _single_file(xl["pipes"]["base"], tmp_path / "no-clip-l.safetensors", refiner=False, drop="conditioner.embedders.0.")
+    with pytest.raises(LatentzooError) as err:
+        convert(
+            single, "broken", from_format="single-file", tokenizer=str(xl["base"] / "xl-tok"), register=False, outdir=tmp_path / "broken"
+        )
+    assert "missing a text encoder" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "broken").exists() or not any((tmp_path / "broken").iterdir())
