@@ -202,6 +202,10 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--refiner", metavar="NAME", help="A refiner pipeline (e.g. SDXL's) that finishes the sampling from --refiner-switch.")
+@click.option(
+    "--refiner-switch", type=float, default=0.8, show_default=True, help="Fraction of the schedule the base walks before the refiner."
+)
 @click.pass_context
 def sample(
     ctx: click.Context,
@@ -220,6 +224,8 @@ def sample(
     candidates: str | None,
     scorer: str | None,
     precision: str,
+    refiner: str | None,
+    refiner_switch: float,
     **parts: str | None,
 ) -> None:
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
@@ -261,6 +267,10 @@ def sample(
     count = parse_candidates(candidates)
     with one_line_warnings():
         pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1], scorer=scorer, candidates=count)
+        if refiner is not None:
+            from latentzoo.core.refine import attach
+
+            attach(pipe, _build(ctx, refiner, {}, allow_mismatch), refiner_switch)
         for out, options in runs:
             record = pipe.sample_to(
                 out,

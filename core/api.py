@@ -116,6 +116,8 @@ def sample(
     allow_mismatch: bool | None = None,
     candidates: int | None = None,
     precision: str = "fp32",
+    refiner: str | PipelineSpec | None = None,
+    refiner_switch: float = 0.8,
 ) -> dict[str, Any]:
     """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar.
 
@@ -127,6 +129,7 @@ def sample(
     the prompt kept (``--candidates``; the sidecar's ``reranking`` records it); with no prompt
     under ``random_prompt``, against each output's caption drawn from the caption set.
     ``precision="bf16"`` runs the models under bfloat16 autocast (``--precision bf16``).
+    ``refiner``: a refiner pipeline that finishes the sampling from ``refiner_switch`` (core.refine).
     """
     from .pipeline import check_precision
     from .record import SampleOutput, check_run
@@ -138,6 +141,10 @@ def sample(
     check_precision(precision)
     SampleOutput(str(output), n=n, nrow=nrow)  # refuse a bad output before loading weights
     pipe = load_pipeline(target, extra=extra, allow_mismatch=allow_mismatch)
+    if refiner is not None:
+        from .refine import attach
+
+        attach(pipe, load_pipeline(refiner, extra=extra, allow_mismatch=allow_mismatch), refiner_switch)
     return pipe.sample_to(
         str(output),
         n,

@@ -96,6 +96,7 @@ class Pipeline:
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
     declared: dict[str, list[Option]] = field(default_factory=dict)
+    refiner: Any = None  # (Pipeline, switch): a refiner finishing this pipeline's sampling (core.refine.attach)
 
     def modules(self) -> list[torch.nn.Module]:
         """The distinct torch modules among the pipeline's components."""
@@ -255,7 +256,14 @@ class Pipeline:
             call["prompt_indices"] = indices.repeat_interleave(candidates)
             if drawn is not None:
                 drawn.extend(indices.tolist())
-        latents = self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **call)
+        if getattr(self.prior, "refiner", False) or self.refiner is not None:
+            from . import refine
+
+            if self.refiner is None:
+                refine.attach(self, self)  # refuses, naming the refiner: it does not sample from pure noise
+            latents = refine.sample(self, plan, noise, levels, generator, progress, call)
+        else:
+            latents = self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **call)
         if not _finite(latents):
             raise LatentzooError(
                 f"sampler {self.spec.sampler} produced non-finite latents from prior {self.spec.prior} (seed {seed}); "
@@ -483,12 +491,17 @@ class Pipeline:
 
     def record(self) -> dict[str, Any]:
         """What a sidecar needs to reproduce a draw."""
-        return {
+        out = {
             "pipeline": self.spec.name,
             "components": self.spec.parts(),
             "sha256": dict(self.sha256),
             "defaults": dict(self.spec.defaults),
         }
+        if self.refiner is not None:
+            from .refine import record
+
+            out.update(record(self))
+        return out
 
 
 __all__ = ["DEFAULT_BATCH_SIZE", "OptionError", "Pipeline", "SamplingOptions", "batch_seed", "check_run", "decoder_seed"]

@@ -69,16 +69,17 @@ def _text_encoders(folder: Path, seed: int):
     return te1, te2, tok1, tok2
 
 
-def build_sdxl(folder: Path, seed: int = 0, *, refiner: bool = False, scheduler: str = "EulerDiscreteScheduler"):
+def build_sdxl(folder: Path, seed: int = 0, *, refiner: bool = False, scheduler: str = "EulerDiscreteScheduler", vae=None):
     """Write a StableDiffusionXLPipeline (or, ``refiner``, a StableDiffusionXLImg2ImgPipeline with
-    requires_aesthetics_score and only text_encoder_2) folder (safetensors); return the pipeline."""
+    requires_aesthetics_score and only text_encoder_2) folder (safetensors); return the pipeline.
+    ``vae``: another pipeline's (the refiner shares the base's, as the published ones do)."""
     import diffusers
 
     te1, te2, tok1, tok2 = _text_encoders(folder, seed)
     unet = diffusers.UNet2DConditionModel(**(REFINER_UNET if refiner else XL_UNET))
-    vae = diffusers.AutoencoderKL(**VAE)
+    shared, vae = vae is not None, vae or diffusers.AutoencoderKL(**VAE)
     sched = getattr(diffusers, scheduler)(**XL_SCHED)
-    for i, m in enumerate((te1, te2, unet, vae)):
+    for i, m in enumerate((te1, te2, unet) if shared else (te1, te2, unet, vae)):
         perturb(m, seed * 10 + i)
     if refiner:
         pipe = diffusers.StableDiffusionXLImg2ImgPipeline(

@@ -38,7 +38,8 @@ def xl(tmp_path_factory):
     os.environ.update(LATENTZOO_REGISTRY=str(base / "user.yaml"), XDG_CONFIG_HOME=str(base / "cfg"))
     from latentzoo.interop.api import convert
 
-    pipes = {"base": build_sdxl(base / "xl", seed=2), "refiner": build_sdxl(base / "refiner", seed=3, refiner=True)}
+    pipes = {"base": build_sdxl(base / "xl", seed=2)}
+    pipes["refiner"] = build_sdxl(base / "refiner", seed=3, refiner=True, vae=pipes["base"].vae)  # one latent space
     logs = {
         "base": convert(base / "xl", "tiny-xl", from_format="diffusers").notes,
         "refiner": convert(base / "refiner", "tiny-xl-refiner", from_format="diffusers").notes,
@@ -277,3 +278,46 @@ def test_single_files_give_the_folders_component_weights(xl, tmp_path):
         )
     assert "missing a text encoder" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "broken").exists() or not any((tmp_path / "broken").iterdir())
+
+
+def test_base_plus_refiner_matches_diffusers_and_is_recorded(xl, tmp_path, capsys):
+    """sample --refiner: the base's 4 steps to the switch (0.8), the refiner's last step, as diffusers' denoising_end / _start."""
+    from conftest import in_process_cli
+
+    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.refine import attach
+
+    base = load_pipeline("tiny-xl")
+    attach(base, load_pipeline("tiny-xl-refiner"), 0.8)
+    latents = base.sample_latents(1, seed=5, options={"steps": 5, "prompt": PROMPT, "guidance": 5.0})
+    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        mid = xl["pipes"]["base"](
+            PROMPT, height=16, width=16, num_inference_steps=5, guidance_scale=5.0, latents=noise.clone(), output_type="latent",
+            denoising_end=0.8,
+        ).images  # fmt: skip
+        want = xl["pipes"]["refiner"](
+            PROMPT, image=mid, num_inference_steps=5, guidance_scale=5.0, denoising_start=0.8, output_type="latent"
+        ).images
+    err = rel_err(latents, want)
+    print(f"sdxl base + refiner (switch 0.8): latents max relative error {err:.3g}")
+    assert err < LOOP_TOL
+    run = in_process_cli(capsys)
+    out = tmp_path / "refined.png"
+    args = ["sample", "tiny-xl", "--prompt", PROMPT, "--steps", "5", "-n", "1", "--no-progress", "-o", str(out)]
+    result = run(*args, "--refiner", "tiny-xl-refiner", "--refiner-switch", "0.8")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["refiner"]["pipeline"] == "tiny-xl-refiner" and record["refiner"]["switch"] == 0.8
+    # a refiner as the base, a base as the refiner, a switch outside (0, 1): one line each, nothing written
+    bad = tmp_path / "bad.png"
+    cases = {
+        ("sample", "tiny-xl-refiner"): "is a refiner",
+        ("sample", "tiny-xl", "--refiner", "tiny-xl"): "is not a refiner",
+        ("sample", "tiny-xl", "--refiner", "tiny-xl-refiner", "--refiner-switch", "1.5"): "--refiner-switch",
+    }
+    for args, fragment in cases.items():
+        result = run(*args, "--prompt", PROMPT, "--steps", "2", "--no-progress", "-o", str(bad))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
+        assert not bad.exists()

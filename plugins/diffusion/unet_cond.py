@@ -300,8 +300,9 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         self.class_embedding = nn.Embedding(num_class_embeds, temb) if num_class_embeds else None
         self.addition_embed_type, self.addition_time_embed_dim = addition_embed_type, addition_time_embed_dim
         self.added_conditioning: tuple[str, ...] = ()
-        # SDXL's refiner: time ids (original size, crop, aesthetic score) instead of (..., target size).
-        self.aesthetic_score = aesthetic_score
+        # SDXL's refiner: time ids (original size, crop, aesthetic score) instead of (..., target size). Trained on
+        # the low-noise end of the schedule only, it continues a base's sampling (core.refine), never from pure noise.
+        self.aesthetic_score = self.refiner = aesthetic_score
         if addition_embed_type is not None:
             if addition_embed_type != "text_time":
                 raise ValueError(f"addition_embed_type {addition_embed_type!r} is not supported (only text_time, SDXL's)")
