@@ -295,6 +295,8 @@ def invert(pipe: Any, images: torch.Tensor, plan: Any, levels: list[float]) -> t
     check_invertible(pipe)
     call = pipe._call_options(plan, len(images))
     x0 = pipe.scale(pipe.encode(images))
+    if call.get("conditioning") is not None:  # a text-conditioned prior inverts under the prompt, unguided
+        return pipe.sampler.invert(pipe.prior, x0, levels=levels, class_labels=call.get("class_labels"), conditioning=call["conditioning"])
     return pipe.sampler.invert(pipe.prior, x0, levels=levels, class_labels=call.get("class_labels"))
 
 
