@@ -208,6 +208,11 @@ def test_contract_and_size_conditioning_refusals(xl, tmp_path, capsys):
         with pytest.raises(ContractError) as err:
             compose(conditioner=conditioner, **parts, name="mixed")
         assert "\n" not in str(err.value) and fragment in str(err.value) and conditioner in str(err.value), str(err.value)
+    # an SD 1.x VAE (another latent space: scaling 0.18215, another autoencoder) as the SDXL decoder
+    convert(tmp_path / "sd1" / "vae", "tiny-sd1-vae-for-xl", from_format="diffusers")
+    with pytest.raises(ContractError) as err:
+        compose(conditioner="tiny-xl-text-encoder", **{**parts, "decoder": "tiny-sd1-vae-for-xl"}, name="mixed-vae")
+    assert "\n" not in str(err.value) and "tiny-sd1-vae-for-xl" in str(err.value) and "scaling_factor" in str(err.value), str(err.value)
     run = in_process_cli(capsys)
     for option in ("original_size=30,30", "target_size=0,64", "original_size=64", "crops_coords_top_left=-8,0", "target_size=a,b"):
         out = tmp_path / "never.png"
