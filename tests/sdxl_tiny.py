@@ -78,7 +78,8 @@ def build_sdxl(folder: Path, seed: int = 0, *, refiner: bool = False, scheduler:
     te1, te2, tok1, tok2 = _text_encoders(folder, seed)
     unet = diffusers.UNet2DConditionModel(**(REFINER_UNET if refiner else XL_UNET))
     shared, vae = vae is not None, vae or diffusers.AutoencoderKL(**VAE)
-    sched = getattr(diffusers, scheduler)(**XL_SCHED)
+    cls = getattr(diffusers, scheduler)
+    sched = cls.from_config(XL_SCHED)  # keys a class does not take (Euler-ancestral: interpolation_type) are dropped
     for i, m in enumerate((te1, te2, unet) if shared else (te1, te2, unet, vae)):
         perturb(m, seed * 10 + i)
     if refiner:

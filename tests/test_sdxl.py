@@ -326,3 +326,21 @@ def test_base_plus_refiner_matches_diffusers_and_is_recorded(xl, tmp_path, capsy
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
         assert not bad.exists()
+
+
+def test_euler_ancestral_folder_and_refiner_img2img_with_aesthetic_score(xl, tmp_path):
+    """An EulerAncestralDiscreteScheduler folder maps to euler-ancestral; the refiner refines an image (img2img), its aesthetic score steering it."""
+    from latentzoo.core.api import info, load_pipeline
+    from latentzoo.core.editing import img2img
+    from latentzoo.interop.api import convert
+
+    build_sdxl(tmp_path / "ancestral", seed=9, scheduler="EulerAncestralDiscreteScheduler")
+    result = convert(tmp_path / "ancestral", "tiny-xl-ancestral", from_format="diffusers", register=False, outdir=tmp_path / "a")
+    assert result.pipelines["tiny-xl-ancestral"]["sampler"] == "euler-ancestral"
+    assert info("tiny-xl-refiner").data["sampler"] == "euler"
+    refiner = load_pipeline("tiny-xl-refiner")
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    opts = {"steps": 4, "prompt": PROMPT, "guidance": 5.0}
+    a = img2img(refiner, images, 0.3, seed=0, options=opts)
+    b = img2img(refiner, images, 0.3, seed=0, options={**opts, "aesthetic_score": 2.0})
+    assert bool(torch.isfinite(a.images).all()) and float((a.images - b.images).abs().max()) > 1e-5
