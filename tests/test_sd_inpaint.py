@@ -117,3 +117,28 @@ def test_inpainting_folder_exports_back(inpainting, tmp_path):
     for part in ("unet", "vae", "text_encoder"):
         a, b = getattr(theirs, part).state_dict(), getattr(back, part).state_dict()
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), part
+
+
+def test_inpainting_single_file_gives_the_folders_weights(inpainting, tmp_path):
+    """An SD 1.x inpainting checkpoint as an original single file (9-channel input_blocks.0.0) converts to the folder's weights."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from latentzoo.core.api import info
+    from latentzoo.interop.api import convert
+    from latentzoo.plugins.checkpoints import keys
+
+    pipe = inpainting["pipe"]
+    ups = [t.startswith("CrossAttn") for t in pipe.unet.config.up_block_types]
+    ckpt = {keys.UNET + k: v for k, v in keys.unet_to_original(pipe.unet.state_dict(), 1, ups).items()}
+    ckpt |= {keys.VAE + k: v for k, v in keys.ae_to_original(pipe.vae.state_dict(), 2).items()}
+    ckpt |= {keys.CLIP + k: v for k, v in pipe.text_encoder.state_dict().items() if "position_ids" not in k}
+    save_file({k: v.contiguous() for k, v in ckpt.items()}, str(tmp_path / "inpaint.safetensors"))
+    out = tmp_path / "out"
+    tok = inpainting["base"] / "plain-tok"
+    convert(tmp_path / "inpaint.safetensors", "inp-file", from_format="single-file", tokenizer=str(tok), register=False, outdir=out)
+    frag = yaml.safe_load((out / "registry.yaml").read_text())
+    assert frag["components"]["inp-file-unet"]["config"]["in_channels"] == 9
+    assert "inpainting" in frag["pipelines"]["inp-file"]["description"]
+    for part in ("unet", "vae", "text-encoder"):
+        assert frag["components"][f"inp-file-{part}"]["weights"]["sha256"] == info(f"tiny-inpaint-{part}").data["weights"]["sha256"], part

@@ -436,7 +436,7 @@ def _text(det: Detected, shapes: dict[str, Any]) -> None:
         "hidden_size": width,
         "intermediate_size": inner,
         "num_hidden_layers": layers,
-        "num_attention_heads": width // 64,  # CLIP's text towers use 64-channel heads (ViT-L: 12 x 64, ViT-H: 16 x 64)
+        "num_attention_heads": max(1, width // 64),  # CLIP text towers use 64-channel heads (ViT-L: 12 x 64, ViT-H: 16 x 64)
         "max_position_embeddings": pos[0],
         "hidden_act": act,
         "layer_norm_eps": 1e-5,
