@@ -192,9 +192,8 @@ def test_bad_sdxl_folders_are_refused_in_one_line(xl, tmp_path):
         assert not out.exists() or not any(out.iterdir())
 
 
-def test_contract_and_size_conditioning_refusals(xl, tmp_path, capsys):
+def test_contract_and_size_conditioning_refusals(xl, tmp_path, capsys, helpers):
     """An SD 1.x-shaped text encoder (or the refiner's) on the SDXL UNet, and size conditioning that is not a positive multiple of 8."""
-    from conftest import in_process_cli
     from sd_tiny import build_sd
 
     from latentzoo.core.api import compose
@@ -213,7 +212,7 @@ def test_contract_and_size_conditioning_refusals(xl, tmp_path, capsys):
     with pytest.raises(ContractError) as err:
         compose(conditioner="tiny-xl-text-encoder", **{**parts, "decoder": "tiny-sd1-vae-for-xl"}, name="mixed-vae")
     assert "\n" not in str(err.value) and "tiny-sd1-vae-for-xl" in str(err.value) and "scaling_factor" in str(err.value), str(err.value)
-    run = in_process_cli(capsys)
+    run = helpers.in_process_cli(capsys)
     for option in ("original_size=30,30", "target_size=0,64", "original_size=64", "crops_coords_top_left=-8,0", "target_size=a,b"):
         out = tmp_path / "never.png"
         result = run("sample", "tiny-xl", "--prompt", PROMPT, "--steps", "1", "--set", option, "-o", str(out), "--no-progress")
@@ -285,9 +284,8 @@ def test_single_files_give_the_folders_component_weights(xl, tmp_path):
     assert not (tmp_path / "broken").exists() or not any((tmp_path / "broken").iterdir())
 
 
-def test_base_plus_refiner_matches_diffusers_and_is_recorded(xl, tmp_path, capsys):
+def test_base_plus_refiner_matches_diffusers_and_is_recorded(xl, tmp_path, capsys, helpers):
     """sample --refiner: the base's 4 steps to the switch (0.8), the refiner's last step, as diffusers' denoising_end / _start."""
-    from conftest import in_process_cli
 
     from latentzoo.core.api import load_pipeline
     from latentzoo.core.refine import attach
@@ -305,9 +303,10 @@ def test_base_plus_refiner_matches_diffusers_and_is_recorded(xl, tmp_path, capsy
             PROMPT, image=mid, num_inference_steps=5, guidance_scale=5.0, denoising_start=0.8, output_type="latent"
         ).images
     err = rel_err(latents, want)
-    print(f"sdxl base + refiner (switch 0.8): latents max relative error {err:.3g}")
+    with capsys.disabled():
+        print(f"sdxl base + refiner (switch 0.8): latents max relative error {err:.3g}")
     assert err < LOOP_TOL
-    run = in_process_cli(capsys)
+    run = helpers.in_process_cli(capsys)
     out = tmp_path / "refined.png"
     args = ["sample", "tiny-xl", "--prompt", PROMPT, "--steps", "5", "-n", "1", "--no-progress", "-o", str(out)]
     result = run(*args, "--refiner", "tiny-xl-refiner", "--refiner-switch", "0.8")
