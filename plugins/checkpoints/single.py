@@ -48,6 +48,8 @@ KINDS = {
     "sdxl-refiner": "Stable Diffusion XL refiner",
 }
 SDXL_SCALE = 0.13025  # SDXL's first stage: the published sgm configs' scale_factor
+SDXL_BASE, SDXL_REFINER = "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"
+BASE_TIME_IDS, REFINER_TIME_IDS = 6, 5  # original size, crop, target size / original size, crop, aesthetic score
 XL = "conditioner.embedders."
 
 SD_PIPELINE = "StableDiffusionPipeline"  # the diffusers pipeline whose family mapping converts an SD checkpoint's parts
@@ -563,8 +565,6 @@ def sd_parts(det: Detected, tensors: dict[str, Any]) -> dict[str, tuple[dict[str
 
 def _convert_sdxl(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], *, tokenizer: Any, scaling_factor: Any) -> None:
     """An SDXL base or refiner file -> the parts of a StableDiffusionXL[Img2Img]Pipeline, converted by the diffusion family."""
-    from latentzoo.plugins.diffusion.sdxl import BASE, BASE_TIME_IDS, IMG2IMG, REFINER_TIME_IDS, convert_sdxl_parts
-
     refiner = det.kind == "sdxl-refiner"
     source = ctx.source
     widths = det.unet["block_out_channels"]
@@ -608,13 +608,13 @@ def _convert_sdxl(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict
         parts[part] = (cfg, K.clip_to_transformers(state) if kind == "transformer" else K.openclip_to_transformers(state, whole=True)[0])
         toks.append(load_tokenizer(tokenizer, det, pad=text_pad(kind)))
         cfg.update(bos_token_id=toks[-1].bos_token_id, eos_token_id=toks[-1].eos_token_id)  # the pooled state is the end token's
-    convert_sdxl_parts(
+    pipeline_reader(SDXL_BASE).read_parts(  # the diffusion family's SDXL converter, found through its declaration
         ctx,
         parts,
         tokenizers=toks,
         scheduler_config=scheduler,
         where=source,
-        pipeline=IMG2IMG if refiner else BASE,
+        pipeline=SDXL_REFINER if refiner else SDXL_BASE,
         refiner=refiner,
         force_zeros_for_empty_prompt=not refiner,  # the published base / refiner pipelines' settings
     )

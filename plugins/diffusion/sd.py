@@ -390,7 +390,12 @@ class StableDiffusionFormat:
 
     @staticmethod
     def read_parts(ctx: Any, parts: dict[str, tuple[dict[str, Any], dict[str, Any]]], **context: Any) -> None:
-        """The pipeline's parts already in memory (config, tensors), as a single-file checkpoint gives them: ``convert_sd_parts``."""
+        """The pipeline's parts already in memory (config, tensors), as a single-file checkpoint gives them: ``convert_sd_parts``
+        (SDXL's, with ``text_encoder_2``: ``sdxl.convert_sdxl_parts``)."""
+        if "text_encoder_2" in parts:
+            from .sdxl import convert_sdxl_parts
+
+            return convert_sdxl_parts(ctx, parts, **context)
         convert_sd_parts(ctx, parts, **context)
 
     def read_pipeline(self, ctx: Any, index: dict[str, Any]) -> None:
