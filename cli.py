@@ -43,6 +43,7 @@ COMMANDS = {
     "formats": "inspect:formats_cmd",
     "push": "interop:push",
     "pull": "interop:pull",
+    "serve": "serve:serve",
 }
 
 

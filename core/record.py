@@ -29,6 +29,7 @@ RECORD_FORMAT = "latentzoo.samples/1"
 DIR_SIDECAR = "samples.json"
 DEFAULT_BATCH_SIZE = 64
 MAX_SEED = 2**63 - 1
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
 
 
 def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None = None) -> None:
@@ -44,6 +45,11 @@ def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None
         raise LatentzooError(f"--batch-size must be at least 1, not {batch_size}")
     if nrow is not None and nrow < 1:
         raise LatentzooError(f"--nrow must be at least 1, not {nrow}")
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise LatentzooError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def prompt_outputs(output: str, count: int) -> list[str]:
@@ -116,7 +122,8 @@ class SampleOutput:
         self.output = text
         self.per_sample = text.endswith(("/", os.sep))
         self.path = Path(text)
-        self.n, self.padding = n, padding
+        # One image is that image at the model's size (chainable into img2img), not a one-tile padded grid.
+        self.n, self.padding = n, (0 if n == 1 else padding)
         self.nrow = nrow or math.ceil(math.sqrt(n))
         self.count = 0
         self.canvas: Any = None

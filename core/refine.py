@@ -19,11 +19,12 @@ A refiner is refused as a base (from pure noise), and a prior that is not a refi
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import ContractError, LatentzooError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_switch(switch: Any) -> float:
@@ -52,6 +53,8 @@ def attach(base: Any, refiner: Any, switch: float = 0.8) -> None:
             f"--refiner {refiner.spec.name}: its prior's latent space differs from base {base.spec.prior}'s ({', '.join(diffs)}); "
             "a refiner continues the base's latents, so both must share one latent space"
         )
+    import torch
+
     same = getattr(refiner.prior, "prediction_type", None) == getattr(base.prior, "prediction_type", None)
     a_s, b_s = getattr(base.prior, "noise_schedule", None), getattr(refiner.prior, "noise_schedule", None)
     if not same or a_s is None or b_s is None or not torch.equal(a_s.alphas_cumprod, b_s.alphas_cumprod):
@@ -72,6 +75,8 @@ class _Experts:
         return getattr(self._base, name)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: Any = None, **kwargs: Any) -> torch.Tensor:
+        import torch
+
         if float(t.flatten()[0]) >= self._cutoff - 1e-6:  # t(sigma) inverts a float map
             return self._base(x, t, labels, **kwargs)
         guided = self._null is not None and x.shape[0] == 2 * next(iter(self._cond.values())).shape[0]
