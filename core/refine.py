@@ -105,7 +105,8 @@ def sample(
             f"--refiner-switch {switch}: with {len(levels) - 1} steps the {'refiner' if k == 0 else 'base'} would take every step; "
             "use more steps or another switch"
         )
-    ref_plan = refiner.resolve_options({k: plan.flat[k] for k in ("prompt", "negative_prompt", "guidance") if plan.flat.get(k) is not None})
+    given = {**plan.conditioning, **({"guidance": plan.flat["guidance"]} if plan.flat.get("guidance") is not None else {})}
+    ref_plan = refiner.resolve_options(given)  # the same prompt, negative prompt and guidance
     ref_call = refiner._call_options(ref_plan, len(noise))
     guidance = call.get("guidance")
     ref = Denoiser(
