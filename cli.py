@@ -43,6 +43,9 @@ COMMANDS = {
     "formats": "inspect:formats_cmd",
     "push": "interop:push",
     "pull": "interop:pull",
+    "lora": "adapters:lora",
+    "fuse": "adapters:fuse",
+    "merge": "adapters:merge",
     "serve": "serve:serve",
 }
 
