@@ -343,3 +343,19 @@ def test_euler_ancestral_folder_and_refiner_img2img_with_aesthetic_score(xl, tmp
     a = img2img(refiner, images, 0.3, seed=0, options=opts)
     b = img2img(refiner, images, 0.3, seed=0, options={**opts, "aesthetic_score": 2.0})
     assert bool(torch.isfinite(a.images).all()) and float((a.images - b.images).abs().max()) > 1e-5
+
+
+def test_an_sd1_lora_on_sdxl_is_refused_in_one_line(xl, tmp_path, capsys, helpers):
+    """A LoRA made for an SD 1.x UNet (its attention in the first level, which SDXL's lacks) is refused on the SDXL pipeline."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    lora = {f"{key}.lora_down.weight": torch.randn(4, 32, generator=g), f"{key}.lora_up.weight": torch.randn(32, 4, generator=g)}
+    save_file({**lora, f"{key}.alpha": torch.tensor(4.0)}, str(tmp_path / "sd1-lora.safetensors"))
+    run = helpers.in_process_cli(capsys)
+    out = tmp_path / "never.png"
+    result = run("sample", "tiny-xl", "--prompt", PROMPT, "--steps", "1", "--lora", str(tmp_path / "sd1-lora.safetensors"), "-o", str(out))
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and len(lines) == 1 and "sd1-lora" in lines[0], result.stderr
+    assert not out.exists()
