@@ -24,6 +24,14 @@ Not a test (minutes, several GB). For each model it:
    encoder's tokens and the decoded image.
 
     python benchmarks/sd_fullsize.py --models sd15 sd21 --steps 3 [--dtype bf16] [--threads 1] [--device cuda]
+    python benchmarks/sd_fullsize.py --models sdxl --steps 2 --threads 2 --rounds 1
+
+SDXL base (``--models sdxl``): the UNet alone at the published config (2.57B parameters, ~10 GB
+in fp32), random init, saved once as a diffusers UNet folder whose safetensors file latentzoo's
+registry entry names directly (the same tensor names); each library in its own process (two fp32
+copies do not fit beside other work in 24 GB), alternated over ``--rounds``: load time, the
+fastest CFG step (batch 2 at 64x64 latents = 512x512, pooled text + size time ids) and peak RSS;
+then latentzoo with its weights cast to bfloat16 under autocast (``bf16-weights``).
 
 Targets (issue 16): latentzoo step time <= 0.9x diffusers', peak memory <= diffusers'.
 """
@@ -86,6 +94,15 @@ SCHED = {
     ),
 }  # fmt: skip
 PROMPT = "a photo of a cat"
+# stabilityai/stable-diffusion-xl-base-1.0's unet/config.json (2.57B parameters), field by field.
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=[320, 640, 1280],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=[5, 10, 20],
+    transformer_layers_per_block=[1, 2, 10], cross_attention_dim=2048, use_linear_projection=True, addition_embed_type="text_time",
+    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816, norm_num_groups=32, norm_eps=1e-5, act_fn="silu",
+    flip_sin_to_cos=True, freq_shift=0,
+)  # fmt: skip
 
 
 def rss_peak_mb() -> float:
@@ -359,15 +376,184 @@ def interleaved(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(times))
 
 
+# ---------------------------------------------------------------------------------------
+# SDXL base: the UNet alone (two fp32 copies, ~10 GB each, do not fit one process beside other work)
+
+
+def sdxl_build(work: Path, seed: int) -> tuple[Path, Path]:
+    """(diffusers UNet folder, a latentzoo registry naming the same safetensors file as ``sdxl-unet``)."""
+    import diffusers
+    import torch
+
+    from latentzoo.core.weights import sha256_file
+
+    folder = work / "sdxl-unet"
+    registry = work / "sdxl-registry.yaml"
+    if not (folder / "diffusion_pytorch_model.safetensors").is_file():
+        torch.manual_seed(seed)
+        log("sdxl: random-init UNet2DConditionModel with the published SDXL base config")
+        unet = diffusers.UNet2DConditionModel(**SDXL_UNET).eval()
+        with torch.no_grad():
+            for p in unet.parameters():
+                p.add_(0.02 * torch.randn_like(p))
+        unet.save_pretrained(folder, safe_serialization=True, max_shard_size="100GB")
+        del unet
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    cfg = {k: v for k, v in SDXL_UNET.items() if k not in ("act_fn",)}
+    cfg.update(prediction_type="epsilon", num_train_timesteps=1000)
+    cfg["training_schedule"] = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+    entry = {
+        "version": 1,
+        "components": {
+            "sdxl-unet": {
+                "family": "diffusion",
+                "class": "diffusion.unet_cond",
+                "roles": ["prior"],
+                "config": cfg,
+                "weights": {"path": str(weights), "sha256": sha256_file(weights)},
+                "latent_space": {
+                    "kind": "continuous",
+                    "channels": 4,
+                    "factor": 8,
+                    "autoencoder": "sha256:0000000000000000",
+                    "scaling_factor": 0.13025,
+                },
+                "conditioning": {
+                    "kind": "text",
+                    "width": 2048,
+                    "sequence_length": 77,
+                    "pooled": True,
+                    "pooled_width": 1280,
+                    "encoder": "sha256:0000000000000001",
+                },
+            }
+        },
+    }
+    import yaml
+
+    registry.write_text(yaml.safe_dump(entry), encoding="utf-8")
+    return folder, registry
+
+
+def sdxl_worker(args: argparse.Namespace) -> None:
+    """One library's SDXL UNet: load time, fastest CFG step at 64x64 latents (512x512), peak RSS."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    inputs = load_file(args.inputs)
+    x = torch.cat([inputs["latents"], inputs["latents"]])
+    t, context, pooled, time_ids = inputs["t"], inputs["context"], inputs["pooled"], inputs["time_ids"]
+    start = time.perf_counter()
+    if args.lib == "diffusers":
+        import diffusers
+
+        unet = diffusers.UNet2DConditionModel.from_pretrained(args.source).eval()
+
+        def denoise():
+            return unet(x, t, encoder_hidden_states=context, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+    else:
+        from latentzoo.core.build import Builder
+
+        unet = Builder.from_registry([args.source]).component("sdxl-unet", "prior")
+        if args.dtype == "bf16-weights":
+            from latentzoo.core.weights import cast_parameters
+
+            cast_parameters(unet, torch.bfloat16)
+
+        def denoise():
+            return unet(x, t, encoder_hidden_states=context, pooled=pooled, time_ids=time_ids)
+
+    load_s = time.perf_counter() - start
+    import contextlib
+
+    amp = torch.autocast("cpu", dtype=torch.bfloat16) if args.dtype == "bf16-weights" else contextlib.nullcontext()
+    times = []
+    with torch.inference_mode(), amp:
+        first = denoise()  # warm-up
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            denoise()
+            times.append(time.perf_counter() - t0)
+    save_file({"unet": first.float().contiguous()}, args.result + ".safetensors")
+    Path(args.result).write_text(json.dumps({"load_s": load_s, "steps_s": times, "rss_peak_mb": rss_peak_mb()}))
+
+
+def sdxl_main(args: argparse.Namespace) -> None:
+    """SDXL base UNet, latentzoo vs diffusers, separate processes alternated over --rounds; then latentzoo bf16-weights."""
+    import torch
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    folder, registry = sdxl_build(work, args.seed)
+    g = torch.Generator().manual_seed(args.seed)
+    inputs = {
+        "latents": torch.randn(1, 4, 64, 64, generator=g),
+        "t": torch.tensor(501),
+        "context": torch.randn(2, 77, 2048, generator=g),
+        "pooled": torch.randn(2, 1280, generator=g),
+        "time_ids": torch.tensor([[512.0, 512, 0, 0, 512, 512]] * 2),
+    }
+    save_file(inputs, work / "sdxl-inputs.safetensors")
+    res: dict[str, dict] = {}
+    runs = [("diffusers", folder, "fp32"), ("latentzoo", registry, "fp32")] * args.rounds + [("latentzoo", registry, "bf16-weights")]
+    for lib, source, dtype in runs:
+        key = lib if dtype == "fp32" else f"{lib} {dtype}"
+        result = work / f"sdxl-{key.replace(' ', '-')}.json"
+        cmd = [
+            sys.executable,
+            __file__,
+            "--lib",
+            lib,
+            "--model",
+            "sdxl",
+            "--source",
+            str(source),
+            "--inputs",
+            str(work / "sdxl-inputs.safetensors"),
+        ]
+        cmd += ["--result", str(result), "--steps", str(args.steps), "--dtype", dtype, "--threads", str(args.threads)]
+        log(f"sdxl: {key} (load + {args.steps} timed CFG steps at 64x64 latents, separate process)")
+        run(cmd, env)
+        new = json.loads(result.read_text())
+        new["out"] = load_file(str(result) + ".safetensors")["unet"]
+        old = res.get(key)
+        if old is not None:
+            new["steps_s"] = old["steps_s"] + new["steps_s"]
+            new["load_s"] = min(old["load_s"], new["load_s"])
+            new["rss_peak_mb"] = max(old["rss_peak_mb"], new["rss_peak_mb"])
+        res[key] = new
+    d, z, b = res["diffusers"], res["latentzoo"], res["latentzoo bf16-weights"]
+    row = {
+        "model": "sdxl",
+        "threads": args.threads,
+        "unet_rel_diff": rel(z["out"], d["out"]),
+        "step diffusers": min(d["steps_s"]),
+        "step latentzoo": min(z["steps_s"]),
+        "step ratio": min(z["steps_s"]) / min(d["steps_s"]),
+        "load diffusers": d["load_s"],
+        "load latentzoo": z["load_s"],
+        "peak RSS diffusers": d["rss_peak_mb"],
+        "peak RSS latentzoo": z["rss_peak_mb"],
+        "peak ratio": z["rss_peak_mb"] / d["rss_peak_mb"],
+        "bf16-weights step": min(b["steps_s"]),
+        "bf16-weights peak RSS": b["rss_peak_mb"],
+        "bf16-weights rel diff": rel(b["out"], d["out"]),
+    }
+    print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def rel(a, b) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["sd15", "sd21"], choices=["sd15", "sd21"])
+    ap.add_argument("--models", nargs="+", default=["sd15", "sd21"], choices=["sd15", "sd21", "sdxl"])
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "bf16-weights"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2, help="alternate the two libraries this many times; report the fastest step")
@@ -384,8 +570,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.lib == "both":
         return interleaved(args)
+    if args.lib and args.model == "sdxl":
+        return sdxl_worker(args)
     if args.lib:
         return worker(args)
+    if args.models == ["sdxl"]:
+        return sdxl_main(args)
+    if "sdxl" in args.models:
+        raise SystemExit("--models sdxl runs alone (the UNet alone, ~10 GB per copy): python benchmarks/sd_fullsize.py --models sdxl")
 
     import torch
 

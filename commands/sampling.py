@@ -168,6 +168,10 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 @click.option("--device", default="cpu", show_default=True, metavar="DEV", help="cpu, cuda, cuda:N or mps (sampling runs on cpu today).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--refiner", metavar="NAME", help="A refiner pipeline (e.g. SDXL's) that finishes the sampling from --refiner-switch.")
+@click.option(
+    "--refiner-switch", type=float, default=0.8, show_default=True, help="Fraction of the schedule the base walks before the refiner."
+)
 @click.pass_context
 def sample(
     ctx: click.Context,
@@ -186,6 +190,8 @@ def sample(
     candidates: str | None,
     scorer: str | None,
     precision: str,
+    refiner: str | None,
+    refiner_switch: float,
     loras: tuple[str, ...],
     resume: bool,
     threads: int | None,
@@ -240,6 +246,8 @@ def sample(
         nrow=nrow,
         output=output,
         allow_mismatch=allow_mismatch,
+        refiner=refiner,
+        refiner_switch=refiner_switch,
         text=True,
         registries=tuple(ctx.obj["registries"]),
         loras=loras,

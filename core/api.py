@@ -133,6 +133,8 @@ def sample(
     progress: Any = None,
     extra: Any = (),
     allow_mismatch: bool | None = None,
+    refiner: str | PipelineSpec | None = None,
+    refiner_switch: float = 0.8,
     threads: int | None = None,
     device: str = "cpu",
     resume: bool = False,
@@ -153,6 +155,7 @@ def sample(
     (core.seeding). ``threads`` sets torch's CPU threads (recorded); ``device`` is checked (cpu only
     today); ``resume=True`` finishes an interrupted ``DIR/`` run (core.rundir). ``loras`` are
     ``"NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]]"`` as ``--lora`` takes them, applied in memory.
+    ``refiner``: a refiner pipeline that finishes the sampling from ``refiner_switch`` (core.refine).
     """
     from .request import SampleRequest, run
     from .text import read_prompts
@@ -185,6 +188,8 @@ def sample(
         nrow=nrow,
         output=str(output),
         allow_mismatch=bool(allow_mismatch),
+        refiner=refiner,
+        refiner_switch=refiner_switch,
         registries=tuple(str(x) for x in extra),
         threads=threads,
         device=device,

@@ -11,6 +11,9 @@ unconditional. Composition compares them before anything is loaded:
 - sequence_length: tokens per condition (None: a single vector or label).
 - pooled: the conditioner also gives one pooled vector per condition (a prior that needs
   it says ``pooled: true``; one that does not, does not care).
+- pooled_width: that vector's width where it differs from ``width`` (SDXL: tokens of width
+  2048 from two text encoders, the pooled vector 1280 wide from the second's projection); a
+  prior that states it needs exactly that width.
 - encoder: identity of the model that defined the space (``sha256:<16 hex>`` of its
   weights), so two text encoders of the same width never pass for one another.
 
@@ -38,14 +41,15 @@ class ConditioningSpace:
     width: int
     sequence_length: int | None = None
     pooled: bool = False
+    pooled_width: int | None = None
     encoder: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind.strip():
             raise ContractError(f"conditioning kind must be a non-empty string (text, class, ...), not {self.kind!r}")
-        for name in ("width", "sequence_length"):
+        for name in ("width", "sequence_length", "pooled_width"):
             value = getattr(self, name)
-            if value is None and name == "sequence_length":
+            if value is None and name != "width":
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ContractError(f"conditioning {name} must be a positive integer, not {value!r}")
@@ -77,7 +81,7 @@ class ConditioningSpace:
 
     def describe(self) -> str:
         seq = f" x {self.sequence_length} tokens" if self.sequence_length else ""
-        pooled = ", pooled" if self.pooled else ""
+        pooled = (f", pooled width {self.pooled_width}" if self.pooled_width else ", pooled") if self.pooled else ""
         who = f" [{self.encoder}]" if self.encoder else ""
         return f"{self.kind} width {self.width}{seq}{pooled}{who}"
 
@@ -112,6 +116,8 @@ def check_conditioning(
     diffs = [(f, getattr(produced, f), getattr(accepts, f)) for f in SHAPE_FIELDS if getattr(produced, f) != getattr(accepts, f)]
     if accepts.pooled and not produced.pooled:
         diffs.append(("pooled", produced.pooled, accepts.pooled))
+    elif accepts.pooled and accepts.pooled_width and (produced.pooled_width or produced.width) != accepts.pooled_width:
+        diffs.append(("pooled_width", produced.pooled_width or produced.width, accepts.pooled_width))
     head = f"conditioning does not fit: conditioner {conditioner} vs prior {prior}"
     if diffs:
         listed = "; ".join(f"{name} {a!r} != {b!r}" for name, a, b in diffs)

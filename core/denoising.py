@@ -297,6 +297,7 @@ class Denoiser:
         self.prior, self.schedule = prior, schedule
         self.class_labels, self.guidance = self.conditioning(prior, class_labels, guidance, batch_size)
         self.tokens = self.null_tokens = None
+        self.added = tuple(getattr(prior, "added_conditioning", ()) or ())
         if conditioning is not None:
             self.tokens = self._token_kwargs(conditioning, batch_size)
             self.guidance = float(guidance)
@@ -330,9 +331,9 @@ class Denoiser:
             raise LatentzooError(f"prior {prior_name(prior)} is unconditional; drop the class labels")
         return class_labels, float(guidance)
 
-    @staticmethod
-    def _token_kwargs(conditioning: Mapping[str, torch.Tensor], batch_size: int | None) -> dict[str, torch.Tensor | None]:
-        """A conditioner's output as the prior's keywords, broadcast from batch 1 to ``batch_size``."""
+    def _token_kwargs(self, conditioning: Mapping[str, torch.Tensor], batch_size: int | None) -> dict[str, torch.Tensor | None]:
+        """A conditioner's output as the prior's keywords, broadcast from batch 1 to ``batch_size``; the entries
+        the prior names in ``added_conditioning`` (SDXL: ``pooled``, ``time_ids``) go along under their names."""
         if "tokens" not in conditioning:
             raise LatentzooError("conditioning must hold 'tokens' (B, L, W), as Conditioner.condition returns")
         tokens, mask = conditioning["tokens"], conditioning.get("mask")
@@ -343,7 +344,16 @@ class Denoiser:
             raise LatentzooError(
                 f"conditioning has batch {tokens.shape[0]}, the latents {batch_size}; give one condition or one per sample"
             )
-        return {"encoder_hidden_states": tokens, "encoder_attention_mask": mask}
+        out = {"encoder_hidden_states": tokens, "encoder_attention_mask": mask}
+        for key in self.added:
+            value = conditioning.get(key)
+            if value is None:
+                raise LatentzooError(
+                    f"prior {prior_name(self.prior)} needs {key!r} in its conditioning; pick a conditioner that gives it "
+                    "(SDXL's UNet: a pooled text embedding and size time_ids)"
+                )
+            out[key] = value.expand(tokens.shape[0], *value.shape[1:]) if value.shape[0] == 1 else value
+        return out
 
     def timestep(self, sigma: float, device: torch.device) -> torch.Tensor:
         """t(sigma) as a float64 tensor, cached per level so the loop does no host work."""
@@ -374,8 +384,9 @@ class Denoiser:
                 both[key] = None
                 continue
             # A mask on one side only: the other side attends to all its tokens.
-            cond = torch.ones(self.tokens["encoder_hidden_states"].shape[:2], dtype=torch.bool) if cond is None else cond
-            null = torch.ones(self.null_tokens["encoder_hidden_states"].shape[:2], dtype=torch.bool) if null is None else null
+            if key == "encoder_attention_mask":
+                cond = torch.ones(self.tokens["encoder_hidden_states"].shape[:2], dtype=torch.bool) if cond is None else cond
+                null = torch.ones(self.null_tokens["encoder_hidden_states"].shape[:2], dtype=torch.bool) if null is None else null
             both[key] = torch.cat([cond.to(x_t.device), null.to(x_t.device)])
         null_labels = None if labels is None else torch.full_like(labels, self.prior.num_classes - 1)
         both_labels = None if labels is None else torch.cat([labels, null_labels])

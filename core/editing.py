@@ -18,6 +18,13 @@ of that call (one fixed eps draw). That works with every sampler unchanged (it n
 to the sampler's loop) and costs no extra evaluations, unlike RePaint's resampling. At the end
 the original pixels are pasted back outside the mask, so they are kept exactly.
 
+A prior that states ``mask_conditioned`` (an inpainting UNet, e.g. the SD 1.x / 2.x inpainting
+checkpoints: 2C + 1 input channels) is instead used as it was trained, as diffusers'
+StableDiffusionInpaintPipeline runs it: its input at every call is the latents, the mask
+(nearest-resized to the latent grid) and the latents of the masked image (the image with the
+region to repaint set to 0, encoded with the posterior mean), concatenated; sampling starts
+from pure noise (strength 1). The original pixels are pasted back outside the mask, as above.
+
 Interpolation needs a sampler with ``invert`` (DDIM inversion, Song et al. 2021 sec. 4.3):
 both images are inverted to noise, the noises are slerped (Shoemake 1985), and each frame is
 sampled back deterministically (eta = 0).
@@ -104,6 +111,20 @@ class _Blended:
         reps = x.shape[0] // known.shape[0]  # classifier-free guidance doubles the batch
         known, keep = known.repeat(reps, 1, 1, 1), self._keep.repeat(reps, 1, 1, 1)
         return self._prior(torch.where(keep, known, x), t, *args, **kwargs)
+
+
+class _MaskConditioned:
+    """An inpainting prior, given the mask and the masked image's latents as extra input channels at each call."""
+
+    def __init__(self, prior: Any, mask: torch.Tensor, masked: torch.Tensor) -> None:
+        self._prior, self._extra = prior, torch.cat([mask.to(masked.dtype), masked], dim=1)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._prior, name)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        extra = self._extra.repeat(x.shape[0] // self._extra.shape[0], 1, 1, 1).to(x.dtype)  # guidance doubles the batch
+        return self._prior(torch.cat([x, extra], dim=1), t, *args, **kwargs)
 
 
 def _resolve(pipe: Any, images: Any, what: str, *, fit: bool = False) -> tuple[Any, torch.Tensor]:
@@ -206,6 +227,8 @@ def inpaint(
     if not bool(mask.any()):
         raise LatentzooError("the mask is all black (nothing to repaint); white marks the region to repaint")
     generator = torch.Generator().manual_seed(seed)
+    if getattr(pipe.prior, "mask_conditioned", False):
+        return _inpaint_conditioned(pipe, images, mask, plan, levels, generator, seed)
     x0 = pipe.scale(pipe.encode(images))
     # A latent cell is repainted when any pixel it covers is (max-pool to the latent grid).
     repaint = torch.nn.functional.adaptive_max_pool2d(mask.float(), x0.shape[-2:]) > 0.5
@@ -221,6 +244,27 @@ def inpaint(
     record = {
         "edit": "inpaint",
         "method": "latent blending at each model evaluation",
+        "masked_fraction": round(float(mask.float().mean()), 4),
+    }
+    return Edit(out, {**record, **_rec(pipe, plan, seed)})
+
+
+def _inpaint_conditioned(
+    pipe: Any, images: torch.Tensor, mask: torch.Tensor, plan: Any, levels: list[float], generator: torch.Generator, seed: int
+) -> Edit:
+    """Inpainting with a mask-conditioned prior (module doc): from pure noise, mask and masked-image latents as input channels."""
+    masked = pipe.scale(pipe.encode(images * (~mask).to(images.dtype)))
+    latent_mask = torch.nn.functional.interpolate(mask.float(), size=masked.shape[-2:])  # nearest, as diffusers
+    latent_mask = latent_mask.expand(masked.shape[0], -1, -1, -1)
+    noise = torch.randn(masked.shape, generator=generator)
+    call = pipe._call_options(plan, len(images))
+    prior = _MaskConditioned(pipe.prior, latent_mask, masked)
+    z = _finite(pipe.sampler.sample(prior, noise, levels=levels, generator=generator, **call), pipe)
+    out = pipe.decode(pipe.unscale(z))
+    out = torch.where(mask.expand_as(out), out, images)  # the original pixels outside the mask, exactly
+    record = {
+        "edit": "inpaint",
+        "method": "mask-conditioned prior (mask and masked-image latents as input channels)",
         "masked_fraction": round(float(mask.float().mean()), 4),
     }
     return Edit(out, {**record, **_rec(pipe, plan, seed)})
@@ -251,6 +295,8 @@ def invert(pipe: Any, images: torch.Tensor, plan: Any, levels: list[float]) -> t
     check_invertible(pipe)
     call = pipe._call_options(plan, len(images))
     x0 = pipe.scale(pipe.encode(images))
+    if call.get("conditioning") is not None:  # a text-conditioned prior inverts under the prompt, unguided
+        return pipe.sampler.invert(pipe.prior, x0, levels=levels, class_labels=call.get("class_labels"), conditioning=call["conditioning"])
     return pipe.sampler.invert(pipe.prior, x0, levels=levels, class_labels=call.get("class_labels"))
 
 

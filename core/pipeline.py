@@ -92,6 +92,7 @@ class Pipeline:
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
     declared: dict[str, list[Option]] = field(default_factory=dict)
+    refiner: Any = None  # (Pipeline, switch): a refiner finishing this pipeline's sampling (core.refine.attach)
     # LoRA adapters applied in memory (interop.lora.apply_to_pipeline): name, sha256, strengths, for the sidecar.
     adapters: list[dict[str, Any]] = field(default_factory=list)
 
@@ -192,7 +193,7 @@ class Pipeline:
                     raise LatentzooError(f"conditioner {self.spec.conditioner} has no caption set to draw from; drop random_prompt")
                 call["conditioning"] = self.conditioner.condition(prompts)
                 call["null_conditioning"] = self.conditioner.condition([negative])
-                return call
+                return self._prior_conditioning(call)
             call.pop("random_prompt", None)
             if not prompt.strip():
                 # The empty prompt is the unconditional branch the prior learned by caption dropout.
@@ -203,7 +204,7 @@ class Pipeline:
                 )
             call["conditioning"] = self.conditioner.condition([prompt])
             call["null_conditioning"] = self.conditioner.condition([negative])
-            return call
+            return self._prior_conditioning(call)
         class_label = call.pop("class_label", None)
         if class_label is None and "guidance" in plan.given and call.get("guidance") is not None and not call.get("random_class"):
             raise LatentzooError("--guidance needs --class or random_class (classifier-free guidance towards a class)")
@@ -214,6 +215,20 @@ class Pipeline:
             if not 0 <= class_label < num_classes - 1:
                 raise LatentzooError(f"--class must be between 0 and {num_classes - 2} for prior {self.spec.prior}")
             call["class_labels"] = torch.full((batch,), class_label, dtype=torch.long)
+        return call
+
+    def _prior_conditioning(self, call: dict[str, Any]) -> dict[str, Any]:
+        """Conditioning the prior derives from its own options and the image size (SDXL's size and crop
+        ``time_ids``): ``prior.extra_conditioning(options, (height, width))`` -> (cond, null) entries."""
+        extra = getattr(self.prior, "extra_conditioning", None)
+        if extra is None:
+            return call
+        space = getattr(self.prior, "latent_space", None)
+        factor = int(getattr(space, "factor", 1) or 1)
+        size = tuple(int(s) * factor for s in self.prior.latent_shape[-2:])
+        cond, null = extra(call, size)
+        call["conditioning"] = {**call["conditioning"], **cond}
+        call["null_conditioning"] = {**call["null_conditioning"], **null}
         return call
 
     # -- sampling -----------------------------------------------------------------------
@@ -254,7 +269,14 @@ class Pipeline:
             call["prompt_indices"] = indices.repeat_interleave(candidates)
             if drawn is not None:
                 drawn.extend(indices.tolist())
-        latents = self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **call)
+        if getattr(self.prior, "refiner", False) or self.refiner is not None:
+            from . import refine
+
+            if self.refiner is None:
+                refine.attach(self, self)  # refuses, naming the refiner: it does not sample from pure noise
+            latents = refine.sample(self, plan, noise, levels, generator, progress, call)
+        else:
+            latents = self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **call)
         if not _finite(latents):
             raise LatentzooError(
                 f"sampler {self.spec.sampler} produced non-finite latents from prior {self.spec.prior}; "
@@ -515,13 +537,18 @@ class Pipeline:
 
     def record(self) -> dict[str, Any]:
         """What a sidecar needs to reproduce a draw."""
-        return {
+        out = {
             "pipeline": self.spec.name,
             "components": self.spec.parts(),
             "sha256": dict(self.sha256),
             "defaults": dict(self.spec.defaults),
             **({"adapters": [dict(a) for a in self.adapters]} if self.adapters else {}),
         }
+        if self.refiner is not None:
+            from .refine import record
+
+            out.update(record(self))
+        return out
 
 
 __all__ = [

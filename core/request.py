@@ -90,6 +90,9 @@ class SampleRequest:
     to: str | None = None  # variations: slerp from images[0]'s embedding to this image's, n frames
     fit: bool = False  # resize / convert inputs instead of refusing them
     input_names: tuple[str, ...] | None = None  # how the sidecar names the input files (default: their paths)
+    # sample: a refiner pipeline that finishes the sampling from refiner_switch (core.refine; SDXL's refiner)
+    refiner: str | PipelineSpec | None = None
+    refiner_switch: float = 0.8
     # LoRA adapters, NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]] (a registered adapter or a .safetensors path),
     # applied in memory once the pipeline is built, by the ``adapt`` its caller gives ``run``
     loras: tuple[str, ...] = ()
@@ -236,6 +239,14 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
 
         check_scorer_spec(spec)
     found = check_spec(reg, spec, allow_mismatch=request.allow_mismatch or None)
+    if request.refiner is not None:
+        from .refine import check_switch
+
+        if request.command != "sample":
+            raise LatentzooError(f"--refiner finishes sampling from noise; {request.command} takes none (edit with the refiner itself)")
+        check_switch(request.refiner_switch)
+        refiner, reg = resolve_spec(reg, request.refiner, {})
+        check_spec(reg, refiner, allow_mismatch=request.allow_mismatch or None)
     check_text(
         reg, spec, [f"--{k.replace('_', '-')}" for k in TEXT_FIELDS if k in conditioning] + (["--prompts-file"] if request.prompts else [])
     )
@@ -254,6 +265,13 @@ def build(plan: Plan) -> Pipeline:
         warnings.warn(message, stacklevel=2)
     if plan.request.loras:
         (plan.adapt or declared_adapter())(pipe, plan.request)
+    if plan.request.refiner is not None:  # SDXL's refiner finishes the walk from the switch (core.refine)
+        from .refine import attach
+
+        refiner, _ = resolve_spec(plan.registry, plan.request.refiner, {})
+        attach(
+            pipe, Builder(plan.registry).pipeline(refiner, allow_mismatch=plan.request.allow_mismatch or None), plan.request.refiner_switch
+        )
     return pipe
 
 

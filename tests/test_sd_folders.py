@@ -340,8 +340,8 @@ def _break(folder: Path, case: str) -> list[str]:
         return ["unet", "has shape"]
     if case == "unknown-pipeline":
         index = json.loads((folder / "model_index.json").read_text())
-        (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusionXLPipeline"}))
-        return ["StableDiffusionXLPipeline", "not supported"]
+        (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "StableDiffusion3Pipeline"}))
+        return ["StableDiffusion3Pipeline", "not supported"]
     if case == "unknown-scheduler":
         cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps({**cfg, "_class_name": "UniPCMultistepScheduler"}))
@@ -376,7 +376,7 @@ def test_bad_folders_are_refused_in_one_line_and_nothing_is_written(zoo, tmp_pat
         assert user.read_text() == before, case
     # through the CLI: one line, no traceback, and a name the registry has is refused before anything is written
     proc = run_cli("convert", "--from", "diffusers", str(tmp_path / "unknown-pipeline"), "--name", "x", env=zoo["env"], cwd=tmp_path)
-    one_line_error(proc, "StableDiffusionXLPipeline")
+    one_line_error(proc, "StableDiffusion3Pipeline")
     proc = run_cli("convert", "--from", "diffusers", str(zoo["base"] / "sd1"), "--name", "tiny-sd1", "-o", str(tmp_path / "again"), env=zoo["env"], cwd=tmp_path)  # fmt: skip
     one_line_error(proc, "already names tiny-sd1")
     assert not (tmp_path / "again").exists() and user.read_text() == before

@@ -22,7 +22,7 @@ def latentzoo_formats() -> list[dict]:
     return [
         {
             "name": "single-file",
-            "description": "original single-file .safetensors checkpoints: Stable Diffusion 1.x / 2.x (A1111 / ComfyUI), taming VQ-GAN, KL VAE",
+            "description": "original single-file .safetensors checkpoints: Stable Diffusion 1.x / 2.x / XL (A1111 / ComfyUI), taming VQ-GAN, KL VAE",
             "convert": "latentzoo.plugins.checkpoints.single:convert",
         }
     ]

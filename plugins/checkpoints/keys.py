@@ -71,6 +71,8 @@ def unet_key(key: str, layers: int) -> str:
     head = parts[0]
     if head == "time_embed":
         return f"time_embedding.linear_{1 if parts[1] == '0' else 2}." + ".".join(parts[2:])
+    if head == "label_emb" and len(parts) == 4 and parts[1] == "0":  # SDXL's adm MLP (pooled text + size embeddings)
+        return f"add_embedding.linear_{1 if parts[2] == '0' else 2}.{parts[3]}"
     if head == "label_emb":  # class-conditional LDM: nn.Embedding
         return "class_embedding." + ".".join(parts[1:])
     if head == "out":
@@ -109,6 +111,9 @@ def unet_to_original(state: Tensors, layers: int, up_attention: list[bool]) -> T
         if key.startswith("time_embedding.linear_"):
             n = key[len("time_embedding.linear_")]
             new = f"time_embed.{0 if n == '1' else 2}." + key.split(".", 2)[2]
+        elif key.startswith("add_embedding.linear_"):
+            n = key[len("add_embedding.linear_")]
+            new = f"label_emb.0.{0 if n == '1' else 2}." + key.split(".", 2)[2]
         elif key.startswith("class_embedding."):
             new = "label_emb." + key[len("class_embedding.") :]
         elif key.startswith("conv_in."):
@@ -245,14 +250,20 @@ def openclip_layers(state: Tensors) -> int:
     return 1 + max(int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks."))
 
 
-def openclip_to_transformers(state: Tensors) -> tuple[Tensors, list[str]]:
-    """SD 2.x ``cond_stage_model.model.*`` (prefix stripped) -> CLIPTextModel names, last block dropped; (tensors, dropped keys)."""
+def openclip_to_transformers(state: Tensors, *, whole: bool = False) -> tuple[Tensors, list[str]]:
+    """SD 2.x ``cond_stage_model.model.*`` (prefix stripped) -> CLIPTextModel names, last block dropped; (tensors, dropped keys).
+
+    ``whole`` (SDXL's ``conditioner.embedders.N.model.*``): every block kept, and ``text_projection`` (applied
+    as ``x @ P``) becomes CLIPTextModelWithProjection's ``text_projection.weight`` (``P^T``, a linear layer)."""
     last = openclip_layers(state) - 1
     out, dropped = {}, []
     for key, value in state.items():
+        if whole and key == "text_projection":
+            out["text_projection.weight"] = value.T.contiguous()
+            continue
         if key.startswith("transformer.resblocks."):
             _, _, n, rest = key.split(".", 3)
-            if int(n) == last:
+            if int(n) == last and not whole:
                 dropped.append(key)
                 continue
             base = f"text_model.encoder.layers.{n}."
@@ -281,6 +292,8 @@ def openclip_to_original(state: Tensors, last_layer: Tensors | None = None) -> T
                 fused.setdefault(f"transformer.resblocks.{n}.attn.in_proj_{m.group(2)}", {})[m.group(1)] = value
                 continue
             out[f"transformer.resblocks.{n}." + _rename(rest, OPENCLIP_LAYER, reverse=True)] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()
         else:
             out[_rename(key, OPENCLIP_TOP, reverse=True)] = value
     import torch

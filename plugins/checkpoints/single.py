@@ -44,7 +44,13 @@ KINDS = {
     "ldm": "CompVis LDM (unconditional UNet over a VQ first stage)",
     "vqgan": "VQ-GAN (taming / CompVis first stage)",
     "kl-vae": "KL VAE (a first stage alone)",
+    "sdxl": "Stable Diffusion XL base",
+    "sdxl-refiner": "Stable Diffusion XL refiner",
 }
+SDXL_SCALE = 0.13025  # SDXL's first stage: the published sgm configs' scale_factor
+SDXL_BASE, SDXL_REFINER = "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"
+BASE_TIME_IDS, REFINER_TIME_IDS = 6, 5  # original size, crop, target size / original size, crop, aesthetic score
+XL = "conditioner.embedders."
 
 SD_PIPELINE = "StableDiffusionPipeline"  # the diffusers pipeline whose family mapping converts an SD checkpoint's parts
 
@@ -157,6 +163,7 @@ class Detected:
     unet: dict[str, Any] = field(default_factory=dict)  # diffusers UNet2DConditionModel config (heads / sample size filled later)
     ae: dict[str, Any] = field(default_factory=dict)  # diffusers AutoencoderKL / VQModel config
     text: dict[str, Any] = field(default_factory=dict)  # transformers CLIPTextModel config
+    texts: list[dict[str, Any]] = field(default_factory=list)  # SDXL: each text encoder's config (CLIP ViT-L, OpenCLIP bigG)
     ae_prefix: str = ""
     evidence: dict[str, tuple[Any, str]] = field(default_factory=dict)  # field -> (value, the tensor that fixes it)
     notes: list[str] = field(default_factory=list)
@@ -165,6 +172,8 @@ class Detected:
 def detect(shapes: dict[str, Any], where: Path) -> Detected:
     has = {p: any(k.startswith(p) for k in shapes) for p in (K.UNET, K.VAE, K.CLIP, K.OPENCLIP)}
     bare = any(k.startswith("encoder.") for k in shapes) and any(k.startswith("decoder.") for k in shapes)
+    if has[K.UNET] and any(re.match(re.escape(XL) + r"\d+\.(transformer|model)\.", k) for k in shapes):
+        return _detect_sdxl(shapes, where)
     if has[K.UNET] and has[K.VAE] and (has[K.CLIP] or has[K.OPENCLIP]):
         if f"{K.VAE}quantize.embedding.weight" in shapes:
             raise LatentzooError(f"{where}: a text-conditioned UNet over a VQ first stage is not a Stable Diffusion layout latentzoo reads")
@@ -200,8 +209,69 @@ def detect(shapes: dict[str, Any], where: Path) -> Detected:
         return det
     raise LatentzooError(
         f"{where}: unknown checkpoint layout (found {_found(shapes) or 'no tensors'}); "
-        "latentzoo reads Stable Diffusion 1.x / 2.x single files, taming VQ-GAN and KL VAE files"
+        "latentzoo reads Stable Diffusion 1.x / 2.x / XL single files, taming VQ-GAN and KL VAE files"
     )
+
+
+def _detect_sdxl(shapes: dict[str, Any], where: Path) -> Detected:
+    """SDXL (sgm layout): base = CLIP ViT-L (embedders.0.transformer) + OpenCLIP bigG (embedders.1.model); refiner = bigG alone (embedders.0.model)."""
+    embedders: dict[int, str] = {}
+    for k in shapes:
+        m = re.match(re.escape(XL) + r"(\d+)\.(transformer|model)\.", k)
+        if m:
+            embedders[int(m.group(1))] = m.group(2)
+    if not any(k.startswith(K.VAE) for k in shapes):
+        raise LatentzooError(f"{where}: an SDXL file without its first stage ({K.VAE}*); give the full checkpoint")
+    if embedders == {0: "model"}:
+        kind = "sdxl-refiner"
+    elif embedders == {0: "transformer", 1: "model"}:
+        kind = "sdxl"
+    else:
+        found = ", ".join(f"{XL}{i}.{t}.*" for i, t in sorted(embedders.items())) or "none"
+        need = f"{XL}0.transformer.* (CLIP ViT-L) and {XL}1.model.* (OpenCLIP bigG)"
+        raise LatentzooError(
+            f"{where}: an SDXL file missing a text encoder: it holds {found}; a base needs {need}, a refiner {XL}0.model.* alone"
+        )
+    det = Detected(kind, ae_prefix=K.VAE)
+    _unet(det, K.strip(shapes, K.UNET))
+    _autoencoder(det, K.strip(shapes, K.VAE), where)
+    det.text = {}
+    det.texts = [_xl_text(shapes, f"{XL}{i}.{t}.", t) for i, t in sorted(embedders.items())]
+    if "label_emb.0.0.weight" not in K.strip(shapes, K.UNET):
+        raise LatentzooError(f"{where}: an SDXL UNet without its size / pooled-text embedding ({K.UNET}label_emb.0.0.weight)")
+    return det
+
+
+def _xl_text(shapes: dict[str, Any], prefix: str, kind: str) -> dict[str, Any]:
+    """transformers CLIPTextModel (CLIP ViT-L) / CLIPTextModelWithProjection (OpenCLIP bigG, every block) config from shapes."""
+    if kind == "transformer":
+        t = K.clip_to_transformers(K.strip(shapes, prefix))
+        emb, pos = t["text_model.embeddings.token_embedding.weight"], t["text_model.embeddings.position_embedding.weight"]
+        layers = len(_indices(t, r"text_model\.encoder\.layers\.(\d+)\."))
+        inner, act, arch, projection = t["text_model.encoder.layers.0.mlp.fc1.weight"][0], "quick_gelu", "CLIPTextModel", None
+    else:
+        t = K.strip(shapes, prefix)
+        emb, pos = t["token_embedding.weight"], t["positional_embedding"]
+        layers, inner, act = K.openclip_layers(t), t["transformer.resblocks.0.mlp.c_fc.weight"][0], "gelu"
+        arch, projection = "CLIPTextModelWithProjection", t["text_projection"][1]
+    width = emb[1]
+    cfg = {
+        "architectures": [arch],
+        "vocab_size": emb[0],
+        "hidden_size": width,
+        "intermediate_size": inner,
+        "num_hidden_layers": layers,
+        "num_attention_heads": max(1, width // 64),  # CLIP text towers use 64-channel heads (ViT-L: 12, bigG: 20)
+        "max_position_embeddings": pos[0],
+        "hidden_act": act,
+        "layer_norm_eps": 1e-5,
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 49407 if kind == "transformer" else 0,
+    }
+    if projection is not None:
+        cfg["projection_dim"] = projection
+    return cfg
 
 
 def _indices(shapes: dict[str, Any], pattern: str) -> list[int]:
@@ -225,7 +295,13 @@ def _unet(det: Detected, u: dict[str, Any]) -> None:
         attn.append(f"input_blocks.{first}.1.proj_in.weight" in u)
     tf = next(k for k in u if k.endswith("proj_in.weight"))
     block = tf.rsplit(".proj_in.weight", 1)[0]
-    depth = len(_indices(u, re.escape(block) + r"\.transformer_blocks\.(\d+)\."))
+    # transformer depth per level (SDXL: 2 and 10 where SD has 1 everywhere); one integer when all agree
+    per_level = [
+        len(_indices(u, rf"input_blocks\.{1 + b * (layers + 1)}\.1\.transformer_blocks\.(\d+)\.")) if attn[b] else 0 for b in range(levels)
+    ]
+    depth: Any = next(d for d in per_level if d)
+    if len({d for d in per_level if d}) > 1:
+        depth = [d or 1 for d in per_level]
     to_k = next(k for k in u if k.endswith("attn2.to_k.weight"))
     context = u[to_k][1]
     linear = len(u[tf]) == 2
@@ -242,6 +318,9 @@ def _unet(det: Detected, u: dict[str, Any]) -> None:
         "transformer_layers_per_block": depth,
         "norm_num_groups": 32,
     }
+    if "label_emb.0.0.weight" in u:  # SDXL: the pooled text + size embeddings' MLP (adm_in_channels)
+        det.unet.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=u["label_emb.0.0.weight"][1])
+        ev["unet_config.adm_in_channels"] = (u["label_emb.0.0.weight"][1], p + "label_emb.0.0.weight")
     ev.update(
         {
             "unet_config.in_channels": (in_channels, p + "input_blocks.0.0.weight"),
@@ -251,7 +330,7 @@ def _unet(det: Detected, u: dict[str, Any]) -> None:
             "unet_config.num_res_blocks": (layers, p + "input_blocks.*"),
             "unet_config.context_dim": (context, p + to_k),
             "unet_config.use_linear_in_transformer": (linear, p + tf),
-            "unet_config.transformer_depth": (depth, p + block + ".transformer_blocks.*"),
+            "unet_config.transformer_depth": (depth if isinstance(depth, int) else per_level, p + block + ".transformer_blocks.*"),
         }
     )
 
@@ -372,7 +451,7 @@ def _text(det: Detected, shapes: dict[str, Any]) -> None:
         "hidden_size": width,
         "intermediate_size": inner,
         "num_hidden_layers": layers,
-        "num_attention_heads": width // 64,  # CLIP's text towers use 64-channel heads (ViT-L: 12 x 64, ViT-H: 16 x 64)
+        "num_attention_heads": max(1, width // 64),  # CLIP text towers use 64-channel heads (ViT-L: 12 x 64, ViT-H: 16 x 64)
         "max_position_embeddings": pos[0],
         "hidden_act": act,
         "layer_norm_eps": 1e-5,
@@ -457,6 +536,10 @@ def convert(
         if prediction_type or tokenizer:
             raise LatentzooError(f"--prediction-type / --tokenizer apply to Stable Diffusion checkpoints; {source} is a {KINDS[det.kind]}")
         _convert_ldm(ctx, det, tensors, params, scaling_factor)
+    elif det.kind in ("sdxl", "sdxl-refiner"):
+        if prediction_type not in (None, "epsilon", "eps"):
+            raise LatentzooError(f"--prediction-type {prediction_type}: SDXL base and refiner predict epsilon")
+        _convert_sdxl(ctx, det, tensors, params, tokenizer=tokenizer, scaling_factor=scaling_factor)
     elif det.kind in ("sd1", "sd2"):
         _convert_sd(ctx, det, tensors, params, prediction_type=prediction_type, tokenizer=tokenizer, scaling_factor=scaling_factor)
     else:
@@ -478,6 +561,69 @@ def sd_parts(det: Detected, tensors: dict[str, Any]) -> dict[str, tuple[dict[str
     else:
         text, _ = K.openclip_to_transformers(K.strip(tensors, K.OPENCLIP))
     return {"unet": (det.unet, unet), "vae": (det.ae, vae), "text_encoder": (det.text, text)}
+
+
+def _convert_sdxl(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], *, tokenizer: Any, scaling_factor: Any) -> None:
+    """An SDXL base or refiner file -> the parts of a StableDiffusionXL[Img2Img]Pipeline, converted by the diffusion family."""
+    refiner = det.kind == "sdxl-refiner"
+    source = ctx.source
+    widths = det.unet["block_out_channels"]
+    pooled = int(det.texts[-1]["projection_dim"])
+    n_ids = REFINER_TIME_IDS if refiner else BASE_TIME_IDS
+    time_dim, rest = divmod(int(det.unet["projection_class_embeddings_input_dim"]) - pooled, n_ids)
+    if rest or time_dim <= 0:
+        other = "a refiner's" if not refiner else "a base's"
+        raise LatentzooError(
+            f"{source}: {K.UNET}label_emb.0.0.weight takes {det.unet['projection_class_embeddings_input_dim']} features, not "
+            f"{pooled} pooled + {n_ids} time ids; its text encoders say {KINDS[det.kind]}, its UNet {other}"
+        )
+    ucfg = params.get("unet_config", {}).get("params", {}) if isinstance(params.get("unet_config"), dict) else {}
+    head = int(ucfg.get("num_head_channels") or 64)
+    if not ucfg.get("num_head_channels"):
+        ctx.notes.append("attention heads: 64 channels each (SDXL's published num_head_channels)")
+    image = ucfg.get("image_size") if isinstance(ucfg.get("image_size"), int) else 128
+    det.unet = {**det.unet, "attention_head_dim": [w // head for w in widths], "sample_size": image, "addition_time_embed_dim": time_dim}
+    scale_sources = [("--scaling-factor", scaling_factor), ("--config scale_factor", params.get("scale_factor"))]
+    sf, origin = next(((v, s) for s, v in scale_sources if v is not None), (SDXL_SCALE, "SDXL's published scale_factor"))
+    det.ae = {**det.ae, "scaling_factor": _number(sf, origin), "sample_size": image * 8}
+    ctx.notes.append(f"latent scaling_factor {sf:g} from {origin}; prediction_type epsilon (SDXL)")
+    scheduler = {
+        "_class_name": "EulerDiscreteScheduler",  # StableDiffusionXLPipeline's published scheduler
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "timestep_spacing": "leading",
+        "steps_offset": 1,
+    }
+    unet = K.unet_to_diffusers(K.strip(tensors, K.UNET), det.unet["layers_per_block"])
+    vae = K.ae_to_diffusers(K.strip(tensors, K.VAE), len(det.ae["block_out_channels"]))
+    parts = {"unet": (det.unet, unet), "vae": (det.ae, vae)}
+    names = ["text_encoder_2"] if refiner else ["text_encoder", "text_encoder_2"]
+    toks = []
+    for i, (part, cfg) in enumerate(zip(names, det.texts, strict=True)):
+        kind = "transformer" if cfg["architectures"][0] == "CLIPTextModel" else "model"
+        state = K.strip(tensors, f"{XL}{i}.{kind}.")
+        parts[part] = (cfg, K.clip_to_transformers(state) if kind == "transformer" else K.openclip_to_transformers(state, whole=True)[0])
+        toks.append(load_tokenizer(tokenizer, det, pad=text_pad(kind)))
+        cfg.update(bos_token_id=toks[-1].bos_token_id, eos_token_id=toks[-1].eos_token_id)  # the pooled state is the end token's
+    pipeline_reader(SDXL_BASE).read_parts(  # the diffusion family's SDXL converter, found through its declaration
+        ctx,
+        parts,
+        tokenizers=toks,
+        scheduler_config=scheduler,
+        where=source,
+        pipeline=SDXL_REFINER if refiner else SDXL_BASE,
+        refiner=refiner,
+        force_zeros_for_empty_prompt=not refiner,  # the published base / refiner pipelines' settings
+    )
+
+
+def text_pad(kind: str) -> str:
+    from latentzoo.core import text
+
+    return text.EOS if kind == "transformer" else "!"  # OpenCLIP's tokenizer pads with id 0, "!"
 
 
 def _number(value: Any, what: str) -> float:
@@ -669,14 +815,15 @@ def bundled_bpe() -> Path | None:
     return None
 
 
-def load_tokenizer(tokenizer: str | Path | None, det: Detected) -> Any:
+def load_tokenizer(tokenizer: str | Path | None, det: Detected, pad: str | None = None) -> Any:
     """``--tokenizer DIR`` (vocab.json + merges.txt / tokenizer.json), else CLIP's BPE from an installed package; never the network."""
     from latentzoo.core import text
 
-    positions = det.text["max_position_embeddings"]
-    pad = text.EOS if det.kind == "sd1" else "!"  # SD 2.x's tokenizer (open_clip) pads with id 0, "!"
+    positions = (det.text or det.texts[0])["max_position_embeddings"]
+    pad = pad or (text.EOS if det.kind == "sd1" else "!")  # SD 2.x's tokenizer (open_clip) pads with id 0, "!"
     if tokenizer is not None:
-        return text.load(Path(tokenizer), context_length=positions)
+        tok = text.load(Path(tokenizer), context_length=positions)
+        return tok if not det.texts or tok.pad_token == pad else text.TextTokenizer(tok.tokenizer, tok.context_length, pad)
     path = bundled_bpe()
     if path is None:
         raise LatentzooError(

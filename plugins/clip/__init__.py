@@ -28,6 +28,14 @@ def latentzoo_components() -> list[dict]:
             "description": "CLIP text transformer (transformers CLIPTextModel / CLIPTextModelWithProjection layout), e.g. Stable Diffusion's text encoder",
         },
         {
+            "name": "clip.text_encoders",
+            "roles": ["conditioner"],
+            "family": "clip",
+            "target": "latentzoo.plugins.clip.encoders:CLIPTextEncoders",
+            "formats": {"diffusers": "latentzoo.plugins.clip.diffusers:CLIPTextEncodersFormat"},  # SDXL's text_encoder(s)
+            "description": "CLIP text encoders side by side (SDXL's ViT-L + bigG): penultimate states concatenated, pooled from the last's projection",
+        },
+        {
             "name": "clip.embedder",
             "roles": ["conditioner", "encoder"],
             "family": "clip",

@@ -94,42 +94,144 @@ class CLIPTextFormat:
 
     def write(self, ctx: Any, entry: Any, folder: Path, *, tokenizer_folder: Path | None = None, **context: Any) -> str:
         """A transformers CLIPTextModel folder (config.json, model.safetensors) and, if asked, a CLIPTokenizer folder."""
-        from latentzoo.core import text
         from latentzoo.core.sources import resolve_weights
-        from latentzoo.core.weights import save_tensors, write_bytes, write_json
 
         cfg = dict(entry.data.get("config") or {})
         if cfg.get("projection_dim"):
             raise LatentzooError(f"{entry.name} has a text projection; a diffusers text_encoder is a plain {ARCH}")
-        tcfg = dict(cfg.get("text_config") or {})
-        spec = cfg.get("tokenizer")
-        tok = None
-        if spec:
-            path, _ = resolve_weights(entry)
-            tok = text.load(path.parent / spec["file"], context_length=int(tcfg.get("max_position_embeddings", 77)))
-        elif tokenizer_folder is not None:
+        if not cfg.get("tokenizer") and tokenizer_folder is not None:
             raise LatentzooError(f"{entry.name} ships no tokenizer; a diffusers pipeline folder needs one")
-        folder.mkdir(parents=True, exist_ok=True)
-        hf: dict[str, Any] = {"architectures": [ARCH], "model_type": "clip_text_model", "torch_dtype": "float32", **tcfg}
-        if tok is not None:
-            hf.update(bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
-        if cfg.get("use_attention_mask", True):
-            hf["use_attention_mask"] = True  # diffusers then passes the padding mask, as latentzoo does for this encoder
-        write_json(folder / "config.json", hf)
-        save_tensors(folder / "model.safetensors", ctx.tensors(entry), metadata={"format": "pt"})
-        if tokenizer_folder is None or tok is None:
-            return ARCH
-        model = json.loads(tok.tokenizer.to_str()).get("model") or {}
-        if model.get("type") != "BPE":
-            raise LatentzooError(f"{entry.name}'s tokenizer is not CLIP's BPE; a CLIPTokenizer folder needs vocab.json + merges.txt")
-        merges = [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model.get("merges") or []]
-        tokenizer_folder.mkdir(parents=True, exist_ok=True)
-        write_bytes(tokenizer_folder / "vocab.json", json.dumps(model["vocab"], ensure_ascii=False).encode())
-        write_bytes(tokenizer_folder / "merges.txt", ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode())
-        special = {"bos_token": text.BOS, "eos_token": text.EOS, "unk_token": text.EOS, "pad_token": tok.pad_token}
-        write_json(tokenizer_folder / "special_tokens_map.json", special)
-        write_json(
-            tokenizer_folder / "tokenizer_config.json",
-            {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": tok.context_length, "do_lower_case": True},
+        path, _ = resolve_weights(entry)
+        write_text_encoder(
+            entry.name, cfg, ctx.tensors(entry), folder, path.parent, tokenizer_folder, mask=cfg.get("use_attention_mask", True)
         )
         return ARCH
+
+
+def write_text_encoder(
+    name: str,
+    cfg: dict[str, Any],
+    tensors: dict[str, Any],
+    folder: Path,
+    assets: Path,
+    tokenizer_folder: Path | None,
+    *,
+    mask: bool = False,
+) -> None:
+    """One CLIPTextModel[WithProjection] folder from a clip.text config + its tensors (``text_model.*``,
+    ``text_projection.weight``); its tokenizer (read from ``assets``) as a CLIPTokenizer folder if asked."""
+    from latentzoo.core import text
+    from latentzoo.core.weights import save_tensors, write_bytes, write_json
+
+    tcfg = dict(cfg.get("text_config") or {})
+    spec = cfg.get("tokenizer")
+    tok = text.load(assets / spec["file"], context_length=int(tcfg.get("max_position_embeddings", 77))) if spec else None
+    folder.mkdir(parents=True, exist_ok=True)
+    arch = "CLIPTextModelWithProjection" if cfg.get("projection_dim") else ARCH
+    hf: dict[str, Any] = {"architectures": [arch], "model_type": "clip_text_model", "torch_dtype": "float32", **tcfg}
+    if cfg.get("projection_dim"):
+        hf["projection_dim"] = int(cfg["projection_dim"])
+    if tok is not None:
+        hf.update(bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    if mask:
+        hf["use_attention_mask"] = True  # diffusers then passes the padding mask, as latentzoo does for this encoder
+    write_json(folder / "config.json", hf)
+    save_tensors(folder / "model.safetensors", tensors, metadata={"format": "pt"})
+    if tokenizer_folder is None or tok is None:
+        return
+    model = json.loads(tok.tokenizer.to_str()).get("model") or {}
+    if model.get("type") != "BPE":
+        raise LatentzooError(f"{name}'s tokenizer is not CLIP's BPE; a CLIPTokenizer folder needs vocab.json + merges.txt")
+    merges = [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model.get("merges") or []]
+    tokenizer_folder.mkdir(parents=True, exist_ok=True)
+    write_bytes(tokenizer_folder / "vocab.json", json.dumps(model["vocab"], ensure_ascii=False).encode())
+    write_bytes(tokenizer_folder / "merges.txt", ("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)).encode())
+    special = {"bos_token": text.BOS, "eos_token": text.EOS, "unk_token": text.EOS, "pad_token": tok.pad_token}
+    write_json(tokenizer_folder / "special_tokens_map.json", special)
+    write_json(
+        tokenizer_folder / "tokenizer_config.json",
+        {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": tok.context_length, "do_lower_case": True},
+    )
+
+
+ENCODERS = "CLIPTextEncoders"  # latentzoo's name for SDXL's text_encoder (+ text_encoder_2), as one conditioner
+
+
+class CLIPTextEncodersFormat:
+    """The diffusers mapping of ``clip.text_encoders``: SDXL's text_encoder / text_encoder_2 (+ tokenizers) as one conditioner.
+
+    A pipeline mapping converts them with ``ctx.convert_state({"_class_name": "CLIPTextEncoders", "encoders":
+    [config, ...], "force_zeros_for_empty_prompt": bool}, {"encoders.<i>.<transformers key>": tensor}, comp,
+    where, tokenizers=[tokenizer, ...])`` and writes them with ``ctx.write_part(entry, folder,
+    folders=[("text_encoder", "tokenizer"), ...])``."""
+
+    reads = (ENCODERS,)
+
+    def read_state(
+        self, ctx: Any, where: Any, raw: dict[str, Any], state: dict[str, Any], comp: str, *, tokenizers: list[Any], **context: Any
+    ) -> dict[str, Any]:
+        from latentzoo.core.weights import sha256_file, space_identity
+
+        from .encoders import CLIPTextEncoders
+        from .model import HF_PROJECTION_DIM, hf_state_dict
+
+        encoders, weights = [], {}
+        for i, (enc_raw, tokenizer) in enumerate(zip(raw["encoders"], tokenizers, strict=True)):
+            arch = (enc_raw.get("architectures") or [ARCH])[0]
+            if arch not in (ARCH, "CLIPTextModelWithProjection"):
+                raise LatentzooError(f"{where}: text encoder {i + 1} is a {arch!r}, not a CLIPTextModel[WithProjection]")
+            tcfg = text_config(where, {**enc_raw, "architectures": [ARCH]})
+            projection = enc_raw.get("projection_dim", HF_PROJECTION_DIM) if arch.endswith("Projection") else None
+            tok = _tokenizer(tokenizer, int(tcfg["max_position_embeddings"]))
+            suffix = "" if i == 0 else f"_{i + 1}"
+            tok_file = f"{comp}.tokenizer{suffix}.json"
+            tok.save(ctx.stage / tok_file)
+            encoders.append(
+                {
+                    "text_config": tcfg,
+                    "projection_dim": projection,
+                    "tokenizer": {"file": tok_file, "sha256": sha256_file(ctx.stage / tok_file)},
+                }
+            )
+            prefix = f"encoders.{i}."
+            part = hf_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            weights.update({prefix + k: v for k, v in part.items()})
+        config = {"encoders": encoders, "hidden_layer": -2, "force_zeros_for_empty_prompt": bool(raw.get("force_zeros_for_empty_prompt"))}
+        model = ctx.build_assigned(CLIPTextEncoders, config, weights, where)
+        for encoder, tokenizer in zip(model.encoders, tokenizers, strict=True):
+            _tokenizer(tokenizer, encoder.text_config["max_position_embeddings"]).check_vocab(
+                encoder.text_model.embeddings.token_embedding.num_embeddings, str(where)
+            )
+        sha = ctx.save(comp, model, "clip")
+        space = {**model.conditioning_fields(), "encoder": space_identity(sha)}
+        widths = " + ".join(str(e["text_config"]["hidden_size"]) for e in encoders)
+        ctx.components[comp] = {
+            "family": "clip",
+            "class": "clip.text_encoders",
+            "roles": ["conditioner"],
+            "config": config,
+            "weights": {"path": f"{comp}.safetensors", "sha256": sha},
+            "conditioning_space": space,
+            "description": f"{len(encoders)} CLIP text encoder(s) (widths {widths}, penultimate states) from {ctx.source.name}, converted",
+            "training": dict(ctx.provenance),
+        }
+        return {"conditioning_space": space}
+
+    def write(self, ctx: Any, entry: Any, folder: Path, *, folders: list[tuple[str, str]] | None = None, **context: Any) -> str:
+        """Each encoder as a CLIPTextModel[WithProjection] folder + CLIPTokenizer folder under ``folder`` (names from ``folders``)."""
+        from latentzoo.core.sources import resolve_weights
+
+        cfg = dict(entry.data.get("config") or {})
+        encoders = list(cfg.get("encoders") or [])
+        folders = folders or [
+            (f"text_encoder{'' if i == 0 else f'_{i + 1}'}", f"tokenizer{'' if i == 0 else f'_{i + 1}'}") for i in range(len(encoders))
+        ]
+        if len(folders) != len(encoders):
+            raise LatentzooError(f"{entry.name} holds {len(encoders)} text encoder(s); this pipeline takes {len(folders)}")
+        path, _ = resolve_weights(entry)
+        tensors = ctx.tensors(entry)
+        for i, (enc, (te, tk)) in enumerate(zip(encoders, folders, strict=True)):
+            prefix = f"encoders.{i}."
+            part = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            write_text_encoder(entry.name, enc, part, folder / te, path.parent, folder / tk)
+        return ENCODERS

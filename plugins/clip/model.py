@@ -126,8 +126,14 @@ class CLIPTextTransformer(nn.Module):
         )
         self.final_layer_norm = nn.LayerNorm(c["hidden_size"], eps=c["layer_norm_eps"])
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(last_hidden_state (B, L, W), pooler_output (B, W)) for ids (B, L); mask (B, L): 1 = a real token."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, hidden_layer: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last_hidden_state (B, L, W), pooler_output (B, W)) for ids (B, L); mask (B, L): 1 = a real token.
+
+        ``hidden_layer`` k < 0: the per-token states are instead transformers' ``hidden_states[k]``, the output
+        of the block k + 1 from the top without the final LayerNorm (-2: the penultimate block, as SD 2.x
+        and SDXL condition on); the pooled state still comes from the whole stack."""
         n = input_ids.shape[1]
         if n > self.embeddings.position_embedding.num_embeddings:
             raise ValueError(f"{n} tokens exceed the text encoder's {self.embeddings.position_embedding.num_embeddings} positions")
@@ -136,10 +142,19 @@ class CLIPTextTransformer(nn.Module):
         if attention_mask is not None:
             causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
             mask = (causal[None] & attention_mask.bool()[:, None, :])[:, None]  # (B, 1, L, L): True = may attend
-        x = self.final_layer_norm(self.encoder(x, mask, causal=True))
+        layers = self.encoder.layers
+        keep = None if hidden_layer is None else len(layers) + 1 + hidden_layer  # hidden_states[k]: after this many blocks
+        if keep is not None and not 0 <= keep <= len(layers):
+            raise ValueError(f"hidden_layer {hidden_layer} is outside the text encoder's {len(layers)} blocks")
+        tokens = x if keep == 0 else None
+        for i, layer in enumerate(layers):
+            x = layer(x, mask, True)
+            if keep == i + 1:
+                tokens = x
+        x = self.final_layer_norm(x)
         ids = input_ids.to(torch.int)
         eos = ids.argmax(-1) if self.eos_token_id == 2 else (ids == self.eos_token_id).int().argmax(-1)
-        return x, x[torch.arange(len(x), device=x.device), eos]
+        return (x if tokens is None else tokens), x[torch.arange(len(x), device=x.device), eos]
 
 
 class CLIPVisionEmbeddings(nn.Module):

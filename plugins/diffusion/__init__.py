@@ -98,6 +98,13 @@ def latentzoo_components() -> list[dict]:
                 _option(
                     "guidance", "float", 1.0, "Classifier-free guidance scale against the negative prompt (Ho & Salimans 2022)", min=0.0
                 ),
+                _option("original_size", "str", "", "SDXL size conditioning: the training image's size 'H,W' (default: the image size)"),
+                _option("crops_coords_top_left", "str", "", "SDXL crop conditioning: the crop's top-left 'TOP,LEFT' (default 0,0)"),
+                _option("target_size", "str", "", "SDXL base size conditioning: the target size 'H,W' (default: the image size)"),
+                _option("aesthetic_score", "float", None, "SDXL refiner: aesthetic score conditioned on (default 6.0)", min=0.0),
+                _option(
+                    "negative_aesthetic_score", "float", None, "SDXL refiner: the negative branch's aesthetic score (default 2.5)", min=0.0
+                ),
             ],
         },
         _sampler(

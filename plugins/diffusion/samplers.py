@@ -132,14 +132,16 @@ class DDIMSampler(DenoiserSampler):
         levels: list[float] | None,
         class_labels: torch.Tensor | None = None,
         progress: Progress | None = None,
+        conditioning: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """DDIM inversion: run eq. 12 (eta = 0) backwards over ``levels``, clean latents -> noise (Song et al. 2021, sec. 4.3).
 
         Uses eps of the current point evaluated at the next, noisier level, the usual
         first-order approximation (as diffusers' DDIMInverseScheduler); exact as steps grow.
+        ``conditioning``: a conditioner's output (the prompt's), unguided, for a cross-attention prior.
         """
         sigmas = self.sigmas(levels)
-        denoiser = self.denoiser(prior, latents.shape[0], class_labels=class_labels)
+        denoiser = self.denoiser(prior, latents.shape[0], class_labels=class_labels, conditioning=conditioning)
         abar = self.alpha_bars(denoiser, sigmas, True)
         pairs = list(reversed(list(zip(sigmas[:-1], abar[:-1], sigmas[1:], abar[1:], strict=True))))  # from the clean end upwards
         x = latents.clone()

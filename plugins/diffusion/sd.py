@@ -45,6 +45,7 @@ from latentzoo.core.errors import LatentzooError
 
 DIFFUSERS_VERSION = "0.30.0"
 PIPELINE = "StableDiffusionPipeline"
+INPAINT = "StableDiffusionInpaintPipeline"  # a 9-channel UNet: latents + mask + masked-image latents
 IGNORED = ("safety_checker", "feature_extractor", "image_encoder")
 DEFAULT_STEPS, DEFAULT_GUIDANCE = 50, 7.5  # StableDiffusionPipeline.__call__ defaults
 
@@ -118,6 +119,9 @@ UNET_TO_OURS = (
     "flip_sin_to_cos",
     "freq_shift",
     "dropout",
+    "addition_embed_type",
+    "addition_time_embed_dim",
+    "projection_class_embeddings_input_dim",
 )
 # Options latentzoo's UNetCondPrior does not implement: each must keep diffusers' default.
 UNET_FIXED = tuple(k for k in UNET_DEFAULTS if k not in UNET_TO_OURS)
@@ -187,7 +191,16 @@ def unet_config(ctx: Any, where: Any, raw: dict[str, Any]) -> dict[str, Any]:
     ctx.require(cfg["only_cross_attention"] in (False, None) or cfg["only_cross_attention"] == [False] * len(cfg["block_out_channels"]),
                 where, "only_cross_attention")  # fmt: skip
     ctx.require(isinstance(cfg["sample_size"], int), where, f"sample_size {cfg['sample_size']!r} (need one integer size)")
-    ctx.require(isinstance(cfg["transformer_layers_per_block"], int), where, "per-block transformer_layers_per_block")
+    depth = cfg["transformer_layers_per_block"]
+    ctx.require(
+        isinstance(depth, int)
+        or (isinstance(depth, list) and len(depth) == len(cfg["block_out_channels"]) and all(isinstance(d, int) for d in depth)),
+        where,
+        f"transformer_layers_per_block {depth!r} (one integer, or one per block)",
+    )
+    ctx.require(
+        cfg["addition_embed_type"] in (None, "text_time"), where, f"addition_embed_type {cfg['addition_embed_type']!r} (only text_time)"
+    )
     return {k: _plain(cfg[k]) for k in UNET_TO_OURS}
 
 
@@ -245,8 +258,16 @@ def convert_sd_parts(
     tokenizer: Any,
     scheduler_config: dict[str, Any],
     where: str | Path | None = None,
+    pipeline: str = PIPELINE,
+    text_context: dict[str, Any] | None = None,
+    unet_extra: dict[str, Any] | None = None,
+    guidance: float = DEFAULT_GUIDANCE,
 ) -> None:
-    """Stable Diffusion parts in diffusers layout -> registry entries in ``ctx`` (see the module docstring)."""
+    """Stable Diffusion parts in diffusers layout -> registry entries in ``ctx`` (see the module docstring).
+
+    SDXL (``plugins/diffusion/sdxl.py``) passes its own ``pipeline`` name, its text encoders' raw config
+    (``_class_name: CLIPTextEncoders``) with ``text_context`` (their tokenizers), ``unet_extra`` (latentzoo-only
+    UNet config: ``aesthetic_score``) and its default ``guidance``."""
     from .unet_cond import UNetCondPrior
 
     where = Path(where) if where is not None else ctx.source
@@ -258,7 +279,8 @@ def convert_sd_parts(
     te_comp, vae_comp = f"{name}-text-encoder", f"{name}-vae"
     te_raw, te_state = parts["text_encoder"]
     te_raw = {"architectures": ["CLIPTextModel"], **te_raw}
-    cond_space = ctx.convert_state(te_raw, te_state, te_comp, where / "text_encoder", tokenizer=tokenizer)["conditioning_space"]
+    text_context = {"tokenizer": tokenizer} if text_context is None else text_context
+    cond_space = ctx.convert_state(te_raw, te_state, te_comp, where / "text_encoder", **text_context)["conditioning_space"]
     vae_raw, vae_state = parts["vae"]
     vae_raw = {"_class_name": "AutoencoderKL", **vae_raw}
     space = ctx.convert_state(vae_raw, vae_state, vae_comp, where / "vae" / "config.json")["latent_space"]
@@ -272,12 +294,24 @@ def convert_sd_parts(
         "prediction_type": sched["prediction_type"],
         "num_train_timesteps": sched["num_train_timesteps"],
         "training_schedule": dict(sched["training_schedule"]),
+        **(unet_extra or {}),
     }
+    c = space["channels"]
+    # An inpainting UNet (StableDiffusionInpaintPipeline) also takes the mask and the masked image's latents: 2C + 1 channels.
     ctx.require(
-        ucfg["in_channels"] == space["channels"],
+        ucfg["in_channels"] in (c, 2 * c + 1),
         unet_where,
-        f"in_channels {ucfg['in_channels']} != VAE latent channels {space['channels']}",
+        f"in_channels {ucfg['in_channels']} (VAE latent channels {c}: {c} or {2 * c + 1})",
     )
+    ctx.require(ucfg["out_channels"] == c, unet_where, f"out_channels {ucfg['out_channels']} != VAE latent channels {c}")
+    inpainting = ucfg["in_channels"] == 2 * c + 1
+    if inpainting and pipeline == PIPELINE:
+        pipeline = INPAINT
+    conditioning = {k: cond_space[k] for k in ("kind", "width", "sequence_length", "encoder")}
+    if ucfg.get("addition_embed_type") == "text_time":  # first: a refiner given as a base is named as such
+        from .sdxl import check_text_time
+
+        conditioning.update(pooled=True, pooled_width=check_text_time(ctx, unet_where, ucfg, cond_space))
     ctx.require(
         ucfg["cross_attention_dim"] == cond_space["width"],
         unet_where,
@@ -293,8 +327,8 @@ def convert_sd_parts(
         "config": ucfg,
         "weights": {"path": f"{unet_comp}.safetensors", "sha256": unet_sha},
         "latent_space": dict(space),  # a copy: one dict twice would be a YAML alias in the fragment
-        "conditioning": {k: cond_space[k] for k in ("kind", "width", "sequence_length", "encoder")},
-        "description": f"Stable Diffusion UNet2DConditionModel from {where.name} ({sched['prediction_type']})",
+        "conditioning": conditioning,
+        "description": f"{pipeline} UNet2DConditionModel from {where.name} ({sched['prediction_type']})",
         "training": dict(ctx.provenance),
     }
 
@@ -324,7 +358,7 @@ def convert_sd_parts(
             "description": f"{sched['class']} sampling options from {where.name}",
             "training": dict(ctx.provenance),
         }
-    defaults: dict[str, Any] = {"steps": DEFAULT_STEPS, "guidance": DEFAULT_GUIDANCE}
+    defaults: dict[str, Any] = {"steps": DEFAULT_STEPS, "guidance": guidance}
     if sched["sampler_class"] == "diffusion.ddim":
         defaults["eta"] = 0.0
     ctx.pipelines[name] = {
@@ -335,7 +369,8 @@ def convert_sd_parts(
         "sampler": sampler,
         "scheduler": scheduler,
         "defaults": defaults,
-        "description": f"Stable Diffusion ({PIPELINE}) from {where.name}, converted: text to image",
+        "description": f"Stable Diffusion ({pipeline}) from {where.name}, converted: "
+        + ("inpainting (latentzoo inpaint; the mask and the masked image's latents condition the UNet)" if inpainting else "text to image"),
     }
     if sched["note"]:
         ctx.notes.append(sched["note"])
@@ -343,7 +378,7 @@ def convert_sd_parts(
         ctx.notes.append(f"{sched['class']} with linspace spacing visits fractional timesteps; latentzoo rounds them to training timesteps")
     ctx.notes.append(
         f"scheduler {sched['class']} -> sampler {sampler}, scheduler {scheduler}; prediction_type {sched['prediction_type']}; "
-        f"defaults {DEFAULT_STEPS} steps, guidance {DEFAULT_GUIDANCE}"
+        f"defaults {DEFAULT_STEPS} steps, guidance {guidance}"
     )
 
 
@@ -351,18 +386,28 @@ class StableDiffusionFormat:
     """The diffusers mapping of ``diffusion.unet_cond``: StableDiffusionPipeline folders in and out."""
 
     reads: tuple[str, ...] = ()
-    pipelines = (PIPELINE,)
+    pipelines = (PIPELINE, INPAINT, "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
 
     @staticmethod
     def read_parts(ctx: Any, parts: dict[str, tuple[dict[str, Any], dict[str, Any]]], **context: Any) -> None:
-        """The pipeline's parts already in memory (config, tensors), as a single-file checkpoint gives them: ``convert_sd_parts``."""
+        """The pipeline's parts already in memory (config, tensors), as a single-file checkpoint gives them: ``convert_sd_parts``
+        (SDXL's, with ``text_encoder_2``: ``sdxl.convert_sdxl_parts``)."""
+        if "text_encoder_2" in parts:
+            from .sdxl import convert_sdxl_parts
+
+            return convert_sdxl_parts(ctx, parts, **context)
         convert_sd_parts(ctx, parts, **context)
 
     def read_pipeline(self, ctx: Any, index: dict[str, Any]) -> None:
+        kind = index.get("_class_name")
+        if kind not in (PIPELINE, INPAINT):
+            from .sdxl import read_sdxl_pipeline
+
+            return read_sdxl_pipeline(ctx, index)
         src = ctx.source
         for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             if not (src / part).is_dir():
-                raise LatentzooError(f"{src / 'model_index.json'}: {PIPELINE} needs a {part}/ subfolder, which {src} lacks")
+                raise LatentzooError(f"{src / 'model_index.json'}: {kind} needs a {part}/ subfolder, which {src} lacks")
         parts = {}
         for part in ("unet", "vae"):
             _, raw = ctx.config_of(src / part)
@@ -401,6 +446,10 @@ class StableDiffusionFormat:
             ctx.notes.append(f"encoder {spec.encoder} differs from decoder {spec.decoder}; the folder's vae is the decoder")
         space = prior.latent_space
         ucfg = dict(prior.data.get("config") or {})
+        if ucfg.get("addition_embed_type") == "text_time":
+            from .sdxl import write_sdxl_pipeline
+
+            return write_sdxl_pipeline(self, ctx, entry, spec, prior, decoder, sampler, scheduler, conditioner)
         ctx.write_model(out / "unet", self._unet_export_config(ctx, ucfg), ctx.tensors(prior))
         written = ctx.write_part(decoder, out / "vae", space=space)
         if written != "AutoencoderKL":
@@ -408,8 +457,9 @@ class StableDiffusionFormat:
         ctx.write_part(conditioner, out / "text_encoder", tokenizer_folder=out / "tokenizer")
         sched_cfg = self._scheduler_config(ctx, name, ucfg, sampler, scheduler)
         ctx.write_model(out / "scheduler", sched_cfg, {}, "scheduler_config.json")
+        inpainting = int(ucfg.get("in_channels", 4)) == 2 * int(space.channels) + 1
         index = {
-            "_class_name": PIPELINE,
+            "_class_name": INPAINT if inpainting else PIPELINE,
             "_diffusers_version": DIFFUSERS_VERSION,
             "feature_extractor": [None, None],
             "image_encoder": [None, None],
@@ -431,7 +481,9 @@ class StableDiffusionFormat:
     def _unet_export_config(ctx: Any, config: dict[str, Any]) -> dict[str, Any]:
         from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
 
-        body = {k: v for k, v in config.items() if k not in ("prediction_type", "num_train_timesteps", "training_schedule")}
+        body = {
+            k: v for k, v in config.items() if k not in ("prediction_type", "num_train_timesteps", "training_schedule", "aesthetic_score")
+        }
         cfg = {**ctx.signature_defaults(UNetCondPrior), **body}
         out: dict[str, Any] = {"_class_name": "UNet2DConditionModel", "_diffusers_version": DIFFUSERS_VERSION}
         out.update({k: UNET_DEFAULTS[k] for k in UNET_FIXED})

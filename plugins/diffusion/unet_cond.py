@@ -9,6 +9,15 @@ Parameter names and block semantics match diffusers' ``UNet2DConditionModel``
 
 As in diffusers, ``attention_head_dim`` of a cross-attention block is the *number of heads*
 (the SD 1.x config's ``8`` means 8 heads); ``num_attention_heads`` overrides it when given.
+
+SDXL (Podell et al. 2023, sec. 2.2) adds ``addition_embed_type: text_time``: the pooled text
+embedding and the size conditioning (``time_ids``: original size, crop top-left and target
+size, or for the refiner original size, crop and aesthetic score), each number embedded
+sinusoidally in ``addition_time_embed_dim`` channels, are concatenated and mapped by
+``add_embedding`` into the timestep embedding. Such a prior states ``added_conditioning``
+(``pooled`` and ``time_ids``), which the Denoiser passes from the conditioning it is given.
+Transformer depth may differ per level (``transformer_layers_per_block`` a list; the middle
+block takes the last level's depth, the up path the reversed list).
 """
 
 from __future__ import annotations
@@ -188,6 +197,25 @@ class _MidBlock(nn.Module):
         return self.resnets[1](x, temb)
 
 
+SIZE_OPTIONS = ("original_size", "crops_coords_top_left", "target_size", "aesthetic_score", "negative_aesthetic_score")
+
+
+def _pair(text: Any, name: str, default: tuple[int, int], *, positive: bool) -> tuple[int, int]:
+    """``"H,W"`` (or ``HxW``) -> (H, W); sizes must be positive multiples of 8, crop offsets non-negative."""
+    if text in (None, ""):
+        return default
+    parts = str(text).replace("x", ",").split(",")
+    try:
+        pair = tuple(int(p.strip()) for p in parts)
+    except ValueError:
+        pair = ()
+    ok = len(pair) == 2 and all((v > 0 and v % 8 == 0) if positive else v >= 0 for v in pair)
+    if not ok:
+        what = "two positive multiples of 8" if positive else "two non-negative integers"
+        raise LatentzooError(f"{name} {text!r} must be {what}, as 'HEIGHT,WIDTH' (e.g. 1024,1024)")
+    return pair  # type: ignore[return-value]
+
+
 def _per_block(value: Any, n: int, name: str) -> list[Any]:
     values = list(value) if isinstance(value, (list, tuple)) else [value] * n
     if len(values) != n:
@@ -214,7 +242,7 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         cross_attention_dim: int = 768,
         attention_head_dim: int | list[int] = 8,
         num_attention_heads: int | list[int] | None = None,
-        transformer_layers_per_block: int = 1,
+        transformer_layers_per_block: int | list[int] = 1,
         use_linear_projection: bool = False,
         upcast_attention: bool = False,
         norm_num_groups: int = 32,
@@ -223,6 +251,10 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         flip_sin_to_cos: bool = True,
         freq_shift: int = 0,
         dropout: float = 0.0,
+        addition_embed_type: str | None = None,
+        addition_time_embed_dim: int | None = None,
+        projection_class_embeddings_input_dim: int | None = None,
+        aesthetic_score: bool = False,
         prediction_type: str = "epsilon",
         num_train_timesteps: int = 1000,
         training_schedule: dict[str, Any] | None = None,
@@ -258,28 +290,45 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         self.flip_sin_to_cos, self.freq_shift = flip_sin_to_cos, freq_shift
         # diffusers: num_attention_heads defaults to attention_head_dim (a historical misnomer: it counts heads).
         heads = _per_block(num_attention_heads or attention_head_dim, n, "attention_head_dim")
+        depths = _per_block(transformer_layers_per_block, n, "transformer_layers_per_block")
         temb = widths[0] * 4
-        tf = dict(context_dim=cross_attention_dim, depth=transformer_layers_per_block, linear=use_linear_projection, dropout=dropout)
+        tf = dict(context_dim=cross_attention_dim, linear=use_linear_projection, dropout=dropout)
         common = dict(temb=temb, groups=norm_num_groups, eps=norm_eps)
 
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(widths[0], temb)
         self.class_embedding = nn.Embedding(num_class_embeds, temb) if num_class_embeds else None
+        self.addition_embed_type, self.addition_time_embed_dim = addition_embed_type, addition_time_embed_dim
+        self.added_conditioning: tuple[str, ...] = ()
+        # SDXL's refiner: time ids (original size, crop, aesthetic score) instead of (..., target size). Trained on
+        # the low-noise end of the schedule only, it continues a base's sampling (core.refine), never from pure noise.
+        self.aesthetic_score = self.refiner = aesthetic_score
+        if addition_embed_type is not None:
+            if addition_embed_type != "text_time":
+                raise ValueError(f"addition_embed_type {addition_embed_type!r} is not supported (only text_time, SDXL's)")
+            if not addition_time_embed_dim or not projection_class_embeddings_input_dim:
+                raise ValueError("addition_embed_type text_time needs addition_time_embed_dim and projection_class_embeddings_input_dim")
+            self.add_embedding = TimestepEmbedding(projection_class_embeddings_input_dim, temb)
+            self.added_conditioning = ("pooled", "time_ids")
         self.down_blocks = nn.ModuleList()
         cin = widths[0]
         for i, (cout, kind) in enumerate(zip(widths, down_block_types, strict=True)):
             attn = heads[i] if kind.startswith("CrossAttn") else None
-            self.down_blocks.append(_DownBlock(cin, cout, layers=layers_per_block, heads=attn, downsample=i < n - 1, **common, **tf))
+            self.down_blocks.append(
+                _DownBlock(cin, cout, layers=layers_per_block, heads=attn, downsample=i < n - 1, depth=depths[i], **common, **tf)
+            )
             cin = cout
-        self.mid_block = _MidBlock(widths[-1], heads=heads[-1], **common, **tf)
+        self.mid_block = _MidBlock(widths[-1], heads=heads[-1], depth=depths[-1], **common, **tf)
         self.up_blocks = nn.ModuleList()
-        rev, rev_heads = list(reversed(widths)), list(reversed(heads))
+        rev, rev_heads, rev_depths = list(reversed(widths)), list(reversed(heads)), list(reversed(depths))
         cprev = rev[0]
         for i, (cout, kind) in enumerate(zip(rev, up_block_types, strict=True)):
             attn = rev_heads[i] if kind.startswith("CrossAttn") else None
             skip_in = rev[min(i + 1, n - 1)]
             self.up_blocks.append(
-                _UpBlock(skip_in, cprev, cout, layers=layers_per_block + 1, heads=attn, upsample=i < n - 1, **common, **tf)
+                _UpBlock(
+                    skip_in, cprev, cout, layers=layers_per_block + 1, heads=attn, upsample=i < n - 1, depth=rev_depths[i], **common, **tf
+                )
             )
             cprev = cout
         self.conv_norm_out = group_norm(widths[0], norm_num_groups, norm_eps)
@@ -290,8 +339,14 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         return self._noise_schedule
 
     @property
+    def mask_conditioned(self) -> bool:
+        """An inpainting UNet (SD 1.x / 2.x inpainting checkpoints): its input is the latents, the mask and the
+        masked image's latents (2C + 1 channels), concatenated by ``latentzoo inpaint`` (core.editing)."""
+        return self.in_channels == 2 * self.conv_out.out_channels + 1
+
+    @property
     def latent_shape(self) -> tuple[int, ...]:
-        return (self.in_channels, self.sample_size, self.sample_size)
+        return (self.conv_out.out_channels, self.sample_size, self.sample_size)
 
     def forward(
         self,
@@ -301,6 +356,8 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         *,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
+        pooled: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if encoder_hidden_states is None:
             raise ValueError("this prior cross-attends to a conditioner's tokens: pass encoder_hidden_states (B, L, W)")
@@ -308,6 +365,13 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
             raise ValueError(
                 f"encoder_hidden_states width {encoder_hidden_states.shape[-1]} != cross_attention_dim {self.cross_attention_dim}"
             )
+        if sample.shape[1] != self.in_channels:
+            if self.mask_conditioned and sample.shape[1] == self.conv_out.out_channels:
+                raise LatentzooError(
+                    f"this is an inpainting UNet ({self.in_channels} input channels: latents, mask, masked-image latents); "
+                    "it only runs under `latentzoo inpaint` (no plain sampling, img2img or latent blending): use a text-to-image pipeline for those"
+                )
+            raise ValueError(f"sample has {sample.shape[1]} channels; this UNet takes {self.in_channels}")
         timesteps = timesteps.expand(sample.shape[0]) if timesteps.ndim else timesteps.reshape(1).expand(sample.shape[0])
         emb = timestep_embedding(timesteps, self.conv_in.out_channels, flip_sin_to_cos=self.flip_sin_to_cos, freq_shift=self.freq_shift)
         emb = self.time_embedding(emb.to(sample.dtype))
@@ -315,6 +379,8 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
             if class_labels is None:
                 raise ValueError("this prior is class-conditional: pass class labels")
             emb = emb + self.class_embedding(class_labels)
+        if self.added_conditioning:
+            emb = emb + self._text_time_embedding(pooled, time_ids, sample.shape[0], emb.dtype)
         context, mask = encoder_hidden_states, encoder_attention_mask
         x = self.conv_in(sample)
         skips = [x]
@@ -325,3 +391,51 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         for block in self.up_blocks:
             x = block(x, skips, emb, context, mask)
         return self.conv_out(F.silu(self.conv_norm_out(x)))
+
+    def extra_conditioning(self, options: dict[str, Any], size: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """SDXL's size conditioning from the prior options (popped from ``options``) and the image ``size`` (H, W):
+        ``time_ids`` (1, 6) = original size, crop top-left, target size (base), or (1, 5) = original size, crop,
+        aesthetic score (refiner; the negative branch gets ``negative_aesthetic_score``). Sizes default to the
+        image size, the crop to (0, 0), as in StableDiffusionXLPipeline."""
+        given = {k: options.pop(k, None) for k in SIZE_OPTIONS}
+        if not self.added_conditioning:
+            stated = [k for k, v in given.items() if v not in (None, "")]
+            if stated:
+                raise LatentzooError(
+                    f"{', '.join(stated)}: this prior takes no size conditioning (only SDXL's text_time UNets do); drop it"
+                )
+            return {}, {}
+        original = _pair(given["original_size"], "original_size", size, positive=True)
+        crop = _pair(given["crops_coords_top_left"], "crops_coords_top_left", (0, 0), positive=False)
+        if self.aesthetic_score:
+            if given["target_size"] not in (None, ""):
+                raise LatentzooError("target_size: the SDXL refiner conditions on an aesthetic score instead; drop target_size")
+            score = 6.0 if given["aesthetic_score"] is None else float(given["aesthetic_score"])
+            negative = 2.5 if given["negative_aesthetic_score"] is None else float(given["negative_aesthetic_score"])
+            cond, null = [*original, *crop, score], [*original, *crop, negative]
+        else:
+            stated = [k for k in ("aesthetic_score", "negative_aesthetic_score") if given[k] is not None]
+            if stated:
+                raise LatentzooError(f"{', '.join(stated)}: only the SDXL refiner conditions on an aesthetic score; drop it")
+            cond = null = [*original, *crop, *_pair(given["target_size"], "target_size", size, positive=True)]
+        return {"time_ids": torch.tensor([cond], dtype=torch.float32)}, {"time_ids": torch.tensor([null], dtype=torch.float32)}
+
+    def _text_time_embedding(
+        self, pooled: torch.Tensor | None, time_ids: torch.Tensor | None, batch: int, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """add_embedding([pooled, sinusoid(each time id)]) (SDXL's micro-conditioning, Podell et al. 2023, sec. 2.2)."""
+        if pooled is None or time_ids is None:
+            raise ValueError(
+                "this prior (addition_embed_type text_time, SDXL) needs pooled (B, W) and time_ids (B, K): a pooled text embedding and the size conditioning"
+            )
+        if pooled.shape[0] != batch or time_ids.shape[0] != batch:
+            raise ValueError(f"pooled {tuple(pooled.shape)} and time_ids {tuple(time_ids.shape)} need one row per sample ({batch})")
+        dim = self.addition_time_embed_dim
+        times = timestep_embedding(time_ids.flatten(), dim, flip_sin_to_cos=self.flip_sin_to_cos, freq_shift=self.freq_shift)
+        features = torch.cat([pooled, times.reshape(batch, -1).to(pooled.dtype)], dim=-1)
+        if features.shape[-1] != self.add_embedding.linear_1.in_features:
+            raise ValueError(
+                f"pooled width {pooled.shape[-1]} + {time_ids.shape[-1]} time ids x {dim} = {features.shape[-1]} != "
+                f"projection_class_embeddings_input_dim {self.add_embedding.linear_1.in_features}"
+            )
+        return self.add_embedding(features.to(dtype))
