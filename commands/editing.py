@@ -6,8 +6,6 @@ from typing import Any
 
 import click
 
-from latentzoo.core.errors import LatentzooError
-
 from .common import _emit_json
 from .sampling import _build, _option_strings, _part_options
 
@@ -116,8 +114,7 @@ def interpolate(
     """DDIM-invert A and B, slerp their noises, and sample each of --frames frames back (eta 0)."""
     from latentzoo.core import editing
 
-    if frames < 2:
-        raise LatentzooError(f"--frames must be at least 2, not {frames}")
+    editing.check_held("--frames", frames, 2)
     pipe, text_options, seed, fit = _prepare(ctx, target, output, frames, frames, kw)
     editing.check_invertible(pipe)
     x = _images(pipe, [a, b], fit)

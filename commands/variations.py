@@ -38,6 +38,7 @@ def variations(
     from latentzoo.core.record import SampleOutput, check_run
 
     check_run(n, seed, None, None)
+    editing.check_held("-n", n, 2 if to else 1)  # before anything loads
     SampleOutput(output, n=n, nrow=n if to else None)  # refuse a bad -o before anything loads
     pipe = _build(ctx, target, parts, allow_mismatch)
     run.check_variations(pipe)

@@ -161,12 +161,16 @@ def img2img(
 
 
 def load_mask(path: str, size: tuple[int, int], *, fit: bool = True) -> torch.Tensor:
-    """A (1, 1, H, W) bool mask, True = repaint (white): greyscale thresholded at 0.5; another size is resized (nearest)."""
+    """A (1, 1, H, W) bool mask, True = repaint (white): greyscale thresholded at half its full range
+    (whatever the depth: see data.full_range); another size is resized (nearest)."""
     from PIL import Image, UnidentifiedImageError
 
+    from .data import full_range
+    from .userfiles import open_file
+
     try:
-        with Image.open(path) as image:
-            image = image.convert("L")
+        with open_file(path, "mask", "image") as fh, Image.open(fh) as image:
+            image = full_range(image, "L")
             if image.size != (size[1], size[0]):
                 if not fit:
                     raise LatentzooError(
@@ -262,6 +266,18 @@ def sample_back(pipe: Any, noise: torch.Tensor, plan: Any, levels: list[float], 
     return pipe.decode(pipe.unscale(z))
 
 
+MAX_HELD_IMAGES = 1024  # images an edit holds in memory at once (interpolate's frames, variations' -n)
+
+
+def check_held(what: str, count: Any, least: int) -> int:
+    """A count of images held in memory together: a whole number from ``least`` to MAX_HELD_IMAGES."""
+    if isinstance(count, bool) or not isinstance(count, int) or not least <= count <= MAX_HELD_IMAGES:
+        raise LatentzooError(
+            f"{what} must be a whole number from {least} to {MAX_HELD_IMAGES} (the images are held in memory together), not {count!r}"
+        )
+    return count
+
+
 @torch.inference_mode()
 def interpolate(
     pipe: Any,
@@ -274,8 +290,7 @@ def interpolate(
     text_options: Mapping[str, str] | None = None,
 ) -> Edit:
     """``frames`` images from A to B: DDIM-invert both, slerp the noises, sample each frame back (eta = 0)."""
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
-        raise LatentzooError(f"--frames must be an integer of at least 2, not {frames}")
+    check_held("--frames", frames, 2)
     if isinstance(pipe, str):
         from .api import load_pipeline
 

@@ -287,14 +287,11 @@ def read_prompts(path: str | Path) -> list[str]:
 
     A missing, unreadable or empty file is an error naming it (``--prompts-file``).
     """
+    from .userfiles import read_lines
+
     file = Path(path)
-    if not file.is_file():
-        raise LatentzooError(f"--prompts-file {file} does not exist (or is not a file); give a text file with one prompt per line")
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LatentzooError(f"cannot read --prompts-file {file}: {exc}; save it as UTF-8 text, one prompt per line") from exc
-    prompts = [line.strip() for line in lines if line.strip()]
+    lines = read_lines(file, "--prompts-file")
+    prompts = lines
     if not prompts:
         raise LatentzooError(f"--prompts-file {file} holds no prompt (only blank lines); write one prompt per line")
     return prompts

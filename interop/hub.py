@@ -418,10 +418,9 @@ def pull(ref: str, *, name: str | None = None, force: bool = False) -> Pulled:
     for section in (result.components, result.pipelines):
         for key in [k for k, v in section.items() if k in current.entries and current.entries[k].data == v]:
             del section[key]
-    taken = [k for k in (*result.components, *result.pipelines) if k in current.entries]
-    if taken and not force:
-        names = ", ".join(f"{k} ({current.entries[k].layer})" for k in taken)
-        raise RegistryError(f"the registry already names {names}; pull with --name OTHER, or pass --force to shadow it")
+    taken = current.conflicts({**result.components, **result.pipelines}, force=force)  # names and aliases, both ways
+    if taken:
+        raise RegistryError(f"the registry already names {', '.join(taken)}; pull with --name OTHER, or pass --force to shadow it")
     if result.components or result.pipelines:
         add_entries(result.components, result.pipelines, force=force)
     return result
