@@ -60,6 +60,7 @@ PIPELINE_KEYS = {
 }
 REQUIRED_PIPELINE_KEYS = ("prior", "decoder", "sampler")
 WEIGHT_KEYS = {"path", "sha256", "hub", "revision", "file"}
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # as `convert --name` / `pull --name` take
 
 
@@ -102,7 +103,13 @@ class Entry:
 
     def weights_path(self) -> Path | None:
         weights = self.data.get("weights") or {}
-        return (self.source.parent / weights["path"]).resolve() if "path" in weights else None
+        if "path" not in weights:
+            return None
+        path = self.source.parent / weights["path"]
+        try:
+            return path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: the path as written (loading it then names the file)
+            return Path(os.path.abspath(path))
 
     def summary(self) -> dict[str, Any]:
         out = {"name": self.name, "roles": self.roles, "source": self.where, "layer": self.layer}
@@ -352,7 +359,7 @@ def _check_defaults(defaults: dict[str, Any], fail: Any) -> None:
 # has parsed and passed the schema, its entries are kept as JSON keyed by the sha256 of its
 # bytes, so `list` on 20k entries reads JSON instead (never a pickle; any change re-parses).
 CACHE_MIN_BYTES = 256 * 1024
-CACHE_VERSION = 2  # 2: names and roles are checked at load
+CACHE_VERSION = 3  # 2: names and roles checked at load; 3: weights values
 
 
 def _cache_file(text: str) -> Path | None:
@@ -471,6 +478,11 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
                     raise fail((section, name, "weights"), "needs path, or hub and revision (pinned)")
                 if "sha256" not in weights:
                     raise fail((section, name, "weights"), "needs sha256 of the file")
+                for key in ("path", "hub", "revision", "file"):
+                    if key in weights and (not isinstance(weights[key], str) or not weights[key]):
+                        raise fail((section, name, "weights", key), f"must be a non-empty string, not {weights[key]!r}")
+                if not isinstance(weights["sha256"], str) or not SHA256_PATTERN.match(weights["sha256"]):
+                    raise fail((section, name, "weights", "sha256"), f"must be 64 hex digits (a sha256), not {weights['sha256']!r}")
             for i, alias in enumerate(body.get("aliases") or []):
                 if not isinstance(alias, str) or not alias or alias == str(name):
                     raise fail((section, name, "aliases", i), "an alias is a non-empty name other than the entry's own")

@@ -78,6 +78,14 @@ class TextTokenizer:
         bad = [t for t in texts if not isinstance(t, str)]
         if bad:
             raise LatentzooError(f"a prompt must be a string, not {type(bad[0]).__name__}")
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as lone surrogates
+                raise LatentzooError(
+                    f"prompt {text[:40]!r} is not valid UTF-8 (byte 0x{ord(text[exc.start]) & 0xFF:02x} at {exc.start}); "
+                    "give the prompt as UTF-8 text"
+                ) from exc
         rows, cut = [], []
         for text, enc in zip(texts, self.tokenizer.encode_batch(list(texts)), strict=True):
             ids = enc.ids

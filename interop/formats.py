@@ -337,7 +337,12 @@ def export(registry: Any, name: str, outdir: str | Path, *, fmt: str, force: boo
     from latentzoo.core.weights import output_lock
 
     with output_lock(outdir, f"export -o {outdir}"):  # one writer: a second export never deletes the first
-        return _export(registry, name, outdir, function, fmt, force)
+        try:
+            return _export(registry, name, outdir, function, fmt, force)
+        except OSError as exc:  # a full disk, a read-only or virtual file system (/proc): the temporary is gone already
+            raise LatentzooError(
+                f"cannot write {exc.filename or outdir}: {exc.strerror or exc}; free space or choose another -o (nothing was changed)"
+            ) from exc
 
 
 def _export(registry: Any, name: str, outdir: str | Path, function: Any, fmt: str, force: bool) -> tuple[Path, list[str]]:

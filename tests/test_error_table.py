@@ -221,6 +221,10 @@ def _setup3(tmp: Path) -> None:
         "name-int": "  123: {class: diffusion.ddim, roles: [sampler]}",
     }.items():
         (tmp / f"{name}.yaml").write_text(f"components:\n{entry}\n")
+    klvae = "  {name}: {{class: vae.autoencoder, roles: [encoder, decoder], weights: {{path: {path}, sha256: {sha}}}}}"
+    zeros = "'" + "0" * 64 + "'"
+    for name, path, sha in (("weights-loop", "loop", zeros), ("weights-path-int", "5", zeros), ("weights-sha-int", "w", "12345")):
+        (tmp / f"{name}.yaml").write_text("components:\n" + klvae.format(name=name, path=path, sha=sha) + "\n")
     for name, config in {
         "layers": {"layers_per_block": 100000},
         "groups": {"norm_num_groups": 0},
@@ -262,6 +266,20 @@ ROUND3 = [
     ("convert-channels", ["convert", "{tmp}/cfg-channels", "--from", "diffusers", "--name", "cv"], ["block_out_channels", "from 1 to"]),
     ("convert-sample-size", ["convert", "{tmp}/cfg-size", "--from", "diffusers", "--name", "cv"], ["sample_size", "whole number"]),
     ("convert-deep", ["convert", "{tmp}/cfg-deep", "--from", "diffusers", "--name", "cv"], ["nested too deeply"]),
+    # 10: raw exceptions, now one line
+    (
+        "weights-symlink-loop",
+        ["--registry", "{tmp}/weights-loop.yaml", "encode", "weights-loop", "{tmp}/digit.png", "--fit", "-o", "{tmp}/z.safetensors"],
+        ["weights file", "loop"],
+    ),
+    ("weights-path-int", ["--registry", "{tmp}/weights-path-int.yaml", "list"], ["weights.path: must be a non-empty string, not 5"]),
+    ("weights-sha-int", ["--registry", "{tmp}/weights-sha-int.yaml", "list"], ["weights.sha256: must be 64 hex digits", "12345"]),
+    (
+        "prompt-not-utf8",
+        ["sample", "digits-t2i", "--prompt", "a \udcff seven", "-n", "1", "-o", "{tmp}/x.png"],
+        ["not valid UTF-8", "0xff"],
+    ),
+    ("export-proc", ["export", "digits-vqgan", "--to", "diffusers", "-o", "/proc/x"], ["cannot write /proc/"]),
     # 8: silent accepts, now refused
     ("sample-jpg", ["sample", "digits", "-n", "1", "-o", "{tmp}/x.jpg"], ["writes PNG", "-o", "x.jpg"]),
     ("set-empty-part", ["sample", "digits", "-n", "1", "--set", ".eta=0.5", "-o", "{tmp}/x.png"], ["'.eta' has an empty part"]),
