@@ -121,6 +121,9 @@ def _build(
 
     spec, reg = _spec_from_options(ctx, target, parts)
     spec.scorer = scorer or spec.scorer
+    used = {target, spec.encoder, spec.prior, spec.decoder, spec.sampler, spec.scheduler, spec.conditioner, spec.scorer}
+    for warning in reg.shadow_warnings({reg.canonical(n) for n in used if n}):  # as list and info say it
+        click.echo(f"warning: {warning}", err=True)
     if candidates is not None:  # refuse a bad re-ranking request before any weights load
         check_candidates_value(candidates)
         check_scorer_spec(spec)
@@ -261,6 +264,10 @@ def sample(
     count = parse_candidates(candidates)
     with one_line_warnings():
         pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1], scorer=scorer, candidates=count)
+        if steps is not None and getattr(pipe.sampler, "levels", None) is None:  # never silently ignored
+            raise LatentzooError(
+                f"--steps: sampler {pipe.spec.sampler} walks no noise schedule (it draws tokens or samples directly), so it takes no steps; drop --steps"
+            )
         for out, options in runs:
             record = pipe.sample_to(
                 out,

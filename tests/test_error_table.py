@@ -281,6 +281,11 @@ ROUND3 = [
     ),
     ("export-proc", ["export", "digits-vqgan", "--to", "diffusers", "-o", "/proc/x"], ["cannot write /proc/"]),
     # 8: silent accepts, now refused
+    (
+        "steps-on-autoregressive",
+        ["sample", "digits-vqgan-ar", "-n", "1", "--steps", "5", "-o", "{tmp}/x.png"],
+        ["--steps", "takes no steps"],
+    ),
     ("sample-jpg", ["sample", "digits", "-n", "1", "-o", "{tmp}/x.jpg"], ["writes PNG", "-o", "x.jpg"]),
     ("set-empty-part", ["sample", "digits", "-n", "1", "--set", ".eta=0.5", "-o", "{tmp}/x.png"], ["'.eta' has an empty part"]),
     ("set-huge", ["sample", "digits", "-n", "1", "--set", "eta=1e308", "-o", "{tmp}/x.png"], ["eta", "within -1e+12 .. 1e+12"]),
@@ -651,3 +656,11 @@ def test_a_constant_output_is_named_in_one_warning(tmp_path):
     out.add(torch.zeros((2, 8, 8, 1), dtype=torch.uint8))
     with pytest.warns(UserWarning, match="every pixel of .*blank.png is 0: the output is constant"):
         out.commit({"format": "latentzoo.samples/1"})
+
+
+def test_sample_prints_the_shadow_warning_list_and_info_print(lz3, tmp_path):
+    user = tmp_path / "config" / "latentzoo" / "registry.yaml"
+    user.write_text("components:\n  ddim:\n    class: diffusion.ddim\n    roles: [sampler]\n")
+    result = lz3("sample", "digits", "-n", "1", "--steps", "1", "--no-progress", "-o", str(tmp_path / "x.png"))
+    assert result.returncode == 0, str(result)
+    assert any(line.startswith("warning: ddim from user") and "shadows builtin" in line for line in result.stderr_lines), str(result)
