@@ -128,12 +128,16 @@ MAX_ALIAS_NODES = 100_000  # nodes that aliases may add to the document when exp
 
 def read_text(path: str | Path, what: str = "registry file") -> str:
     """A YAML file's text: at most MAX_FILE_BYTES, UTF-8; anything else is one line naming the file."""
+    from .userfiles import open_file
+
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_file(path, what, "config") as f:  # a FIFO or a device is refused, never read
             raw = f.read(MAX_FILE_BYTES + 1)
-    except IsADirectoryError as exc:
-        raise RegistryError(f"{what} {path} is a directory; give a YAML file") from exc
+    except RegistryError:
+        raise
+    except LatentzooError as exc:
+        raise RegistryError(str(exc)) from exc
     except OSError as exc:
         raise RegistryError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     if len(raw) > MAX_FILE_BYTES:

@@ -71,7 +71,9 @@ def _check_stat(info: os.stat_result, path: str | Path, what: str, kind: str) ->
         raise LatentzooError(f"{what} {path} is {_not_regular(info.st_mode)}, not a regular file; give a file")
     cap = MAX_BYTES[kind]
     if info.st_size > cap:
-        raise LatentzooError(f"{what} {path} is {info.st_size} bytes, over the {_human(cap)} limit for a {kind} file; give a smaller file")
+        raise LatentzooError(
+            f"{what} {path} is {info.st_size} bytes, larger than {_human(cap)} (the limit for a {kind} file); give a smaller file"
+        )
 
 
 def open_file(path: str | Path, what: str, kind: str) -> BinaryIO:

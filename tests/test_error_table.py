@@ -251,7 +251,7 @@ ROUND3 = [
     ("texts-file-dev-zero", ["classify", "digits-clip", "{tmp}/digit.png", "--texts-file", "/dev/zero"], ["character device"]),
     ("texts-file-fifo", ["classify", "digits-clip", "{tmp}/digit.png", "--texts-file", "{tmp}/fifo"], ["FIFO"]),
     ("prompts-file-fifo", ["sample", "digits-t2i", "--prompts-file", "{tmp}/fifo", "-o", "{tmp}/p.png"], ["FIFO"]),
-    ("prompts-file-big", ["sample", "digits-t2i", "--prompts-file", "{tmp}/big.txt", "-o", "{tmp}/p.png"], ["over the 16 MiB limit"]),
+    ("prompts-file-big", ["sample", "digits-t2i", "--prompts-file", "{tmp}/big.txt", "-o", "{tmp}/p.png"], ["larger than 16 MiB"]),
     ("prompts-file-long-line", ["sample", "digits-t2i", "--prompts-file", "{tmp}/long-line.txt", "-o", "{tmp}/p.png"], ["longer than"]),
     ("convert-fifo", ["convert", "{tmp}/fifo", "--name", "cv"], ["FIFO"]),
     ("image-dev-zero", ["encode", "digits-klvae", "/dev/zero", "-o", "{tmp}/z.safetensors"], ["character device"]),
