@@ -112,9 +112,11 @@ def interpolate(
     ctx: click.Context, target: str, a: str, b: str, frames: int, output: str, as_json: bool, no_progress: bool, **kw: Any
 ) -> None:
     """DDIM-invert A and B, slerp their noises, and sample each of --frames frames back (eta 0)."""
+    from latentzoo.core.record import check_held
+
+    check_held("--frames", frames, 2)  # before torch is imported
     from latentzoo.core import editing
 
-    editing.check_held("--frames", frames, 2)
     pipe, text_options, seed, fit = _prepare(ctx, target, output, frames, frames, kw)
     editing.check_invertible(pipe)
     x = _images(pipe, [a, b], fit)

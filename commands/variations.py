@@ -33,12 +33,13 @@ def variations(
       latentzoo variations digits-unclip seven.png -n 8 -o sevens.png
       latentzoo variations digits-unclip three.png --to eight.png -n 8 -o morph.png
     """
-    from latentzoo.core import editing
-    from latentzoo.core import variations as run
-    from latentzoo.core.record import SampleOutput, check_run
+    from latentzoo.core.record import SampleOutput, check_held, check_run
 
     check_run(n, seed, None, None)
-    editing.check_held("-n", n, 2 if to else 1)  # before anything loads
+    check_held("-n", n, 2 if to else 1)  # before anything loads (torch included)
+    from latentzoo.core import editing
+    from latentzoo.core import variations as run
+
     SampleOutput(output, n=n, nrow=n if to else None)  # refuse a bad -o before anything loads
     pipe = _build(ctx, target, parts, allow_mismatch)
     run.check_variations(pipe)

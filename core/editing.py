@@ -266,18 +266,6 @@ def sample_back(pipe: Any, noise: torch.Tensor, plan: Any, levels: list[float], 
     return pipe.decode(pipe.unscale(z))
 
 
-MAX_HELD_IMAGES = 1024  # images an edit holds in memory at once (interpolate's frames, variations' -n)
-
-
-def check_held(what: str, count: Any, least: int) -> int:
-    """A count of images held in memory together: a whole number from ``least`` to MAX_HELD_IMAGES."""
-    if isinstance(count, bool) or not isinstance(count, int) or not least <= count <= MAX_HELD_IMAGES:
-        raise LatentzooError(
-            f"{what} must be a whole number from {least} to {MAX_HELD_IMAGES} (the images are held in memory together), not {count!r}"
-        )
-    return count
-
-
 @torch.inference_mode()
 def interpolate(
     pipe: Any,
@@ -290,6 +278,8 @@ def interpolate(
     text_options: Mapping[str, str] | None = None,
 ) -> Edit:
     """``frames`` images from A to B: DDIM-invert both, slerp the noises, sample each frame back (eta = 0)."""
+    from .record import check_held
+
     check_held("--frames", frames, 2)
     if isinstance(pipe, str):
         from .api import load_pipeline

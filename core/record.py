@@ -48,6 +48,18 @@ def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None
         raise LatentzooError(f"--nrow must be at least 1, not {nrow}")
 
 
+MAX_HELD_IMAGES = 1024  # images an edit holds in memory at once (interpolate's frames, variations' -n)
+
+
+def check_held(what: str, count: Any, least: int) -> int:
+    """A count of images held in memory together: a whole number from ``least`` to MAX_HELD_IMAGES (no torch)."""
+    if isinstance(count, bool) or not isinstance(count, int) or not least <= count <= MAX_HELD_IMAGES:
+        raise LatentzooError(
+            f"{what} must be a whole number from {least} to {MAX_HELD_IMAGES} (the images are held in memory together), not {count!r}"
+        )
+    return count
+
+
 def prompt_outputs(output: str, count: int) -> list[str]:
     """One output per prompt of a prompts file: ``x.png`` -> ``x-000.png``, ``x-001.png``, ...;
     ``DIR/`` -> ``DIR/000/``, ``DIR/001/``, ... (each with its own sidecar naming its prompt)."""

@@ -59,7 +59,7 @@ def _record(pipe: Any, edit: str, seed: int, **extra: Any) -> dict[str, Any]:
 
 
 def _check_n(n: int, what: str, least: int) -> int:
-    from .editing import check_held
+    from .record import check_held
 
     return check_held(what, n, least)
 
