@@ -394,8 +394,9 @@ def _another_writer(target: Path, env: dict[str, str]) -> Iterator[int]:
         (["sample", "digits", "-n", "1", "--steps", "1", "-o", "{out}/keep.png"], "out/keep.png"),
         (["encode", "digits-klvae", "{tmp}/digit.png", "--fit", "-o", "{out}/z.safetensors"], "out/z.safetensors"),
         (["train", "vae", "-o", "{out}", "--steps", "1"], "out"),
+        (["convert", "{tmp}/empty-folder", "--from", "diffusers", "--name", "cv", "-o", "{out}"], "out"),
     ],
-    ids=["export", "sample-dir", "sample-png", "encode", "train"],
+    ids=["export", "sample-dir", "sample-png", "encode", "train", "convert"],
 )
 def test_a_second_writer_is_refused_in_one_line_and_nothing_is_deleted(lz3, tmp_path, argv, target):
     _setup3(tmp_path)
