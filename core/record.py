@@ -55,7 +55,8 @@ def check_held(what: str, count: Any, least: int) -> int:
     """A count of images held in memory together: a whole number from ``least`` to MAX_HELD_IMAGES (no torch)."""
     if isinstance(count, bool) or not isinstance(count, int) or not least <= count <= MAX_HELD_IMAGES:
         raise LatentzooError(
-            f"{what} must be a whole number from {least} to {MAX_HELD_IMAGES} (the images are held in memory together), not {count!r}"
+            f"{what} must be at least {least} and at most {MAX_HELD_IMAGES} (a whole number: the images are held in memory together), "
+            f"not {count!r}"
         )
     return count
 

@@ -259,8 +259,16 @@ ROUND3 = [
     # 4: counts and sizes bounded before anything is allocated
     ("grid-n-absurd", ["sample", "digits", "-n", str(10**9), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
     ("grid-nrow-absurd", ["sample", "digits", "-n", "4", "--nrow", str(10**6), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
-    ("interpolate-frames", ["interpolate", "digits", "{tmp}/digit.png", "{tmp}/digit.png", "--frames", "100000"], ["--frames", "to 1024"]),
-    ("variations-n", ["variations", "digits-unclip", "{tmp}/digit.png", "-n", "100000", "-o", "{tmp}/v/"], ["-n must be", "to 1024"]),
+    (
+        "interpolate-frames",
+        ["interpolate", "digits", "{tmp}/digit.png", "{tmp}/digit.png", "--frames", "100000"],
+        ["--frames must be at least 2 and at most 1024"],
+    ),
+    (
+        "variations-n",
+        ["variations", "digits-unclip", "{tmp}/digit.png", "-n", "100000", "-o", "{tmp}/v/"],
+        ["-n must be at least 1 and at most 1024"],
+    ),
     ("convert-layers", ["convert", "{tmp}/cfg-layers", "--from", "diffusers", "--name", "cv"], ["layers_per_block", "from 1 to 64"]),
     ("convert-groups", ["convert", "{tmp}/cfg-groups", "--from", "diffusers", "--name", "cv"], ["norm_num_groups", "from 1 to"]),
     ("convert-channels", ["convert", "{tmp}/cfg-channels", "--from", "diffusers", "--name", "cv"], ["block_out_channels", "from 1 to"]),
