@@ -121,8 +121,14 @@ def _build(
 
     spec, reg = _spec_from_options(ctx, target, parts)
     spec.scorer = scorer or spec.scorer
-    used = {target, spec.encoder, spec.prior, spec.decoder, spec.sampler, spec.scheduler, spec.conditioner, spec.scorer}
-    for warning in reg.shadow_warnings({reg.canonical(n) for n in used if n}):  # as list and info say it
+    # As list and info say it, for entries from the user file or a plugin (not for a --registry
+    # file named on this very command line: that override is the user's explicit request).
+    used = {
+        reg.canonical(n)
+        for n in (target, spec.encoder, spec.prior, spec.decoder, spec.sampler, spec.scheduler, spec.conditioner, spec.scorer)
+        if n
+    }
+    for warning in reg.shadow_warnings({n for n in used if n in reg.entries and reg.entries[n].layer != "cli"}):
         click.echo(f"warning: {warning}", err=True)
     if candidates is not None:  # refuse a bad re-ranking request before any weights load
         check_candidates_value(candidates)
