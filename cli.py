@@ -24,6 +24,7 @@ COMMANDS = {
     "list": "inspect:list_cmd",
     "info": "inspect:info",
     "plugins": "inspect:plugins",
+    "check": "check:check",
     "compose": "sampling:compose",
     "sample": "sampling:sample",
     "reconstruct": "sampling:reconstruct",

@@ -52,18 +52,53 @@ def list_cmd(ctx: click.Context, role: str | None, family: str | None, as_json: 
     entries = reg.list(role=role, family=family)
     for warning in reg.shadow_warnings({e.name for e in entries}):
         click.echo(f"warning: {warning}", err=True)
+    walks = {e.name: _walks(reg, e) for e in entries}
     if as_json:
-        _emit_json([e.summary() for e in entries])
+        _emit_json([{**e.summary(), **walks[e.name]} for e in entries])
         return
     if not entries:
         click.echo("nothing matches")
         return
     rows = [[_with_aliases(e), "/".join(e.roles), e.data.get("family", ""), (e.data.get("description") or "")[:70]] for e in entries]
     headers = ["NAME", "ROLE", "FAMILY", "DESCRIPTION"]
+    for key in ("drives", "levels"):  # what a sampler drives and the levels it walks: the columns a swap needs
+        if role in ("sampler", "scheduler") and any(key in w for w in walks.values()):
+            rows = [[*row[:-1], _walk_text(walks[e.name].get(key)), row[-1]] for row, e in zip(rows, entries, strict=True)]
+            headers.insert(-1, key.upper())
     if any(e.shadows for e in entries):  # a later layer rebinds a name: say so beside it
         rows = [[*row, f"shadows {e.shadows}" if e.shadows else ""] for row, e in zip(rows, entries, strict=True)]
         headers.append("SHADOWS")
     _table(rows, headers)
+
+
+def _walks(reg: Any, entry: Any) -> dict[str, Any]:
+    """A sampler's ``drives`` (prior kinds) and ``levels`` (level type), a scheduler's ``levels``: read from its declaration (no import)."""
+    roles = set(entry.roles)
+    if entry.section == "pipelines" or not roles & {"sampler", "scheduler"}:
+        return {}
+    try:
+        decl = reg.declaration(entry)
+    except LatentzooError:
+        return {}
+    if "sampler" in roles:
+        return {"drives": decl.get("drives"), "levels": decl.get("levels")}
+    return {"levels": decl.get("levels") or "sigma"}  # compose.check_levels: a scheduler picks sigma levels unless it says otherwise
+
+
+def _walk_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    return ",".join(value) if isinstance(value, list | tuple) else str(value)
+
+
+def _kind_summary(kind: str) -> dict[str, Any]:
+    """A prior kind's declaration as ``info`` shows it (read from its plugin's declaration, no import)."""
+    from latentzoo.core.plugins import get_manager
+
+    decl = get_manager().kinds().get(kind)
+    if decl is None:
+        return {"name": kind, "declared_by": None, "note": "no installed plugin declares this kind; `latentzoo check` cannot test it"}
+    return {"name": kind, "declared_by": decl["plugin"], "convention": decl["convention"], "checked": bool(decl.get("check"))}
 
 
 def _with_aliases(entry) -> str:
@@ -102,6 +137,8 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
         try:
             decl = reg.declaration(entry)
             data["class_declaration"] = {k: v for k, v in decl.items() if k not in ("name", "options")}
+            if "kind" in decl:  # the convention a prior of this kind follows (`latentzoo check` tests it)
+                data["kind"] = _kind_summary(decl["kind"])
         except LatentzooError as exc:
             data["class_declaration"] = {"error": str(exc)}
         if entry.latent_space:
@@ -113,12 +150,44 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
         click.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120).rstrip())
 
 
+def _conformance_rows(plugin_names: set[str]) -> list[dict[str, Any]]:
+    """``latentzoo check`` on each registry prior of these (third-party) plugins that has weights: one probe-shaped row each."""
+    import time
+
+    from latentzoo.core.conformance import check, checkable
+    from latentzoo.core.plugins import get_manager
+
+    if not plugin_names:
+        return []
+    reg = _registry(click.get_current_context())
+    components = get_manager().components()
+    rows = []
+    for entry in reg.list(role="prior"):
+        decl = components.get(entry.data.get("class", ""))
+        if decl is None or decl["plugin"] not in plugin_names or not checkable(reg, entry):
+            continue
+        started = time.perf_counter()
+        try:
+            verdict = check(entry.name, extra=click.get_current_context().find_root().obj["registries"])
+            status, detail = ("conforms" if verdict.ok else "violates"), verdict.line()
+        except LatentzooError as exc:
+            status, detail = "violates", f"prior {entry.name}: cannot be checked: {exc}"
+        seconds = round(time.perf_counter() - started, 2)
+        rows.append(
+            {"name": decl["plugin"], "distribution": None, "status": status, "seconds": seconds, "detail": detail, "prior": entry.name}
+        )
+    return rows
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--strict", is_flag=True, help="Exit non-zero if any plugin is broken or incompatible.")
 @click.option("-v", "--verbose", is_flag=True, help="One block per plugin, with where it was loaded from and its hooks.")
 @click.option(
-    "--check", is_flag=True, help="Probe each third-party plugin in a subprocess (time budget): finds one that exits or hangs at import."
+    "--check",
+    is_flag=True,
+    help="Probe each third-party plugin in a subprocess (time budget): finds one that exits or hangs at import; "
+    "then run `latentzoo check` on its priors that have weights.",
 )
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=20.0, show_default=True, help="Seconds the --check probes may take.")
 def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: float) -> None:
@@ -127,6 +196,8 @@ def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: fl
 
     if check:  # before anything loads plugins in this process: a plugin that kills it must not stop the probe
         probes = probe_plugins(timeout)
+        if not any(p["status"] in ("exits", "hangs", "fails") for p in probes):  # safe to import them here: check their priors' kinds
+            probes += _conformance_rows({p["name"] for p in probes if p["status"] == "ok"})
         if as_json:
             _emit_json(probes)
         else:
@@ -134,6 +205,9 @@ def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: fl
                 [[p["name"], p["distribution"] or "?", p["status"], f"{p['seconds']}", p["detail"]] for p in probes],
                 ["PLUGIN", "DISTRIBUTION", "PROBE", "SECONDS", "DETAIL"],
             )
+        violating = [p for p in probes if p["status"] == "violates"]
+        if violating:
+            raise LatentzooError(f"{violating[0]['detail']}" + (f" (and {len(violating) - 1} more prior(s))" if len(violating) > 1 else ""))
         bad = [p for p in probes if p["status"] in ("exits", "hangs", "fails")]
         if bad:
             raise LatentzooError(
@@ -149,6 +223,8 @@ def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: fl
     provided: dict[str, list[str]] = {}  # the formats each plugin declares (a bad declaration marks its plugin broken)
     for fmt in formats().values():
         provided.setdefault(fmt.plugin, []).append(f"format {fmt.name}")
+    for kind in get_manager().kinds().values():  # the prior kinds each plugin owns (their conventions, `latentzoo check`)
+        provided.setdefault(kind["plugin"], []).append(f"kind {kind['name']}")
     if as_json:
         _emit_json([p.to_dict() for p in report])
     elif verbose:

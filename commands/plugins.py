@@ -118,18 +118,30 @@ def uninstall(packages: tuple[str, ...], yes: bool) -> None:
 @click.option(
     "-o", "--output", "directory", type=click.Path(file_okay=False), help="Project directory (default ./NAME); must be absent or empty."
 )
-def new_plugin_cmd(name: str, directory: str | None) -> None:
-    """Write a pip-installable plugin project NAME: one working sampler, its registry fragment, a README and a test.
+@click.option(
+    "--kind",
+    type=click.Choice(["sampler", "scheduler", "prior"]),
+    default="sampler",
+    show_default=True,
+    help="What to scaffold: a sampler, a scheduler, or a new prior kind (its convention and check) with a prior of that kind.",
+)
+def new_plugin_cmd(name: str, directory: str | None, kind: str) -> None:
+    """Write a pip-installable plugin project NAME: one working component, its registry fragment, a README and a test.
 
     \b
-    Example:
+    Examples:
       latentzoo new-plugin latentzoo-my-sampler && latentzoo install -e latentzoo-my-sampler
+      latentzoo new-plugin latentzoo-my-kind --kind prior    # its test runs `latentzoo check`
     """
     from latentzoo.core.scaffold import new_plugin
 
-    names, root, _ = new_plugin(name, directory)
-    click.echo(f"wrote plugin {names.dist} to {root}/: package {names.package}, sampler {names.entry} (class {names.component})")
+    names, root, _ = new_plugin(name, directory, kind)
+    what = f"prior kind {names.entry} and prior class" if kind == "prior" else f"{kind} {names.entry} (class"
+    click.echo(f"wrote plugin {names.dist} to {root}/: package {names.package}, {what} {names.component}{')' if kind != 'prior' else ''}")
     click.echo("next:")
     click.echo(f"  latentzoo install -e {root}")
-    click.echo(f"  latentzoo list --role sampler        # shows {names.entry}")
+    if kind == "prior":
+        click.echo(f"  latentzoo plugins                    # {names.entry_point} provides kind {names.entry}")
+    else:
+        click.echo(f"  latentzoo list --role {kind}        # shows {names.entry}")
     click.echo(f"  python -m pytest {root / 'tests'}")

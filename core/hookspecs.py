@@ -1,4 +1,4 @@
-"""The whole plugin surface of latentzoo: five hooks.
+"""The whole plugin surface of latentzoo: six hooks.
 
 A plugin is a module named by an entry point in the ``latentzoo`` group. Its module must
 stay light (no torch at import): it returns *declarations*, plain data naming the import
@@ -24,6 +24,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def latentzoo_components() -> list[dict[str, Any]]:
     """Declare component classes: dicts with name, role(s), target "module:Class", family, description, and drives (samplers) or kind (priors)."""
+
+
+@hookspec
+def latentzoo_kinds() -> list[dict[str, Any]]:
+    """Declare prior kinds: dicts with name, description, convention (plain data) and check "module:function" (``latentzoo check``)."""
 
 
 @hookspec

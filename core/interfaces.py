@@ -73,10 +73,10 @@ class Decoder(Component):
 class Prior(Component):
     """A distribution over one latent space.
 
-    ``kind`` is any string the plugin declares (the same string as in its declaration):
-    built-in kinds are ``denoiser`` (predicts noise / v / x0 at a noise level),
-    ``autoregressive`` (next-code logits), ``analytic`` (samples in closed form) and
-    ``flow`` (a rectified-flow velocity field).
+    ``kind`` is any string the plugin declares (the same string as in its declaration). The
+    plugin that owns a kind declares its convention and conformance check (``latentzoo_kinds``;
+    ``latentzoo plugins`` lists the installed kinds, ``latentzoo check PRIOR`` tests a prior
+    against its kind); the core keeps no list of kinds.
     """
 
     kind: ClassVar[str]

@@ -257,6 +257,29 @@ def parse_options(decls: Any, owner: str) -> list[Option]:
     return options
 
 
+# The options of ``latentzoo.core.denoising.Denoiser``'s x0 post-processing, as a sampler that builds
+# one declares them (one list, so every denoiser sampler offers the same five).
+DENOISER_OPTIONS: list[dict[str, Any]] = [
+    {"name": "clip_sample", "type": "bool", "default": False, "help": "Clip the predicted x0 to +-clip_sample_range"},
+    {"name": "clip_sample_range", "type": "float", "default": 1.0, "min": 0.0, "help": "Bound for clip_sample"},
+    {
+        "name": "thresholding",
+        "type": "bool",
+        "default": False,
+        "help": "Dynamic thresholding of x0 (Saharia et al. 2022); overrides clip_sample",
+    },
+    {
+        "name": "dynamic_thresholding_ratio",
+        "type": "float",
+        "default": 0.995,
+        "min": 0.0,
+        "max": 1.0,
+        "help": "Quantile of |x0| used by thresholding",
+    },
+    {"name": "sample_max_value", "type": "float", "default": 1.0, "min": 1.0, "help": "Largest threshold of dynamic thresholding"},
+]
+
+
 # --------------------------------------------------------------------------------------
 # resolving user values against a pipeline's declared options
 

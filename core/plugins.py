@@ -162,6 +162,7 @@ _RETURNS = {
     "latentzoo_components": "a list of declaration dicts",
     "latentzoo_registry": "a list of paths",
     "latentzoo_datasets": "a list of declaration dicts",
+    "latentzoo_kinds": "a list of declaration dicts",
 }
 
 
@@ -262,6 +263,7 @@ class Plugins:
         self.info: dict[str, PluginInfo] = {}
         self._components: dict[str, dict[str, Any]] | None = None
         self._datasets: dict[str, dict[str, Any]] | None = None
+        self._kinds: dict[str, dict[str, Any]] | None = None
         self._load_entry_points()
 
     # -- loading -----------------------------------------------------------------------
@@ -390,6 +392,22 @@ class Plugins:
             self._datasets = found
         return self._datasets
 
+    def kinds(self) -> dict[str, dict[str, Any]]:
+        """Prior kinds by name: {name, description, convention, check, plugin}; a kind declared twice marks the later plugin broken."""
+        if self._kinds is None:
+            found: dict[str, dict[str, Any]] = {}
+            for info, decls in self.call("latentzoo_kinds"):
+                try:
+                    for decl in decls or []:
+                        decl = _check_kind(decl)
+                        if decl["name"] in found:
+                            raise LatentzooError(f"kind {decl['name']!r} is already declared by plugin {found[decl['name']]['plugin']}")
+                        found[decl["name"]] = {**decl, "plugin": info.name}
+                except LatentzooError as exc:
+                    info.status, info.error = "broken", f"bad kind declaration: {exc}"
+            self._kinds = found
+        return self._kinds
+
     def registry_fragments(self) -> list[tuple[str, Path]]:
         """Registry fragments of plugins in good standing: a plugin whose other hooks raised
         (or returned garbage) is broken, and its fragment is not loaded."""
@@ -414,7 +432,7 @@ from importlib import metadata
 name = sys.argv[1]
 eps = [ep for ep in metadata.entry_points(group="latentzoo") if ep.name == name]
 module = eps[0].load()
-for hook in ("latentzoo_components", "latentzoo_datasets", "latentzoo_registry"):
+for hook in ("latentzoo_components", "latentzoo_datasets", "latentzoo_kinds", "latentzoo_registry"):
     function = getattr(module, hook, None)
     if callable(function):
         function()
@@ -522,6 +540,19 @@ def _check_component(decl: Any) -> dict[str, Any]:
         out["drives"] = list(out["drives"])
     parse_options(decl.get("options"), f"component {name!r}")  # raises OptionError (a LatentzooError)
     return out
+
+
+def _check_kind(decl: Any) -> dict[str, Any]:
+    """A kind declaration: a name, a convention (a dict of plain data) and, optionally, its conformance check "module:function"."""
+    if not isinstance(decl, dict) or not _nonempty_str(decl.get("name")):
+        raise LatentzooError(f"a kind declaration must be a dict with a non-empty name, not {str(decl)[:40]}")
+    name = decl["name"]
+    if not isinstance(decl.get("convention"), dict):
+        raise LatentzooError(f"kind {name!r} must declare its convention, a dict (e.g. {{noise_at: 1, velocity: eps - x0}})")
+    check = decl.get("check")
+    if check is not None and (not isinstance(check, str) or ":" not in check):
+        raise LatentzooError(f"kind {name!r}: check must be 'module:function', not {check!r}")
+    return dict(decl)
 
 
 _MANAGER: Plugins | None = None

@@ -1,8 +1,11 @@
-"""``latentzoo new-plugin``: write a pip-installable plugin package that works as generated.
+"""``latentzoo new-plugin [--kind sampler|scheduler|prior]``: write a pip-installable plugin package that works as generated.
 
-The package registers one component, an Euler sampler for denoiser priors written against
-the public interfaces, and names it in a registry fragment shipped as package data. Nothing
-here imports torch.
+``sampler`` (the default) registers an Euler sampler for denoiser priors, ``scheduler`` a
+log-SNR sigma scheduler (each named in a registry fragment shipped as package data), and
+``prior`` a new prior kind with its convention and conformance check plus a prior of that
+kind, whose generated test runs ``latentzoo check``. All are written against the public
+interfaces; the scheduler and prior templates are in ``scaffold_templates.py``. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -27,12 +30,18 @@ class PluginNames:
     dist: str  # as given: my-sampler
     package: str  # import name: my_sampler
     entry_point: str  # entry point in the latentzoo group, "latentzoo-" prefix dropped: my-sampler
-    component: str  # declared class: my-sampler.euler
-    entry: str  # registry name of the sampler: my-sampler
+    component: str  # declared class: my-sampler.euler (my-sampler.log_snr, my-sampler.memory)
+    entry: str  # registry name of the component: my-sampler
+    kind: str = "sampler"  # what it scaffolds: sampler, scheduler or prior
 
 
-def plugin_names(name: str) -> PluginNames:
+KINDS = {"sampler": "euler", "scheduler": "log_snr", "prior": "memory"}  # what new-plugin scaffolds -> its class suffix
+
+
+def plugin_names(name: str, kind: str = "sampler") -> PluginNames:
     """Validate ``name`` as a distribution name that is also usable as a Python package name."""
+    if kind not in KINDS:
+        raise LatentzooError(f"new-plugin scaffolds a {', a '.join(KINDS)}, not a {kind!r}")
     if not _DIST_NAME.match(name):
         raise LatentzooError(
             f"{name!r} is not a valid distribution name; use letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
@@ -46,8 +55,19 @@ def plugin_names(name: str) -> PluginNames:
     short = normalized.removeprefix("latentzoo-") or normalized
     taken = _builtin_names()
     if short in taken:
-        raise LatentzooError(f"{name!r} would name its sampler {short!r}, which the built-in registry already has; choose another name")
-    return PluginNames(name, package, short, f"{short}.euler", short)
+        raise LatentzooError(f"{name!r} would name its {kind} {short!r}, which the built-in registry already has; choose another name")
+    if kind == "prior" and short in _installed_kinds():
+        raise LatentzooError(
+            f"{name!r} would declare the prior kind {short!r}, which an installed plugin already declares; choose another name"
+        )
+    return PluginNames(name, package, short, f"{short}.{KINDS[kind]}", short, kind)
+
+
+def _installed_kinds() -> set[str]:
+    """Prior kinds the loaded plugins declare (declarations only)."""
+    from .plugins import get_manager
+
+    return set(get_manager().kinds())
 
 
 def _builtin_names() -> set[str]:
@@ -65,25 +85,45 @@ def _files(n: PluginNames) -> dict[str, str]:
         "ENTRY_POINT": n.entry_point,
         "COMPONENT": n.component,
         "ENTRY": n.entry,
+        "KIND": n.entry,  # --kind prior: the new prior kind is named after the plugin
         "PLUGIN_API": str(PLUGIN_API),
     }
 
     def fill(template: str) -> str:
         return re.sub(r"@(\w+)@", lambda m: subs[m.group(1)], template)
 
-    return {
-        "pyproject.toml": fill(PYPROJECT),
-        "README.md": fill(README),
-        f"src/{n.package}/__init__.py": fill(INIT),
-        f"src/{n.package}/sampler.py": fill(SAMPLER),
-        f"src/{n.package}/registry.yaml": fill(FRAGMENT),
-        "tests/test_plugin.py": fill(TEST),
+    from . import scaffold_templates as t
+
+    src = f"src/{n.package}"
+    files = {
+        "sampler": {
+            f"{src}/__init__.py": INIT,
+            f"{src}/sampler.py": SAMPLER,
+            f"{src}/registry.yaml": FRAGMENT,
+            "tests/test_plugin.py": TEST,
+        },
+        "scheduler": {
+            f"{src}/__init__.py": t.SCHEDULER_INIT,
+            f"{src}/scheduler.py": t.SCHEDULER,
+            f"{src}/registry.yaml": t.SCHEDULER_FRAGMENT,
+            "tests/test_plugin.py": t.SCHEDULER_TEST,
+        },
+        "prior": {
+            f"{src}/__init__.py": t.PRIOR_INIT,
+            f"{src}/prior.py": t.PRIOR,
+            f"{src}/check.py": t.PRIOR_CHECK,
+            "tests/test_plugin.py": t.PRIOR_TEST,
+        },
+    }[n.kind]
+    readme = README.replace("@WHAT@", WHAT[n.kind]).replace("@TRY@", TRY[n.kind])
+    return {"pyproject.toml": fill(PYPROJECT).replace("an Euler sampler for denoiser priors", WHAT[n.kind]), "README.md": fill(readme)} | {
+        rel: fill(text) for rel, text in files.items()
     }
 
 
-def new_plugin(name: str, directory: str | Path | None = None) -> tuple[PluginNames, Path, list[Path]]:
-    """Write the project for plugin ``name`` into ``directory`` (default ./NAME); refuse a non-empty one."""
-    names = plugin_names(name)
+def new_plugin(name: str, directory: str | Path | None = None, kind: str = "sampler") -> tuple[PluginNames, Path, list[Path]]:
+    """Write the project for plugin ``name`` (a ``kind``: sampler, scheduler or prior) into ``directory`` (default ./NAME); refuse a non-empty one."""
+    names = plugin_names(name, kind)
     root = Path(directory) if directory is not None else Path(name)
     if root.exists() and not root.is_dir():
         raise LatentzooError(f"{root} exists and is not a directory; choose another -o")
@@ -132,17 +172,28 @@ where = ["src"]
 @PACKAGE@ = ["registry.yaml"]
 """
 
+TRY = {
+    "sampler": "latentzoo sample digits --sampler @ENTRY@ --steps 20 -o samples.png",
+    "scheduler": "latentzoo sample digits --scheduler @ENTRY@ --steps 20 -o samples.png",
+    "prior": "latentzoo --registry mine.yaml check @ENTRY@   # mine.yaml names its weights (see tests/test_plugin.py)",
+}
+WHAT = {
+    "sampler": "an Euler sampler for denoiser priors",
+    "scheduler": "a log-SNR noise-level scheduler for denoiser priors",
+    "prior": "a new prior kind (an x0-predicting denoiser) with its checked convention, and a prior of that kind",
+}
+
 README = """\
 # @DIST@
 
-A [latentzoo](https://github.com/latentzoo/latentzoo) plugin. It adds one sampler for
-denoiser priors, `@ENTRY@` (an Euler step of the probability-flow ODE; Karras et al. 2022).
+A [latentzoo](https://github.com/latentzoo/latentzoo) plugin: @WHAT@ (`@COMPONENT@`).
 
 ```bash
 latentzoo install -e .                 # or: latentzoo install @DIST@
 latentzoo plugins                      # @ENTRY_POINT@ ... ok ... @COMPONENT@
-latentzoo list --role sampler          # shows @ENTRY@
-latentzoo sample digits --sampler @ENTRY@ --steps 20 -o samples.png
+latentzoo list --role sampler          # samplers: what each drives and the levels it walks
+latentzoo list --role scheduler        # schedulers: the levels each picks
+@TRY@
 python -m pytest tests                 # the tests pass as generated
 ```
 
@@ -150,11 +201,12 @@ Layout:
 
 - `src/@PACKAGE@/__init__.py`: the hook implementations. Declarations only: this module
   must not import torch (latentzoo reads it for `list`, `info` and `plugins`).
-- `src/@PACKAGE@/sampler.py`: the sampler; imported only when a pipeline is built.
-- `src/@PACKAGE@/registry.yaml`: the registry fragment naming `@ENTRY@`.
-- `tests/test_plugin.py`: checks the plugin loads, stays light, and samples correctly.
+- the component's module (`sampler.py`, `scheduler.py` or `prior.py`, with `check.py` for a
+  kind): imported only when it is built or checked.
+- `tests/test_plugin.py`: checks the plugin loads, stays light, and works (a prior: `latentzoo check`).
 
-See latentzoo's `docs/plugins.md` for the hooks, the five interfaces and the latent-space contract.
+See latentzoo's `docs/plugins.md` for the six hooks, the six roles, the latent-space contract
+and "Adding a kind".
 """
 
 INIT = '''\

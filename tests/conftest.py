@@ -22,6 +22,17 @@ from pathlib import Path
 
 import pytest
 
+# Each test process (one per xdist worker) has a user registry, a config and a cache of its own, so no
+# test reads the user's files or depends on what a test in another process wrote.
+_ISOLATED = Path(__import__("tempfile").mkdtemp(prefix="latentzoo-tests-"))
+os.environ["XDG_CONFIG_HOME"] = str(_ISOLATED / "config")
+os.environ["XDG_CACHE_HOME"] = str(_ISOLATED / "cache")
+os.environ.pop("LATENTZOO_REGISTRY", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each, as OpenMP threads spin-wait when oversubscribed.
+    # (Byte-exact tests pin their own thread count: CPU kernels may round differently with another.)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 PYTHON = sys.executable
 LATENTZOO_SCRIPT = Path(sys.executable).parent / "latentzoo"
 
@@ -395,8 +406,25 @@ def clean_env(config_home: Path, **overrides: str | None) -> dict[str, str]:
     return env
 
 
+# Environment variables read when a process starts (or by libraries at import time): a call that sets
+# one, or puts plugin sites on PYTHONPATH, runs as a real process.
+PROCESS_ONLY_ENV = frozenset(
+    {"PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "LATENTZOO_KERNELS", "LATENTZOO_OFFLINE", "HF_HUB_OFFLINE", "HF_HOME",
+     "HF_HUB_CACHE", "HF_ENDPOINT", "HF_TOKEN", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
+)  # fmt: skip
+
+
 class Cli:
-    """Runs ``python -m latentzoo`` in a subprocess from a directory outside the repository."""
+    """Runs ``latentzoo ARGS`` from a directory outside the repository, with a user registry of its own.
+
+    By default a call runs through the CLI's entry point in this process (the environment, working
+    directory, plugin manager and stdio swapped in for the call and restored after), so torch and the
+    models' code load once per test process instead of once per call: errors, exit codes and output
+    are the installed command's. A call that puts plugin sites on PYTHONPATH, sets a variable read at
+    process start (``PROCESS_ONLY_ENV``), or is made through ``cli.process(...)`` runs as a real
+    ``python -m latentzoo`` subprocess: what only a process shows (lazy imports, signals, plugins
+    that exit) is tested that way.
+    """
 
     def __init__(self, cwd: Path, config_home: Path) -> None:
         self.cwd = cwd
@@ -407,6 +435,12 @@ class Cli:
         return clean_env(self.config_home, PYTHONPATH=os.pathsep.join(sites) if sites else None, **extra)
 
     def __call__(self, *args: str, sites: Iterable[Path] = (), env: Mapping[str, str | None] | None = None, timeout: float = 120) -> Result:
+        sites = list(sites)
+        if sites or PROCESS_ONLY_ENV & set(env or {}):
+            return self.process(*args, sites=sites, env=env, timeout=timeout)
+        return self.in_process(*args, env=env)
+
+    def process(self, *args: str, sites: Iterable[Path] = (), env: Mapping[str, str | None] | None = None, timeout: float = 120) -> Result:
         proc = subprocess.run(
             [PYTHON, "-m", "latentzoo", *args],
             cwd=self.cwd,
@@ -417,11 +451,64 @@ class Cli:
         )
         return Result(list(args), proc.returncode, proc.stdout, proc.stderr)
 
+    def in_process(self, *args: str, env: Mapping[str, str | None] | None = None) -> Result:
+        return run_in_process(list(args), self.env((), **(env or {})), self.cwd)
+
     def python(self, *args: str, sites: Iterable[Path] = (), env: Mapping[str, str | None] | None = None, timeout: float = 120) -> Result:
         proc = subprocess.run(
             [PYTHON, *args], cwd=self.cwd, env=self.env(sites, **(env or {})), capture_output=True, text=True, timeout=timeout
         )
         return Result(list(args), proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_in_process(args: list[str], env: Mapping[str, str], cwd: Path) -> Result:
+    """``latentzoo ARGS`` through ``latentzoo.cli.main`` with ``env`` as the whole environment and ``cwd`` as the
+    working directory, as a process would see them; the exit status as the interpreter would set it."""
+    import contextlib
+    import io
+    import signal
+    import warnings
+
+    from latentzoo import cli as cli_module
+    from latentzoo.core.plugins import reset_manager
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_sigint, saved_sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    torch = sys.modules.get("torch")
+    saved_threads = torch.get_num_threads() if torch is not None else None
+    builtin = set(cli_module.cli.commands)
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    reset_manager()  # plugins are discovered afresh, as at a process's start
+    vars(cli_module.cli).pop("_plugins_added", None)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.resetwarnings()  # a fresh process shows every warning once
+            try:
+                cli_module.main(args)
+                code = 0
+            except SystemExit as exc:
+                if exc.code is None or isinstance(exc.code, int):
+                    code = exc.code or 0
+                else:  # sys.exit("message"): the interpreter prints it and exits 1
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        signal.signal(signal.SIGINT, saved_sigint)
+        signal.signal(signal.SIGTERM, saved_sigterm)
+        for name in set(cli_module.cli.commands) - builtin:  # commands a plugin added for this call
+            cli_module.cli.commands.pop(name)
+        vars(cli_module.cli).pop("_plugins_added", None)
+        reset_manager()
+        torch = sys.modules.get("torch")
+        if torch is not None and saved_threads is not None:
+            torch.set_num_threads(saved_threads)
+    return Result(args, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -491,3 +578,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# ---------------------------------------------------------------------------------------
+# --cpu-durations N: the slowest tests by CPU seconds (this process and its children), which a busy
+# machine inflates far less than wall time; the test-budget numbers in the README come from it.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--cpu-durations", type=int, default=None, metavar="N", help="show the N tests that used the most CPU time")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+_CPU_TIMES: dict[str, float] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    if item.config.getoption("--cpu-durations") is None:
+        yield
+        return
+    start = _cpu_seconds()
+    yield
+    _CPU_TIMES[item.nodeid] = _cpu_seconds() - start
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    count = config.getoption("--cpu-durations")
+    if count is None or not _CPU_TIMES:
+        return
+    terminalreporter.write_sep("=", f"slowest {count} by CPU seconds (total {sum(_CPU_TIMES.values()):.0f} s)")
+    for nodeid, seconds in sorted(_CPU_TIMES.items(), key=lambda kv: -kv[1])[:count]:
+        terminalreporter.write_line(f"{seconds:8.2f}s cpu  {nodeid}")
+    by_file: dict[str, float] = {}
+    for nodeid, seconds in _CPU_TIMES.items():
+        by_file[nodeid.split("::")[0]] = by_file.get(nodeid.split("::")[0], 0.0) + seconds
+    terminalreporter.write_sep("-", "CPU seconds by file")
+    for path, seconds in sorted(by_file.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}s cpu  {path}")

@@ -52,18 +52,24 @@ def train(cli, out: Path, *extra: str, crash: str | None = None):
     return cli(*TRAIN, "-o", str(out), *extra, env=env, timeout=300)
 
 
-def _sweep(cli, tmp_path, every: bool) -> None:
+def _sweep(cli, tmp_path, select: str) -> None:
+    """Kill at the boundaries ``select`` names: ``every`` one, each ``kind`` of boundary, or a ``sample``."""
     listed = train(cli, tmp_path / "reference", crash="list").assert_ok()
     boundaries = re.findall(r"crash point (\d+): (.*)", listed.stderr)
     assert len(boundaries) >= 3 * 6 + len(PUBLISHED), listed.stderr  # three checkpoints and the published files
     assert [int(n) for n, _ in boundaries] == list(range(1, len(boundaries) + 1))
-    if not every:
+    last = max(int(m.group(1)) for _, label in boundaries if (m := re.match(r"checkpoint (\d+):", label)))
+    if select == "kind":
         # Checkpoints 2 and 3 pass the same boundaries as checkpoint 1 (the same code, a later
-        # step): CI kills at each boundary of the first checkpoint, the last one's rename and
-        # pruning, and every publish step; the slow sweep kills at all of them.
-        last = max(int(m.group(1)) for _, label in boundaries if (m := re.match(r"checkpoint (\d+):", label)))
+        # step): kill at each boundary of the first checkpoint, the last one's rename and
+        # pruning, and every publish step.
         keep = ("checkpoint 1:", f"checkpoint {last}: renamed", f"checkpoint {last}: older")
         boundaries = [(n, label) for n, label in boundaries if label.startswith(keep) or not label.startswith("checkpoint")]
+    elif select == "sample":
+        # One boundary of each outcome: torn first checkpoint (restart), complete first checkpoint
+        # (resume), the last checkpoint's pruning, and the last publish step (resume).
+        keep = {"checkpoint 1: manifest written", "checkpoint 1: renamed into place", f"checkpoint {last}: older checkpoints pruned"}
+        boundaries = [(n, label) for n, label in boundaries if label in keep] + [boundaries[-1]]
     expected = published(tmp_path / "reference")
 
     def crash_and_recover(n: str, label: str) -> str:
@@ -93,13 +99,19 @@ def _sweep(cli, tmp_path, every: bool) -> None:
     assert outcomes["checkpoint 1: manifest written"] == "restarted"
 
 
+def test_kill_at_a_boundary_of_each_outcome_resumes_exactly_or_starts_cleanly(cli, tmp_path):
+    """The fast twin of the two sweeps below: four kills, each outcome exercised."""
+    _sweep(cli, tmp_path, "sample")
+
+
+@pytest.mark.slow
 def test_kill_at_each_kind_of_write_boundary_resumes_exactly_or_starts_cleanly(cli, tmp_path):
-    _sweep(cli, tmp_path, every=False)
+    _sweep(cli, tmp_path, "kind")
 
 
 @pytest.mark.slow
 def test_kill_at_every_write_boundary_resumes_exactly_or_starts_cleanly(cli, tmp_path):
-    _sweep(cli, tmp_path, every=True)
+    _sweep(cli, tmp_path, "every")
 
 
 def test_a_tampered_checkpoint_falls_back_to_the_previous_one(cli, tmp_path):

@@ -13,16 +13,9 @@ from unets import noise_schedule, tiny_unet
 from latentzoo.core.denoising import Denoiser, NoiseSchedule, make_betas
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Scheduler
-from latentzoo.plugins.diffusion.k_samplers import (
-    DPMSolverPP2MSampler,
-    EulerSampler,
-    HeunSampler,
-    sample_dpmpp_2m,
-    sample_euler,
-    sample_heun,
-)
 from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler
-from latentzoo.plugins.diffusion.schedulers import (
+from latentzoo.plugins.diffusion.unet import UNetPrior
+from latentzoo.plugins.ksampling.levels import (
     RAMP_SIGMA_MAX,
     ExponentialScheduler,
     KarrasScheduler,
@@ -31,7 +24,8 @@ from latentzoo.plugins.diffusion.schedulers import (
     karras_sigmas,
     sigmoid_sigmas,
 )
-from latentzoo.plugins.diffusion.unet import UNetPrior
+from latentzoo.plugins.ksampling.ode import sample_dpmpp_2m, sample_euler, sample_heun
+from latentzoo.plugins.ksampling.samplers import DPMSolverPP2MSampler, EulerSampler, HeunSampler
 
 SHAPE = (2, 2, 4, 4)
 SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2", "sigmoid": "sigmoid"}

@@ -16,21 +16,7 @@ BUILTIN_REGISTRY = Path(__file__).resolve().parent.parent / "registry.yaml"
 BUILTIN_ENTRIES = ("ddim", "ddpm", "karras", "leading")
 BUILTIN_COMPONENT_CLASSES = {
     "datasets": [],
-    "diffusion": [
-        "diffusion.unet",
-        "diffusion.unet_cond",
-        "diffusion.timesteps",
-        "diffusion.karras",
-        "diffusion.sigmoid",
-        "diffusion.exponential",
-        "diffusion.ddim",
-        "diffusion.pndm",
-        "diffusion.ddpm",
-        "diffusion.euler",
-        "diffusion.heun",
-        "diffusion.dpmpp_2m",
-        "diffusion.pixels",
-    ],
+    "diffusion": ["diffusion.unet", "diffusion.unet_cond", "diffusion.ddim", "diffusion.pndm", "diffusion.ddpm", "diffusion.pixels"],
     "vqgan": ["vqgan.autoencoder"],
 }
 
@@ -378,7 +364,14 @@ def test_cli_runner_in_process_does_not_import_torch(cli, good_site):
         print(json.dumps({"exit": result.exit_code, "torch": "torch" in sys.modules, "output": result.output}))
         """
     )
-    for args in (["list"], ["info", "ddim"], ["plugins"], ["--help"]):
+    for args in (
+        ["list"],
+        ["list", "--role", "sampler"],
+        ["list", "--role", "scheduler", "--json"],
+        ["info", "ddim"],
+        ["plugins"],
+        ["--help"],
+    ):
         result = cli.python("-c", code, *args, sites=[good_site])
         assert result.returncode == 0, str(result)
         out = json.loads(result.stdout)

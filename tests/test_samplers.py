@@ -12,8 +12,8 @@ from unets import noise_schedule, tiny_unet
 from latentzoo.core.denoising import Denoiser, NoiseSchedule, dynamic_threshold, split_prediction, training_target
 from latentzoo.core.errors import LatentzooError
 from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler
-from latentzoo.plugins.diffusion.schedulers import TimestepScheduler
 from latentzoo.plugins.diffusion.unet import UNetPrior
+from latentzoo.plugins.ksampling.levels import TimestepScheduler
 
 SHAPE = (2, 2, 4, 4)
 SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}

@@ -13,7 +13,7 @@ from unets import BETAS, OnSchedule, noise_schedule, tiny_unet
 
 from latentzoo.core.denoising import NoiseSchedule, make_betas, rescale_zero_terminal_snr
 from latentzoo.core.errors import LatentzooError
-from latentzoo.plugins.diffusion.schedulers import (
+from latentzoo.plugins.ksampling.levels import (
     ExponentialScheduler,
     KarrasScheduler,
     SigmoidScheduler,

@@ -4,8 +4,8 @@ What ComfyUI and A1111 call a checkpoint: one file holding the UNet (``model.dif
 the first stage (``first_stage_model.*``) and the text encoder (``cond_stage_model.*``) under
 CompVis / Stability's original parameter names. ``convert --from single-file FILE`` (or just
 ``convert FILE.safetensors``) detects the model from its keys and shapes, renames the tensors
-to the diffusers / transformers layout (``keys.py``) and hands them to the Stable Diffusion
-converter of the diffusion family (``latentzoo.plugins.diffusion.sd.convert_sd_parts``), so a
+to the diffusers / transformers layout (``keys.py``) and hands them to the
+StableDiffusionPipeline mapping that a loaded family declares (the diffusion family's), so a
 single file and a diffusers folder give the same components. Pickled ``.ckpt`` / ``.pt`` files
 are refused, never unpickled. See ``single.py``.
 """

@@ -46,6 +46,19 @@ KINDS = {
     "kl-vae": "KL VAE (a first stage alone)",
 }
 
+SD_PIPELINE = "StableDiffusionPipeline"  # the diffusers pipeline whose family mapping converts an SD checkpoint's parts
+
+
+def pipeline_reader(pipeline: str) -> Any:
+    """The loaded family mapping that reads diffusers ``pipeline`` (found through the declarations, never imported by name)."""
+    from latentzoo.interop.toolkit import readers
+
+    _, pipelines = readers()
+    mapping = pipelines.get(pipeline)
+    if mapping is None or not hasattr(mapping, "read_parts"):
+        raise LatentzooError(f"no loaded plugin converts {pipeline} parts (the diffusion family does); is it installed and enabled?")
+    return mapping
+
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -97,7 +110,7 @@ def _pickle_message(path: Path) -> str:
 
 def read_tensors(path: Path) -> dict[str, Any]:
     """All tensors, memory-mapped (pages are read when used)."""
-    from latentzoo.plugins.diffusers.folders import ReadContext
+    from latentzoo.interop.toolkit import ReadContext
 
     return ReadContext.read_tensors(path)
 
@@ -423,7 +436,7 @@ def convert(
     scaling_factor: float | None = None,
 ) -> dict:
     """The ``single-file`` format's convert (see latentzoo.interop.formats)."""
-    from latentzoo.plugins.diffusers.folders import ReadContext
+    from latentzoo.interop.toolkit import ReadContext
 
     if source.is_dir():
         raise LatentzooError(f"{source} is a folder; --from single-file takes one .safetensors file (a diffusers folder: --from diffusers)")
@@ -476,8 +489,6 @@ def _number(value: Any, what: str) -> float:
 def _convert_sd(
     ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], *, prediction_type: Any, tokenizer: Any, scaling_factor: Any
 ) -> None:
-    from latentzoo.plugins.diffusion.sd import convert_sd_parts
-
     source = ctx.source
     # prediction type: not in the tensors
     stated = params.get("parameterization")
@@ -541,14 +552,14 @@ def _convert_sd(
         "set_alpha_to_one": False,
     }
     tok = load_tokenizer(tokenizer, det)
-    convert_sd_parts(ctx, sd_parts(det, tensors), tokenizer=tok, scheduler_config=scheduler, where=source)
+    pipeline_reader(SD_PIPELINE).read_parts(ctx, sd_parts(det, tensors), tokenizer=tok, scheduler_config=scheduler, where=source)
 
 
 def _convert_ldm(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], scaling_factor: Any) -> None:
     """An unconditional CompVis LDM: renamed to a diffusers LDMPipeline (UNet2DModel + VQModel + DDIM) and read by that mapping."""
     from safetensors.torch import save_file
 
-    from latentzoo.plugins.diffusers.folders import ReadContext, _readers
+    from latentzoo.interop.toolkit import ReadContext, readers
 
     source = ctx.source
     ucfg = _get(params, "unet_config.params") or {}
@@ -602,7 +613,7 @@ def _convert_ldm(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler), encoding="utf-8")
     index = {"_class_name": "LDMPipeline", "unet": ["diffusers", "UNet2DModel"], "vqvae": ["diffusers", "VQModel"]}
     index["scheduler"] = ["diffusers", "DDIMScheduler"]
-    models, pipelines = _readers()
+    models, pipelines = readers()
     sub = ReadContext(ctx.name, folder, ctx.stage, models=models)
     pipelines["LDMPipeline"].read_pipeline(sub, index)
     for entry in sub.components.values():
@@ -615,8 +626,6 @@ def _convert_ldm(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[
 
 def _convert_autoencoder(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict[str, Any], scaling_factor: Any) -> None:
     """A first stage alone: its scaling factor is never defaulted (--scaling-factor, or the .yaml's scale_factor)."""
-    from latentzoo.core.weights import space_identity
-
     source = ctx.source
     stated = scaling_factor if scaling_factor is not None else params.get("scale_factor")
     if stated is None:
@@ -632,23 +641,8 @@ def _convert_autoencoder(ctx: Any, det: Detected, tensors: dict[str, Any], param
     if det.kind == "kl-vae":
         ctx.convert_state({**det.ae, "scaling_factor": sf}, state, ctx.name, source)
         return
-    from latentzoo.plugins.vqgan.diffusers import vq_config
-    from latentzoo.plugins.vqgan.model import VQAutoencoder
-
-    cfg = vq_config(ctx, source, det.ae)
-    model = ctx.build_assigned(VQAutoencoder, cfg, state, source)
-    sha = ctx.save(ctx.name, model, "vqgan")
-    space = {**model.shape_fields(), "autoencoder": space_identity(sha), "scaling_factor": sf, "shift": 0.0}
-    ctx.components[ctx.name] = {
-        "family": "vqgan",
-        "class": "vqgan.autoencoder",
-        "roles": ["encoder", "decoder"],
-        "config": cfg,
-        "weights": {"path": f"{ctx.name}.safetensors", "sha256": sha},
-        "latent_space": space,
-        "description": f"VQ-GAN from {source.name} (original single file), converted",
-        "training": dict(ctx.provenance),
-    }
+    description = f"VQ-GAN from {source.name} (original single file), converted"
+    ctx.convert_state(det.ae, state, ctx.name, source, scaling_factor=sf, description=description)  # the vqgan family's VQModel mapping
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from latentzoo.plugins.datasets.captions import NAMES, ORDER, WORDS, _a
+from latentzoo.plugins.datasets.captions import NAMES, ORDER, WORDS, article
 
 from .model import CLIPModel
 
@@ -33,7 +33,7 @@ def attribute_accuracy(model: CLIPModel, held: Any) -> dict[str, float]:
         rows = [i for i, w in enumerate(held.words) if attr in w]
         if not rows:
             continue
-        texts = [f"{_a(lo)} {lo} {n}" for n in NAMES] + [f"{_a(hi)} {hi} {n}" for n in NAMES]
+        texts = [f"{article(lo)} {lo} {n}" for n in NAMES] + [f"{article(hi)} {hi} {n}" for n in NAMES]
         probs = model.probabilities(held.images[rows], texts)
         labels = held.labels[rows]
         p_lo = probs[torch.arange(len(rows)), labels]

@@ -84,7 +84,8 @@ def words_for(values: dict[str, torch.Tensor], labels: torch.Tensor, cuts: dict[
     return out
 
 
-def _a(word: str) -> str:
+def article(word: str) -> str:
+    """The indefinite article of ``word`` as read aloud ("an 8", "an ink", "a 7")."""
     return "an" if word[0] in "aeiou8" else "a"
 
 
@@ -94,17 +95,17 @@ def caption(label: int, words: dict[str, str], rng: random.Random) -> str:
     name, numeral = NAMES[label], str(label)
     phrasing = rng.randrange(7)
     if phrasing == 0:  # "a thick, slanted seven"
-        return f"{_a(adjs[0])} {', '.join(adjs)} {name}" if adjs else f"{_a(name)} {name}"
+        return f"{article(adjs[0])} {', '.join(adjs)} {name}" if adjs else f"{article(name)} {name}"
     if phrasing == 1:  # "7, thin"
         return ", ".join([numeral, *adjs])
     if phrasing == 2:  # "a narrow upright two"
         first = adjs[0] if adjs else name
-        return f"{_a(first)} {' '.join([*adjs, name])}"
+        return f"{article(first)} {' '.join([*adjs, name])}"
     if phrasing == 3:  # "a handwritten 3"
         return f"a handwritten {numeral}"
     if phrasing == 4:  # "a handwritten seven" / "a thin handwritten seven"
         first = adjs[0] if adjs else "handwritten"
-        return f"{_a(first)} {' '.join([*adjs, 'handwritten', name])}"
+        return f"{article(first)} {' '.join([*adjs, 'handwritten', name])}"
     if phrasing == 5:  # "the digit 4, wide and slanted"
         tail = f", {' and '.join([', '.join(adjs[:-1]), adjs[-1]] if len(adjs) > 2 else adjs)}" if adjs else ""
         return f"the digit {rng.choice([name, numeral])}{tail}"

@@ -1,7 +1,10 @@
 """DDPM / DDIM diffusion family: declarations only (model code loads when built).
 
-Schedulers pick sigma levels of the prior's own training schedule; samplers walk them through
-``latentzoo.core.denoising.Denoiser``. Any sigma scheduler composes with any sigma sampler.
+The denoiser priors (UNet, cross-attention UNet), the ``denoiser`` kind and its conformance
+check, and the samplers of the diffusion papers (DDPM, DDIM, PNDM), which walk the sigma levels
+of the prior's own training schedule through ``latentzoo.core.denoising.Denoiser``. Every other
+sigma sampler and every sigma scheduler lives in the ksampling family; any sigma scheduler
+composes with any sigma sampler.
 """
 
 from __future__ import annotations
@@ -9,22 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.options import DENOISER_OPTIONS
 
 LATENTZOO_PLUGIN_API = 1
 
 
 def _option(name: str, type_: str, default: Any, help_: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": type_, "default": default, "help": help_, **extra}
-
-
-# x0 post-processing, shared by every sampler of this family (applied by the Denoiser).
-X0_OPTIONS = [
-    _option("clip_sample", "bool", False, "Clip the predicted x0 to +-clip_sample_range"),
-    _option("clip_sample_range", "float", 1.0, "Bound for clip_sample", min=0.0),
-    _option("thresholding", "bool", False, "Dynamic thresholding of x0 (Saharia et al. 2022); overrides clip_sample"),
-    _option("dynamic_thresholding_ratio", "float", 0.995, "Quantile of |x0| used by thresholding", min=0.0, max=1.0),
-    _option("sample_max_value", "float", 1.0, "Largest threshold of dynamic thresholding", min=1.0),
-]
 
 
 def _sampler(name: str, target: str, description: str, options: list[dict[str, Any]]) -> dict[str, Any]:
@@ -36,20 +30,26 @@ def _sampler(name: str, target: str, description: str, options: list[dict[str, A
         "family": "diffusion",
         "target": f"latentzoo.plugins.diffusion.{target}",
         "description": description,
-        "options": [*options, *X0_OPTIONS],
+        "options": [*options, *DENOISER_OPTIONS],
     }
 
 
-def _scheduler(name: str, target: str, description: str, options: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "name": f"diffusion.{name}",
-        "roles": ["scheduler"],
-        "levels": "sigma",
-        "family": "diffusion",
-        "target": f"latentzoo.plugins.diffusion.schedulers:{target}",
-        "description": description,
-        "options": options,
-    }
+@hookimpl
+def latentzoo_kinds() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "denoiser",
+            "description": "Diffusion denoiser on a discrete training schedule, called at x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps",
+            "convention": {
+                "x_t": "sqrt(abar_t) x0 + sqrt(1 - abar_t) eps",
+                "timestep": "the prior's noise_schedule, t = 0 (clean) .. T - 1 (noise)",
+                "prediction_types": ["epsilon", "v_prediction", "sample"],
+                "prediction_type_from": "the prior's prediction_type",
+                "levels": "sigma",
+            },
+            "check": "latentzoo.plugins.diffusion.kind:check",
+        }
+    ]
 
 
 @hookimpl
@@ -87,23 +87,6 @@ def latentzoo_components() -> list[dict]:
                 ),
             ],
         },
-        _scheduler(
-            "timesteps",
-            "TimestepScheduler",
-            "The prior's own training timesteps at leading / trailing / linspace spacing (Lin et al. 2024, table 2)",
-            [
-                _option("spacing", "str", "leading", "Timestep spacing", choices=["leading", "trailing", "linspace"]),
-                _option("steps_offset", "int", 0, "Added to every leading timestep (diffusers' steps_offset)", min=0),
-            ],
-        ),
-        _scheduler(
-            "karras",
-            "KarrasScheduler",
-            "Karras et al. 2022 sigmas (eq. 5) between the prior's sigma_min and sigma_max",
-            [_option("rho", "float", 7.0, "Karras rho: larger spends more steps at low noise", min=0.0)],
-        ),
-        _scheduler("sigmoid", "SigmoidScheduler", "S-curve in log sigma (Chen 2023), dense near sigma_min and sigma_max", []),
-        _scheduler("exponential", "ExponentialScheduler", "Sigmas uniform in log sigma (k-diffusion's exponential)", []),
         _sampler(
             "ddim",
             "samplers:DDIMSampler",
@@ -133,9 +116,6 @@ def latentzoo_components() -> list[dict]:
                 )
             ],
         ),
-        _sampler("euler", "k_samplers:EulerSampler", "Euler, probability-flow ODE (Karras et al. 2022, alg. 2, no churn)", []),
-        _sampler("heun", "k_samplers:HeunSampler", "Heun, 2nd order (Karras et al. 2022, alg. 1), 2 steps-1 evaluations", []),
-        _sampler("dpmpp_2m", "k_samplers:DPMSolverPP2MSampler", "DPM-Solver++(2M) (Lu et al. 2022, alg. 2), multistep 2nd order", []),
         {
             "name": "diffusion.pixels",
             "roles": ["decoder"],

@@ -10,7 +10,7 @@ Layered so that any source of diffusers-layout state dicts can use it (a diffuse
 here; an original single-file checkpoint once its keys are renamed to diffusers' names):
 
 ``convert_sd_parts(ctx, parts, *, tokenizer, scheduler_config, where=None) -> None``
-    ``ctx``: ``latentzoo.plugins.diffusers.folders.ReadContext.create(name, source, stage)``
+    ``ctx``: ``latentzoo.interop.toolkit.ReadContext.create(name, source, stage)``
     (``ctx.name`` names the pipeline, weights go to ``ctx.stage``). ``parts`` maps ``"unet"``,
     ``"vae"`` and ``"text_encoder"`` to ``(config, state_dict)``: diffusers'
     ``UNet2DConditionModel`` / ``AutoencoderKL`` config.json dicts and transformers'
@@ -352,6 +352,11 @@ class StableDiffusionFormat:
 
     reads: tuple[str, ...] = ()
     pipelines = (PIPELINE,)
+
+    @staticmethod
+    def read_parts(ctx: Any, parts: dict[str, tuple[dict[str, Any], dict[str, Any]]], **context: Any) -> None:
+        """The pipeline's parts already in memory (config, tensors), as a single-file checkpoint gives them: ``convert_sd_parts``."""
+        convert_sd_parts(ctx, parts, **context)
 
     def read_pipeline(self, ctx: Any, index: dict[str, Any]) -> None:
         src = ctx.source

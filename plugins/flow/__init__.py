@@ -15,6 +15,18 @@ LATENTZOO_PLUGIN_API = 1
 
 
 @hookimpl
+def latentzoo_kinds() -> list[dict]:
+    return [
+        {
+            "name": "flow",
+            "description": "Rectified flow / flow matching: the prior returns the velocity of the straight path from data to noise",
+            "convention": {"x_t": "(1 - t) x0 + t eps", "noise_at": 1, "velocity": "eps - x0", "levels": "flow"},
+            "check": "latentzoo.plugins.flow.kind:check",
+        }
+    ]
+
+
+@hookimpl
 def latentzoo_components() -> list[dict]:
     return [
         {

@@ -1,8 +1,12 @@
-"""k-diffusion / ComfyUI samplers and schedulers for denoiser priors: declarations only (no torch here).
+"""Every sigma sampler and sigma scheduler for denoiser priors (k-diffusion / ComfyUI): declarations only (no torch here).
 
-Samplers walk sigma levels through the public denoising API (``latentzoo.core.denoising``);
-schedulers pick sigma levels of the prior's own training schedule. Registry entries (with the
-names ComfyUI users type as aliases) are in this folder's registry.yaml.
+Samplers walk sigma levels through the public denoising API (``latentzoo.core.denoising``), all
+on one base class (``samplers.KSampler``); schedulers pick sigma levels of the prior's own
+training schedule (``levels.SigmaScheduler``). Registry entries (with the names ComfyUI users
+type as aliases) are in this folder's registry.yaml; the first sigma samplers and schedulers
+(euler, heun, dpmpp-2m; leading / trailing / linspace, karras, sigmoid, exponential) are in the
+built-in registry.yaml and keep their first class names (``diffusion.euler``, ...), which
+registries written by ``convert`` name. The diffusion family keeps DDPM, DDIM and PNDM.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.options import DENOISER_OPTIONS
 
 LATENTZOO_PLUGIN_API = 1
 
@@ -100,6 +105,33 @@ SAMPLERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
     ),
 }
 
+# The first sigma samplers and schedulers, declared under their first names (diffusion.<key>):
+# key -> (class, description, options); the samplers also take the Denoiser's x0 options.
+FIRST_SAMPLERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
+    "euler": ("EulerSampler", "Euler, probability-flow ODE (Karras et al. 2022, alg. 2, no churn)", DENOISER_OPTIONS),
+    "heun": ("HeunSampler", "Heun, 2nd order (Karras et al. 2022, alg. 1), 2 steps-1 evaluations", DENOISER_OPTIONS),
+    "dpmpp_2m": ("DPMSolverPP2MSampler", "DPM-Solver++(2M) (Lu et al. 2022, alg. 2), multistep 2nd order", DENOISER_OPTIONS),
+}
+ALL_SAMPLERS = {**SAMPLERS, **FIRST_SAMPLERS}  # what samplers.KSampler reads its options from
+
+FIRST_SCHEDULERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
+    "timesteps": (
+        "TimestepScheduler",
+        "The prior's own training timesteps at leading / trailing / linspace spacing (Lin et al. 2024, table 2)",
+        [
+            _option("spacing", "str", "leading", "Timestep spacing", choices=["leading", "trailing", "linspace"]),
+            _option("steps_offset", "int", 0, "Added to every leading timestep (diffusers' steps_offset)", min=0),
+        ],
+    ),
+    "karras": (
+        "KarrasScheduler",
+        "Karras et al. 2022 sigmas (eq. 5) between the prior's sigma_min and sigma_max",
+        [_option("rho", "float", 7.0, "Karras rho: larger spends more steps at low noise", min=0.0, min_exclusive=True)],
+    ),
+    "sigmoid": ("SigmoidScheduler", "S-curve in log sigma (Chen 2023), dense near sigma_min and sigma_max", []),
+    "exponential": ("ExponentialScheduler", "Sigmas uniform in log sigma (k-diffusion's exponential)", []),
+}
+
 # name -> (class in schedulers.py, description, options)
 SCHEDULERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
     "normal": ("NormalScheduler", "ComfyUI's normal: timesteps uniform from T-1 to 0, sigma interpolated in log", []),
@@ -136,9 +168,14 @@ SCHEDULERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
 }
 
 
-def _declaration(name: str, role: str, module: str, cls: str, description: str, options: list[dict[str, Any]]) -> dict[str, Any]:
+ALL_SCHEDULERS = {**SCHEDULERS, **FIRST_SCHEDULERS}  # what levels.SigmaScheduler.option reads the declared options from
+
+
+def _declaration(
+    name: str, role: str, module: str, cls: str, description: str, options: list[dict[str, Any]], prefix: str = "ksampling"
+) -> dict[str, Any]:
     decl = {
-        "name": f"ksampling.{name}",
+        "name": f"{prefix}.{name}",
         "roles": [role],
         "levels": "sigma",
         "family": "ksampling",
@@ -153,8 +190,11 @@ def _declaration(name: str, role: str, module: str, cls: str, description: str, 
 
 @hookimpl
 def latentzoo_components() -> list[dict[str, Any]]:
-    return [_declaration(n, "sampler", "samplers", *spec) for n, spec in SAMPLERS.items()] + [
-        _declaration(n, "scheduler", "schedulers", *spec) for n, spec in SCHEDULERS.items()
+    return [
+        *(_declaration(n, "scheduler", "levels", *spec, prefix="diffusion") for n, spec in FIRST_SCHEDULERS.items()),
+        *(_declaration(n, "sampler", "samplers", *spec, prefix="diffusion") for n, spec in FIRST_SAMPLERS.items()),
+        *(_declaration(n, "sampler", "samplers", *spec) for n, spec in SAMPLERS.items()),
+        *(_declaration(n, "scheduler", "schedulers", *spec) for n, spec in SCHEDULERS.items()),
     ]
 
 

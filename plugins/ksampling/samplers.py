@@ -1,7 +1,8 @@
-"""Sampler components over the solver functions in ``solvers.py``.
+"""Every sigma sampler: components over the solver functions in ``ode.py`` and ``solvers.py``.
 
-One base class does what every sampler shares: check the scheduler's sigmas, turn the prior
-into D(x; sigma) with the public ``Denoiser`` (classifier-free guidance included), start from
+One base class (``KSampler``) does what every sampler shares: check the scheduler's sigmas, turn the prior
+into D(x; sigma) with the public ``Denoiser`` (classifier-free guidance, and the x0 clipping / thresholding
+options it declares), start from
 x_T = noise * sqrt(sigma_0^2 + 1) (the variance of x0 + sigma_0 eps for unit-variance latents;
 the point DDIM starts from), resolve the declared options (a value passed at sample time
 overrides the registry entry's config, which overrides the declared default), and hand the
@@ -25,29 +26,12 @@ import torch
 from latentzoo.core.denoising import Denoiser, check_sigmas
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Progress, Sampler
+from latentzoo.core.options import DENOISER_OPTIONS, Option, OptionError, parse_options
 
-from . import SAMPLERS, solvers
+from . import ALL_SAMPLERS, ode, solvers
 from .brownian import BrownianNoise, GaussianNoise
 
-
-def check_option(who: str, spec: dict[str, Any], value: Any) -> Any:
-    """A declared option's value, checked against its type, range and choices (one-line error naming both)."""
-    name, kind = spec["name"], spec["type"]
-    if value is None:
-        return None
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise LatentzooError(f"{who}: option {name} must be a finite number, not {value!r}")
-        value = float(value)
-    elif kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise LatentzooError(f"{who}: option {name} must be an integer, not {value!r}")
-    elif kind == "str" and value not in spec.get("choices", [value]):
-        raise LatentzooError(f"{who}: option {name} must be one of {', '.join(spec['choices'])}, not {value!r}")
-    lo, hi = spec.get("min"), spec.get("max")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise LatentzooError(f"{who}: option {name} must lie in [{lo}, {'inf' if hi is None else hi}], not {value!r}")
-    return value
+X0_KEYS = tuple(o["name"] for o in DENOISER_OPTIONS)  # they go to the Denoiser, not to the solver
 
 
 class KSampler(Sampler):
@@ -61,22 +45,30 @@ class KSampler(Sampler):
     fixed: ClassVar[dict[str, Any]] = {}  # solver arguments this class pins (e.g. UniPC's variant)
 
     def __init__(self, **config: Any) -> None:
-        self.specs = {o["name"]: o for o in SAMPLERS[self.key][2]}
+        self.specs = {o.name: o for o in parse_options(ALL_SAMPLERS[self.key][2], f"sampler {self.name}")}
         unknown = sorted(set(config) - set(self.specs))
         if unknown:
             raise LatentzooError(f"sampler {self.name}: unknown option(s) {', '.join(unknown)}; it takes {', '.join(self.specs) or 'none'}")
-        self.defaults = {n: check_option(f"sampler {self.name}", s, config.get(n, s["default"])) for n, s in self.specs.items()}
+        self.defaults = {n: self.check(s, config.get(n, s.default)) for n, s in self.specs.items()}
         self.info: dict[str, Any] = {}
 
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.key.replace("_", "-")
+    def check(self, spec: Option, value: Any) -> Any:
+        """A declared option's value, checked by the one option checker (``core.options``), refused in one line naming both."""
+        try:
+            return spec.check(value)
+        except OptionError as exc:
+            raise OptionError(f"sampler {self.name}: option {spec.name} {exc}") from None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "key" in cls.__dict__:  # the registry spelling: dpmpp_2m -> dpmpp-2m
+            cls.name = cls.key.replace("_", "-")
 
     def resolve(self, options: dict[str, Any]) -> dict[str, Any]:
         out = dict(self.defaults)
         for n in self.specs:
             if options.get(n) is not None:
-                out[n] = check_option(f"sampler {self.name}", self.specs[n], options[n])
+                out[n] = self.check(self.specs[n], options[n])
         return {k: v for k, v in out.items() if v is not None}
 
     def noise_source(self, x: torch.Tensor, sigmas: list[float], generator: torch.Generator) -> Callable | None:
@@ -112,6 +104,7 @@ class KSampler(Sampler):
     ) -> torch.Tensor:
         sigmas = check_sigmas(levels, f"sampler {self.name}")
         opts = self.resolve(options)
+        x0_options = {k: opts.pop(k) for k in X0_KEYS if k in opts}  # clip_sample, thresholding: the Denoiser applies them
         model = Denoiser(
             prior,
             class_labels=class_labels,
@@ -119,9 +112,28 @@ class KSampler(Sampler):
             batch_size=noise.shape[0],
             conditioning=conditioning,
             null_conditioning=null_conditioning,
+            **x0_options,
         )
         x = noise * math.sqrt(sigmas[0] ** 2 + 1)
         return self.run(model, x, sigmas, self.noise_source(x, sigmas, generator), progress, **opts)
+
+
+class EulerSampler(KSampler):
+    """Euler on the probability-flow ODE (Karras et al. 2022, algorithm 2 without churn); steps model evaluations."""
+
+    key, solver = "euler", staticmethod(ode.sample_euler)
+
+
+class HeunSampler(KSampler):
+    """Heun, 2nd order (Karras et al. 2022, algorithm 1); 2 * steps - 1 model evaluations."""
+
+    key, solver = "heun", staticmethod(ode.sample_heun)
+
+
+class DPMSolverPP2MSampler(KSampler):
+    """DPM-Solver++(2M) (Lu et al. 2022, algorithm 2); steps model evaluations."""
+
+    key, solver = "dpmpp_2m", staticmethod(ode.sample_dpmpp_2m)
 
 
 class EulerAncestralSampler(KSampler):

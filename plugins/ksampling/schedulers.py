@@ -8,8 +8,9 @@ also does). One steps rule for all: 1 <= steps <= num_train_timesteps.
 
 Where ComfyUI returns another number of levels than ``steps`` (``ddim_uniform`` when T is not
 a multiple of steps, ``beta`` when rounding repeats a timestep) this module keeps ``steps``
-levels and says how in the class docstring. Karras and exponential are the diffusion family's
-``karras`` / ``exponential`` entries (the same formulas).
+levels and says how in the class docstring. Karras and exponential are ``levels.py``'s
+``karras`` / ``exponential`` entries (the same formulas); the prior's schedule and the steps
+rule are ``levels.SigmaScheduler``'s, shared by every sigma scheduler.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any, ClassVar
 
 from latentzoo.core.denoising import NoiseSchedule, prior_name
 from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Prior, Scheduler
+from latentzoo.core.interfaces import Prior
+
+from .levels import SigmaScheduler
 
 # Align Your Steps (Sabour, Fidler & Kreis 2024, "Align Your Steps: Optimizing Sampling Schedules
 # in Diffusion Models"): the published 10-step sigmas (11 levels, last sigma_min) for Stable
@@ -33,26 +36,10 @@ AYS_SIGMAS: dict[str, tuple[float, ...]] = {
 }  # fmt: skip
 
 
-def check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
-        raise LatentzooError(f"{name} must be a finite number > 0, not {value!r}")
-    return float(value)
+class KScheduler(SigmaScheduler):
+    """Shared by ComfyUI's schedulers: ``sigmas(schedule, steps)``, and a check that the result is ``steps`` decreasing sigmas then 0."""
 
-
-class KScheduler(Scheduler):
-    """Shared: the prior's schedule, the steps rule, and a check that the result is ``steps`` decreasing sigmas then 0."""
-
-    levels: ClassVar[str] = "sigma"
     name: ClassVar[str] = "scheduler"
-
-    def noise_schedule(self, prior: Prior, steps: int) -> NoiseSchedule:
-        schedule = getattr(prior, "noise_schedule", None)
-        if not isinstance(schedule, NoiseSchedule):
-            raise LatentzooError(f"scheduler {self.name} picks sigmas of a denoiser's noise_schedule; prior {prior_name(prior)} has none")
-        T = schedule.num_train_timesteps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
-            raise LatentzooError(f"scheduler {self.name} takes 1 to {T} steps (the prior's training timesteps), not {steps}")
-        return schedule
 
     def sigmas(self, schedule: NoiseSchedule, steps: int, **options: Any) -> list[float]:
         raise NotImplementedError
@@ -177,11 +164,11 @@ class BetaScheduler(KScheduler):
     name = "beta"
 
     def __init__(self, *, alpha: float = 0.6, beta: float = 0.6) -> None:
-        self.alpha, self.beta = check_positive("alpha", alpha), check_positive("beta", beta)
+        self.alpha, self.beta = self.option("alpha", alpha), self.option("beta", beta)
 
     def sigmas(self, schedule: NoiseSchedule, steps: int, alpha: float | None = None, beta: float | None = None, **_: Any) -> list[float]:
-        a = self.alpha if alpha is None else check_positive("alpha", alpha)
-        b = self.beta if beta is None else check_positive("beta", beta)
+        a = self.alpha if alpha is None else self.option("alpha", alpha)
+        b = self.beta if beta is None else self.option("beta", beta)
         T1 = schedule.num_train_timesteps - 1
         ts = [beta_ppf(1 - i / steps, a, b) * T1 for i in range(steps)]
         rounded = [float(round(t)) for t in ts]  # numpy's rint: round half to even, as Python's round
@@ -202,7 +189,7 @@ class LinearQuadraticScheduler(KScheduler):
     name = "linear_quadratic"
 
     def __init__(self, *, threshold_noise: float = 0.025, linear_steps: int | None = None) -> None:
-        self.threshold_noise = check_positive("threshold_noise", threshold_noise)
+        self.threshold_noise = self.option("threshold_noise", threshold_noise)
         self.linear_steps = linear_steps
 
     def sigmas(
@@ -210,7 +197,7 @@ class LinearQuadraticScheduler(KScheduler):
     ) -> list[float]:
         if steps == 1:
             return [schedule.sigma_max, 0.0]
-        tn = self.threshold_noise if threshold_noise is None else check_positive("threshold_noise", threshold_noise)
+        tn = self.threshold_noise if threshold_noise is None else self.option("threshold_noise", threshold_noise)
         ls = linear_steps if linear_steps is not None else self.linear_steps
         ls = steps // 2 if ls is None else ls
         if isinstance(ls, bool) or not isinstance(ls, int) or not 1 <= ls < steps:
@@ -254,10 +241,10 @@ class PolyExponentialScheduler(KScheduler):
     name = "polyexponential"
 
     def __init__(self, *, rho: float = 1.0) -> None:
-        self.rho = check_positive("rho", rho)
+        self.rho = self.option("rho", rho)
 
     def sigmas(self, schedule: NoiseSchedule, steps: int, rho: float | None = None, **_: Any) -> list[float]:
-        r = self.rho if rho is None else check_positive("rho", rho)
+        r = self.rho if rho is None else self.option("rho", rho)
         return polyexponential_sigmas(steps, schedule.sigma_min, schedule.sigma_max, r)
 
 
@@ -286,15 +273,9 @@ class AlignYourStepsScheduler(KScheduler):
     name = "align_your_steps"
 
     def __init__(self, *, model: str = "SD1") -> None:
-        self.model = self.check_model(model)
-
-    @staticmethod
-    def check_model(model: str) -> str:
-        if model not in AYS_SIGMAS:
-            raise LatentzooError(f"Align Your Steps has tables for {', '.join(AYS_SIGMAS)}, not {model!r}")
-        return model
+        self.model = self.option("model", model)
 
     def sigmas(self, schedule: NoiseSchedule, steps: int, model: str | None = None, **_: Any) -> list[float]:
-        table = AYS_SIGMAS[self.model if model is None else self.check_model(model)]
+        table = AYS_SIGMAS[self.model if model is None else self.option("model", model)]
         levels = list(table) if steps + 1 == len(table) else loglinear_interp(table, steps + 1)
         return [*levels[:-1], 0.0]

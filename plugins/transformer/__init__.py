@@ -74,6 +74,18 @@ TOKEN_OPTIONS = [
 
 
 @hookimpl
+def latentzoo_kinds() -> list[dict]:
+    return [
+        {
+            "name": "autoregressive",
+            "description": "Autoregressive prior over a code grid: p(codes) = prod_i p(code_i | codes_<i), teacher-forced logits",
+            "convention": {"order": "raster", "predicts": "logits (B, L, K): position i predicts code i", "levels": None},
+            "check": "latentzoo.plugins.transformer.kind:check",
+        }
+    ]
+
+
+@hookimpl
 def latentzoo_components() -> list[dict]:
     return [
         {

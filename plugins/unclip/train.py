@@ -52,7 +52,7 @@ def embed_data(embedder_name: str = "digits-clip-embed", cache: Path | None = No
     small = digits.load("train", size=8).images  # the digits' native resolution (bilinear 8 -> 8 is the identity)
     image_emb = embedder.encode(data.images)
     texts = [
-        [*row, f"{captions._a(captions.NAMES[int(y)])} {captions.NAMES[int(y)]}"]
+        [*row, f"{captions.article(captions.NAMES[int(y)])} {captions.NAMES[int(y)]}"]
         for row, y in zip(data.variants(VARIANTS), data.labels, strict=True)
     ]
     flat = [t for row in texts for t in row]

@@ -8,6 +8,18 @@ LATENTZOO_PLUGIN_API = 1
 
 
 @hookimpl
+def latentzoo_kinds() -> list[dict]:
+    # No conformance check: an analytic prior has no prediction whose convention could be reversed.
+    return [
+        {
+            "name": "analytic",
+            "description": "A closed-form prior sampled directly (N(0, I) over scaled latents, a uniform categorical over codes)",
+            "convention": {"distribution": "closed form, sampled without a sampler's levels", "levels": None},
+        }
+    ]
+
+
+@hookimpl
 def latentzoo_components() -> list[dict]:
     return [
         {

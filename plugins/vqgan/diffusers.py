@@ -97,6 +97,28 @@ class VQModelFormat:
         }
         return {"latent_space": space}
 
+    def read_state(
+        self, ctx: Any, where: Path, raw: dict[str, Any], state: dict[str, Any], comp: str, *, scaling_factor: float, description: str
+    ) -> dict[str, Any]:
+        """A VQModel given as config + diffusers-named tensors (a single-file checkpoint's first stage), its scaling factor stated."""
+        from .model import VQAutoencoder
+
+        cfg = vq_config(ctx, where, raw)
+        model = ctx.build_assigned(VQAutoencoder, cfg, state, where)
+        sha = ctx.save(comp, model, "vqgan")
+        space = {**model.shape_fields(), "autoencoder": space_identity(sha), "scaling_factor": scaling_factor, "shift": 0.0}
+        ctx.components[comp] = {
+            "family": "vqgan",
+            "class": "vqgan.autoencoder",
+            "roles": ["encoder", "decoder"],
+            "config": cfg,
+            "weights": {"path": f"{comp}.safetensors", "sha256": sha},
+            "latent_space": space,
+            "description": description,
+            "training": dict(ctx.provenance),
+        }
+        return {"latent_space": space}
+
     def write(self, ctx: Any, entry: Any, folder: Path, *, space: Any = None, **context: Any) -> str:
         """A VQModel folder; with ``space`` (a pipeline's prior's latent space) its scaling factor and folded shift."""
         from .model import VQAutoencoder

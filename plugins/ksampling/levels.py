@@ -1,5 +1,8 @@
 """Sigma schedulers: which noise levels of a denoiser's training schedule a sampler visits.
 
+``SigmaScheduler`` is the base of every sigma scheduler (these and ComfyUI's, in
+``schedulers.py``): the prior's ``noise_schedule`` and the one steps rule.
+
 A scheduler owns no beta schedule: the prior does (``prior.noise_schedule``, a
 ``latentzoo.core.denoising.NoiseSchedule``). ``schedule(prior, steps)`` returns ``steps``
 strictly decreasing sigmas between the schedule's sigma_min and sigma_max, then 0.0.
@@ -31,6 +34,7 @@ from typing import Any, ClassVar
 from latentzoo.core.denoising import NoiseSchedule, prior_name
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Prior, Scheduler
+from latentzoo.core.options import Option, OptionError
 
 SPACINGS = ("leading", "trailing", "linspace")
 RAMP_SIGMA_MAX = 80.0  # Karras et al. 2022, sec. 5: sigma_max = 80 suffices in practice
@@ -87,7 +91,7 @@ def exponential_sigmas(n: int, sigma_min: float, sigma_max: float) -> list[float
 
 
 class SigmaScheduler(Scheduler):
-    """Shared by the sigma schedulers: the prior's schedule and the one steps rule."""
+    """Shared by every sigma scheduler: the prior's schedule and the one steps rule."""
 
     levels: ClassVar[str] = "sigma"
     name: ClassVar[str]
@@ -100,6 +104,16 @@ class SigmaScheduler(Scheduler):
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
             raise LatentzooError(f"scheduler {self.name} takes 1 to {T} steps (the prior's training timesteps), not {steps}")
         return schedule
+
+    def option(self, name: str, value: Any) -> Any:
+        """A declared option's value (this family's declarations), checked by the one option checker, ``core.options``."""
+        from . import ALL_SCHEDULERS
+
+        decl = next(o for o in ALL_SCHEDULERS[self.name][2] if o["name"] == name)
+        try:
+            return Option.from_declaration(decl, f"scheduler {self.name}").check(value)
+        except OptionError as exc:
+            raise OptionError(f"scheduler {self.name}: option {name} {exc}") from None
 
 
 class TimestepScheduler(SigmaScheduler):
@@ -143,16 +157,10 @@ class KarrasScheduler(RampScheduler):
     name = "karras"
 
     def __init__(self, *, rho: float = 7.0) -> None:
-        self.rho = self._check_rho(rho)
-
-    @staticmethod
-    def _check_rho(rho: float) -> float:
-        if not (math.isfinite(rho) and rho > 0):
-            raise LatentzooError(f"rho must be a positive number, not {rho}; Karras et al. 2022 use 7")
-        return float(rho)
+        self.rho = self.option("rho", rho)
 
     def ramp(self, n: int, sigma_min: float, sigma_max: float, *, rho: float | None = None, **_: Any) -> list[float]:
-        return karras_sigmas(n, sigma_min, sigma_max, self.rho if rho is None else self._check_rho(rho))
+        return karras_sigmas(n, sigma_min, sigma_max, self.rho if rho is None else self.option("rho", rho))
 
 
 class SigmoidScheduler(RampScheduler):

@@ -1,4 +1,8 @@
-"""ODE samplers driven by a sigma sequence (k-diffusion style): Euler, Heun, DPM-Solver++(2M).
+"""The probability-flow ODE solvers of the first sigma samplers (k-diffusion style): Euler, Heun, DPM-Solver++(2M).
+
+The sampler components over them are ``samplers.EulerSampler`` / ``HeunSampler`` /
+``DPMSolverPP2MSampler`` (registered under their first names, ``diffusion.euler`` ..., which
+converted registries name); the other solvers are in ``solvers.py``.
 
 Each algorithm is one function over (model, x, sigmas) where ``model(x, sigma)`` is a
 denoiser D(x; sigma) ~ E[x0 | x] in the variance-exploding parametrisation x = x0 + sigma eps
@@ -17,17 +21,12 @@ step for step.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
 
 import torch
 
 from latentzoo.core.denoising import Denoiser, to_d
 from latentzoo.core.interfaces import Progress
-
-from .samplers import DenoiserSampler
-
-Solver = Callable[[Denoiser, torch.Tensor, Sequence[float], Progress | None], torch.Tensor]
 
 
 def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], progress: Progress | None = None) -> torch.Tensor:
@@ -90,49 +89,3 @@ def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], p
         if progress:
             progress(i + 1, n)
     return x
-
-
-class SigmaSampler(DenoiserSampler):
-    """A denoiser sampler that integrates the probability-flow ODE over the scheduler's sigma levels.
-
-    Options (clip_sample, thresholding) are DenoiserSampler's; conditioning is the Denoiser's.
-    """
-
-    solver: ClassVar[Solver]
-
-    @torch.inference_mode()
-    def sample(
-        self,
-        prior: Any,
-        noise: torch.Tensor,
-        *,
-        levels: list[float] | None,
-        generator: torch.Generator,
-        progress: Progress | None = None,
-        **options: Any,
-    ) -> torch.Tensor:
-        sigmas = self.sigmas(levels)
-        model = self.denoiser(prior, noise.shape[0], **options)
-        x = noise * math.sqrt(sigmas[0] ** 2 + 1)  # x_T: see the module doc
-        return type(self).solver(model, x, sigmas, progress)
-
-
-class EulerSampler(SigmaSampler):
-    """Euler on the probability-flow ODE (Karras et al. 2022, algorithm 2 without churn); steps model evaluations."""
-
-    solver = staticmethod(sample_euler)
-    name = "euler"
-
-
-class HeunSampler(SigmaSampler):
-    """Heun, 2nd order (Karras et al. 2022, algorithm 1); 2 * steps - 1 model evaluations."""
-
-    solver = staticmethod(sample_heun)
-    name = "heun"
-
-
-class DPMSolverPP2MSampler(SigmaSampler):
-    """DPM-Solver++(2M) (Lu et al. 2022, algorithm 2); steps model evaluations."""
-
-    solver = staticmethod(sample_dpmpp_2m)
-    name = "dpmpp-2m"
