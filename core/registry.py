@@ -482,8 +482,8 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
                     raise fail((section, name, "weights"), "needs path, or hub and revision (pinned)")
                 if "sha256" not in weights:
                     raise fail((section, name, "weights"), "needs sha256 of the file")
-                for key in ("path", "hub", "revision", "file"):
-                    if key in weights and (not isinstance(weights[key], str) or not weights[key]):
+                for key in ("path", "hub", "revision", "file"):  # an empty revision: `pull` names the fix (re-push, pinned)
+                    if key in weights and (not isinstance(weights[key], str) or (not weights[key] and key != "revision")):
                         raise fail((section, name, "weights", key), f"must be a non-empty string, not {weights[key]!r}")
                 if not isinstance(weights["sha256"], str) or not SHA256_PATTERN.match(weights["sha256"]):
                     raise fail((section, name, "weights", "sha256"), f"must be 64 hex digits (a sha256), not {weights['sha256']!r}")
