@@ -44,6 +44,7 @@ COMMANDS = {
     "push": "interop:push",
     "pull": "interop:pull",
     "registry": "registry:registry",
+    "serve": "serve:serve",
 }
 
 

@@ -24,17 +24,11 @@ import torch
 
 
 def build_pipeline(name: str, registries: list[str], sampler: str | None, scheduler: str | None) -> Any:
+    """The pipeline with --sampler / --scheduler swapped in; the old parts' defaults that no longer apply
+    (DDIM's eta under dpmpp-2s) are dropped, as ``latentzoo sample --sampler`` does."""
     import latentzoo
 
-    if sampler is None and scheduler is None:
-        return latentzoo.load_pipeline(name, extra=registries)
-    from latentzoo.core.build import Builder
-    from latentzoo.core.compose import load_spec
-
-    spec, reg = load_spec(latentzoo.registry(registries), name)
-    spec.sampler = sampler or spec.sampler
-    spec.scheduler = scheduler or spec.scheduler
-    return Builder(reg).pipeline(spec)
+    return latentzoo.load_pipeline(name, extra=registries, sampler=sampler, scheduler=scheduler)
 
 
 def sample_images(pipe: Any, n: int, batch_size: int, seed: int, **overrides: Any) -> torch.Tensor:

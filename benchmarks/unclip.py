@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "test": "prompt",
                     "guidance": pipe.options(guidance=g)["guidance"],
-                    "options": pipe.resolve_options(None, text, guidance=g).flat,
+                    "options": pipe.resolve_options(None, text, guidance=g).recorded(),
                     "decoder_guidance": pipe.decoder.guidance,
                     "n": len(x),
                     "accuracy": round(acc, 4),

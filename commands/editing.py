@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from .common import _emit_json
-from .sampling import _build, _option_strings, _part_options
+from .common import _emit_json, _registry, one_line_warnings
+from .sampling import _option_strings, _part_options
 
 
 def _common(f):
@@ -27,25 +27,24 @@ def _common(f):
     return _part_options(f)
 
 
-def _prepare(ctx: click.Context, target: str, output: str, n: int, nrow: int | None, kw: dict[str, Any]):
-    """Validate the options and -o before anything loads, then build the pipeline; returns (pipe, text_options, seed, fit)."""
-    from latentzoo.core.record import SampleOutput, check_run
+def _run(ctx: click.Context, command: str, target: str, output: str, kw: dict[str, Any], **inputs: Any) -> dict[str, Any]:
+    """The flags as a request (core.request: checked before anything loads, as `sample`'s), run; returns the sidecar record."""
+    from latentzoo.core.request import SampleRequest, run
 
-    shortcuts = {k: kw.pop(k) for k in ("eta", "class_label", "guidance")}
-    text_options = _option_strings(kw.pop("settings"), steps=kw.pop("steps"), **shortcuts)
-    seed, fit, allow_mismatch = kw.pop("seed"), kw.pop("fit"), kw.pop("allow_mismatch")
-    check_run(n, seed, None, nrow)
-    SampleOutput(output, n=n, nrow=nrow)  # refuse a bad -o before building anything
-    pipe = _build(ctx, target, kw, allow_mismatch, text_options)
-    return pipe, text_options, seed, fit
-
-
-def _images(pipe: Any, paths: list[str], fit: bool):
-    from latentzoo.core.codec import _inputs
-    from latentzoo.core.editing import check_editable
-
-    check_editable(pipe, "editing")
-    return _inputs(pipe, paths, fit)
+    options = _option_strings(kw.pop("settings"), eta=kw.pop("eta"))
+    request = SampleRequest(
+        target,
+        command=command,
+        **kw,
+        options=options,
+        output=output,
+        text=True,
+        registries=tuple(ctx.obj["registries"]),
+        **inputs,
+    )
+    with one_line_warnings():
+        [(_, record)] = run(request, registry=_registry(ctx))
+    return record
 
 
 def _done(record: dict[str, Any], output: str, as_json: bool) -> None:
@@ -67,13 +66,7 @@ def img2img(
     ctx: click.Context, target: str, images: tuple[str, ...], strength: float, output: str, as_json: bool, no_progress: bool, **kw: Any
 ) -> None:
     """SDEdit (Meng et al. 2022): noise IMAGES to the level --strength picks and denoise them with the pipeline."""
-    from latentzoo.core import editing
-
-    editing.check_strength(strength)
-    pipe, text_options, seed, fit = _prepare(ctx, target, output, len(images), None, kw)
-    x = _images(pipe, list(images), fit)
-    record = editing.write(editing.img2img(pipe, x, strength, seed=seed, text_options=text_options), output, inputs=list(images))
-    _done(record, output, as_json)
+    _done(_run(ctx, "img2img", target, output, kw, images=images, strength=strength), output, as_json)
 
 
 @click.command()
@@ -88,13 +81,7 @@ def inpaint(
     ctx: click.Context, target: str, images: tuple[str, ...], mask: str, output: str, as_json: bool, no_progress: bool, **kw: Any
 ) -> None:
     """Repaint the white region of --mask in each of IMAGES; the black region keeps the original pixels exactly."""
-    from latentzoo.core import editing
-
-    pipe, text_options, seed, fit = _prepare(ctx, target, output, len(images), None, kw)
-    x = _images(pipe, list(images), fit)
-    m = editing.load_mask(mask, tuple(x.shape[-2:]))
-    record = editing.write(editing.inpaint(pipe, x, m, seed=seed, text_options=text_options), output, inputs=[*images, mask])
-    _done(record, output, as_json)
+    _done(_run(ctx, "inpaint", target, output, kw, images=images, mask=mask), output, as_json)
 
 
 @click.command()
@@ -112,16 +99,7 @@ def interpolate(
     ctx: click.Context, target: str, a: str, b: str, frames: int, output: str, as_json: bool, no_progress: bool, **kw: Any
 ) -> None:
     """DDIM-invert A and B, slerp their noises, and sample each of --frames frames back (eta 0)."""
-    from latentzoo.core.record import check_held
-
-    check_held("--frames", frames, 2)  # before torch is imported
-    from latentzoo.core import editing
-
-    pipe, text_options, seed, fit = _prepare(ctx, target, output, frames, frames, kw)
-    editing.check_invertible(pipe)
-    x = _images(pipe, [a, b], fit)
-    edit = editing.interpolate(pipe, x[:1], x[1:], frames, seed=seed, text_options=text_options)
-    record = editing.write(edit, output, nrow=frames, inputs=[a, b], frames=True)
+    record = _run(ctx, "interpolate", target, output, kw, images=(a, b), frames=frames)
     _done(record, output, as_json)
     if not as_json:
         click.echo(f"frames: {', '.join(record.get('frame_files') or record['files'])}", err=True)

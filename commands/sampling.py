@@ -14,21 +14,12 @@ from .common import _emit_json, _registry, one_line_warnings
 
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
-    """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts."""
-    from latentzoo.core.compose import PipelineSpec, load_spec, replace_parts
+    """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts (core.request)."""
+    from latentzoo.core.request import resolve_spec
 
-    reg = _registry(ctx)
-    if target:
-        spec, reg = load_spec(reg, target)
-        dropped = replace_parts(reg, spec, parts)
-        if dropped:
-            swapped = ", ".join(f"{role} {value}" for role, value in parts.items() if value)
-            click.echo(f"warning: pipeline {spec.name} default(s) {', '.join(dropped)} do not apply to {swapped}; ignored", err=True)
-    else:
-        missing = [f"--{r}" for r in ("prior", "decoder", "sampler") if not parts.get(r)]
-        if missing:
-            raise LatentzooError(f"give a pipeline name or file, or all of --prior, --decoder and --sampler (missing {', '.join(missing)})")
-        spec = PipelineSpec(**{k: v for k, v in parts.items() if v}, name=name or "composed")
+    spec, reg = resolve_spec(_registry(ctx), target, parts)
+    if not target:
+        spec.name = name or "composed"
     return spec, reg
 
 
@@ -106,60 +97,17 @@ def _progress(enabled: bool, desc: str):
     return update
 
 
-def _build(
-    ctx: click.Context,
-    target: str | None,
-    parts: dict[str, Any],
-    allow_mismatch: bool,
-    text_options: Any = None,
-    scorer: str | None = None,
-    candidates: int | None = None,
-):
-    from latentzoo.core.build import Builder
-    from latentzoo.core.compose import check_options, check_spec
-    from latentzoo.core.rerank import check_candidates_value, check_scorer_spec
-
-    spec, reg = _spec_from_options(ctx, target, parts)
-    spec.scorer = scorer or spec.scorer
-    # As list and info say it, for entries from the user file or a plugin (not for a --registry
-    # file named on this very command line: that override is the user's explicit request).
-    used = {
-        reg.canonical(n)
-        for n in (target, spec.encoder, spec.prior, spec.decoder, spec.sampler, spec.scheduler, spec.conditioner, spec.scorer)
-        if n
-    }
-    for warning in reg.shadow_warnings({n for n in used if n in reg.entries and reg.entries[n].layer != "cli"}):
-        click.echo(f"warning: {warning}", err=True)
-    if candidates is not None:  # refuse a bad re-ranking request before any weights load
-        check_candidates_value(candidates)
-        check_scorer_spec(spec)
-    if text_options is not None:  # refuse bad options before any weights load (and before torch is imported)
-        check_spec(reg, spec, allow_mismatch=allow_mismatch or None)
-        check_options(reg, spec, text_options=text_options)
-    pipe = Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch or None)
-    for warning in pipe.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    return pipe
-
-
-# Flags that are shortcuts for --set KEY=VALUE (declared options of the prior / sampler / scheduler).
-SAMPLE_SHORTCUTS = {
-    "eta": "eta",
-    "class_label": "class_label",
-    "guidance": "guidance",
-    "prompt": "prompt",
-    "negative_prompt": "negative_prompt",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-}
+# Flags that are shortcuts for --set KEY=VALUE (declared options of the sampler / prior).
+SAMPLE_SHORTCUTS = ("eta", "temperature", "top_k", "top_p")
+# Flags that are fields of the request (core.request.SampleRequest).
+REQUEST_FIELDS = ("guidance", "class_label", "prompt", "negative_prompt")
 
 
 def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[str, str]:
     """--set KEY=VALUE items and shortcut flags as one dict of command-line strings (checked later against declarations)."""
     from latentzoo.core.options import parse_assignments
 
-    values = {SAMPLE_SHORTCUTS.get(k, k): v for k, v in shortcuts.items() if v is not None}
+    values = {k: v for k, v in shortcuts.items() if v is not None}
     for key, value in parse_assignments(settings).items():
         if key in values and values[key] != value:
             raise LatentzooError(f"option {key} is given twice ({values[key]} and {value}); give it once")
@@ -246,46 +194,41 @@ def sample(
 
     \b
       latentzoo sample digits-t2i --prompt "a thick seven" --negative-prompt "slanted" --guidance 4
-      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png --candidates N re-ranks: N draws per
-    output, the best by the scorer (digits-clip) against --prompt kept (DALL-E); without a prompt
-    (random_prompt) each output's caption is drawn from the training captions and its N
-    candidates are scored against it (the sidecar records the captions).
+      latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png
+
+    --candidates N re-ranks: N draws per output, the best by the scorer (digits-clip) against
+    --prompt kept (DALL-E); without a prompt (random_prompt) each output's caption is drawn from
+    the training captions and its N candidates are scored against it (the sidecar records the
+    captions). One image (-n 1 -o x.png) is written at the model's size, ready for img2img.
     """
-    from latentzoo.core.record import SampleOutput, check_run, prompt_outputs
+    from latentzoo.core.request import SampleRequest, run
     from latentzoo.core.text import read_prompts
 
-    shortcuts = {k: parts.pop(k) for k in SAMPLE_SHORTCUTS}
-    text_options = _option_strings(settings, steps=steps, **shortcuts)
-    check_run(n, seed, batch_size, nrow)
-    runs = [(output, text_options)]
-    if prompts_file is not None:  # one output per prompt, all checked before anything is built or written
-        if "prompt" in text_options:
-            raise LatentzooError("give --prompt or --prompts-file, not both")
-        prompts = read_prompts(prompts_file)
-        runs = [(out, {**text_options, "prompt": p}) for out, p in zip(prompt_outputs(output, len(prompts)), prompts, strict=True)]
-    for out, _ in runs:
-        SampleOutput(out, n=n, nrow=nrow)  # refuse a bad -o before building anything
-    from latentzoo.core.rerank import parse_candidates
-
-    count = parse_candidates(candidates)
+    fields = {k: parts.pop(k) for k in REQUEST_FIELDS}
+    options = _option_strings(settings, **{k: parts.pop(k) for k in SAMPLE_SHORTCUTS})
+    if prompts_file is not None and fields["prompt"] is not None:
+        raise LatentzooError("give --prompt or --prompts-file, not both")
+    request = SampleRequest(
+        target,
+        **parts,
+        **fields,
+        n=n,
+        seed=seed,
+        steps=steps,
+        prompts=None if prompts_file is None else tuple(read_prompts(prompts_file)),
+        options=options,
+        candidates=candidates,
+        scorer=scorer,
+        batch_size=batch_size,
+        precision=precision,
+        nrow=nrow,
+        output=output,
+        allow_mismatch=allow_mismatch,
+        text=True,
+        registries=tuple(ctx.obj["registries"]),
+    )
     with one_line_warnings():
-        pipe = _build(ctx, target, parts, allow_mismatch, runs[0][1], scorer=scorer, candidates=count)
-        if steps is not None and getattr(pipe.sampler, "levels", None) is None:  # never silently ignored
-            raise LatentzooError(
-                f"--steps: sampler {pipe.spec.sampler} walks no noise schedule (it draws tokens or samples directly), so it takes no steps; drop --steps"
-            )
-        for out, options in runs:
-            record = pipe.sample_to(
-                out,
-                n,
-                seed=seed,
-                batch_size=batch_size,
-                nrow=nrow,
-                text_options=options,
-                progress=_progress(not no_progress, "sampling"),
-                candidates=count,
-                precision=precision,
-            )
+        for out, record in run(request, progress=_progress(not no_progress, "sampling"), registry=_registry(ctx)):
             if as_json:
                 _emit_json(record)
             else:

@@ -68,6 +68,7 @@ def train(
     """
     import yaml
 
+    from latentzoo.core.options import parse_assignments
     from latentzoo.core.registry import load_yaml
     from latentzoo.core.training import TrainOptions
     from latentzoo.core.training import train as run_trainer
@@ -78,14 +79,11 @@ def train(
         if not isinstance(loaded, dict):
             raise LatentzooError(f"--config {config_file} must be a YAML mapping of options")
         config.update(loaded)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise LatentzooError(f"--set {item!r}: use KEY=VALUE")
+    for key, value in parse_assignments(overrides).items():  # the one --set parser (as sample's)
         try:
-            config[key.strip()] = yaml.safe_load(value)
+            config[key] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise LatentzooError(f"--set {item!r}: the value is not valid YAML; quote it or fix it") from exc
+            raise LatentzooError(f"--set '{key}={value}': the value is not valid YAML; quote it or fix it") from exc
     options = TrainOptions(
         out=Path(out),
         data=data,

@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from .common import _emit_json
-from .sampling import _build, _part_options
+from .common import _emit_json, _registry, one_line_warnings
+from .sampling import _part_options
 
 
 @click.command()
@@ -33,22 +33,23 @@ def variations(
       latentzoo variations digits-unclip seven.png -n 8 -o sevens.png
       latentzoo variations digits-unclip three.png --to eight.png -n 8 -o morph.png
     """
-    from latentzoo.core.record import SampleOutput, check_held, check_run
+    from latentzoo.core.request import SampleRequest, run
 
-    check_run(n, seed, None, None)
-    check_held("-n", n, 2 if to else 1)  # before anything loads (torch included)
-    from latentzoo.core import editing
-    from latentzoo.core import variations as run
-
-    SampleOutput(output, n=n, nrow=n if to else None)  # refuse a bad -o before anything loads
-    pipe = _build(ctx, target, parts, allow_mismatch)
-    run.check_variations(pipe)
-    if to:
-        edit = run.interpolate_embeddings(pipe, image, to, n, seed=seed, fit=not no_fit)
-        record = editing.write(edit, output, nrow=n, inputs=[image, to])
-    else:
-        edit = run.variations(pipe, image, n, seed=seed, fit=not no_fit)
-        record = editing.write(edit, output, inputs=[image])
+    request = SampleRequest(
+        target,
+        command="variations",
+        **parts,
+        images=(image,),
+        to=to,
+        n=n,
+        seed=seed,
+        fit=not no_fit,
+        allow_mismatch=allow_mismatch,
+        output=output,
+        registries=tuple(ctx.obj["registries"]),
+    )
+    with one_line_warnings():
+        [(_, record)] = run(request, registry=_registry(ctx))
     if as_json:
         _emit_json(record)
     else:

@@ -14,11 +14,17 @@ Listing, inspecting and composing never import torch; building does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .compose import PipelineSpec, check_spec, component_options_table, load_spec, pipeline_options_table, resolve_component
+from .compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
+from .errors import LatentzooError
+from .record import DEFAULT_BATCH_SIZE
 from .registry import Entry, Registry
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 
 def registry(extra: list[str | Path] | tuple[str | Path, ...] = ()) -> Registry:
@@ -63,15 +69,16 @@ def compose(
     return spec
 
 
-def load_pipeline(target: str | PipelineSpec, *, extra: Any = (), allow_mismatch: bool | None = None) -> Any:
-    """Build a pipeline from a registry name, a pipeline YAML file, or a spec."""
+def load_pipeline(
+    target: str | PipelineSpec | None = None, *, extra: Any = (), allow_mismatch: bool | None = None, **parts: str | None
+) -> Pipeline:
+    """Build a pipeline from a registry name, a pipeline YAML file, or a spec; ``sampler=``,
+    ``scheduler=``, ``prior=``, ... swap its parts (the old part's defaults that no longer
+    apply are dropped, as ``sample --sampler`` does), or compose one when ``target`` is None."""
     from .build import Builder
+    from .request import resolve_spec
 
-    reg = registry(extra)
-    if isinstance(target, PipelineSpec):
-        spec = target
-    else:
-        spec, reg = load_spec(reg, target)
+    spec, reg = resolve_spec(registry(extra), target, parts)
     return Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch)
 
 
@@ -103,52 +110,78 @@ def train(family: str, options: Any = None, **fields: Any) -> dict[str, Any] | N
 
 
 def sample(
-    target: str | PipelineSpec,
+    target: str | PipelineSpec | None = None,
     n: int = 16,
     *,
     seed: int = 0,
+    steps: int | None = None,
+    sampler: str | None = None,
+    scheduler: str | None = None,
+    prompt: str | None = None,
+    negative_prompt: str | None = None,
+    prompts: Sequence[str] | None = None,
+    prompts_file: str | Path | None = None,
+    guidance: float | None = None,
+    class_label: int | None = None,
     output: str | Path = "samples.png",
-    options: dict[str, Any] | None = None,
-    batch_size: int = 64,
+    options: Mapping[str, Any] | None = None,
+    candidates: int | None = None,
+    scorer: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     nrow: int | None = None,
+    precision: str = "fp32",
     progress: Any = None,
     extra: Any = (),
     allow_mismatch: bool | None = None,
-    candidates: int | None = None,
-    precision: str = "fp32",
-) -> dict[str, Any]:
-    """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar.
+    **parts: str | None,
+) -> dict[str, Any] | list[dict[str, Any]]:
+    """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar:
+    ``latentzoo sample`` from Python, through the same request (core.request), checks and bytes.
 
-    ``options`` are values of declared options (``{"temperature": 0.8}``, ``{"sampler.eta": 0.5}``,
-    ``{"steps": 20}``), checked like ``--set``. Returns the sidecar record (pipeline, component
-    sha256s, seed, steps, sampler, scheduler, validated options, versions, files). Batch ``k`` is
-    seeded from (seed, k); see ``latentzoo.core.pipeline`` for what is reproducible.
-    ``candidates`` N re-ranks: N draws per output, the best by the pipeline's scorer against
-    the prompt kept (``--candidates``; the sidecar's ``reranking`` records it); with no prompt
-    under ``random_prompt``, against each output's caption drawn from the caption set.
-    ``precision="bf16"`` runs the models under bfloat16 autocast (``--precision bf16``).
+    ``target`` is a pipeline name, YAML file or spec; ``sampler=``, ``scheduler=`` and the other
+    parts (``prior=``, ``decoder=``, ``encoder=``, ``conditioner=``) swap the pipeline's, or compose
+    one when ``target`` is None. ``options`` are values of declared options (``{"temperature": 0.8}``,
+    ``{"sampler.eta": 0.5}``), checked like ``--set``. ``prompt`` / ``negative_prompt`` go to the
+    conditioner of a text pipeline; ``prompts`` (or the lines of ``prompts_file``) write one output
+    per prompt and return one record each. ``candidates`` N re-ranks by the pipeline's scorer (or
+    ``scorer``). Returns the sidecar record (pipeline, sha256s, seed, steps, options, versions, files).
+    A refusal is a LatentzooError carrying the CLI's line. Batch ``k`` is seeded from (seed, k).
     """
-    from .pipeline import check_precision
-    from .record import SampleOutput, check_run
-    from .rerank import check_candidates_value
+    from .request import SampleRequest, run
+    from .text import read_prompts
 
-    check_run(n, seed, batch_size, nrow)
-    if candidates is not None:
-        check_candidates_value(candidates)
-    check_precision(precision)
-    SampleOutput(str(output), n=n, nrow=nrow)  # refuse a bad output before loading weights
-    pipe = load_pipeline(target, extra=extra, allow_mismatch=allow_mismatch)
-    return pipe.sample_to(
-        str(output),
-        n,
+    unknown = sorted(set(parts) - {"prior", "decoder", "encoder", "conditioner"})
+    if unknown:
+        raise TypeError(f"sample() got unexpected keyword argument(s) {', '.join(unknown)}")
+    if prompts_file is not None:
+        if prompts is not None:
+            raise LatentzooError("give prompts or prompts_file, not both")
+        prompts = read_prompts(prompts_file)
+    request = SampleRequest(
+        target,
+        **parts,
+        sampler=sampler,
+        scheduler=scheduler,
+        n=n,
         seed=seed,
-        batch_size=batch_size,
-        nrow=nrow,
-        options=options,
-        progress=progress,
+        steps=steps,
+        guidance=guidance,
+        class_label=class_label,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        prompts=None if prompts is None else tuple(prompts),
+        options=dict(options or {}),
         candidates=candidates,
+        scorer=scorer,
+        batch_size=batch_size,
         precision=precision,
+        nrow=nrow,
+        output=str(output),
+        allow_mismatch=bool(allow_mismatch),
+        registries=tuple(str(x) for x in extra),
     )
+    records = [w.record for w in run(request, progress=progress)]
+    return records if prompts is not None else records[0]
 
 
 def describe_options(name: str, *, extra: Any = ()) -> Any:

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 from torch import nn
 
 from .compose import PipelineSpec, check_spec, declared_options, resolve_component
 from .errors import ContractError, WeightsError
+from .interfaces import Component, Conditioner, Decoder, Encoder, Prior, Sampler, Scheduler, Scorer
 from .kernels import accelerate
 from .latent import LatentSpace
 from .registry import Entry, Registry, import_target
 from .sources import resolve_weights
 from .weights import load_state, load_tensors, parameters_on_meta, record_file_sources, space_identity
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+Part = TypeVar("Part", bound=Component)
 
 
 class Builder:
@@ -22,14 +28,15 @@ class Builder:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.cache: dict[str, Any] = {}
+        self.cache: dict[str, Component] = {}
         self.sha256: dict[str, str] = {}
 
     @classmethod
     def from_registry(cls, extra: Any = ()) -> Builder:
         return cls(Registry.load(list(extra)))
 
-    def component(self, name: str, role: str) -> Any:
+    def component(self, name: str, role: str) -> Component:
+        """The built component ``name`` in ``role`` (an Encoder, Decoder, Prior, Sampler, Scheduler or Conditioner)."""
         entry = resolve_component(self.registry, name, role)
         if name in self.cache:
             return self.cache[name]
@@ -39,7 +46,7 @@ class Builder:
         with torch.inference_mode(False):
             return self._component(entry, name, role)
 
-    def _component(self, entry: Entry, name: str, role: str) -> Any:
+    def _component(self, entry: Entry, name: str, role: str) -> Component:
         decl = self.registry.declaration(entry)
         cls = import_target(decl["target"])
         config = dict(entry.data.get("config") or {})
@@ -73,7 +80,7 @@ class Builder:
         self.cache[name] = obj
         return obj
 
-    def _check_space(self, entry: Entry, obj: Any, space: LatentSpace) -> None:
+    def _check_space(self, entry: Entry, obj: Component, space: LatentSpace) -> None:
         """The declared contract must describe the real model."""
         shape = obj.shape_fields() if hasattr(obj, "shape_fields") else {}
         wrong = [f"{k} {getattr(space, k)!r} != {v!r}" for k, v in shape.items() if getattr(space, k) != v]
@@ -84,26 +91,31 @@ class Builder:
         if wrong:
             raise ContractError(f"{entry.where}: {entry.name}'s declared latent_space does not match the model: {'; '.join(wrong)}")
 
-    def scorer(self, name: str) -> Any:
+    def scorer(self, name: str) -> Scorer:
         """A component that scores images against texts (``similarity``), for re-ranking."""
         entry = self.registry.get(name)
         model = self.component(name, entry.roles[0] if entry.roles else "conditioner")
         if not hasattr(model, "similarity"):
             raise ContractError(f"scorer {name} cannot score images against texts; use an image-text model such as digits-clip")
-        return model
+        return cast(Scorer, model)
 
-    def pipeline(self, spec: PipelineSpec, *, allow_mismatch: bool | None = None) -> Any:
+    def part(self, name: str, role: str, kind: type[Part]) -> Part:
+        """``component`` typed by its role's interface; not an isinstance check: a plugin class may
+        implement a role without subclassing it (the contract is checked from its declaration)."""
+        return cast(Part, self.component(name, role))
+
+    def pipeline(self, spec: PipelineSpec, *, allow_mismatch: bool | None = None) -> Pipeline:
         from .pipeline import Pipeline
 
         warnings = check_spec(self.registry, spec, allow_mismatch=allow_mismatch)
-        prior = self.component(spec.prior, "prior")
+        prior = self.part(spec.prior, "prior", Prior)
         return Pipeline(
-            encoder=self.component(spec.encoder, "encoder") if spec.encoder else None,
+            encoder=self.part(spec.encoder, "encoder", Encoder) if spec.encoder else None,
             prior=prior,
-            decoder=self.component(spec.decoder, "decoder"),
-            sampler=self.component(spec.sampler, "sampler"),
-            scheduler=self.component(spec.scheduler, "scheduler") if spec.scheduler else None,
-            conditioner=self.component(spec.conditioner, "conditioner") if spec.conditioner else None,
+            decoder=self.part(spec.decoder, "decoder", Decoder),
+            sampler=self.part(spec.sampler, "sampler", Sampler),
+            scheduler=self.part(spec.scheduler, "scheduler", Scheduler) if spec.scheduler else None,
+            conditioner=self.part(spec.conditioner, "conditioner", Conditioner) if spec.conditioner else None,
             scorer=self.scorer(spec.scorer) if spec.scorer else None,
             spec=spec,
             sha256=dict(self.sha256),

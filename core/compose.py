@@ -19,6 +19,11 @@ from .options import OPTION_ROLES, STEPS, Option, OptionError, canonical, parse_
 from .registry import Entry, Registry, parse_file
 
 ROLE_FIELDS = ("encoder", "conditioner", "prior", "decoder", "sampler", "scheduler")
+# Conditioning inputs: they go to the pipeline's conditioner, not to any part's options.
+TEXT_INPUTS = {
+    "prompt": "Text the conditioner encodes (empty: unconditional)",
+    "negative_prompt": "Text guidance steers away from (the unconditional branch; empty: the empty prompt)",
+}
 
 
 @dataclass
@@ -128,14 +133,39 @@ def check_levels(spec: PipelineSpec, sampler_decl: dict[str, Any], scheduler_dec
         )
 
 
-def declared_options(registry: Registry, spec: PipelineSpec) -> dict[str, list[Option]]:
-    """The options the pipeline's prior, sampler and scheduler declare (what --set reaches)."""
-    out: dict[str, list[Option]] = {}
+def applies(option: Option, entry: Entry) -> bool:
+    """An option declared ``conditioning: KIND`` exists only on instances conditioned on KIND."""
+    if option.conditioning is None:
+        return True
+    space = entry.conditioning if entry.section == "components" and "prior" in entry.roles else None
+    return space is not None and space.kind == option.conditioning
+
+
+def _role_options(registry: Registry, spec: PipelineSpec) -> dict[str, tuple[Entry, list[Option]]]:
+    out: dict[str, tuple[Entry, list[Option]]] = {}
     for role in OPTION_ROLES:
         name = getattr(spec, role)
         if name:
-            decl = registry.declaration(resolve_component(registry, name, role))
-            out[role] = parse_options(decl.get("options"), f"component {decl['name']!r}")
+            entry = resolve_component(registry, name, role)
+            decl = registry.declaration(entry)
+            out[role] = (entry, parse_options(decl.get("options"), f"component {decl['name']!r}"))
+    return out
+
+
+def declared_options(registry: Registry, spec: PipelineSpec) -> dict[str, list[Option]]:
+    """The options the pipeline's prior, sampler and scheduler declare and that apply to these instances (what --set reaches)."""
+    return {role: [o for o in options if applies(o, entry)] for role, (entry, options) in _role_options(registry, spec).items()}
+
+
+def inapplicable_options(registry: Registry, spec: PipelineSpec) -> dict[str, str]:
+    """Declared options that do not apply to this pipeline's instances, each with its one-line refusal."""
+    out: dict[str, str] = {}
+    for role, (entry, options) in _role_options(registry, spec).items():
+        for option in options:
+            if not applies(option, entry):
+                space = entry.conditioning
+                what = "is unconditional" if space is None else f"is conditioned on {space.kind}, not {option.conditioning}"
+                out[option.name] = f"{role} {entry.name} {what}; option {option.name} needs {option.conditioning} conditioning: drop it"
     return out
 
 
@@ -166,6 +196,18 @@ def replace_parts(registry: Registry, spec: PipelineSpec, parts: dict[str, str |
     return dropped
 
 
+def samplers_for(registry: Registry, kind: str) -> list[str]:
+    """The registry's samplers that drive priors of ``kind``."""
+    out = []
+    for entry in registry.list(role="sampler"):
+        try:
+            if kind in registry.declaration(entry).get("drives", ()):
+                out.append(entry.name)
+        except RegistryError:  # a broken plugin's sampler is not offered
+            continue
+    return out
+
+
 def check_defaults(registry: Registry, spec: PipelineSpec) -> tuple[int | None, dict[str, dict[str, Any]]]:
     """A pipeline's ``defaults`` checked against the declared options (a typo'd key is an error)."""
     return resolve(declared_options(registry, spec), spec.defaults, where=f"pipeline {spec.name} (its defaults)")
@@ -187,7 +229,8 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
     )
     sampler = resolve_component(registry, spec.sampler, "sampler")
     prior_decl, sampler_decl = registry.declaration(prior), registry.declaration(sampler)
-    check_sampler(spec.sampler, sampler_decl["drives"], spec.prior, prior_decl["kind"])
+    if prior_decl["kind"] not in sampler_decl["drives"]:
+        check_sampler(spec.sampler, sampler_decl["drives"], spec.prior, prior_decl["kind"], samplers_for(registry, prior_decl["kind"]))
     scheduler_decl = registry.declaration(resolve_component(registry, spec.scheduler, "scheduler")) if spec.scheduler else None
     check_levels(spec, sampler_decl, scheduler_decl)
     prior_space = prior.latent_space
@@ -216,20 +259,40 @@ def check_spec(registry: Registry, spec: PipelineSpec, *, allow_mismatch: bool |
     return cond_warnings + warnings
 
 
+def text_pipelines(registry: Registry) -> list[str]:
+    """Registry pipelines that take text (they have a conditioner)."""
+    return sorted(e.name for e in registry.list() if e.section == "pipelines" and e.data.get("conditioner"))
+
+
+def check_text(registry: Registry | None, spec: PipelineSpec, given: list[str]) -> None:
+    """Text goes to a conditioner: a pipeline without one refuses ``given`` (flags such as --prompt), naming the pipelines that take text."""
+    if spec.conditioner or not given:
+        return
+    names = (", ".join(text_pipelines(registry)) or "none is registered") if registry is not None else "see `latentzoo list`"
+    raise ContractError(
+        f"prior {spec.prior} of pipeline {spec.name} takes no text (no conditioner); {given[0]} needs a text pipeline: {names}"
+    )
+
+
 def check_options(
     registry: Registry, spec: PipelineSpec, options: dict[str, Any] | None = None, text_options: dict[str, str] | None = None
 ) -> None:
-    """Check sample-time options against the declared ones before anything is built (no torch)."""
+    """Check sample-time options (and the conditioning inputs among them) before anything is built (no torch)."""
     declared = declared_options(registry, spec)
     names = {o.name for opts in declared.values() for o in opts}
-    for key in ("prompt", "negative_prompt"):
-        if key not in names and key in {**(options or {}), **(text_options or {})}:
-            raise ContractError(
-                f"prior {spec.prior} of pipeline {spec.name} takes no text (no conditioner); "
-                f"--{key.replace('_', '-')} needs a text-conditioned pipeline (see `latentzoo list --role conditioner`)"
-            )
-    resolve(declared, options or {}, where=f"pipeline {spec.name}")
-    resolve(declared, text_options or {}, where=f"pipeline {spec.name}", text=True)
+    refused = inapplicable_options(registry, spec)
+    given = {**(options or {}), **(text_options or {})}
+    for key in given:
+        name = str(key).rpartition(".")[2]
+        if name in refused and name not in names:
+            raise ContractError(refused[name])
+    check_text(registry, spec, [f"--{k.replace('_', '-')}" for k in TEXT_INPUTS if k in given])
+    for key in TEXT_INPUTS:
+        value = given.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ContractError(f"--{key.replace('_', '-')} must be text, not {value!r}")
+    resolve(declared, {k: v for k, v in (options or {}).items() if k not in TEXT_INPUTS}, where=f"pipeline {spec.name}")
+    resolve(declared, {k: v for k, v in (text_options or {}).items() if k not in TEXT_INPUTS}, where=f"pipeline {spec.name}", text=True)
 
 
 def typed_defaults(registry: Registry, spec: PipelineSpec, text_options: dict[str, str]) -> dict[str, Any]:
@@ -249,7 +312,7 @@ def component_options_table(registry: Registry, entry: Entry, defaults: dict[str
     """
     try:
         decl = registry.declaration(entry)
-        options = parse_options(decl.get("options"), f"component {decl['name']!r}")
+        options = [o for o in parse_options(decl.get("options"), f"component {decl['name']!r}") if applies(o, entry)]
     except (RegistryError, OptionError):
         return []
     config = entry.data.get("config") or {}
@@ -276,6 +339,10 @@ def pipeline_options_table(registry: Registry, spec: PipelineSpec) -> dict[str, 
         except RegistryError:
             continue
         table[f"{role} {name}"] = component_options_table(registry, entry, spec.defaults)
+    if spec.conditioner:  # its conditioning inputs (--prompt, --negative-prompt)
+        table[f"conditioner {spec.conditioner}"] = [
+            {"name": k, "type": "str", "range": "", "default": "", "help": text} for k, text in TEXT_INPUTS.items()
+        ]
     return table
 
 

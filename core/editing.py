@@ -305,7 +305,7 @@ def _rec(pipe: Any, plan: Any, seed: int) -> dict[str, Any]:
         "steps": plan.steps,
         "sampler": pipe.spec.sampler,
         "scheduler": pipe.spec.scheduler,
-        "options": dict(plan.flat),
+        "options": plan.recorded(),
         "versions": versions(),
     }
 

@@ -29,8 +29,10 @@ def _png(array: torch.Tensor) -> bytes:
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -> torch.Tensor:
-    """Tile (N, C, H, W) into one (C, H', W') image, ``nrow`` images per row."""
+    """Tile (N, C, H, W) into one (C, H', W') image, ``nrow`` images per row (one image: itself, unpadded)."""
     n, c, h, w = images.shape
+    if n == 1:
+        return images[0]
     nrow = nrow or math.ceil(math.sqrt(n))
     rows = math.ceil(n / nrow)
     out = torch.full((c, rows * (h + padding) + padding, nrow * (w + padding) + padding), -1.0)
@@ -61,6 +63,25 @@ def too_large(exc: Exception) -> str:
     )
 
 
+def grid_shape(width: int, height: int, size: int, padding: int = 2) -> tuple[int, int] | None:
+    """(rows, columns) when a ``width`` x ``height`` image is laid out as a grid of ``size`` tiles
+    as ``grid`` pads them (a sample grid), else None."""
+    cols, dx = divmod(width - padding, size + padding)
+    rows, dy = divmod(height - padding, size + padding)
+    return (rows, cols) if dx == dy == 0 and rows >= 1 and cols >= 1 else None
+
+
+def _size_refusal(path: str | Path, width: int, height: int, size: int, expects: str) -> str:
+    shape = grid_shape(width, height, size)
+    if shape is None:
+        return f"{path} is {width}x{height} but {expects} takes {size}x{size} images; pass --fit to resize and centre-crop"
+    rows, cols = shape
+    return (
+        f"{path} is {width}x{height}: a grid of {rows}x{cols} padded {size}x{size} images, but {expects} takes one {size}x{size} image per file; "
+        f"sample with -o DIR/ for one PNG per image (then pass DIR/0000.png), or -n 1 -o x.png"
+    )
+
+
 def load_images(paths: list[str | Path], *, size: int, channels: int, fit: bool, expects: str) -> torch.Tensor:
     """Load images for an encoder; without ``fit``, a wrong size or mode is an error naming the file."""
     from PIL import Image, UnidentifiedImageError
@@ -74,9 +95,7 @@ def load_images(paths: list[str | Path], *, size: int, channels: int, fit: bool,
                 image.load()
                 if not fit:
                     if image.size != (size, size):
-                        raise LatentzooError(
-                            f"{p} is {image.width}x{image.height} but {expects} takes {size}x{size} images; pass --fit to resize and centre-crop"
-                        )
+                        raise LatentzooError(_size_refusal(p, image.width, image.height, size, expects))
                     ok_modes = {"L"} if channels == 1 else {"RGB"}
                     if image.mode not in ok_modes:
                         raise LatentzooError(

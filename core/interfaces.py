@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .latent import LatentSpace
 
 if TYPE_CHECKING:
     import torch
+
+    from .conditioning import ConditioningSpace
 
 ROLES: tuple[str, ...] = ("encoder", "decoder", "prior", "sampler", "scheduler", "conditioner")
 
@@ -158,8 +160,16 @@ class Conditioner(Component):
     """Maps conditioning inputs (text prompts, class labels, ...) to what a prior attends to.
     ``conditioning_space`` says what it produces; a prior states the space it accepts."""
 
-    conditioning_space: Any  # core.conditioning.ConditioningSpace (added by the contract helper)
+    conditioning_space: ConditioningSpace  # set by the builder from the registry entry
 
     @abstractmethod
     def condition(self, inputs: list[Any]) -> dict[str, torch.Tensor]:
         """A batch: {"tokens": (B, L, W) per-token states, "pooled": (B, W) if it has one, "mask": (B, L) bool}."""
+
+
+class Scorer(Protocol):
+    """Scores images against texts (an image-text model such as digits-clip): re-ranks candidates (core.rerank)."""
+
+    def similarity(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """(B,) similarities of image i with text i (or with the one text)."""
+        ...

@@ -15,6 +15,7 @@ sides state them, they must agree.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -158,10 +159,10 @@ def check_spaces(
     raise ContractError(message + " (pick components trained on the same autoencoder, or pass --allow-mismatch for equal shapes)")
 
 
-def check_sampler(sampler: str, drives: tuple[str, ...] | list[str], prior: str, prior_kind: str) -> None:
-    """A sampler states the prior kinds it can drive; refuse any other."""
+def check_sampler(sampler: str, drives: tuple[str, ...] | list[str], prior: str, prior_kind: str, fitting: Sequence[str] = ()) -> None:
+    """A sampler states the prior kinds it can drive; refuse any other, listing the ``fitting`` samplers (those that drive it)."""
     if prior_kind not in drives:
+        names = ", ".join(fitting) if fitting else "none is registered"
         raise ContractError(
-            f"sampler {sampler} drives {'/'.join(drives)} priors, but {prior} is {prior_kind}; "
-            f"choose a sampler for {prior_kind} priors (see `latentzoo list --role sampler`)"
+            f"sampler {sampler} drives {'/'.join(drives)} priors, but {prior} is {prior_kind}; samplers for {prior_kind} priors: {names} (see `latentzoo list --role sampler`)"
         )

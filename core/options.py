@@ -11,7 +11,10 @@ A plugin declares its options as plain data in its component declaration::
 ``type`` is float, int, bool or str. ``min`` / ``max`` bound numbers (inclusive, unless
 ``min_exclusive`` / ``max_exclusive``); ``choices`` lists the accepted strings. ``null``
 is accepted when the default is ``None`` (or ``nullable: true``): "unset, use the
-instance's own value". Non-finite numbers are always refused.
+instance's own value". Non-finite numbers are always refused. ``conditioning: class``
+says the option exists only on instances conditioned on that kind (a registry entry's
+``conditioning.kind``): a class that may be built with or without classes declares
+``class_label`` so, and an unconditional instance neither lists nor accepts it.
 
 ``latentzoo sample --set KEY=VALUE`` and a pipeline's ``defaults`` reach these options;
 ``resolve`` checks every key and value against what the pipeline's prior, sampler and
@@ -33,7 +36,7 @@ import yaml
 from .errors import LatentzooError
 
 TYPES = ("float", "int", "bool", "str")
-OPTION_KEYS = {"name", "type", "default", "min", "max", "min_exclusive", "max_exclusive", "choices", "help", "nullable"}
+OPTION_KEYS = {"name", "type", "default", "min", "max", "min_exclusive", "max_exclusive", "choices", "help", "nullable", "conditioning"}
 # Roles whose declared options reach sampling, in the order they are listed.
 OPTION_ROLES = ("prior", "sampler", "scheduler")
 # Options the pipeline owns: a component may not declare them.
@@ -66,6 +69,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     help: str = ""
     nullable: bool = False
+    conditioning: str | None = None  # the option applies only to instances conditioned on this kind
 
     # -- declarations -------------------------------------------------------------------
     @classmethod
@@ -109,6 +113,9 @@ class Option:
         help_text = decl.get("help", "")
         if not isinstance(help_text, str):
             raise bad("help must be a string")
+        conditioning = decl.get("conditioning")
+        if conditioning is not None and (not isinstance(conditioning, str) or not conditioning):
+            raise bad("conditioning must be the name of a conditioning kind (e.g. class)")
         option = cls(
             name=name,
             type=kind,
@@ -120,6 +127,7 @@ class Option:
             choices=choices,
             help=help_text.strip(),
             nullable=decl.get("nullable", False) or decl.get("default") is None,
+            conditioning=conditioning,
         )
         try:
             option.check(option.default)
@@ -234,7 +242,7 @@ def parse_assignments(items: Any) -> dict[str, str]:
         key, sep, value = str(item).partition("=")
         key = key.strip()
         if not sep or not key:
-            raise OptionError(f"--set {item!r}: write KEY=VALUE (e.g. --set temperature=0.8)")
+            raise OptionError(f"--set {item!r}: use KEY=VALUE (e.g. --set temperature=0.8)")
         if any(not part.strip() for part in key.split(".")):  # ".eta" or "sampler..eta": never read as another key
             raise OptionError(f"--set {item!r}: {key!r} has an empty part; write KEY=VALUE or PART.KEY=VALUE (e.g. --set eta=0.5)")
         if key in out and out[key] != value:
@@ -286,6 +294,15 @@ DENOISER_OPTIONS: list[dict[str, Any]] = [
 STEPS = Option("steps", "int", default=None, help="Sampling steps (levels the scheduler picks), at least 1", nullable=True)
 
 
+def check_steps(value: Any, *, where: str, text: bool = False) -> int | None:
+    """The one rule for sampling steps (a pipeline's default, ``--steps``, ``steps=``): an integer >= 1,
+    or None for "the pipeline's". Schedulers receive it checked; each adds only its own upper bound."""
+    steps = STEPS.coerce(value, text=text)
+    if steps is not None and steps < 1:
+        raise OptionError(f"--steps must be at least 1, not {steps} ({where})")
+    return steps
+
+
 def _accepted(declared: Mapping[str, list[Option]]) -> list[tuple[str, Option]]:
     """(key, option) pairs users may write: steps, each name, and role.name for every name."""
     counts: dict[str, set[str]] = {}
@@ -326,9 +343,7 @@ def resolve(
     for key, value in values.items():
         key = str(key).strip()
         if key == "steps":
-            steps = STEPS.coerce(value, text=text)
-            if steps is not None and steps < 1:
-                raise OptionError(f"--steps must be at least 1, not {steps} ({where})")
+            steps = check_steps(value, where=where, text=text)
             continue
         role, _, name = key.rpartition(".")
         roles = [role] if role else [r for r, opts in by_role.items() if name in opts]

@@ -26,21 +26,13 @@ from typing import Any
 
 import torch
 
-from .compose import PipelineSpec
+from .compose import TEXT_INPUTS, PipelineSpec, check_text
 from .errors import LatentzooError
-from .interfaces import Progress
+from .interfaces import Conditioner, Decoder, Encoder, Prior, Progress, Sampler, Scheduler, Scorer
 from .options import Option, OptionError, canonical, resolve
-from .record import DEFAULT_BATCH_SIZE, MAX_SEED, check_run
+from .record import DEFAULT_BATCH_SIZE, MAX_SEED, PRECISIONS, check_precision, check_run
 
 DEFAULT_STEPS = 50
-
-
-PRECISIONS = ("fp32", "bf16", "bf16-weights")
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise LatentzooError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def compute_precision(precision: str) -> contextlib.AbstractContextManager:
@@ -70,12 +62,18 @@ def batch_seed(seed: int, k: int) -> int:
 
 @dataclass
 class SamplingOptions:
-    """Validated options of one call: steps, one dict per role, and which keys the caller set."""
+    """Validated options of one call: steps, one dict per role, which keys the caller set, and the
+    conditioning inputs (prompt / negative_prompt) for the conditioner."""
 
     steps: int
     per_role: dict[str, dict[str, Any]]
     flat: dict[str, Any]
     given: set[str] = field(default_factory=set)
+    conditioning: dict[str, str] = field(default_factory=dict)
+
+    def recorded(self) -> dict[str, Any]:
+        """What a sidecar's ``options`` shows: the option values and the conditioning inputs."""
+        return {**self.flat, **self.conditioning}
 
 
 def _finite(x: torch.Tensor) -> bool:
@@ -84,14 +82,16 @@ def _finite(x: torch.Tensor) -> bool:
 
 @dataclass
 class Pipeline:
-    prior: Any
-    decoder: Any
-    sampler: Any
+    """The built parts of a PipelineSpec, typed by their roles (core.interfaces)."""
+
+    prior: Prior
+    decoder: Decoder
+    sampler: Sampler
     spec: PipelineSpec
-    encoder: Any = None
-    scheduler: Any = None
-    conditioner: Any = None  # a Conditioner (core.interfaces) when the prior takes its conditioning
-    scorer: Any = None  # scores images against texts (``similarity``): re-ranks candidates (core.rerank)
+    encoder: Encoder | None = None
+    scheduler: Scheduler | None = None
+    conditioner: Conditioner | None = None  # when the prior takes its conditioning from one (text)
+    scorer: Scorer | None = None  # re-ranks candidates (core.rerank)
     sha256: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
@@ -150,21 +150,34 @@ class Pipeline:
         """
         declared = self.declared or {"prior": [], "sampler": [], **({"scheduler": []} if self.scheduler is not None else {})}
         where = f"pipeline {self.spec.name}"
-        default_steps, merged = resolve(declared, self.spec.defaults, where=f"{where} (its defaults)")
         values = {**(options or {}), **{k: v for k, v in overrides.items() if v is not None}}
+        conditioning = self._conditioning(values, text_options or {})
+        text_options = {k: v for k, v in (text_options or {}).items() if k not in TEXT_INPUTS}
+        default_steps, merged = resolve(declared, self.spec.defaults, where=f"{where} (its defaults)")
         steps, given = resolve(declared, values, where=where)
-        text_steps, given_text = resolve(declared, text_options or {}, where=where, text=True)
+        text_steps, given_text = resolve(declared, text_options, where=where, text=True)
         for layer in (given, given_text):
             for role, vals in layer.items():
                 merged.setdefault(role, {}).update(vals)
         steps = next((s for s in (text_steps, steps, default_steps) if s is not None), DEFAULT_STEPS)
         keys = {name for layer in (given, given_text) for vals in layer.values() for name in vals}
-        return SamplingOptions(steps=steps, per_role=merged, flat=canonical(declared, merged), given=keys)
+        return SamplingOptions(steps=steps, per_role=merged, flat=canonical(declared, merged), given=keys, conditioning=conditioning)
+
+    def _conditioning(self, values: dict[str, Any], text_options: Mapping[str, str]) -> dict[str, str]:
+        """Take the conditioning inputs (prompt, negative_prompt) out of ``values`` and ``text_options``:
+        they go to the conditioner (checked as core.compose.check_options does), not to any part's options."""
+        out = {k: values.pop(k) for k in TEXT_INPUTS if k in values}
+        out.update({k: text_options[k] for k in TEXT_INPUTS if k in text_options})
+        check_text(None, self.spec, [f"--{k.replace('_', '-')}" for k in out])
+        for key, value in out.items():
+            if not isinstance(value, str):
+                raise LatentzooError(f"--{key.replace('_', '-')} must be text, not {value!r}")
+        return out
 
     def options(self, **overrides: Any) -> dict[str, Any]:
         """Pipeline defaults overridden by explicit, non-None arguments, validated (flat keys and steps)."""
         plan = self.resolve_options(**overrides)
-        return {"steps": plan.steps, **plan.flat}
+        return {"steps": plan.steps, **plan.recorded()}
 
     def _call_options(self, plan: SamplingOptions, batch: int) -> dict[str, Any]:
         """Keyword arguments of ``sampler.sample``: prior options, then sampler options; class_label -> class_labels."""
@@ -172,7 +185,7 @@ class Pipeline:
         if self.conditioner is not None:
             # Text (or any conditioner's input): the prompt's tokens steer the prior; the negative
             # prompt (default: the empty prompt) is the unconditional branch of guidance.
-            prompt, negative = call.pop("prompt", None) or "", call.pop("negative_prompt", None) or ""
+            prompt, negative = plan.conditioning.get("prompt") or "", plan.conditioning.get("negative_prompt") or ""
             if call.get("random_prompt") and not prompt.strip():
                 # Ancestral p(text) p(x | text): the sampler draws each sample's caption from the
                 # conditioner's caption set (the captions its prior was trained on).
@@ -415,30 +428,30 @@ class Pipeline:
                 "steps": plan.steps if getattr(self.sampler, "levels", None) is not None else None,
                 "sampler": self.spec.sampler,
                 "scheduler": self.spec.scheduler,
-                "options": dict(plan.flat),  # with prompt / negative_prompt for a text pipeline
+                "options": plan.recorded(),  # with prompt / negative_prompt for a text pipeline
                 "precision": precision,
                 "versions": versions(),
             }
             if candidates is not None:
-                record["reranking"] = {
-                    "candidates": candidates,
-                    "scorer": self.spec.scorer,
-                    "scorer_sha256": self.sha256.get(self.spec.scorer or ""),
-                    "text": plan.flat.get("prompt"),
-                    "scores": [round(s, 6) for s in scores],
-                }
-                if drawn:  # no prompt: each output's caption, drawn from the conditioner's caption set
-                    prompts = self.conditioner.prompts
-                    record["reranking"].update(
-                        text=None,
-                        caption_set=self.spec.conditioner,
-                        caption_indices=drawn,
-                        captions=[prompts[i] for i in drawn],
-                    )
+                record["reranking"] = self._reranking(candidates, plan, scores, drawn)
             return out.commit(record)
         except BaseException:
             out.abort()
             raise
+
+    def _reranking(self, candidates: int, plan: SamplingOptions, scores: list[float], drawn: list[int]) -> dict[str, Any]:
+        """The sidecar's ``reranking``: N, the scorer, the kept scores and the text (or each output's drawn caption)."""
+        record: dict[str, Any] = {
+            "candidates": candidates,
+            "scorer": self.spec.scorer,
+            "scorer_sha256": self.sha256.get(self.spec.scorer or ""),
+            "text": plan.conditioning.get("prompt"),
+            "scores": [round(s, 6) for s in scores],
+        }
+        if drawn:  # no prompt: each output's caption, drawn from the conditioner's caption set
+            prompts = getattr(self.conditioner, "prompts", None) or []
+            record.update(text=None, caption_set=self.spec.conditioner, caption_indices=drawn, captions=[prompts[i] for i in drawn])
+        return record
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -477,4 +490,14 @@ class Pipeline:
         }
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "OptionError", "Pipeline", "SamplingOptions", "batch_seed", "check_run", "decoder_seed"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "PRECISIONS",
+    "OptionError",
+    "Pipeline",
+    "SamplingOptions",
+    "batch_seed",
+    "check_precision",
+    "check_run",
+    "decoder_seed",
+]

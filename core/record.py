@@ -31,6 +31,7 @@ DEFAULT_BATCH_SIZE = 64
 MAX_SEED = 2**63 - 1
 MAX_GRID_PIXELS = 100_000_000  # one grid PNG: 10k x 10k pixels (~300 MB of RGB while it is drawn)
 MIN_TILE = 8  # pixels: the smallest image side any pipeline makes, for the check before the size is known
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
 
 
 def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None = None) -> None:
@@ -59,6 +60,11 @@ def check_held(what: str, count: Any, least: int) -> int:
             f"not {count!r}"
         )
     return count
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise LatentzooError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
 def prompt_outputs(output: str, count: int) -> list[str]:
@@ -133,7 +139,8 @@ class SampleOutput:
         self.output = text
         self.per_sample = text.endswith(("/", os.sep))
         self.path = Path(text)
-        self.n, self.padding = n, padding
+        # One image is that image at the model's size (chainable into img2img), not a one-tile padded grid.
+        self.n, self.padding = n, (0 if n == 1 else padding)
         self.nrow = nrow or math.ceil(math.sqrt(n))
         self.count = 0
         self.canvas: Any = None

@@ -23,6 +23,7 @@ from .conditioning import ConditioningSpace
 from .errors import LatentzooError, RegistryError
 from .interfaces import ROLES
 from .latent import LatentSpace
+from .options import check_steps
 from .plugins import get_manager
 
 BUILTIN = Path(__file__).resolve().parent.parent / "registry.yaml"
@@ -355,8 +356,10 @@ def _check_defaults(defaults: dict[str, Any], fail: Any) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise fail(key, f"must be a finite number, not {value}")
     steps = defaults.get("steps")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise fail("steps", f"must be a positive integer number of sampling steps, not {steps!r}")
+    try:
+        check_steps(steps, where="defaults")  # the one steps rule (core.options)
+    except LatentzooError:
+        raise fail("steps", f"must be a positive integer number of sampling steps, not {steps!r}") from None
 
 
 # Large registry files (thousands of entries) cost seconds to compose as YAML nodes; once one

@@ -54,7 +54,7 @@ def check_candidates(pipe: Any, candidates: Any, plan: Any) -> str | list[str]:
     against: the prompt, or (no prompt, ``random_prompt``) the caption set each output's caption is drawn from."""
     check_candidates_value(candidates)
     check_scorer_spec(pipe.spec)
-    prompt = (plan.flat.get("prompt") or "").strip()
+    prompt = (plan.conditioning.get("prompt") or "").strip()
     if prompt:
         return prompt
     if plan.flat.get("random_prompt"):

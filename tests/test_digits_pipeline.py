@@ -27,6 +27,7 @@ FAST = ["--steps", "10", "--no-progress"]
 def read_grid(path: Path, n: int, size: int = 32, padding: int = 2, nrow: int | None = None) -> torch.Tensor:
     """Split a grid PNG back into (n, 1, size, size) tensors in [-1, 1]."""
     arr = np.asarray(Image.open(path), dtype=np.float32) / 127.5 - 1.0
+    padding = 0 if n == 1 else padding  # one image is written as itself, unpadded
     nrow = nrow or int(np.ceil(np.sqrt(n)))
     tiles = []
     for i in range(n):

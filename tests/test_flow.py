@@ -190,6 +190,7 @@ def read_grid(path, n: int, size: int = 32, padding: int = 2) -> torch.Tensor:
     import numpy as np
 
     arr = np.asarray(Image.open(path), dtype=np.float32) / 127.5 - 1.0
+    padding = 0 if n == 1 else padding  # one image is written as itself, unpadded
     nrow = int(np.ceil(np.sqrt(n)))
     tiles = []
     for i in range(n):

@@ -66,8 +66,23 @@ def latentzoo_components() -> list[dict]:
             "formats": {"diffusers": "latentzoo.plugins.diffusion.diffusers:DiffusersFormat"},  # UNet2DModel, DDIM/DDPM, pipelines
             "description": "UNet denoiser (diffusers UNet2DModel layout), epsilon / v / sample prediction, optional classes",
             "options": [
-                _option("class_label", "int", None, "Class to draw (class-conditional priors; the last class is the null class)", min=0),
-                _option("guidance", "float", 1.0, "Classifier-free guidance scale (Ho & Salimans 2022); 1 = plain conditional", min=0.0),
+                # Only on class-conditional instances (conditioning: {kind: class}): `info` of an unconditional one lists neither.
+                _option(
+                    "class_label",
+                    "int",
+                    None,
+                    "Class to draw (class-conditional priors; the last class is the null class)",
+                    min=0,
+                    conditioning="class",
+                ),
+                _option(
+                    "guidance",
+                    "float",
+                    1.0,
+                    "Classifier-free guidance scale (Ho & Salimans 2022); 1 = plain conditional",
+                    min=0.0,
+                    conditioning="class",
+                ),
             ],
         },
         {
@@ -80,8 +95,6 @@ def latentzoo_components() -> list[dict]:
             "formats": {"diffusers": "latentzoo.plugins.diffusion.sd:StableDiffusionFormat"},  # StableDiffusionPipeline
             "description": "Cross-attention UNet denoiser (diffusers UNet2DConditionModel layout): attends to a conditioner's tokens",
             "options": [
-                _option("prompt", "str", "", "Text the conditioner encodes (empty: unconditional)"),
-                _option("negative_prompt", "str", "", "Text guided away from (the unconditional branch; empty: the empty prompt)"),
                 _option(
                     "guidance", "float", 1.0, "Classifier-free guidance scale against the negative prompt (Ho & Salimans 2022)", min=0.0
                 ),

@@ -18,10 +18,9 @@ CONDITIONING_OPTIONS = [
     },
 ]
 
-# What a DALL-E (text) prior accepts: the prompt goes to its text-token conditioner.
+# What a DALL-E (text) prior accepts besides its conditioning inputs (--prompt / --negative-prompt go to
+# its text-token conditioner: core.compose.TEXT_INPUTS).
 TEXT_OPTIONS = [
-    {"name": "prompt", "type": "str", "default": "", "help": "Caption to draw (empty: unconditional)"},
-    {"name": "negative_prompt", "type": "str", "default": "", "help": "Caption guided away from (empty: the empty prompt)"},
     {
         "name": "guidance",
         "type": "float",

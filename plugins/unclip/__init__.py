@@ -39,8 +39,6 @@ def latentzoo_components() -> list[dict]:
             "trainer": "latentzoo.plugins.unclip.train:train",
             "description": "unCLIP diffusion prior: CLIP image embedding given the CLIP text embedding (x0-predicting residual MLP)",
             "options": [
-                _option("prompt", "str", "", "Text whose CLIP embedding conditions the prior (empty: unconditional)"),
-                _option("negative_prompt", "str", "", "Text guided away from (the unconditional branch; empty: the empty prompt)"),
                 _option("guidance", "float", 1.0, "Classifier-free guidance scale on the text embedding (Ho & Salimans 2022)", min=0.0),
             ],
         },
