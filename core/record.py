@@ -54,11 +54,12 @@ MAX_HELD_IMAGES = 1024  # images an edit holds in memory at once (interpolate's 
 
 def check_held(what: str, count: Any, least: int) -> int:
     """A count of images held in memory together: a whole number from ``least`` to MAX_HELD_IMAGES (no torch)."""
-    if isinstance(count, bool) or not isinstance(count, int) or not least <= count <= MAX_HELD_IMAGES:
-        raise LatentzooError(
-            f"{what} must be at least {least} and at most {MAX_HELD_IMAGES} (a whole number: the images are held in memory together), "
-            f"not {count!r}"
-        )
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise LatentzooError(f"{what} must be a whole number from {least} to {MAX_HELD_IMAGES}, not {count!r}")
+    if count < least:
+        raise LatentzooError(f"{what} must be at least {least}, not {count}")
+    if count > MAX_HELD_IMAGES:
+        raise LatentzooError(f"{what} must be at most {MAX_HELD_IMAGES} (the images are held in memory together), not {count}")
     return count
 
 
