@@ -6,7 +6,13 @@ import torch: model code loads when a component is built.
 
 from __future__ import annotations
 
+import os as _os
 from importlib import metadata as _metadata
+
+# OpenMP workers that wait sleep instead of spinning (unless the user chose): on a machine whose
+# cores are shared, torch's default spin-wait made 2 threads 4-5x slower than 1 (core/runtime.py).
+# Effective only when latentzoo is imported before torch (the CLI always is).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     __version__ = _metadata.version("latentzoo")
@@ -43,7 +49,7 @@ __all__ = ["__version__", *_API, *_TRAINING, *_SCORING]
 # The rest of the CLI's verbs, by module: latentzoo.reconstruct(...), latentzoo.pull(...), ...
 _ELSEWHERE = {
     **dict.fromkeys(("reconstruct", "encode", "decode"), ".core.codec"),
-    **dict.fromkeys(("convert", "export", "push", "pull", "formats"), ".interop.api"),
+    **dict.fromkeys(("convert", "export", "push", "pull", "formats", "lora_add", "apply_loras", "fuse", "merge"), ".interop.api"),
     **dict.fromkeys(("img2img", "inpaint", "interpolate", "write_edit"), ".core.editing"),
     **dict.fromkeys(("variations", "interpolate_embeddings"), ".core.variations"),
 }

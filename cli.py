@@ -44,6 +44,9 @@ COMMANDS = {
     "push": "interop:push",
     "pull": "interop:pull",
     "registry": "registry:registry",
+    "lora": "adapters:lora",
+    "fuse": "adapters:fuse",
+    "merge": "adapters:merge",
     "serve": "serve:serve",
 }
 

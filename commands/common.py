@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-ROLE_CHOICES = ["encoder", "decoder", "prior", "sampler", "scheduler", "conditioner", "pipeline"]
+ROLE_CHOICES = ["encoder", "decoder", "prior", "sampler", "scheduler", "conditioner", "adapter", "pipeline"]
 
 
 def _version() -> str:

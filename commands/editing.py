@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from .adapters import LORA_HELP
 from .common import _emit_json, _registry, one_line_warnings
 from .sampling import _option_strings, _part_options
 
@@ -20,6 +21,7 @@ def _common(f):
         click.option("--guidance", metavar="G", help="Shortcut for --set guidance=G (with --class)."),
         click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them."),
         click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns)."),
+        click.option("--lora", "loras", multiple=True, metavar="NAME[:S[:T]]", help=LORA_HELP),
         click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON."),
     ]
     for option in reversed(options):

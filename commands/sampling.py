@@ -10,6 +10,7 @@ import click
 
 from latentzoo.core.errors import LatentzooError
 
+from .adapters import LORA_HELP
 from .common import _emit_json, _registry, one_line_warnings
 
 
@@ -154,9 +155,17 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
 )
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
+@click.option("--lora", "loras", multiple=True, metavar="NAME[:S[:T]]", help=LORA_HELP)
 @click.option(
     "-o", "--output", default="samples.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG per sample."
 )
+@click.option(
+    "--resume", is_flag=True, help="Finish an interrupted -o DIR/ run: render only its missing or unverifiable samples (same request)."
+)
+@click.option(
+    "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's, the usable cores). Recorded in the sidecar."
+)
+@click.option("--device", default="cpu", show_default=True, metavar="DEV", help="cpu, cuda, cuda:N or mps (sampling runs on cpu today).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.pass_context
@@ -177,14 +186,20 @@ def sample(
     candidates: str | None,
     scorer: str | None,
     precision: str,
+    loras: tuple[str, ...],
+    resume: bool,
+    threads: int | None,
+    device: str,
     **parts: str | None,
 ) -> None:
     """Draw samples from a pipeline (a registry name, a pipeline YAML file, or --prior/--decoder/--sampler...).
 
     Writes a PNG grid and a JSON sidecar beside it (pipeline, component sha256s, seed,
     steps, sampler, options, versions). With -o DIR/ writes DIR/0000.png, DIR/0001.png, ...
-    and DIR/samples.json. Samples are drawn in batches of --batch-size: the same seed,
-    options and batch size give identical bytes.
+    and DIR/samples.json. Sample i's randomness comes from (seed, i) alone: -n 6 gives the
+    first 6 of -n 12, and another --batch-size the same images (within one grey level).
+    -o DIR/ commits each finished batch (--resume finishes a killed run); under torchrun each
+    rank renders its share (rank 0 writes the sidecar, or assembles the grid).
 
     Text-to-image pipelines take --prompt (empty: unconditional, with a warning; longer than
     the text encoder's context: truncated, with a warning), --negative-prompt (the branch
@@ -195,6 +210,7 @@ def sample(
     \b
       latentzoo sample digits-t2i --prompt "a thick seven" --negative-prompt "slanted" --guidance 4
       latentzoo sample digits-t2i --prompts-file prompts.txt -n 8 -o out/grid.png
+      latentzoo sample sd15 --lora my-style:0.8 --lora detail.safetensors:1:0.5 --prompt "a castle"
 
     --candidates N re-ranks: N draws per output, the best by the scorer (digits-clip) against
     --prompt kept (DALL-E); without a prompt (random_prompt) each output's caption is drawn from
@@ -226,9 +242,14 @@ def sample(
         allow_mismatch=allow_mismatch,
         text=True,
         registries=tuple(ctx.obj["registries"]),
+        loras=loras,
+        threads=threads,
+        device=device,
+        resume=resume,
     )
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 reports
     with one_line_warnings():
-        for out, record in run(request, progress=_progress(not no_progress, "sampling"), registry=_registry(ctx)):
+        for out, record in run(request, progress=_progress(not no_progress and main, "sampling"), registry=_registry(ctx)):
             if as_json:
                 _emit_json(record)
             else:

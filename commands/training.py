@@ -32,6 +32,15 @@ from latentzoo.core.errors import LatentzooError
     "--clip-grad", type=float, help="Clip the gradient norm to this (0: off). Default: the family's (1.0 for priors, off for autoencoders)."
 )
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes per training process.")
+@click.option("--base", metavar="NAME", help="lora: the pipeline (or prior) the LoRA adapts.")
+@click.option("--rank", type=int, help="lora: the rank r of each (down, up) pair [default 4].")
+@click.option("--alpha", type=float, help="lora: the scale numerator, W + alpha / r * up @ down [default: the rank].")
+@click.option(
+    "--targets",
+    multiple=True,
+    metavar="PATTERN",
+    help="lora: layers to adapt (paths, suffixes such as to_q, or globs) [default: every Linear].",
+)
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def train(
@@ -55,6 +64,10 @@ def train(
     clip_grad: float | None,
     workers: int,
     no_progress: bool,
+    base: str | None,
+    rank: int | None,
+    alpha: float | None,
+    targets: tuple[str, ...],
 ) -> None:
     """Train a FAMILY's component (vqgan, vae, dvae autoencoders; diffusion or transformer
     prior, with --encoder for a prior over a frozen encoder's latents).
@@ -65,6 +78,10 @@ def train(
     \b
     Data-parallel on N processes or GPUs, unchanged (--batch-size is the global batch):
       torchrun --nproc-per-node 2 -m latentzoo train vae -o runs/vae
+
+    \b
+    LoRA on a text-to-image pipeline's prior (a kohya-ss file + an adapter entry):
+      latentzoo train lora --base digits-t2i --data captioned/ --rank 4 -o runs/my-lora
     """
     import yaml
 
@@ -84,6 +101,8 @@ def train(
             config[key] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise LatentzooError(f"--set '{key}={value}': the value is not valid YAML; quote it or fix it") from exc
+    adapter = {"base": base, "rank": rank, "alpha": alpha, "targets": list(targets) or None}
+    config.update({k: v for k, v in adapter.items() if v is not None})  # only a LoRA trainer takes these (others refuse them)
     options = TrainOptions(
         out=Path(out),
         data=data,

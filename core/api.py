@@ -133,6 +133,10 @@ def sample(
     progress: Any = None,
     extra: Any = (),
     allow_mismatch: bool | None = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    loras: Sequence[str] = (),
     **parts: str | None,
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Draw ``n`` samples to ``output`` (a .png grid, or ``DIR/`` for one PNG each) with a JSON sidecar:
@@ -145,7 +149,10 @@ def sample(
     conditioner of a text pipeline; ``prompts`` (or the lines of ``prompts_file``) write one output
     per prompt and return one record each. ``candidates`` N re-ranks by the pipeline's scorer (or
     ``scorer``). Returns the sidecar record (pipeline, sha256s, seed, steps, options, versions, files).
-    A refusal is a LatentzooError carrying the CLI's line. Batch ``k`` is seeded from (seed, k).
+    A refusal is a LatentzooError carrying the CLI's line. Sample ``i`` is seeded from (seed, i)
+    (core.seeding). ``threads`` sets torch's CPU threads (recorded); ``device`` is checked (cpu only
+    today); ``resume=True`` finishes an interrupted ``DIR/`` run (core.rundir). ``loras`` are
+    ``"NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]]"`` as ``--lora`` takes them, applied in memory.
     """
     from .request import SampleRequest, run
     from .text import read_prompts
@@ -179,6 +186,10 @@ def sample(
         output=str(output),
         allow_mismatch=bool(allow_mismatch),
         registries=tuple(str(x) for x in extra),
+        threads=threads,
+        device=device,
+        resume=resume,
+        loras=tuple(loras),
     )
     records = [w.record for w in run(request, progress=progress)]
     return records if prompts is not None else records[0]

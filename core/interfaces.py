@@ -30,7 +30,15 @@ if TYPE_CHECKING:
 
     from .conditioning import ConditioningSpace
 
-ROLES: tuple[str, ...] = ("encoder", "decoder", "prior", "sampler", "scheduler", "conditioner")
+ROLES: tuple[str, ...] = (
+    "encoder",
+    "decoder",
+    "prior",
+    "sampler",
+    "scheduler",
+    "conditioner",
+    "adapter",
+)  # adapter: a LoRA applied to a prior / conditioner
 
 # A progress callback: called once per step with (step_index, total_steps).
 Progress = Callable[[int, int], None]

@@ -6,26 +6,30 @@ Sampling follows the role contract (core/interfaces.py): when the sampler walks 
 the validated sampler and prior options (``class_label`` becomes the ``class_labels``
 LongTensor).
 
-Batches and reproducibility. ``n`` samples are drawn in batches of ``batch_size``
-(default 64), so memory does not grow with ``n``. Batch ``k`` draws its noise and all its
-randomness from its own generator seeded with ``batch_seed(seed, k)``: batch 0 uses
-``seed`` itself, so for ``n <= batch_size`` the result is exactly the unbatched draw of
-earlier versions; later batches use a seed derived from (seed, k) by SHA-256. The same
-pipeline, seed, options and batch size give identical bytes on CPU; a different batch
-size gives a different (equally valid) draw for samples past the first batch.
+Batches and reproducibility (seeding ``per-index/1``, core.seeding). ``n`` samples are drawn
+in batches of ``batch_size`` (default 64), so memory does not grow with ``n``. Sample i's
+noise and every later random draw (sampler noise, drawn class or caption, re-ranking
+candidates, a stochastic decoder's noise) come from its own generator keyed by (seed, i):
+its pixels do not depend on the batch size, on ``n`` (``-n 6`` is the first 6 of ``-n 12``)
+or on which process renders it (``indices``: a share of 0..n-1). Bit-identical where the
+batch shapes match; otherwise within one grey level (kernels may round another batch shape
+differently). ``sample_latents`` is the one exception: one batch from one
+``torch.Generator(seed)``, diffusers' convention, kept for parity checks against it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from . import seeding
 from .compose import TEXT_INPUTS, PipelineSpec, check_text
 from .errors import LatentzooError
 from .interfaces import Conditioner, Decoder, Encoder, Prior, Progress, Sampler, Scheduler, Scorer
@@ -46,17 +50,9 @@ def compute_precision(precision: str) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
 
 
-def decoder_seed(seed: int) -> int:
+def decoder_seed(seed: int) -> int:  # still used by core.variations (one latent, one seed)
     """The seed of a stochastic decoder's own noise for a batch seeded ``seed`` (independent of the prior's draw)."""
     digest = hashlib.sha256(f"latentzoo-decoder:{seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & MAX_SEED
-
-
-def batch_seed(seed: int, k: int) -> int:
-    """The seed of batch ``k``: ``seed`` for the first batch, else 63 bits of sha256("seed:k")."""
-    if k == 0:
-        return seed
-    digest = hashlib.sha256(f"latentzoo-batch:{seed}:{k}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & MAX_SEED
 
 
@@ -96,6 +92,8 @@ class Pipeline:
     warnings: list[str] = field(default_factory=list)
     # What the prior, sampler and scheduler declare (core.options); set by the builder.
     declared: dict[str, list[Option]] = field(default_factory=dict)
+    # LoRA adapters applied in memory (interop.lora.apply_to_pipeline): name, sha256, strengths, for the sidecar.
+    adapters: list[dict[str, Any]] = field(default_factory=list)
 
     def modules(self) -> list[torch.nn.Module]:
         """The distinct torch modules among the pipeline's components."""
@@ -231,8 +229,8 @@ class Pipeline:
     def _latents(
         self,
         plan: SamplingOptions,
+        generator: torch.Generator,
         n: int,
-        seed: int,
         progress: Progress | None,
         levels: list[float] | None,
         *,
@@ -240,24 +238,26 @@ class Pipeline:
         candidates: int = 1,
         drawn: list[int] | None = None,
     ) -> torch.Tensor:
-        """n latents from ``seed``. With ``captions`` K (re-ranking drawn captions), one caption index
-        per run of ``candidates`` draws is drawn here, each sample gets its run's caption (the
-        sampler's ``prompt_indices``), and the indices are appended to ``drawn``."""
-        generator = torch.Generator().manual_seed(seed)
-        noise = torch.randn((n, *self.prior.latent_shape), generator=generator)
+        """n latents, every draw from ``generator`` (``RowGenerators``: row r from its own). With
+        ``captions`` K (re-ranking drawn captions), one caption index per run of ``candidates`` draws
+        is drawn here, each sample gets its run's caption (the sampler's ``prompt_indices``), and the
+        indices are appended to ``drawn``."""
+        noise = seeding.randn((n, *self.prior.latent_shape), generator)
         call = self._call_options(plan, n)
         if captions is not None:
-            # The same draw the sampler makes for random_prompt (uniform over the K captions, from this
-            # generator, right after the noise), one per output instead of one per sample: with N = 1
-            # the bytes are those of plain random_prompt sampling.
-            indices = torch.randint(0, captions, (n // candidates,), generator=generator)
+            # The same draw the sampler makes for random_prompt (uniform over the K captions, right
+            # after the noise), one per output (from its first candidate's generator) instead of one
+            # per sample: with N = 1 the bytes are those of plain random_prompt sampling.
+            firsts = range(0, n, candidates)
+            source = generator.select(firsts) if isinstance(generator, seeding.RowGenerators) else generator
+            indices = seeding.randint(captions, len(firsts), source)
             call["prompt_indices"] = indices.repeat_interleave(candidates)
             if drawn is not None:
                 drawn.extend(indices.tolist())
         latents = self.sampler.sample(self.prior, noise, levels=levels, generator=generator, progress=progress, **call)
         if not _finite(latents):
             raise LatentzooError(
-                f"sampler {self.spec.sampler} produced non-finite latents from prior {self.spec.prior} (seed {seed}); "
+                f"sampler {self.spec.sampler} produced non-finite latents from prior {self.spec.prior}; "
                 "check the prior's weights and the sampling options"
             )
         return latents
@@ -266,10 +266,11 @@ class Pipeline:
     def sample_latents(
         self, n: int, *, seed: int = 0, progress: Progress | None = None, options: Mapping[str, Any] | None = None, **overrides: Any
     ) -> torch.Tensor:
-        """n latents in the prior's (scaled) space, drawn in one batch from ``seed``."""
+        """n latents in the prior's (scaled) space, drawn in one batch from one ``torch.Generator(seed)``
+        (diffusers' convention: for parity checks; ``sample`` seeds each sample by its index)."""
         check_run(n, seed)
         plan = self.resolve_options(options, **overrides)
-        return self._latents(plan, n, seed, progress, self.levels(plan))
+        return self._latents(plan, torch.Generator().manual_seed(seed), n, progress, self.levels(plan))
 
     @torch.inference_mode()
     def iter_batches(
@@ -284,11 +285,13 @@ class Pipeline:
         scores: list[float] | None = None,
         precision: str = "fp32",
         captions: list[int] | None = None,
+        indices: Sequence[int] | None = None,
     ) -> Iterator[torch.Tensor]:
-        """Yield image batches in [-1, 1] (batch ``k`` seeded with ``batch_seed(seed, k)``), n images in all.
+        """Yield image batches in [-1, 1]: samples ``indices`` (default 0..n-1) of the run of n from
+        ``seed``, in order, ``batch_size`` at a time; sample i's draws come from (seed, i) alone.
 
-        With ``candidates`` N, batch k draws N candidates per output (output i's are draws
-        i*N .. i*N+N-1 of that batch) and keeps the one the scorer rates best against the
+        With ``candidates`` N, each output draws N candidates (output i's candidate c from its
+        own generator, keyed (seed, i, c); c = 0 is the draw without re-ranking) and keeps the one the scorer rates best against the
         prompt (DALL-E's CLIP re-ranking, Ramesh et al. 2021, sec. 2.5); the kept scores are
         appended to ``scores``. Without a prompt, under ``random_prompt``, each output's caption
         is drawn from the conditioner's caption set, its N candidates are drawn for it and
@@ -303,15 +306,19 @@ class Pipeline:
         caption_set = text if isinstance(text, list) else None
         levels = self.levels(plan)
         self.hold_weights(precision)
-        for k, start in enumerate(range(0, n, batch_size)):
-            b = min(batch_size, n - start)
-            draws = b * (candidates or 1)
+        indices = list(range(n)) if indices is None else list(indices)
+        if any(not 0 <= i < n for i in indices):
+            raise LatentzooError(f"sample indices must lie in 0..{n - 1}")
+        per = candidates or 1
+        for start in range(0, len(indices), batch_size):
+            keys = [(i, c) for i in indices[start : start + batch_size] for c in range(per)]
+            draws = len(keys)
             drawn: list[int] = []
             with compute_precision(precision):
                 latents = self._latents(
                     plan,
+                    seeding.RowGenerators.for_samples(seed, keys),
                     draws,
-                    batch_seed(seed, k),
                     progress,
                     levels,
                     captions=None if caption_set is None else len(caption_set),
@@ -320,7 +327,8 @@ class Pipeline:
                 )
                 if latents.is_floating_point():  # codes (integer latents) pass as they are
                     latents = latents.float()
-                images = self.decode(self.unscale(latents), seed=decoder_seed(batch_seed(seed, k))).float()
+                decoder_rows = seeding.RowGenerators.for_samples(seed, keys, "decoder") if self.stochastic_decoder else None
+                images = self.decode(self.unscale(latents), generator=decoder_rows).float()
             if text is not None:
                 against: str | list[str] = text if caption_set is None else [caption_set[i] for i in drawn]
                 images, kept = rerank(self.scorer, images, against, candidates)
@@ -378,18 +386,24 @@ class Pipeline:
         progress: Progress | None = None,
         candidates: int | None = None,
         precision: str = "fp32",
+        resume: bool = False,
+        world: Any = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Sample and write ``output`` (a .png grid, or ``DIR/`` for one PNG per sample) with its JSON sidecar.
 
         With ``candidates`` N, each output is the best of N by the pipeline's scorer; the
         sidecar's ``reranking`` records N, the scorer and every kept score, and for drawn
         captions (no prompt, ``random_prompt``) each output's caption and its index into the
-        conditioner's caption set.
+        conditioner's caption set. ``extra``: more sidecar keys (threads, device).
 
-        PNG(s) and sidecar are one unit: written to temporary files, then renamed; if
-        anything fails nothing is left. Memory stays flat in ``n`` (batches; the grid is
-        assembled from uint8 tiles; per-sample files are written as they are made).
-        Returns the sidecar record.
+        A grid and its sidecar are one unit: written to temporary files, then renamed; if
+        anything fails nothing is left. ``DIR/`` commits each finished batch to a partial folder
+        with a manifest line, so a killed run keeps its finished work (``resume`` renders only
+        what is missing), and renders only its share under several ranks (``world``, a
+        core.distributed.World); the files and the sidecar are renamed into place when every
+        batch is done (core.rundir). A grid under several ranks: each renders its share, rank 0
+        gathers the tiles and writes it. Memory stays flat in ``n``. Returns the sidecar record.
         """
         from .images import to_uint8
         from .record import RECORD_FORMAT, SampleOutput, versions
@@ -402,6 +416,37 @@ class Pipeline:
             from .rerank import check_candidates
 
             check_candidates(self, candidates, plan)  # before anything is written
+        record = {
+            "format": RECORD_FORMAT,
+            **self.record(),
+            "seed": seed,
+            "n": n,
+            "batch_size": batch_size,
+            "steps": plan.steps if getattr(self.sampler, "levels", None) is not None else None,
+            "sampler": self.spec.sampler,
+            "scheduler": self.spec.scheduler,
+            "options": plan.recorded(),  # with prompt / negative_prompt for a text pipeline
+            "precision": precision,
+            "seeding": seeding.SEEDING,  # sample i's draws from (seed, i) alone (core.seeding)
+            **(extra or {}),
+            "versions": versions(),
+        }
+        if output.endswith(("/", os.sep)):
+            from .rundir import sample_dir
+
+            return sample_dir(
+                self, output, n, record, seed=seed, batch_size=batch_size, plan=plan, progress=progress,
+                candidates=candidates, precision=precision, resume=resume, world=world,
+            )  # fmt: skip
+        if resume:
+            raise LatentzooError(f"--resume continues a -o DIR/ run; -o {output} is a grid, written at once: drop --resume")
+        if world is not None and world.distributed:
+            from .rundir import sample_grid
+
+            return sample_grid(
+                self, output, n, nrow, record, seed=seed, batch_size=batch_size, plan=plan, progress=progress,
+                candidates=candidates, precision=precision, world=world,
+            )  # fmt: skip
         out = SampleOutput(output, n=n, nrow=nrow)
         scores: list[float] = []
         drawn: list[int] = []
@@ -419,27 +464,14 @@ class Pipeline:
             )
             for images in batches:
                 out.add(to_uint8(images))
-            record = {
-                "format": RECORD_FORMAT,
-                **self.record(),
-                "seed": seed,
-                "n": n,
-                "batch_size": batch_size,
-                "steps": plan.steps if getattr(self.sampler, "levels", None) is not None else None,
-                "sampler": self.spec.sampler,
-                "scheduler": self.spec.scheduler,
-                "options": plan.recorded(),  # with prompt / negative_prompt for a text pipeline
-                "precision": precision,
-                "versions": versions(),
-            }
             if candidates is not None:
-                record["reranking"] = self._reranking(candidates, plan, scores, drawn)
+                record["reranking"] = self.reranking_record(candidates, plan, scores, drawn)
             return out.commit(record)
         except BaseException:
             out.abort()
             raise
 
-    def _reranking(self, candidates: int, plan: SamplingOptions, scores: list[float], drawn: list[int]) -> dict[str, Any]:
+    def reranking_record(self, candidates: int, plan: SamplingOptions, scores: list[float], drawn: list[int]) -> dict[str, Any]:
         """The sidecar's ``reranking``: N, the scorer, the kept scores and the text (or each output's drawn caption)."""
         record: dict[str, Any] = {
             "candidates": candidates,
@@ -466,10 +498,11 @@ class Pipeline:
         return bool(getattr(self.decoder, "stochastic", False))
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
-        """Images in [-1, 1]; a stochastic decoder draws its noise from a generator seeded ``seed``."""
+    def decode(self, latents: torch.Tensor, *, seed: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images in [-1, 1]; a stochastic decoder draws its noise from ``generator`` (per-sample
+        ``RowGenerators`` when sampling), else from a generator seeded ``seed``."""
         if self.stochastic_decoder:
-            images = self.decoder.decode(latents, generator=torch.Generator().manual_seed(seed))
+            images = self.decoder.decode(latents, generator=generator or torch.Generator().manual_seed(seed))
         else:
             images = self.decoder.decode(latents)
         if not _finite(images):
@@ -487,6 +520,7 @@ class Pipeline:
             "components": self.spec.parts(),
             "sha256": dict(self.sha256),
             "defaults": dict(self.spec.defaults),
+            **({"adapters": [dict(a) for a in self.adapters]} if self.adapters else {}),
         }
 
 
@@ -496,7 +530,6 @@ __all__ = [
     "OptionError",
     "Pipeline",
     "SamplingOptions",
-    "batch_seed",
     "check_precision",
     "check_run",
     "decoder_seed",

@@ -27,6 +27,7 @@ To add a field (a new flag of a front end): add it to ``SampleRequest``, check i
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,14 @@ class SampleRequest:
     frames: int = 8  # interpolate: frames from A to B, endpoints included
     to: str | None = None  # variations: slerp from images[0]'s embedding to this image's, n frames
     fit: bool = False  # resize / convert inputs instead of refusing them
+    # LoRA adapters, NAME[:MODEL_STRENGTH[:TEXT_STRENGTH]] (a registered adapter or a .safetensors path),
+    # applied in memory once the pipeline is built, by the ``adapt`` its caller gives ``run``
+    loras: tuple[str, ...] = ()
+    # where it runs (core.runtime): torch's CPU threads (None: torch's default), the device, and
+    # whether to finish an interrupted -o DIR/ run (core.rundir)
+    threads: int | None = None
+    device: str = "cpu"
+    resume: bool = False
 
     def parts(self) -> dict[str, str | None]:
         return {role: getattr(self, role) for role in ROLE_FIELDS}
@@ -105,6 +114,7 @@ class Plan:
     runs: list[tuple[str, str | None]]  # (output, prompt) per output
     candidates: int | None
     warnings: list[str]
+    adapt: Any = None  # (pipe, request) -> None: applies request.loras (default: the adapter plugin's declared apply)
 
 
 class Written(NamedTuple):
@@ -197,10 +207,21 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     n, nrow = _shape(request)
     check_run(n, request.seed, request.batch_size, nrow)
     check_precision(request.precision)
+    from .runtime import check_device, check_threads
+
+    check_threads(request.threads)
+    check_device(request.device)
+    if request.resume and (request.command != "sample" or not request.output.endswith(("/", os.sep))):
+        raise LatentzooError(f"--resume continues a -o DIR/ run of sample; -o {request.output} is written at once: drop --resume")
     runs = _runs(request, conditioning)
     for out, _ in runs:
         SampleOutput(out, n=n, nrow=nrow)  # refuse a bad output before building anything
     candidates = _candidates(request)
+    if request.loras:
+        from .adapters import parse_spec
+
+        for spec_text in request.loras:
+            parse_spec(spec_text)  # strengths finite and within [-20, 20], before anything loads
     if candidates is not None and request.command != "sample":
         raise LatentzooError(f"--candidates re-ranks samples; {request.command} takes none")
     reg = registry if registry is not None else Registry.load(list(request.registries))
@@ -237,20 +258,50 @@ def build(plan: Plan) -> Pipeline:
     pipe = Builder(plan.registry).pipeline(plan.spec, allow_mismatch=plan.request.allow_mismatch or None)
     for message in pipe.warnings:
         warnings.warn(message, stacklevel=2)
+    if plan.request.loras:
+        (plan.adapt or declared_adapter())(pipe, plan.request)
     return pipe
 
 
-def run(request: SampleRequest, *, progress: Progress | None = None, registry: Registry | None = None) -> list[Written]:
-    """Validate the request, build its pipeline once and write each output with its JSON sidecar."""
+def declared_adapter() -> Any:
+    """The ``apply`` of the installed adapter plugin (a component declaration with role adapter), which
+    applies a request's ``loras`` to a built pipeline: the CLI, the API and the server share it."""
+    from .plugins import get_manager
+    from .registry import import_target
+
+    for decl in get_manager().components().values():
+        if "adapter" in decl["roles"] and decl.get("apply"):
+            return import_target(decl["apply"])
+    raise LatentzooError("no installed plugin applies adapters (--lora); reinstall latentzoo, whose adapters plugin does")
+
+
+def run(request: SampleRequest, *, progress: Progress | None = None, registry: Registry | None = None, adapt: Any = None) -> list[Written]:
+    """Validate the request, build its pipeline once and write each output with its JSON sidecar.
+    ``adapt(pipe, request)`` applies ``request.loras`` to the built pipeline; by default the adapter
+    plugin's declared ``apply`` (the LoRA file formats live at the edge, ``latentzoo.interop.lora``)."""
     plan = validate(request, registry)
+    plan.adapt = adapt
     if request.command != "sample":
         return [Written(request.output, _edit(plan))]
+    from .runtime import apply_threads, join_world
+
+    extra = {"threads": apply_threads(request.threads), "device": request.device}
     pipe = build(plan)
     if "steps" in plan.values and plan.values["steps"] is not None and getattr(pipe.sampler, "levels", None) is None:
         raise LatentzooError(  # never silently ignored
             f"--steps: sampler {pipe.spec.sampler} walks no noise schedule (it draws tokens or samples directly), "
             "so it takes no steps; drop --steps"
         )
+    world = join_world()  # torchrun: each rank renders its share (core.rundir); None for one process
+    try:
+        return _sample_runs(plan, pipe, progress, world, extra)
+    finally:
+        if world is not None:
+            world.close()
+
+
+def _sample_runs(plan: Plan, pipe: Pipeline, progress: Progress | None, world: Any, extra: dict[str, Any]) -> list[Written]:
+    request = plan.request
     written = []
     for out, prompt in plan.runs:
         conditioning = {**plan.conditioning, **({"prompt": prompt} if prompt is not None else {})}
@@ -264,8 +315,12 @@ def run(request: SampleRequest, *, progress: Progress | None = None, registry: R
             progress=progress,
             candidates=plan.candidates,
             precision=request.precision,
+            resume=request.resume,
+            world=world,
+            extra=extra,
         )
-        written.append(Written(out, record))
+        if world is None or world.is_main:  # the other ranks wrote their share; rank 0 reports
+            written.append(Written(out, record))
     return written
 
 

@@ -205,7 +205,7 @@ Layout:
   kind): imported only when it is built or checked.
 - `tests/test_plugin.py`: checks the plugin loads, stays light, and works (a prior: `latentzoo check`).
 
-See latentzoo's `docs/plugins.md` for the six hooks, the six roles, the latent-space contract
+See latentzoo's `docs/plugins.md` for the six hooks, the seven roles, the latent-space contract
 and "Adding a kind".
 """
 

@@ -5,6 +5,10 @@ latentzoo.convert("ldm-celebahq-256/", "celebahq", from_format="diffusers", scal
 latentzoo.export("digits", "digits-diffusers/", to_format="diffusers")
 latentzoo.push("digits-vqgan", "me/digits-vqgan")
 latentzoo.pull("me/digits-vqgan@main", name="my-vqgan")
+latentzoo.lora_add("style.safetensors", base="sd15", name="style")
+pipe = latentzoo.load_pipeline("sd15"); latentzoo.apply_loras(pipe, ["style:0.8"])
+latentzoo.fuse("sd15", ["style:0.8"], name="sd15-style")
+latentzoo.merge("weighted-sum", ["sd15", "other"], alpha=0.3, name="mix")
 """
 
 from __future__ import annotations
@@ -76,3 +80,41 @@ def pull(ref: str, *, name: str | None = None, force: bool = False, trust_unveri
     from .hub import pull as _pull
 
     return _pull(ref, name=name, force=force, trust_unverified=trust_unverified)
+
+
+def lora_add(file: str | Path, *, base: str, name: str, allow_partial: bool = False, extra: Any = ()) -> dict[str, Any]:
+    """Register a LoRA file (kohya-ss or diffusers / PEFT) as ``name`` after checking that it fits ``base``; the entry."""
+    from .lora import add
+
+    return add(file, base=base, name=name, allow_partial=allow_partial, extra=extra)[0]
+
+
+def apply_loras(pipe: Any, loras: list[str], *, extra: Any = ()) -> list[dict[str, Any]]:
+    """Apply ``NAME[:MODEL[:TEXT]]`` LoRAs to a loaded pipeline in memory (``sample --lora``); their sidecar records."""
+    from .lora import apply_to_pipeline, parse_spec
+
+    return apply_to_pipeline(pipe, [parse_spec(s) for s in loras], extra)
+
+
+def fuse(target: str, loras: list[str], *, name: str, outdir: str | Path | None = None, extra: Any = ()) -> dict[str, Any]:
+    """Fuse ``NAME[:MODEL[:TEXT]]`` LoRAs into ``target``'s weights as a new registered pipeline / component (``latentzoo fuse``)."""
+    from .lora import fuse as _fuse
+    from .lora import parse_spec
+
+    return _fuse(target, [parse_spec(s) for s in loras], name=name, outdir=outdir, extra=extra)
+
+
+def merge(
+    operation: str,
+    inputs: list[str],
+    *,
+    alpha: float,
+    name: str,
+    dtype: str | None = None,
+    outdir: str | Path | None = None,
+    extra: Any = (),
+) -> dict[str, Any]:
+    """``weighted-sum`` (1 - a) A + a B or ``add-difference`` A + a (B - C) of components / pipelines (``latentzoo merge``)."""
+    from .merge import merge as _merge
+
+    return _merge(operation, inputs, alpha=alpha, name=name, dtype=dtype, outdir=outdir, extra=extra)

@@ -46,7 +46,15 @@ def test_reranking_keeps_the_best_candidate_by_the_scorer():
     scores: list[float] = []
     best = pipe.sample(6, seed=0, prompt=PROMPT, candidates=4, scores=scores)
     assert best.shape == (6, 1, 32, 32) and len(scores) == 6
-    drawn = pipe.sample(24, seed=0, prompt=PROMPT)  # the same 24 draws the candidates came from
+    # the same 24 draws the candidates came from: candidate c of output i from its own generator (core.seeding)
+    from latentzoo.core.seeding import RowGenerators
+
+    plan = pipe.resolve_options(prompt=PROMPT)
+    keys = [(i, c) for i in range(6) for c in range(4)]
+    codes = pipe._latents(plan, RowGenerators.for_samples(0, keys), 24, None, pipe.levels(plan))
+    drawn = pipe.decode(pipe.unscale(codes)).float()
+    # candidate 0 of output i is the plain draw of sample i
+    torch.testing.assert_close(drawn.view(6, 4, 1, 32, 32)[:, 0], pipe.sample(6, seed=0, prompt=PROMPT), atol=1e-2, rtol=0)
     sims = pipe.scorer.similarity(drawn, [PROMPT])[:, 0].view(6, 4)
     torch.testing.assert_close(torch.tensor(scores), sims.max(1).values, atol=1e-5, rtol=0)
     torch.testing.assert_close(best, drawn.view(6, 4, 1, 32, 32)[torch.arange(6), sims.argmax(1)])

@@ -153,6 +153,12 @@ def ddpm(env):
 # loops written as diffusers' pipelines run them
 
 
+def batch_drawn(pipe, n: int, *, seed: int, **options) -> torch.Tensor:
+    """The pipeline's images with the whole batch drawn from one torch.Generator(seed), diffusers'
+    convention (``pipe.sample`` seeds each sample by its index, core.seeding): sample_latents, decode."""
+    return pipe.decode(pipe.unscale(pipe.sample_latents(n, seed=seed, **options)))
+
+
 @torch.no_grad()
 def diffusers_ldm_latents(unet, sched, *, n, seed, steps, eta):
     """LDMPipeline.__call__ up to the decode, with the generator also passed to step (as DDIMPipeline does)."""
@@ -253,7 +259,7 @@ def test_ldm_pipeline_call_parity(ldm):
     theirs.vqvae.register_to_config(scaling_factor=SCALE)
     theirs.set_progress_bar_config(disable=True)
     out = theirs(batch_size=2, generator=torch.Generator().manual_seed(7), num_inference_steps=STEPS, output_type="np").images
-    ours = (pipe.sample(2, seed=7, steps=STEPS) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    ours = (batch_drawn(pipe, 2, seed=7, steps=STEPS) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
     assert max_err("LDMPipeline call images", ours, torch.from_numpy(out)) < TOL
 
 
@@ -265,7 +271,10 @@ def test_ddpm_loop_parity(ddpm):
     official = diffusers.DDPMPipeline(unet=ddpm["unet"], scheduler=ddpm["sched"])
     official.set_progress_bar_config(disable=True)
     out = official(batch_size=2, generator=torch.Generator().manual_seed(5), num_inference_steps=STEPS, output_type="np").images
-    assert max_err("DDPMPipeline call images", (pipe.sample(2, seed=5, steps=STEPS) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1), out) < TOL
+    assert (
+        max_err("DDPMPipeline call images", (batch_drawn(pipe, 2, seed=5, steps=STEPS) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1), out)
+        < TOL
+    )
 
 
 def test_ddim_on_ddpm_schedule_parity(ddpm):
@@ -366,7 +375,7 @@ def test_exported_ldm_loads_in_diffusers_and_matches(ldm, env):
         assert max_err(f"exported ddim loop (eta {eta})", theirs, pipe.sample_latents(2, seed=11, steps=STEPS, eta=eta)) < TOL
     back.set_progress_bar_config(disable=True)
     images = back(batch_size=2, generator=torch.Generator().manual_seed(3), num_inference_steps=STEPS, output_type="np").images
-    ours = (pipe.sample(2, seed=3, steps=STEPS) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+    ours = (batch_drawn(pipe, 2, seed=3, steps=STEPS) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
     assert max_err("exported LDMPipeline call", ours, images) < TOL
 
 

@@ -36,21 +36,20 @@ REQUESTS: dict[str, list[str]] = {
     "digits-n1": ["digits", "--steps", "3", "-n", "1", "--seed", "7", "--no-progress"],
 }
 
-# request id -> sha256 of the PNG written (recorded on main before the typed request, issue 28)
+# request id -> sha256 of the PNG written; recorded again for seeding per-index/1 (issue 26: sample i from (seed, i), which moved every pixel once)
 GOLDEN: dict[str, str] = {
-    "digits": "b619348df531bb35700b4f60476dbe2ce61e3fffb9f9e580db2f20866985ed35",
-    "digits+euler": "0d1a0d0c630203002e82d01a1ec0d20108b2e06b0594eef4b4065193b995b49c",
-    "digits-cond": "f708ca68c871c99959b2180f915bd146372b038d0c51416797fc45aaaf1f5721",
-    "digits-dalle": "dc5a8539111f0cb51f09292bc34cc2e4775f77606c282d64e6890bcd4d6315df",
-    "digits-flow": "211df0c110d23addb69bf77b473fd31e0af8490ece67b75a712b944679af9642",
-    "digits-kl-ldm": "80217ed5d1d86a72628e553028d5e432774763721481675537133be894f60d46",
-    # one image is that image at 32x32, not a padded 36x36 one-tile grid (issue 28, item 7): new bytes, same pixels inside
-    "digits-n1": "24d862e9a42f6271a729d849a1077b95d046dec0a5506d23bdf56ecceb7d242c",
-    "digits-t2i": "07d3c60a7c6fcff9d85be2b2f3310f1681e4f5e985afa33186317f1a257902ab",
-    "digits-unclip": "93efd90fbeb4c57f3ea56b67ef93f4c8bba09c2ff8cae65cd4ac746d3b44ef26",
-    "digits-vae": "8cad92a1a64e05d723c94dde7928effce3620e00136f059746895e693edee079",
-    "digits-vqgan-ar": "baeb782a3d2a1bf218f51ab63e1a1674dd0467b7d05e96cebf6858098e4b6de4",
-    "digits-vqgan-dalle": "4c3bc9f8c009ac467ef4a27ed766b999b28841b5f0271211bf2f09d98a30ff8c",
+    "digits": "81c117c21d5861de18ba9f1fb254890d9a44cdf130d9b3980d7b8e18c2a8ed40",
+    "digits+euler": "bd96631a4e20f2863abb7eb0662752fc782e471ffdbc0e7d6a74967dff46996e",
+    "digits-cond": "2aaaceff09d56dab43b6c634402977019db55522b9d9e26720de8197f18454c9",
+    "digits-dalle": "f5a3f5b820f45e03212f466c9401dca7e38703fec8ee4595f08d6b5b4140480b",
+    "digits-flow": "1d1a0be528fa914a5050050adc19406f63951ee6dd8f88a4b9825a9766b3f140",
+    "digits-kl-ldm": "4cd4a579347592a2e041249602667ed86322770580ad5e0728efbcc6e09b7048",
+    "digits-n1": "8af02e4db7f4c8d03b3dd6bfc6d47741b077fcc8cbe287caf589523e70fd68d1",
+    "digits-t2i": "2d75318f787ff9ed5d577570ae3015444147c290acfe48eccb16c8f20cb9af2d",
+    "digits-unclip": "5a29d50fa03fd78e5592f4614e62a83d235caffa192a6ab280fc962b87c7c971",
+    "digits-vae": "477674cd8a850adc7e32b32b0d735e8a9c98a06d461177a0d3ba03df305c1a3a",
+    "digits-vqgan-ar": "70fed746b9235ea992b8a183a4c82e5614d3c721aa2cff1eb51d4dd8eefc134b",
+    "digits-vqgan-dalle": "15803afaec018c82d489695d74b5d02474bb927d203734b7739e5e75fe40448d",
 }
 
 

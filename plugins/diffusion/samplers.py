@@ -16,6 +16,7 @@ import torch
 from latentzoo.core.denoising import Denoiser, check_sigmas
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Progress, Sampler
+from latentzoo.core.seeding import randn_like
 
 X0_OPTIONS = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
 
@@ -113,12 +114,11 @@ class DDIMSampler(DenoiserSampler):
             std = eta * math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
             plan.append((s, math.sqrt(a_prev), math.sqrt(max(0.0, 1 - a_prev - std**2)), std))
         x = noise.clone()  # x_T in the variance-preserving form
-        z = torch.empty_like(x) if eta > 0 else None
         for i, (s, c_x0, c_eps, std) in enumerate(plan):
             x0, eps = denoiser.predict(x, s)
             x = torch.add(x0.mul_(c_x0), eps, alpha=c_eps)
-            if z is not None and std > 0:
-                x.add_(z.normal_(generator=generator), alpha=std)
+            if eta > 0 and std > 0:
+                x.add_(randn_like(x, generator), alpha=std)  # each sample's noise from its own generator
             if progress:
                 progress(i + 1, len(plan))
         return x
@@ -198,12 +198,11 @@ class DDPMSampler(DenoiserSampler):
             std = math.sqrt(var) if s_prev > 0 else 0.0  # no noise on the final step
             plan.append((s, c_x0, c_xt, std))
         x = noise.clone()
-        z = torch.empty_like(x)
         for i, (s, c_x0, c_xt, std) in enumerate(plan):
             x0, _ = denoiser.predict(x, s)
             x = torch.add(x0.mul_(c_x0), x, alpha=c_xt)
             if std > 0:
-                x.add_(z.normal_(generator=generator), alpha=std)
+                x.add_(randn_like(x, generator), alpha=std)  # each sample's noise from its own generator
             if progress:
                 progress(i + 1, len(plan))
         return x

@@ -25,6 +25,8 @@ import math
 
 import torch
 
+from latentzoo.core.seeding import randn_like
+
 MASK64 = (1 << 64) - 1
 
 
@@ -37,16 +39,27 @@ def mix(seed: int, index: int) -> int:
 
 
 class BrownianTree:
-    """W(t) for t in [t0, t1] (t0 < t1), shape ``shape``, from ``seed``; ``tol`` is the finest node width."""
+    """W(t) for t in [t0, t1] (t0 < t1), shape ``shape``, from ``seed``; ``tol`` is the finest node width.
 
-    def __init__(self, t0: float, t1: float, shape: torch.Size, seed: int, *, tol: float = 1e-6, dtype=torch.float32, device=None) -> None:
+    ``seed`` a list (one per row of ``shape``): each row is its own tree, keyed by its own seed, so a
+    sample's path does not depend on the batch it is drawn in (core.seeding)."""
+
+    def __init__(
+        self, t0: float, t1: float, shape: torch.Size, seed: int | list[int], *, tol: float = 1e-6, dtype=torch.float32, device=None
+    ) -> None:
         if not t1 > t0:
             raise ValueError(f"BrownianTree needs t0 < t1, got {t0}, {t1}")
-        self.t0, self.t1, self.shape, self.seed, self.tol = float(t0), float(t1), torch.Size(shape), int(seed), tol
+        self.t0, self.t1, self.shape, self.tol = float(t0), float(t1), torch.Size(shape), tol
+        self.seed: int | list[int] = [int(s) for s in seed] if isinstance(seed, list) else int(seed)
         self.dtype, self.device = dtype, device
         self.w1 = self.normal(1) * math.sqrt(self.t1 - self.t0)
 
     def normal(self, index: int) -> torch.Tensor:
+        if isinstance(self.seed, list):
+            rows = [
+                torch.randn(self.shape[1:], generator=torch.Generator().manual_seed(mix(s, index)), dtype=torch.float64) for s in self.seed
+            ]
+            return torch.stack(rows).to(dtype=self.dtype, device=self.device)
         g = torch.Generator().manual_seed(mix(self.seed, index))
         return torch.randn(self.shape, generator=g, dtype=torch.float64).to(dtype=self.dtype, device=self.device)
 
@@ -75,7 +88,7 @@ class BrownianNoise:
     sigma over [sigma_min, sigma_max] of the levels, and the sign follows the direction.
     """
 
-    def __init__(self, x: torch.Tensor, sigma_min: float, sigma_max: float, seed: int) -> None:
+    def __init__(self, x: torch.Tensor, sigma_min: float, sigma_max: float, seed: int | list[int]) -> None:
         self.tree = BrownianTree(sigma_min, sigma_max, x.shape, seed, dtype=x.dtype, device=x.device)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
@@ -93,4 +106,4 @@ class GaussianNoise:
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         x = self.like
-        return torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+        return randn_like(x, self.generator)  # row by row for per-sample generators (core.seeding)

@@ -27,6 +27,7 @@ from latentzoo.core.denoising import Denoiser, check_sigmas
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Progress, Sampler
 from latentzoo.core.options import DENOISER_OPTIONS, Option, OptionError, parse_options
+from latentzoo.core.seeding import row_seeds
 
 from . import ALL_SAMPLERS, ode, solvers
 from .brownian import BrownianNoise, GaussianNoise
@@ -75,8 +76,8 @@ class KSampler(Sampler):
         if self.noise == "gaussian":
             return GaussianNoise(x, generator)
         if self.noise == "brownian":
-            seed = int(torch.randint(0, 2**62, (), generator=generator))
-            return BrownianNoise(x, sigmas[-2], sigmas[0], seed)
+            # One tree per sample, keyed by a draw from its own generator (core.seeding.row_seeds).
+            return BrownianNoise(x, sigmas[-2], sigmas[0], row_seeds(generator, x.shape[0]))
         return None
 
     def run(

@@ -8,6 +8,7 @@ import torch
 
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Progress, Sampler
+from latentzoo.core.seeding import multinomial, randint
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
@@ -74,7 +75,7 @@ class TokenSampler(Sampler):
         if random_class and class_labels is None and conditioning is None and getattr(prior, "num_classes", None):
             # p(x) = sum_c p(c) p(x | c) with p(c) uniform: the class-conditional branch, trained on
             # every example, samples better than the null token, trained on the dropped ones only.
-            class_labels = torch.randint(0, prior.num_classes - 1, (n,), generator=generator)
+            class_labels = randint(prior.num_classes - 1, n, generator)  # each sample's class from its own generator
         labels = prior.null_labels(n) if class_labels is None else class_labels
         text = None
         if conditioning is not None:  # DALL-E: the prompt's token states come first (batch 1 or n)
@@ -85,7 +86,7 @@ class TokenSampler(Sampler):
                 # when the pipeline drew them (re-ranking: one caption per output, shared by its
                 # candidates), given as prompt_indices (n row indices).
                 if prompt_indices is None:
-                    prompt_indices = torch.randint(0, text.shape[0], (n,), generator=generator)
+                    prompt_indices = randint(text.shape[0], n, generator)
                 elif prompt_indices.shape != (n,) or not bool(((prompt_indices >= 0) & (prompt_indices < text.shape[0])).all()):
                     raise LatentzooError(f"prompt_indices must be {n} row indices into the {text.shape[0]} captions")
                 text = text[prompt_indices]
@@ -113,7 +114,7 @@ class TokenSampler(Sampler):
                 cond, uncond = logits.chunk(2)
                 logits = uncond + guidance * (cond - uncond)
             probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
-            codes[:, i] = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            codes[:, i] = multinomial(probs, generator)
             previous = torch.cat([codes[:, i], codes[:, i]]) if guided else codes[:, i]
             if progress:
                 progress(i + 1, length)

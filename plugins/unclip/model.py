@@ -34,6 +34,7 @@ from torch import nn
 from latentzoo.core.denoising import Denoiser, NoiseSchedule
 from latentzoo.core.errors import LatentzooError
 from latentzoo.core.interfaces import Decoder, DenoiserPrior
+from latentzoo.core.seeding import randn
 
 DEFAULT_SCHEDULE: dict[str, Any] = {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000}
 
@@ -206,7 +207,7 @@ class UnCLIPDecoder(nn.Module, Decoder):
         emb = F.normalize(emb, dim=-1)  # the decoder was trained on unit-norm CLIP embeddings
         b, c, s = emb.shape[0], self.image_channels, self.base_size
         generator = generator or torch.Generator().manual_seed(0)
-        x = torch.randn((b, c * s * s), generator=generator)
+        x = randn((b, c * s * s), generator)  # row by row for per-sample generators (core.seeding)
         den = Denoiser(
             self.denoiser,
             guidance=self.guidance,
