@@ -168,7 +168,8 @@ class SampleOutput:
 
         # One writer per output, held until commit / abort, or until this object is dropped (a
         # pre-flight check's instance releases at once, CPython's reference counting).
-        self._unlock = lock_output(self.path, f"-o {text}")
+        if os.environ.get("RANK", "0") == "0":  # rank 0 holds it for every rank of a distributed run
+            self._unlock = lock_output(self.path, f"-o {text}")
 
     def __del__(self) -> None:
         if self._unlock is not None:

@@ -421,29 +421,29 @@ def test_a_second_writer_is_refused_in_one_line_and_nothing_is_deleted(lz3, tmp_
 # -- 7: SIGTERM and a full disk -----------------------------------------------------------
 
 
-def _term_after_first_batch(monkeypatch) -> None:
-    """SIGTERM to this process once the first sample is staged (as `kill -TERM` mid-run)."""
+def _term_after_first_png(monkeypatch) -> None:
+    """SIGTERM to this process once the first sample's PNG is written (as `kill -TERM` mid-run)."""
     import signal
 
-    from latentzoo.core import record
+    from latentzoo.core import rundir
 
-    add = record.SampleOutput.add
+    write_png = rundir.write_png
 
-    def add_then_term(self, images):
-        add(self, images)
+    def write_then_term(*args, **kwargs):
+        write_png(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(record.SampleOutput, "add", add_then_term)
+    monkeypatch.setattr(rundir, "write_png", write_then_term)
 
 
 def test_sigterm_mid_sample_leaves_no_temporaries_fast(lz3, tmp_path, monkeypatch):
     import signal
 
-    _term_after_first_batch(monkeypatch)
+    _term_after_first_png(monkeypatch)
     handler = signal.getsignal(signal.SIGTERM)
     result = lz3("sample", "digits", "-n", "4", "--batch-size", "1", "--steps", "1", "-o", str(tmp_path / "d") + "/")
     assert result.returncode == 143 and result.stderr_lines[-1].startswith("terminated"), str(result)
-    assert not (tmp_path / "d").exists(), "SIGTERM left a staging folder"
+    assert not (tmp_path / "d").exists(), "SIGTERM before any batch was committed left files"
     assert signal.getsignal(signal.SIGTERM) == handler  # the CLI puts the previous handler back
 
 
@@ -459,12 +459,14 @@ def test_sigterm_to_a_real_sample_process_leaves_no_temporaries(cli, tmp_path):
     args = [sys.executable, "-m", "latentzoo", "sample", "digits", "-n", "5000", "--steps", "2", "--batch-size", "8", "-o", f"{out}/"]
     proc = subprocess.Popen(args, cwd=cli.cwd, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any(out.glob(".latentzoo-staging-*/*.png")) and time.monotonic() < deadline:
+    while not any(out.glob(".latentzoo-partial/*.png")) and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+    # what stays is the finished, committed batches --resume completes; no temporaries, no samples in DIR/ itself
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) if out.exists() else []
+    assert all(p.startswith(".latentzoo-partial") and not p.endswith(".tmp") for p in left), left
 
 
 @contextlib.contextmanager
