@@ -43,6 +43,7 @@ COMMANDS = {
     "formats": "inspect:formats_cmd",
     "push": "interop:push",
     "pull": "interop:pull",
+    "registry": "registry:registry",
     "lora": "adapters:lora",
     "fuse": "adapters:fuse",
     "merge": "adapters:merge",
@@ -109,12 +110,18 @@ def main(argv: list[str] | None = None) -> None:
     from latentzoo.core.sources import configure_hub_client
 
     configure_hub_client()  # LATENTZOO_OFFLINE reaches huggingface_hub before anything (a plugin too) imports it
+    from latentzoo.core.signals import terminate_as_interrupt, terminated
+
     try:
-        cli.main(args=argv, prog_name="latentzoo", standalone_mode=False)
+        with terminate_as_interrupt():  # SIGTERM cleans up as Ctrl-C does: no temporaries left
+            cli.main(args=argv, prog_name="latentzoo", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("aborted", err=True)
+    except (click.Abort, KeyboardInterrupt) as exc:
+        if terminated():
+            click.echo("terminated (SIGTERM); temporaries removed, finished outputs kept", err=True)
+            sys.exit(143)
+        click.echo("aborted" if isinstance(exc, click.Abort) else "interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -124,9 +131,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
     except Exception as exc:
         if debug:
             raise

@@ -130,7 +130,8 @@ def push(ctx: click.Context, name: str, repo: str, revision: str | None, private
 @click.argument("ref", metavar="ORG/NAME[@REVISION]")
 @click.option("--name", help="Local registry name [default: the repo name]; a pipeline's components become NAME-<component>.")
 @click.option("--force", is_flag=True, help="Replace or shadow entries of the same names (built-in ones included).")
-def pull(ref: str, name: str | None, force: bool) -> None:
+@click.option("--trust-unverified", is_flag=True, help="Accept weights whose config states no sha256 (recorded as downloaded).")
+def pull(ref: str, name: str | None, force: bool, trust_unverified: bool) -> None:
     """Download a component or pipeline from the Hub, verify its sha256, and add it to the user registry.
 
     Names from the Hub never replace names the registry already has unless --force. A
@@ -140,7 +141,7 @@ def pull(ref: str, name: str | None, force: bool) -> None:
     from latentzoo.core.registry import user_registry_path
     from latentzoo.interop.api import pull as run
 
-    result = run(ref, name=name, force=force)
+    result = run(ref, name=name, force=force, trust_unverified=trust_unverified)
     what = ", ".join([*result.components, *(f"{p} (pipeline)" for p in result.pipelines)])
     where = f"added {what} to {user_registry_path()}" if what else "already in the registry"
     reused = f"; reuses {', '.join(sorted(set(result.reused.values())))}" if result.reused else ""

@@ -123,7 +123,7 @@ def encode(
     name: str, images: list[str | Path], output: str | Path = "latents.safetensors", *, fit: bool = False, extra: Any = ()
 ) -> Encoded:
     """Encode ``images`` to a .safetensors file: raw latents plus their latent space (for ``decode``)."""
-    from .weights import save_tensors
+    from .weights import output_lock, save_tensors
 
     out = output_path(output, "latents.safetensors")
     pipe = autoencoder(name, extra=extra)
@@ -133,8 +133,34 @@ def encode(
         "encoder": pipe.spec.encoder or "",
         "files": json.dumps([str(p) for p in images]),
     }
-    save_tensors(out, {"latents": z}, metadata=meta)
+    with output_lock(out, f"-o {out}"):  # one writer per output
+        save_tensors(out, {"latents": z}, metadata=meta)
     return Encoded(out, tuple(z.shape), pipe.encoder.latent_space)
+
+
+def _checked_latents(z: Any, space: Any, source: Any) -> Any:
+    """The file's latents as a decoder takes them: a batch (N, *latent shape) of float32 for a
+    continuous space (fp16 / bf16 are widened), whole numbers for a discrete one; anything
+    else is one line naming the file."""
+    import torch
+
+    continuous = getattr(space, "kind", "continuous") == "continuous"
+    channels = getattr(space, "channels", None)
+    if continuous and (z.ndim != 4 or (channels and z.shape[1] != channels)):
+        raise LatentzooError(
+            f"{source} holds latents of shape {tuple(z.shape)}, not (N, {channels or 'C'}, H, W); write it with `latentzoo encode`"
+        )
+    if not continuous and z.ndim not in (3, 4):
+        raise LatentzooError(f"{source} holds codes of shape {tuple(z.shape)}, not (N, H, W); write it with `latentzoo encode`")
+    if z.is_floating_point():
+        z = z.float()
+        if not bool(torch.isfinite(z).all()):
+            raise LatentzooError(f"{source} holds NaN or Inf latents; write it again with `latentzoo encode`")
+    elif continuous or z.dtype == torch.bool:
+        raise LatentzooError(
+            f"{source} holds {str(z.dtype).replace('torch.', '')} latents, but a continuous latent space takes floats; write it with `latentzoo encode`"
+        )
+    return z
 
 
 @dataclass
@@ -148,7 +174,7 @@ def decode(name: str, latents: str | Path, output: str | Path = "decoded.png", *
     """Decode a latent file from ``encode``: a PNG grid, or one PNG per latent into a directory."""
     from .images import save_each, save_grid
     from .latent import LatentSpace, check_spaces
-    from .weights import load_tensors, read_metadata
+    from .weights import load_tensors, output_lock, read_metadata
 
     each = _is_dir_target(output)
     out = output_path(output, "decoded.png", each=each)
@@ -168,6 +194,7 @@ def decode(name: str, latents: str | Path, output: str | Path = "decoded.png", *
     _, warnings = check_spaces(
         f"latents {latents}", space, f"decoder {pipe.spec.decoder}", pipe.decoder.accepted_spaces, allow_mismatch=allow_mismatch
     )
-    images = pipe.decode(tensors["latents"])
-    files = save_each(images, out) if each else [save_grid(images, out)]
+    images = pipe.decode(_checked_latents(tensors["latents"], space, latents))
+    with output_lock(out, f"-o {output}"):
+        files = save_each(images, out) if each else [save_grid(images, out)]
     return Decoded(out, list(files), list(warnings))

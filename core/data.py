@@ -113,13 +113,44 @@ def load_dataset(source: str, *, split: str = "train", size: int = 32, channels:
     raise LatentzooError(f"no dataset or folder named {source!r}; use a folder of images or one of: {known}")
 
 
+# Integer and float modes whose values Pillow's convert("L") clips at 255 instead of scaling.
+_DEEP_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def full_range(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` in ``mode`` ("L" or "RGB") with its values scaled from its own full range.
+
+    Pillow's ``convert`` clips deep modes: a 16-bit grey of 0.31 (20316) becomes 255. Here
+    I;16* are scaled from 0..65535; I (32-bit int, where Pillow puts 16-bit PNG and TIFF) from
+    0..65535 when its values fit 16 bits, else 0..2^31-1; F from 0..1 when its values fit
+    0..1, else 0..255 (a float copy of an 8-bit image). 1, P, LA, RGBA, CMYK and the 8-bit
+    modes go through ``convert``, which already maps them onto 0..255 (alpha is dropped).
+    """
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in _DEEP_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        top = float(finite.max()) if finite.size else 0.0
+        if image.mode == "F":
+            full = 1.0 if top <= 1.0 else 255.0
+        elif image.mode == "I":
+            full = 65535.0 if top <= 65535 else float(2**31 - 1)
+        else:
+            full = 65535.0
+        grey = np.clip(np.nan_to_num(values / full * 255.0), 0, 255).round().astype(np.uint8)
+        image = Image.fromarray(grey)  # uint8, 2-D: mode L
+    return image if image.mode == mode else image.convert(mode)
+
+
 def to_tensor(image: Image.Image, size: int, channels: int) -> torch.Tensor:
-    """Resize the shorter side to ``size``, centre-crop, convert mode, map to [-1, 1]."""
+    """Resize the shorter side to ``size``, centre-crop, convert mode (from its full range), map to [-1, 1]."""
     import numpy as np
     import torch
     from PIL import Image
 
-    image = image.convert(MODES[channels])
+    image = full_range(image, MODES[channels])
     scale = size / min(image.size)
     w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
     image = image.resize((w, h), Image.Resampling.BICUBIC)

@@ -182,12 +182,16 @@ def img2img(
 
 
 def load_mask(path: str, size: tuple[int, int], *, fit: bool = True) -> torch.Tensor:
-    """A (1, 1, H, W) bool mask, True = repaint (white): greyscale thresholded at 0.5; another size is resized (nearest)."""
+    """A (1, 1, H, W) bool mask, True = repaint (white): greyscale thresholded at half its full range
+    (whatever the depth: see data.full_range); another size is resized (nearest)."""
     from PIL import Image, UnidentifiedImageError
 
+    from .data import full_range
+    from .userfiles import open_file
+
     try:
-        with Image.open(path) as image:
-            image = image.convert("L")
+        with open_file(path, "mask", "image") as fh, Image.open(fh) as image:
+            image = full_range(image, "L")
             if image.size != (size[1], size[0]):
                 if not fit:
                     raise LatentzooError(
@@ -320,8 +324,9 @@ def interpolate(
     text_options: Mapping[str, str] | None = None,
 ) -> Edit:
     """``frames`` images from A to B: DDIM-invert both, slerp the noises, sample each frame back (eta = 0)."""
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
-        raise LatentzooError(f"--frames must be an integer of at least 2, not {frames}")
+    from .record import check_held
+
+    check_held("--frames", frames, 2)
     if isinstance(pipe, str):
         from .api import load_pipeline
 

@@ -87,9 +87,11 @@ def load_images(paths: list[str | Path], *, size: int, channels: int, fit: bool,
     from PIL import Image, UnidentifiedImageError
 
     out = []
+    from .userfiles import open_file
+
     for p in paths:
         try:
-            with Image.open(p) as image:
+            with open_file(p, "image", "image") as fh, Image.open(fh) as image:
                 image.load()
                 if not fit:
                     if image.size != (size, size):

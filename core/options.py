@@ -44,6 +44,9 @@ RESERVED = ("steps",)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+MAX_MAGNITUDE = 1e12  # a float option without a declared maximum stays below this (no overflow downstream)
+
+
 class OptionError(LatentzooError):
     """An option declaration, key or value is not acceptable."""
 
@@ -183,6 +186,8 @@ class Option:
             value = float(value)
             if not math.isfinite(value):
                 raise OptionError(f"must be a finite number, not {value!r}")
+            if abs(value) > MAX_MAGNITUDE and self.max is None:  # 1e308 would overflow the first square a sampler takes
+                raise OptionError(f"must be within -{MAX_MAGNITUDE:g} .. {MAX_MAGNITUDE:g}, not {value!r}")
         if self.min is not None and (value <= self.min if self.min_exclusive else value < self.min):
             raise OptionError(f"must be {'>' if self.min_exclusive else '>='} {self.min:g}, not {value!r}")
         if self.max is not None and (value >= self.max if self.max_exclusive else value > self.max):
@@ -238,6 +243,8 @@ def parse_assignments(items: Any) -> dict[str, str]:
         key = key.strip()
         if not sep or not key:
             raise OptionError(f"--set {item!r}: use KEY=VALUE (e.g. --set temperature=0.8)")
+        if any(not part.strip() for part in key.split(".")):  # ".eta" or "sampler..eta": never read as another key
+            raise OptionError(f"--set {item!r}: {key!r} has an empty part; write KEY=VALUE or PART.KEY=VALUE (e.g. --set eta=0.5)")
         if key in out and out[key] != value:
             raise OptionError(f"option {key} is given twice ({out[key]} and {value}); give it once")
         out[key] = value

@@ -77,6 +77,45 @@ class _Interrupted(Exception):
     """Internal: a real Ctrl-C arrived while plugin code ran."""
 
 
+class PluginExit(SystemExit):
+    """Plugin code called ``os._exit(status)`` inside a guard: unwound instead of ending the process."""
+
+
+_GUARDS = 0  # guards active (plugin code running); os._exit is contained while > 0
+_REAL_EXIT = os._exit
+
+
+def _contained_exit(status: int) -> None:
+    if _GUARDS > 0 and threading.current_thread() is threading.main_thread():
+        raise PluginExit(status)
+    _REAL_EXIT(status)
+
+
+@contextlib.contextmanager
+def _contain_os_exit() -> Iterator[None]:
+    """While plugin code runs, ``os._exit`` (and ``posix._exit``, the same function) raises
+    PluginExit, which the guard reports like SystemExit, instead of killing the command.
+
+    Chosen over running plugins in a subprocess (which would cost every command a process
+    start): it contains the Python-level call, at import or in a hook, including a plugin that
+    did ``from os import _exit`` inside the guard (outside a guard the replacement exits as
+    the real one does). Not contained: C code calling exit(), or a plugin killing its own
+    process with a signal; ``latentzoo plugins --check`` (subprocess probes) finds those.
+    """
+    global _GUARDS
+    import posix
+
+    if _GUARDS == 0:
+        os._exit = posix._exit = _contained_exit
+    _GUARDS += 1
+    try:
+        yield
+    finally:
+        _GUARDS -= 1
+        if _GUARDS == 0:
+            os._exit = posix._exit = _REAL_EXIT
+
+
 @contextlib.contextmanager
 def _guard() -> Iterator[dict[str, bool]]:
     """Run plugin code with stdout sent to stderr, noting whether a real SIGINT arrives.
@@ -98,7 +137,7 @@ def _guard() -> Iterator[dict[str, bool]]:
         except (ValueError, OSError):  # not in the main interpreter / signals unavailable
             previous = None
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), _contain_os_exit():
             yield seen
     finally:
         if previous is not None:
@@ -109,6 +148,10 @@ def _plugin_failure(exc: BaseException, seen: dict[str, bool]) -> str:
     """The one-line description of what plugin code raised; re-raise a real Ctrl-C."""
     if isinstance(exc, KeyboardInterrupt) and seen["sigint"]:
         raise exc
+    if isinstance(exc, PluginExit):
+        return f"called os._exit({exc.code}), which would have ended every command"
+    if isinstance(exc, _ImportBudget):
+        return str(exc)
     if isinstance(exc, SystemExit):
         return f"SystemExit: {exc.code}" if exc.code is not None else "SystemExit"
     return _one_line(exc)
@@ -156,6 +199,52 @@ def _warn_slow_import(name: str, seconds: float) -> None:
         file=sys.__stderr__,
         flush=True,
     )
+
+
+ENV_IMPORT_BUDGET = "LATENTZOO_PLUGIN_IMPORT_BUDGET"
+
+
+def _import_budget_seconds() -> float:
+    """Seconds a plugin's import may take before it is stopped and skipped (``LATENTZOO_PLUGIN_IMPORT_BUDGET``,
+    default 10; 0 turns the budget off)."""
+    try:
+        return max(0.0, float(os.environ.get(ENV_IMPORT_BUDGET, "10")))
+    except ValueError:
+        return 10.0
+
+
+class _ImportBudget(Exception):
+    """Internal: a plugin's import ran past its time budget (raised in it by SIGALRM)."""
+
+
+@contextlib.contextmanager
+def _import_budget(name: str) -> Iterator[None]:
+    """Stop an import that runs past the budget: SIGALRM raises _ImportBudget inside it.
+
+    A signal reaches Python code between bytecodes (and interrupts sleeps), so a slow or
+    looping import is stopped; one blocked inside C code is not (the slow-import warning and
+    ``plugins --check`` cover it). Main thread only, and only where no other alarm is set.
+    """
+    budget = _import_budget_seconds()
+    usable = budget > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if usable and signal.getitimer(signal.ITIMER_REAL)[0] > 0:
+        usable = False  # someone else's alarm is pending: leave it alone
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _ImportBudget(
+            f"import took longer than {budget:g} s ({ENV_IMPORT_BUDGET}); skipped: find out why with `latentzoo plugins --check`"
+        )
+
+    if not usable:
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _allowed() -> set[str] | None:
@@ -215,9 +304,13 @@ class Plugins:
             slow.start()
             with _guard() as sigint:
                 try:
-                    module = ep.load()
+                    # a budget for third-party imports only: a built-in is never skipped on a loaded machine
+                    with contextlib.nullcontext() if info.builtin else _import_budget(ep.name):
+                        module = ep.load()
                 except BaseException as exc:
                     info.status, info.error = "broken", f"import failed: {_plugin_failure(exc, sigint)}"
+                    if isinstance(exc, _ImportBudget):
+                        print(f"warning: plugin {ep.name}: {exc}", file=sys.__stderr__, flush=True)
                     continue
                 finally:
                     slow.cancel()

@@ -29,6 +29,8 @@ RECORD_FORMAT = "latentzoo.samples/1"
 DIR_SIDECAR = "samples.json"
 DEFAULT_BATCH_SIZE = 64
 MAX_SEED = 2**63 - 1
+MAX_GRID_PIXELS = 100_000_000  # one grid PNG: 10k x 10k pixels (~300 MB of RGB while it is drawn)
+MIN_TILE = 8  # pixels: the smallest image side any pipeline makes, for the check before the size is known
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
 
 
@@ -45,6 +47,20 @@ def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None
         raise LatentzooError(f"--batch-size must be at least 1, not {batch_size}")
     if nrow is not None and nrow < 1:
         raise LatentzooError(f"--nrow must be at least 1, not {nrow}")
+
+
+MAX_HELD_IMAGES = 1024  # images an edit holds in memory at once (interpolate's frames, variations' -n)
+
+
+def check_held(what: str, count: Any, least: int) -> int:
+    """A count of images held in memory together: a whole number from ``least`` to MAX_HELD_IMAGES (no torch)."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise LatentzooError(f"{what} must be a whole number from {least} to {MAX_HELD_IMAGES}, not {count!r}")
+    if count < least:
+        raise LatentzooError(f"{what} must be at least {least}, not {count}")
+    if count > MAX_HELD_IMAGES:
+        raise LatentzooError(f"{what} must be at most {MAX_HELD_IMAGES} (the images are held in memory together), not {count}")
+    return count
 
 
 def check_precision(precision: str) -> None:
@@ -118,6 +134,8 @@ class SampleOutput:
     """Where ``sample`` writes: a grid PNG plus ``x.json``, or ``DIR/0000.png ...`` plus ``DIR/samples.json``."""
 
     def __init__(self, output: str | Path, *, n: int, nrow: int | None = None, padding: int = 2) -> None:
+        self._unlock: Any = None
+        self._range: tuple[int, int] | None = None
         text = str(output)
         self.output = text
         self.per_sample = text.endswith(("/", os.sep))
@@ -141,8 +159,31 @@ class SampleOutput:
                 raise LatentzooError(f"-o {text} is a directory; end it with / to write one PNG per sample, or give a .png file")
             if self.path.suffix.lower() == ".json":
                 raise LatentzooError(f"-o {text} would be its own sidecar; give a .png file")
+            if self.path.suffix.lower() != ".png":  # PNG bytes under a .jpg name would mislead every viewer
+                raise LatentzooError(f"-o {text}: latentzoo writes PNG; give a .png file, or DIR/ for one PNG per sample")
             self.sidecar = self.path.with_suffix(".json")
+            self._check_grid(MIN_TILE, MIN_TILE)  # an absurd -n / --nrow is refused before anything runs
         _check_sidecar(self.sidecar, text)
+        from .weights import lock_output
+
+        # One writer per output, held until commit / abort, or until this object is dropped (a
+        # pre-flight check's instance releases at once, CPython's reference counting).
+        if os.environ.get("RANK", "0") == "0":  # rank 0 holds it for every rank of a distributed run
+            self._unlock = lock_output(self.path, f"-o {text}")
+
+    def __del__(self) -> None:
+        if self._unlock is not None:
+            self._unlock()
+
+    def _check_grid(self, h: int, w: int) -> None:
+        """Refuse a grid over MAX_GRID_PIXELS before its canvas is allocated."""
+        rows, p = math.ceil(self.n / self.nrow), self.padding
+        height, width = rows * (h + p) + p, self.nrow * (w + p) + p
+        if height * width > MAX_GRID_PIXELS:
+            raise LatentzooError(
+                f"-o {self.output}: a grid of {self.n} image(s), {self.nrow} per row, would be {width}x{height} pixels, over the "
+                f"{MAX_GRID_PIXELS:,} pixel limit of one PNG; write one PNG per sample with -o DIR/ (or lower -n / --nrow)"
+            )
 
     # -- filling ------------------------------------------------------------------------
     def _mkdirs(self, directory: Path) -> None:
@@ -159,6 +200,9 @@ class SampleOutput:
 
     def add(self, images: Any) -> None:
         """Take a batch of (B, H, W, C) uint8 images (the next ``B`` samples in order)."""
+        if len(images):  # the pixel range seen so far: a constant output is named at commit
+            lo, hi = int(images.min()), int(images.max())
+            self._range = (lo, hi) if self._range is None else (min(lo, self._range[0]), max(hi, self._range[1]))
         if self.per_sample:
             try:
                 if self._staging is None:
@@ -176,6 +220,7 @@ class SampleOutput:
 
         _, h, w, c = images.shape
         if self.canvas is None:  # grid of uint8 tiles, background 0 (-1 in [-1, 1]), as images.grid
+            self._check_grid(h, w)
             rows = math.ceil(self.n / self.nrow)
             p = self.padding
             self.canvas = torch.zeros((rows * (h + p) + p, self.nrow * (w + p) + p, c), dtype=torch.uint8)
@@ -190,6 +235,13 @@ class SampleOutput:
         """Write the sidecar (with ``files``) and rename every file into place, or roll back."""
         if self.count != self.n:
             raise LatentzooError(f"internal: {self.count} of {self.n} samples were produced")
+        if self._range is not None and self._range[0] == self._range[1]:
+            import warnings
+
+            warnings.warn(
+                f"every pixel of {self.output} is {self._range[0]}: the output is constant (an all-zero or untrained decoder?)",
+                stacklevel=2,
+            )
         record = {**record, "files": list(self.files) if self.per_sample else [self.path.name]}
         text = json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"  # a NaN never makes invalid JSON
         moves: list[tuple[Path, Path]] = []
@@ -241,6 +293,8 @@ class SampleOutput:
                     directory.rmdir()
                 except OSError:
                     pass
+        if self._unlock is not None:  # last: the next writer sees nothing of ours
+            self._unlock()
 
 
 def _umask() -> int:

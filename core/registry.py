@@ -21,6 +21,7 @@ import yaml
 
 from .conditioning import ConditioningSpace
 from .errors import LatentzooError, RegistryError
+from .interfaces import ROLES
 from .latent import LatentSpace
 from .options import check_steps
 from .plugins import get_manager
@@ -60,6 +61,8 @@ PIPELINE_KEYS = {
 }
 REQUIRED_PIPELINE_KEYS = ("prior", "decoder", "sampler")
 WEIGHT_KEYS = {"path", "sha256", "hub", "revision", "file"}
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # as `convert --name` / `pull --name` take
 
 
 @dataclass
@@ -101,7 +104,13 @@ class Entry:
 
     def weights_path(self) -> Path | None:
         weights = self.data.get("weights") or {}
-        return (self.source.parent / weights["path"]).resolve() if "path" in weights else None
+        if "path" not in weights:
+            return None
+        path = self.source.parent / weights["path"]
+        try:
+            return path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: the path as written (loading it then names the file)
+            return Path(os.path.abspath(path))
 
     def summary(self) -> dict[str, Any]:
         out = {"name": self.name, "roles": self.roles, "source": self.where, "layer": self.layer}
@@ -120,12 +129,16 @@ MAX_ALIAS_NODES = 100_000  # nodes that aliases may add to the document when exp
 
 def read_text(path: str | Path, what: str = "registry file") -> str:
     """A YAML file's text: at most MAX_FILE_BYTES, UTF-8; anything else is one line naming the file."""
+    from .userfiles import open_file
+
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_file(path, what, "config") as f:  # a FIFO or a device is refused, never read
             raw = f.read(MAX_FILE_BYTES + 1)
-    except IsADirectoryError as exc:
-        raise RegistryError(f"{what} {path} is a directory; give a YAML file") from exc
+    except RegistryError:
+        raise
+    except LatentzooError as exc:
+        raise RegistryError(str(exc)) from exc
     except OSError as exc:
         raise RegistryError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     if len(raw) > MAX_FILE_BYTES:
@@ -353,7 +366,7 @@ def _check_defaults(defaults: dict[str, Any], fail: Any) -> None:
 # has parsed and passed the schema, its entries are kept as JSON keyed by the sha256 of its
 # bytes, so `list` on 20k entries reads JSON instead (never a pickle; any change re-parses).
 CACHE_MIN_BYTES = 256 * 1024
-CACHE_VERSION = 1
+CACHE_VERSION = 3  # 2: names and roles checked at load; 3: weights values
 
 
 def _cache_file(text: str) -> Path | None:
@@ -421,7 +434,7 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
     _line_map(node, lines)
 
     def fail(key_path: tuple[Any, ...], message: str) -> RegistryError:
-        line = lines.get(key_path) or lines.get(key_path[:-1]) or 1
+        line = lines.get(key_path) or lines.get(tuple(map(str, key_path))) or lines.get(key_path[:-1]) or 1  # a key 123 maps as '123'
         return RegistryError(f"{path}:{line}: {'.'.join(map(str, key_path))}: {message}")
 
     if not isinstance(data, dict):
@@ -440,6 +453,11 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
         if not isinstance(block, dict):
             raise fail((section,), "must be a mapping of name -> entry")
         for name, body in block.items():
+            if not isinstance(name, str) or not NAME_PATTERN.match(name):
+                raise fail(
+                    (section, name),
+                    f"{name!r} is not a usable name; use letters, digits, '.', '_', '+', '-', starting with a letter or digit",
+                )
             if not isinstance(body, dict):
                 raise fail((section, name), "an entry must be a mapping")
             for key, value in body.items():
@@ -450,6 +468,14 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
             for key in required:
                 if key not in body:
                     raise fail((section, name), f"missing required key {key!r}")
+            if section == "components":
+                roles = body["roles"]
+                unknown = [r for r in roles if r not in ROLES]
+                if not roles or unknown:
+                    raise fail(
+                        (section, name, "roles"),
+                        f"{'unknown role ' + repr(unknown[0]) if unknown else 'no role given'}; roles are {', '.join(ROLES)}",
+                    )
             if "weights" in body:
                 weights = body["weights"]
                 for key in weights:
@@ -459,6 +485,11 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
                     raise fail((section, name, "weights"), "needs path, or hub and revision (pinned)")
                 if "sha256" not in weights:
                     raise fail((section, name, "weights"), "needs sha256 of the file")
+                for key in ("path", "hub", "revision", "file"):  # an empty revision: `pull` names the fix (re-push, pinned)
+                    if key in weights and (not isinstance(weights[key], str) or (not weights[key] and key != "revision")):
+                        raise fail((section, name, "weights", key), f"must be a non-empty string, not {weights[key]!r}")
+                if not isinstance(weights["sha256"], str) or not SHA256_PATTERN.match(weights["sha256"]):
+                    raise fail((section, name, "weights", "sha256"), f"must be 64 hex digits (a sha256), not {weights['sha256']!r}")
             for i, alias in enumerate(body.get("aliases") or []):
                 if not isinstance(alias, str) or not alias or alias == str(name):
                     raise fail((section, name, "aliases", i), "an alias is a non-empty name other than the entry's own")
@@ -482,6 +513,11 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
     return entries
 
 
+def _layer_rank(entry: Entry) -> int:
+    """Layer order, later wins: builtin < plugin < user < cli."""
+    return {"builtin": 0, "user": 2, "cli": 3}.get(entry.layer, 1)
+
+
 def user_registry_path() -> Path:
     env = os.environ.get(ENV_USER)
     if env:
@@ -500,7 +536,8 @@ class Registry:
     errors: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, extra: list[str | Path] | tuple[str | Path, ...] = ()) -> Registry:
+    def load(cls, extra: list[str | Path] | tuple[str | Path, ...] = (), *, user: Path | None = None) -> Registry:
+        """All layers; ``user`` replaces the user file's path (the file a writer is about to change)."""
         reg = cls()
         reg._add(BUILTIN, "builtin")
         for plugin, fragment in get_manager().registry_fragments():
@@ -508,7 +545,7 @@ class Registry:
                 reg._add(fragment, f"plugin:{plugin}")
             except RegistryError as exc:  # a plugin's bad fragment must not break the rest
                 reg.errors.append(f"plugin {plugin}: {exc}")
-        user = user_registry_path()
+        user = Path(user) if user is not None else user_registry_path()
         if user.exists():  # a user registry that does not exist yet is an empty layer (created on first write)
             reg._add(user, "user")
         for path in extra:
@@ -517,21 +554,72 @@ class Registry:
         return reg
 
     def _index_aliases(self) -> None:
-        """Map every alias of a winning entry to it; an alias equal to another name or alias is an error naming both."""
+        """Map every alias of a winning entry to it. An alias equal to another name or alias is a
+        conflict naming both: the entry from the later layer is at fault (in one layer, the one
+        carrying the alias). A user or plugin entry at fault is skipped with a warning (in
+        ``errors``), so one bad entry never takes every command down; one in a ``--registry``
+        file (named on this command line) or the built-in file is an error."""
+        while True:
+            conflict = self._alias_conflict()
+            if conflict is None:
+                return
+            culprit, message = conflict
+            if culprit.layer in ("cli", "builtin"):
+                raise RegistryError(f"{culprit.where}: {message}; rename one of them")
+            fix = f"rename it or run `latentzoo registry remove {culprit.name}`" if culprit.layer == "user" else "rename one of them"
+            self.errors.append(f"{culprit.where}: skipping {culprit.name}: {message}; {fix}")
+            self._drop(culprit)
+
+    def _alias_conflict(self) -> tuple[Entry, str] | None:
+        """The first (entry at fault, message) among the winning entries' aliases, or None."""
         self.aliases = {}
         for entry in self.entries.values():
             for alias in entry.data.get("aliases") or []:
                 if alias in self.entries:
-                    raise RegistryError(
-                        f"{entry.where}: alias {alias!r} of {entry.name} collides with the entry {alias} ({self.entries[alias].where}); "
-                        "rename one of them"
-                    )
+                    other = self.entries[alias]
+                    if _layer_rank(other) > _layer_rank(entry):
+                        return other, f"the name {other.name} is an alias of {entry.name} ({entry.where})"
+                    return entry, f"alias {alias!r} of {entry.name} collides with the entry {alias} ({other.where})"
                 if alias in self.aliases and self.aliases[alias] != entry.name:
                     other = self.entries[self.aliases[alias]]
-                    raise RegistryError(
-                        f"{entry.where}: alias {alias!r} of {entry.name} is also an alias of {other.name} ({other.where}); rename one of them"
-                    )
+                    culprit, first = (other, entry) if _layer_rank(other) > _layer_rank(entry) else (entry, other)
+                    return culprit, f"alias {alias!r} of {culprit.name} is also an alias of {first.name} ({first.where})"
                 self.aliases[alias] = entry.name
+        return None
+
+    def _drop(self, entry: Entry) -> None:
+        """Take a skipped entry out; the entry it shadowed (if any) wins again."""
+        del self.entries[entry.name]
+        for i, (old, new) in enumerate(self.shadowed):
+            if new is entry:
+                del self.shadowed[i]
+                self.entries[entry.name] = old
+                break
+
+    def conflicts(self, new: dict[str, dict[str, Any]], *, force: bool = False) -> list[str]:
+        """Why entries ``new`` (name -> body) cannot join this registry as they are, checked both
+        ways against every layer: a new name that is an existing alias, a new alias that is an
+        existing name or alias (or another new one), and, unless ``force`` (shadowing), a new
+        name the registry has. Empty when they fit."""
+        out = []
+        for name, body in new.items():
+            if name in self.aliases and self.aliases[name] != name:
+                owner = self.entries[self.aliases[name]]
+                out.append(f"{name} is an alias of {owner.name} ({owner.layer} {owner.where})")
+            elif name in self.entries and not force and self.entries[name].data != body:
+                out.append(f"{name} ({self.entries[name].layer})")
+            for alias in body.get("aliases") or []:
+                if alias in new and alias != name:
+                    out.append(f"alias {alias!r} of {name} is also a new entry's name")
+                elif any(alias in (other.get("aliases") or []) for n, other in new.items() if n != name):
+                    out.append(f"alias {alias!r} of {name} is also a new entry's alias")
+                elif alias in self.entries and alias not in new:
+                    other = self.entries[alias]
+                    out.append(f"alias {alias!r} of {name} is the name of {other.layer} entry {alias} ({other.where})")
+                elif alias in self.aliases and self.aliases[alias] != name:
+                    other = self.entries[self.aliases[alias]]
+                    out.append(f"alias {alias!r} of {name} is already an alias of {other.name} ({other.layer} {other.where})")
+        return out
 
     def canonical(self, name: str) -> str:
         """The entry name that ``name`` (a name or an alias) refers to."""

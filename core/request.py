@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .compose import ROLE_FIELDS, TEXT_INPUTS, PipelineSpec, check_options, check_spec, check_text, load_spec, replace_parts
 from .errors import LatentzooError
-from .record import DEFAULT_BATCH_SIZE, SampleOutput, check_precision, check_run, prompt_outputs
+from .record import DEFAULT_BATCH_SIZE, SampleOutput, check_held, check_precision, check_run, prompt_outputs
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -166,12 +166,13 @@ def _shape(request: SampleRequest) -> tuple[int, int | None]:
         raise LatentzooError(f"{command} takes {wanted} input image(s), not {count}")
     if command == "inpaint" and not request.mask:
         raise LatentzooError("inpaint needs --mask (white = repaint, black = keep)")
-    if command == "interpolate":
-        if isinstance(request.frames, bool) or not isinstance(request.frames, int) or request.frames < 2:
-            raise LatentzooError(f"--frames must be at least 2, not {request.frames}")
+    if command == "interpolate":  # every frame is held in memory: bounded before anything loads
+        check_held("--frames", request.frames, 2)
         return request.frames, request.frames
     if command in ("img2img", "inpaint"):
         return count, None
+    if command == "variations":
+        check_held("-n", request.n, 2 if request.to else 1)
     if command == "variations" and request.to:
         return request.n, request.n
     return request.n, request.nrow
@@ -234,6 +235,7 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
             reg.get(ref)
     spec, reg = resolve_spec(reg, request.pipeline, request.parts())
     spec.scorer = request.scorer or spec.scorer
+    _shadow_warnings(reg, request, spec)
     if candidates is not None:
         from .rerank import check_scorer_spec
 
@@ -253,6 +255,15 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     given = {**values, **conditioning}
     check_options(reg, spec, **({"text_options": given} if request.text else {"options": given}))
     return Plan(request, spec, reg, values, conditioning, runs, candidates, found)
+
+
+def _shadow_warnings(reg: Registry, request: SampleRequest, spec: PipelineSpec) -> None:
+    """The shadow warning ``list`` and ``info`` print, for the entries this request uses that come
+    from the user file or a plugin (a --registry file on the same command line is an explicit override)."""
+    names = (request.pipeline if isinstance(request.pipeline, str) else None, *(getattr(spec, k, None) for k in (*ROLE_FIELDS, "scorer")))
+    used = {reg.canonical(n) for n in names if isinstance(n, str)}
+    for message in reg.shadow_warnings({n for n in used if n in reg.entries and reg.entries[n].layer != "cli"}):
+        warnings.warn(message, stacklevel=3)
 
 
 def build(plan: Plan) -> Pipeline:
@@ -310,6 +321,11 @@ def execute(plan: Plan, pipe: Pipeline, *, progress: Progress | None = None) -> 
     from .runtime import apply_threads, join_world
 
     extra = {"threads": apply_threads(request.threads), "device": request.device}
+    if "steps" in plan.values and plan.values["steps"] is not None and getattr(pipe.sampler, "levels", None) is None:
+        raise LatentzooError(  # never silently ignored
+            f"--steps: sampler {pipe.spec.sampler} walks no noise schedule (it draws tokens or samples directly), "
+            "so it takes no steps; drop --steps"
+        )
     world = join_world()  # torchrun: each rank renders its share (core.rundir); None for one process
     try:
         return _sample_runs(plan, pipe, progress, world, extra)

@@ -78,6 +78,14 @@ class TextTokenizer:
         bad = [t for t in texts if not isinstance(t, str)]
         if bad:
             raise LatentzooError(f"a prompt must be a string, not {type(bad[0]).__name__}")
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:  # argv bytes that are not UTF-8 arrive as lone surrogates
+                raise LatentzooError(
+                    f"prompt {text[:40]!r} is not valid UTF-8 (byte 0x{ord(text[exc.start]) & 0xFF:02x} at {exc.start}); "
+                    "give the prompt as UTF-8 text"
+                ) from exc
         rows, cut = [], []
         for text, enc in zip(texts, self.tokenizer.encode_batch(list(texts)), strict=True):
             ids = enc.ids
@@ -287,14 +295,11 @@ def read_prompts(path: str | Path) -> list[str]:
 
     A missing, unreadable or empty file is an error naming it (``--prompts-file``).
     """
+    from .userfiles import read_lines
+
     file = Path(path)
-    if not file.is_file():
-        raise LatentzooError(f"--prompts-file {file} does not exist (or is not a file); give a text file with one prompt per line")
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LatentzooError(f"cannot read --prompts-file {file}: {exc}; save it as UTF-8 text, one prompt per line") from exc
-    prompts = [line.strip() for line in lines if line.strip()]
+    lines = read_lines(file, "--prompts-file")
+    prompts = lines
     if not prompts:
         raise LatentzooError(f"--prompts-file {file} holds no prompt (only blank lines); write one prompt per line")
     return prompts

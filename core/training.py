@@ -38,6 +38,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -761,13 +762,19 @@ def train(family: str, options: TrainOptions) -> dict[str, Any] | None:
         raise LatentzooError(f"no trainer for family {family!r}; trainable families: {', '.join(sorted(trainers)) or 'none'}")
     options.validate()
     out = Path(options.out)
-    created = not out.exists()
-    try:
-        return import_target(trainers[family])(options)
-    except BaseException:
-        if created and out.is_dir() and not _step_dirs(out):
-            shutil.rmtree(out, ignore_errors=True)  # nothing of value: we made it and no checkpoint was written
-        raise
+    from .weights import output_lock
+
+    # One writer per run folder (rank 0 of a distributed run holds it for all ranks): a second
+    # `train` on it is refused before it reads or removes anything.
+    lock = output_lock(out, f"run folder {out}") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with lock:
+        created = not out.exists()
+        try:
+            return import_target(trainers[family])(options)
+        except BaseException:
+            if created and out.is_dir() and not _step_dirs(out):
+                shutil.rmtree(out, ignore_errors=True)  # nothing of value: we made it and no checkpoint was written
+            raise
 
 
 def cosine_lr(step: int, total: int, base: float, warmup: int = 100) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from .errors import LatentzooError, RegistryError
-from .registry import load_yaml, parse_file, user_registry_path
+from .registry import Registry, _suggest, load_yaml, parse_file, user_registry_path
 from .weights import atomic_write
 
 
@@ -75,11 +75,46 @@ def add_entries(
         return _merge(path, components or {}, pipelines or {}, force)
 
 
+def remove_entry(name: str, *, path: Path | None = None) -> tuple[Path, str]:
+    """Delete the entry ``name`` from the user registry (under the lock, atomically); returns
+    (file, section). Its weights files stay where they are."""
+    path = Path(path or user_registry_path())
+    _entry_data(path, name)  # an unknown name is refused before the lock file is made
+    with locked(path):
+        data = _entry_data(path, name)
+        for section in ("components", "pipelines"):
+            block = data.get(section)
+            if isinstance(block, dict) and name in block:
+                del block[name]
+                if not block:
+                    del data[section]
+                text = yaml.safe_dump(data, sort_keys=False)
+                atomic_write(path, lambda tmp, text=text: tmp.write_text(text, encoding="utf-8"))
+                return path, section
+    raise RegistryError(f"{path} has no entry {name!r}; see `latentzoo list`")  # removed meanwhile
+
+
+def _entry_data(path: Path, name: str) -> dict[str, Any]:
+    """The user file's mapping, when it names ``name``; else one line naming the file."""
+    if not path.exists():
+        raise RegistryError(f"{path} does not exist; the user registry has no entry {name!r}")
+    data = load_yaml(path)[1] or {}
+    if not isinstance(data, dict):
+        raise RegistryError(f"{path}:1: a registry file is a mapping; fix it by hand")
+    names = [str(n) for s in ("components", "pipelines") if isinstance(data.get(s), dict) for n in data[s]]
+    if name not in names:
+        raise RegistryError(f"{path} has no entry {name!r}{_suggest(name, names)}; see `latentzoo list`")
+    return data
+
+
 def _merge(path: Path, components: dict[str, dict[str, Any]], pipelines: dict[str, dict[str, Any]], force: bool) -> Path:
     data: dict[str, Any] = {}
     if path.exists():
         parse_file(path, "user")  # refuse to rewrite a file that is already broken
         data = load_yaml(path)[1] or {}
+    clashes = Registry.load(user=path).conflicts({**components, **pipelines}, force=True)  # names vs aliases, every layer
+    if clashes:
+        raise RegistryError(f"refusing to add to {path}: {'; '.join(clashes)}; choose another --name (or drop the alias)")
     data.setdefault("version", 1)
     for section, new in (("components", components), ("pipelines", pipelines)):
         if not new:

@@ -59,9 +59,9 @@ def _record(pipe: Any, edit: str, seed: int, **extra: Any) -> dict[str, Any]:
 
 
 def _check_n(n: int, what: str, least: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < least:
-        raise LatentzooError(f"{what} must be an integer of at least {least}, not {n}")
-    return n
+    from .record import check_held
+
+    return check_held(what, n, least)
 
 
 @torch.inference_mode()

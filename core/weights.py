@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -76,10 +77,116 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; published files get the usual mode
         crash_point(f"before rename to {path.name}")
         os.replace(tmp, path)
+    except Exception as exc:  # ENOSPC, EFBIG, EDQUOT, EIO: the old file stays, the temporary goes
+        Path(tmp).unlink(missing_ok=True)
+        reason = io_error(exc)
+        if reason is None:
+            raise
+        raise LatentzooError(
+            f"cannot write {path}: {reason}; free space or choose another location (the previous file, if any, is kept)"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# -- one writer per output ---------------------------------------------------------------
+# Every writer of a user-named output (sample -o, export, encode, convert's folder, a train
+# run folder) holds an exclusive flock on a lock file named by the sha256 of the output's
+# resolved path, in the user's cache (nothing is added beside the output). A second writer is
+# refused at once (LOCK_NB) in one line naming the holder's pid; the kernel drops the lock
+# when its holder exits, however it dies. Locks are per machine (flock on NFS is not
+# shared between hosts) and per user (the lock folder is the user's).
+_HELD: dict[str, list[Any]] = {}  # lock file -> [fd, holds]: one process may nest holds
+
+
+def _lock_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "latentzoo" / "locks"
+
+
+def lock_output(target: str | Path, what: str) -> Callable[[], None]:
+    """Take the exclusive lock on ``target`` (``what`` names it in messages, e.g. ``-o x.png``);
+    returns the function that releases it. Refused in one line while another process holds it."""
+    real = Path(os.path.abspath(Path(target).expanduser()))
+    try:
+        real = real.resolve()
+    except (OSError, RuntimeError):
+        pass  # a symlink loop: the path as given
+    name = hashlib.sha256(str(real).encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock"
+    try:
+        folder = _lock_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / name
+    except OSError:
+        lock = Path(tempfile.gettempdir()) / f"latentzoo-{os.getuid() if hasattr(os, 'getuid') else 0}-{name}"
+    key = str(lock)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return _releaser(key)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; writes are still atomic renames
+        return lambda: None
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return lambda: None  # no lock folder this user can write: keep the atomic renames only
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise LatentzooError(
+            f"{what} is being written by another latentzoo process{f' (pid {holder})' if holder.isdigit() else ''}; "
+            "wait for it to finish or choose another output"
+        ) from exc
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    _HELD[key] = [fd, 1]
+    return _releaser(key)
+
+
+def _releaser(key: str) -> Callable[[], None]:
+    done = False
+
+    def release() -> None:  # idempotent: a commit and a later abort release once
+        nonlocal done
+        if not done:
+            done = True
+            _release(key)
+
+    return release
+
+
+def _release(key: str) -> None:
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        os.close(held[0])  # releases the flock
+
+
+@contextlib.contextmanager
+def output_lock(target: str | Path, what: str) -> Iterator[None]:
+    """Hold the writer's lock on ``target`` for the block (see lock_output)."""
+    release = lock_output(target, what)
+    try:
+        yield
+    finally:
+        release()
+
+
+def io_error(exc: BaseException) -> str | None:
+    """The OS's reason when ``exc`` is a failed write (an OSError, or safetensors' error wrapping
+    one as "... (os error N)"); None for anything else."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    match = re.search(r"\(os error (\d+)\)", str(exc))
+    return os.strerror(int(match.group(1))) if match else None
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -123,6 +230,17 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
+def check_layer_dtypes(tensors: dict[str, Any], source: Any) -> None:
+    """Refuse a layer's weight or bias stored as integers (a float tensor declared I32 in a
+    foreign file's header): a converter would otherwise cast it into a model that cannot work."""
+    for name, tensor in tensors.items():
+        if name.endswith((".weight", ".bias")) and not tensor.is_floating_point():
+            raise WeightsError(
+                f"{source}: tensor {name!r} is stored as {str(tensor.dtype).replace('torch.', '')}, but a layer's weight is "
+                "floating point; the file is corrupt or mislabelled: re-save it"
+            )
+
+
 _FINITE_CHECKED: set[str] = set()  # sha256s of files whose tensors were all found finite (this process)
 
 
@@ -151,6 +269,7 @@ def check_finite(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
                 )
 
 
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own cap on a header
 _SCAN_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 _SCAN_CHUNK = 64 * 2**20
 
@@ -188,6 +307,8 @@ def scan_file(path: str | Path) -> tuple[str, tuple[str, int, int] | None, set[s
         regions: list[tuple[int, int, str, str]] = []
         try:
             n = int.from_bytes(head, "little")
+            if not 0 < n <= min(os.fstat(f.fileno()).st_size - 8, MAX_HEADER_BYTES):
+                raise ValueError("not a safetensors header")  # bounded before the read: a claimed 2^62 bytes never allocates
             raw = f.read(n)
             digest.update(raw)
             header = json.loads(raw)
@@ -353,7 +474,7 @@ def tensor_regions(path: str | Path) -> dict[str, tuple[int, int, str]]:
     try:
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
-            if not 0 < n <= min(os.fstat(f.fileno()).st_size - 8, 100 * 2**20):
+            if not 0 < n <= min(os.fstat(f.fileno()).st_size - 8, MAX_HEADER_BYTES):
                 return {}  # not a safetensors header (safetensors caps headers at 100 MB)
             header = json.loads(f.read(n))
         header.pop("__metadata__", None)

@@ -74,11 +74,12 @@ def push(
     return _push(registry(extra), name, repo, revision=revision, private=private, create_pr=create_pr, dry_run=dry_run)
 
 
-def pull(ref: str, *, name: str | None = None, force: bool = False) -> Pulled:
-    """Download ``ORG/NAME[@REVISION]``, verify its sha256 and add it to the user registry."""
+def pull(ref: str, *, name: str | None = None, force: bool = False, trust_unverified: bool = False) -> Pulled:
+    """Download ``ORG/NAME[@REVISION]``, verify its sha256 and add it to the user registry
+    (a config stating no sha256 is refused unless ``trust_unverified``)."""
     from .hub import pull as _pull
 
-    return _pull(ref, name=name, force=force)
+    return _pull(ref, name=name, force=force, trust_unverified=trust_unverified)
 
 
 def lora_add(file: str | Path, *, base: str, name: str, allow_partial: bool = False, extra: Any = ()) -> dict[str, Any]:

@@ -120,17 +120,19 @@ def default_outdir(name: str) -> Path:
     return user_registry_path().parent / "converted" / name
 
 
-def _taken(names: list[str]) -> list[str]:
-    """The names the merged registry (built-in, plugins, user) already has, with their layer."""
+def _taken(names: list[str], bodies: dict[str, dict[str, Any]] | None = None, *, force: bool = False) -> list[str]:
+    """What stops ``names`` joining the merged registry (built-in, plugins, user): a name it has
+    (with its layer; allowed with ``force``, which shadows), or a name or alias that collides with
+    an alias (never allowed: it would make every command refuse the registry)."""
     from latentzoo.core.registry import ENV_USER, Registry, user_registry_path
 
     saved = None if user_registry_path().is_file() else os.environ.pop(ENV_USER, None)  # a missing user file is an empty layer
     try:
-        entries = Registry.load().entries
+        reg = Registry.load()
     finally:
         if saved is not None:
             os.environ[ENV_USER] = saved
-    return [f"{n} ({entries[n].layer})" for n in names if n in entries]
+    return reg.conflicts({n: (bodies or {}).get(n, {}) for n in names}, force=force)
 
 
 def convert(
@@ -144,10 +146,6 @@ def convert(
     **options: Any,
 ) -> Converted:
     """Convert ``source`` from format ``fmt``; write weights + registry.yaml into ``outdir``; register the entries."""
-    import yaml
-
-    from latentzoo.core.registry import parse_file
-    from latentzoo.core.weights import write_bytes
 
     from .hub import check_name
 
@@ -161,16 +159,43 @@ def convert(
         unknown = sorted(k for k in options if k not in accepted)
         if unknown:
             raise LatentzooError(f"format {fmt} does not take option(s) {', '.join(unknown)}")
+    if not src.is_dir():  # a FIFO or a device would hang the read or never end
+        from latentzoo.core.userfiles import check_file
+
+        check_file(src, "convert source", "weights")
     out = Path(outdir) if outdir else default_outdir(name)
+    from latentzoo.core.weights import output_lock
+
+    with output_lock(out, f"convert -o {out}"):  # one writer per folder
+        try:
+            return _convert_into(src, name, fmt, function, out, register, force, options)
+        except OSError as exc:  # a full disk, a quota, a file too large: the staging folder is gone already
+            where = exc.filename or out
+            raise LatentzooError(
+                f"cannot write {where}: {exc.strerror or exc}; free space or choose another -o (nothing was registered)"
+            ) from exc
+
+
+def _convert_into(
+    src: Path, name: str, fmt: str, function: Any, out: Path, register: bool, force: bool, options: dict[str, Any]
+) -> Converted:
+    import yaml
+
+    from latentzoo.core.registry import parse_file
+    from latentzoo.core.weights import write_bytes
+
+    from .hub import check_name
+
     if out.exists() and not out.is_dir():
         raise LatentzooError(f"-o {out} is a file; give a directory")
     if (out / "registry.yaml").exists() and not force:
         raise LatentzooError(f"{out} already holds a converted model; choose another -o or --name, or pass --force")
-    if register and not force:
-        taken = _taken([name])
+    if register:
+        taken = _taken([name], force=force)
         if taken:
             raise RegistryError(f"the registry already names {', '.join(taken)}; choose another --name or pass --force to shadow it")
     created = not out.exists()
+    made = [p for p in (out, *out.parents) if not p.exists()]  # every folder this conversion creates (converted/ too)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -183,10 +208,11 @@ def convert(
         notes = list(result.get("notes") or [])
         for new in (*components, *pipelines):
             check_name(new, f"{fmt} converter produced the name")
-        if register and not force:
-            taken = _taken([*components, *pipelines])
+        if register:
+            taken = _taken([*components, *pipelines], {**components, **pipelines}, force=force)
             if taken:
                 raise RegistryError(f"the registry already names {', '.join(taken)}; choose another --name or pass --force to shadow it")
+        _validate_weights(stage, components, fmt)  # before anything is moved into place or registered
         fragment = {"version": 1, "components": components}
         if pipelines:
             fragment["pipelines"] = pipelines
@@ -202,8 +228,9 @@ def convert(
         os.replace(staged, frag_path)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a failed conversion leaves nothing behind
+        for folder in made if created else []:  # a failed conversion leaves nothing behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
     converted = Converted(name, out, frag_path, components, pipelines, notes)
     if register:
         from latentzoo.core.registry import user_registry_path
@@ -218,6 +245,35 @@ def convert(
             comps[comp] = entry
         converted.registered = add_entries(comps, pipelines, force=force, path=user)
     return converted
+
+
+def _validate_weights(stage: Path, components: dict[str, dict[str, Any]], fmt: str) -> None:
+    """Refuse converted weights that cannot work: a NaN / Inf in a floating tensor, or a layer's
+    weight or bias stored as integers (a float tensor declared I32 in the source's header).
+    One read per file (weights.scan_file); the sha256 the converter recorded must match it."""
+    from latentzoo.core.weights import scan_file, tensor_regions
+
+    for name, entry in components.items():
+        rel = (entry.get("weights") or {}).get("path")
+        if not rel or not (stage / rel).is_file():
+            continue
+        path = stage / rel
+        for tensor, (_, _, dtype) in tensor_regions(path).items():
+            if tensor.endswith((".weight", ".bias")) and not dtype.startswith(("F", "BF")):
+                raise LatentzooError(
+                    f"{fmt} source: {name}'s tensor {tensor!r} is stored as {dtype}, but a layer's weight is floating point; "
+                    "the checkpoint is corrupt or mislabelled: re-export it"
+                )
+        digest, bad, _ = scan_file(path)
+        if bad is not None:
+            tensor, n_bad, n = bad
+            raise LatentzooError(
+                f"{fmt} source: {name}'s tensor {tensor!r} holds {n_bad} NaN/Inf value(s) of {n}; "
+                "the model cannot work: convert a good checkpoint (nothing was registered)"
+            )
+        recorded = (entry.get("weights") or {}).get("sha256")
+        if recorded and recorded != digest:
+            raise LatentzooError(f"{fmt} converter recorded a sha256 for {name} that its weights file does not have (internal)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -278,6 +334,18 @@ def export(registry: Any, name: str, outdir: str | Path, *, fmt: str, force: boo
     """Write ``name`` (a component or a pipeline) in format ``fmt`` to ``outdir``; return the folder and notes."""
     function = get_format(fmt, "export")
     registry.get(name)  # an unknown name fails before anything is written
+    from latentzoo.core.weights import output_lock
+
+    with output_lock(outdir, f"export -o {outdir}"):  # one writer: a second export never deletes the first
+        try:
+            return _export(registry, name, outdir, function, fmt, force)
+        except OSError as exc:  # a full disk, a read-only or virtual file system (/proc): the temporary is gone already
+            raise LatentzooError(
+                f"cannot write {exc.filename or outdir}: {exc.strerror or exc}; free space or choose another -o (nothing was changed)"
+            ) from exc
+
+
+def _export(registry: Any, name: str, outdir: str | Path, function: Any, fmt: str, force: bool) -> tuple[Path, list[str]]:
     out = _export_target(outdir, force, f"./{name}-{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -296,7 +296,7 @@ def _load_config(repo: str, commit: str) -> dict:
     return data
 
 
-def _verified_entry(repo: str, commit: str, data: dict) -> dict:
+def _verified_entry(repo: str, commit: str, data: dict, trust: bool = False) -> dict:
     from latentzoo.core.weights import sha256_file
 
     entry = {k: data[k] for k in CARRIED_KEYS if k in data}
@@ -308,6 +308,11 @@ def _verified_entry(repo: str, commit: str, data: dict) -> dict:
         path = hub_file(repo, filename, commit)
         actual = sha256_file(path)
         expected = weights.get("sha256")
+        if not expected and not trust:  # nothing to check the download against: the user decides
+            raise WeightsError(
+                f"{repo}@{commit} {CONFIG_FILE} states no sha256 for {filename}; pull it with --trust-unverified to accept "
+                f"the file as downloaded (sha256 {actual[:12]}...)"
+            )
         if expected and actual != expected:
             raise WeightsError(
                 f"{repo}@{commit} {filename} fails its sha256 check (expected {expected[:12]}..., got {actual[:12]}...); "
@@ -373,7 +378,7 @@ class Pulled:
     reused: dict[str, str] = field(default_factory=dict)  # component in pipeline.yaml -> existing registry name
 
 
-def pull(ref: str, *, name: str | None = None, force: bool = False) -> Pulled:
+def pull(ref: str, *, name: str | None = None, force: bool = False, trust_unverified: bool = False) -> Pulled:
     """Download ORG/NAME[@REV], verify sha256, add it to the user registry (existing names need ``force``)."""
     from latentzoo.core.userregistry import add_entries
 
@@ -401,7 +406,7 @@ def pull(ref: str, *, name: str | None = None, force: bool = False) -> Pulled:
                         "re-push the pipeline with `latentzoo push` (it pins each component's commit)"
                     )
                 part_repo, _ = parse_repo(str(weights["hub"]))
-                body = {**body, **_verified_entry(part_repo, str(weights["revision"]), body)}
+                body = {**body, **_verified_entry(part_repo, str(weights["revision"]), body, trust_unverified)}
             same = [e.name for e in current.entries.values() if e.section == "components" and _same_component(e.data, body)]
             if same:  # the registry already has this model (the same name first): use it, copy nothing
                 rename[comp] = result.reused[comp] = comp if comp in same else same[0]
@@ -413,15 +418,14 @@ def pull(ref: str, *, name: str | None = None, force: bool = False) -> Pulled:
     elif files is not None and CONFIG_FILE not in files:
         raise LatentzooError(f"{repo}@{commit} has no {CONFIG_FILE} or {PIPELINE_FILE}; is it a latentzoo repo?")
     else:
-        result.components[local] = _verified_entry(repo, commit, _load_config(repo, commit))
+        result.components[local] = _verified_entry(repo, commit, _load_config(repo, commit), trust_unverified)
     # a repeated pull (same entries) adds nothing; a name the registry has for something else needs --force
     for section in (result.components, result.pipelines):
         for key in [k for k, v in section.items() if k in current.entries and current.entries[k].data == v]:
             del section[key]
-    taken = [k for k in (*result.components, *result.pipelines) if k in current.entries]
-    if taken and not force:
-        names = ", ".join(f"{k} ({current.entries[k].layer})" for k in taken)
-        raise RegistryError(f"the registry already names {names}; pull with --name OTHER, or pass --force to shadow it")
+    taken = current.conflicts({**result.components, **result.pipelines}, force=force)  # names and aliases, both ways
+    if taken:
+        raise RegistryError(f"the registry already names {', '.join(taken)}; pull with --name OTHER, or pass --force to shadow it")
     if result.components or result.pipelines:
         add_entries(result.components, result.pipelines, force=force)
     return result

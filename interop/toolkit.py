@@ -91,8 +91,14 @@ class ReadContext:
         return {"converted_from": FORMAT, "source": str(self.source.resolve())}
 
     def read_json(self, path: Path) -> dict[str, Any]:
+        from latentzoo.core.configbounds import check_dimensions
+        from latentzoo.core.userfiles import open_file
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with open_file(path, "config", "config") as f:  # a FIFO or a device is refused, not read
+                data = json.loads(f.read().decode("utf-8"))
+        except RecursionError as exc:
+            raise LatentzooError(f"{path} is nested too deeply to be a model config; is this a diffusers folder?") from exc
         except OSError as exc:
             raise LatentzooError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError as exc:
@@ -101,6 +107,7 @@ class ReadContext:
             raise LatentzooError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); is this a diffusers folder?") from exc
         if not isinstance(data, dict):
             raise LatentzooError(f"{path} is not a JSON object; is this a diffusers folder?")
+        check_dimensions(data, str(path))
         return data
 
     def config_of(self, folder: Path) -> tuple[Path, dict[str, Any]]:
@@ -133,11 +140,15 @@ class ReadContext:
     def load_weights(self, folder: Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
+        from latentzoo.core.weights import check_layer_dtypes
+
         path = self.weights_file(folder)
         try:
-            return load_file(str(path))
+            tensors = load_file(str(path))
         except Exception as exc:
             raise LatentzooError(f"{path} is not a readable safetensors file ({exc})") from exc
+        check_layer_dtypes(tensors, path)
+        return tensors
 
     @staticmethod
     def read_tensors(path: Path) -> dict[str, Any]:

@@ -589,3 +589,19 @@ def test_a_converted_stable_diffusion_pipeline_pushes_and_pulls_with_its_tokeniz
     pulled = tmp_path / "pulled.png"
     ok(run(*args, "-o", str(pulled)))
     assert pulled.read_bytes() == local.read_bytes()
+
+
+def test_pull_refuses_a_config_without_sha256_unless_trusted_and_an_alias_name(hub, run, zoo):
+    """Issue 22: nothing to verify the download against is the user's call; a --name that is an alias is never taken."""
+    ok(run("--registry", str(zoo["registry"]), "push", "tiny-vq", "--repo", "acme/tiny-vq"))
+    repo = hub.repos["acme/tiny-vq"]
+    files = dict(repo["commits"][repo["refs"]["main"]])
+    config = json.loads(files["config.json"])
+    del config["weights"]["sha256"]
+    files["config.json"] = json.dumps(config).encode()
+    repo["refs"]["main"] = hub.new_commit("acme/tiny-vq", files)
+    one_line_error(run("pull", "acme/tiny-vq"), "states no sha256", "--trust-unverified")
+    assert user_registry(run) == {"version": 1}
+    one_line_error(run("pull", "acme/tiny-vq", "--name", "dpmpp_2m", "--trust-unverified"), "dpmpp_2m is an alias of dpmpp-2m")
+    ok(run("pull", "acme/tiny-vq", "--trust-unverified"))
+    assert user_registry(run)["components"]["tiny-vq"]["weights"]["sha256"] == zoo["vq_sha"]

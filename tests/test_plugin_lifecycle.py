@@ -296,13 +296,11 @@ def test_uninstall_works_while_the_plugin_is_broken(venv, installed):
 
     venv("uninstall", "-y", "raise-on-import").assert_one_line_error("raise-on-import is not installed in", "see `latentzoo plugins`")
 
-    # A plugin that kills the process on import breaks every command that loads plugins; not these two.
+    # A plugin that calls os._exit on import is contained (reported broken): every command keeps working.
     killer = venv.helpers.PluginSpec(dist="kills-on-import", package="kills_on_import", init="import os\n\nos._exit(3)\n")
     wheel = killer.wheel(venv.cwd / "wheels")
-    venv("install", "-q", "--no-deps", str(wheel)).assert_one_line_error(
-        "installed, but `latentzoo plugins` then failed (exit status 3", "latentzoo uninstall"
-    )
-    assert venv("list").returncode == 3
+    assert "os._exit(3)" in venv("install", "-q", "--no-deps", str(wheel)).assert_ok().stderr
+    venv("list").assert_ok()
     venv("uninstall", "-y", "kills-on-import").assert_ok()
     venv("list").assert_ok()
     venv("uninstall", "latentzoo").assert_one_line_error("refusing to uninstall latentzoo itself")

@@ -58,7 +58,6 @@ def _commands():
     Built here, inside the hook, so that inspecting commands import no model code (nor torch).
     """
     import json
-    from pathlib import Path
 
     import click
 
@@ -67,12 +66,14 @@ def _commands():
     def _registries(ctx: click.Context) -> tuple[str, ...]:
         return tuple((ctx.find_root().obj or {}).get("registries", ()))
 
+    def _repeats(texts: list[str]) -> set[str]:
+        seen: set[str] = set()
+        return {t for t in texts if t in seen or seen.add(t)}
+
     def _read_texts(path: str) -> list[str]:
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LatentzooError(f"cannot read --texts-file {path}: {exc}") from exc
-        return [line.strip() for line in lines if line.strip()]
+        from latentzoo.core.userfiles import read_lines
+
+        return read_lines(path, "--texts-file")
 
     @click.command()
     @click.argument("model")
@@ -94,6 +95,9 @@ def _commands():
         from latentzoo.core.scoring import classify as run
 
         texts = list(labels) + (_read_texts(texts_file) if texts_file else [])
+        repeated = sorted(_repeats(texts))
+        if repeated:  # two equal candidates would share one probability and one row of the output
+            raise LatentzooError(f"candidate text {repeated[0]!r} is given more than once; give each label once")
         if not texts:
             raise LatentzooError("no candidate texts: pass --labels TEXT (repeatable) or --texts-file FILE")
         results = run(model, list(images), texts, fit=fit, extra=_registries(ctx))
