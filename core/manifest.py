@@ -204,11 +204,13 @@ def write_png(directory: Path, name: str, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, directory / name)
-    except OSError as exc:
+    except BaseException as exc:  # a full disk, or Ctrl-C / SIGTERM between the write and the rename
         tmp.unlink(missing_ok=True)
-        raise LatentzooError(
-            f"cannot write {directory / name}: {exc.strerror or exc}; finished batches are kept, rerun with --resume"
-        ) from exc
+        if isinstance(exc, OSError):
+            raise LatentzooError(
+                f"cannot write {directory / name}: {exc.strerror or exc}; finished batches are kept, rerun with --resume"
+            ) from exc
+        raise
 
 
 __all__ = ["MANIFEST", "Manifest", "batches", "check_resume", "file_name", "request_of", "share", "write_png"]

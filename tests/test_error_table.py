@@ -675,3 +675,17 @@ def test_sample_prints_the_shadow_warning_list_and_info_print(lz3, tmp_path):
     result = lz3("sample", "digits", "-n", "1", "--steps", "1", "--no-progress", "-o", str(tmp_path / "x.png"))
     assert result.returncode == 0, str(result)
     assert any(line.startswith("warning: ddim from user") and "shadows builtin" in line for line in result.stderr_lines), str(result)
+
+
+def test_a_png_write_cut_short_by_a_signal_leaves_no_temporary(tmp_path, monkeypatch):
+    """The fast twin of the SIGTERM test above: an interrupt between the write and the rename (SIGTERM
+    unwinds as KeyboardInterrupt) removes the temporary; the interrupt still propagates."""
+    from latentzoo.core import manifest
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(manifest.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        manifest.write_png(tmp_path, "0000.png", b"\x89PNG")
+    assert list(tmp_path.iterdir()) == []
