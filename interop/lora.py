@@ -317,14 +317,12 @@ def fuse(
     target: str, specs: list[tuple[str, float, float]], *, name: str, outdir: str | Path | None = None, extra: Any = ()
 ) -> dict[str, Any]:
     """Fuse LoRA(s) into a pipeline's (or a component's) weights: new components and a pipeline ``name``, registered."""
-    import copy
-
     from latentzoo.core.adapters import fuse_file
     from latentzoo.core.api import registry as load_registry
     from latentzoo.core.registry import user_registry_path
-    from latentzoo.core.userregistry import add_entries, relative_weights
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.userregistry import add_entries
 
+    from .derived import derived_component, derived_names, derived_pipeline, rollback
     from .hub import check_name
 
     check_name(name)
@@ -333,50 +331,28 @@ def fuse(
     parts = base_parts(reg, target)
     is_pipe = base_entry.section == "pipelines"
     _, delta, records = plan(reg, target, parts, specs, whole=is_pipe)
-    new_names = {p: (f"{name}-{'unet' if p == 'prior' else 'text-encoder'}" if is_pipe else name) for p in delta}
-    taken = [n for n in {name, *new_names.values()} if n in reg.entries]
-    if taken:
-        raise LatentzooError(f"the registry already names {', '.join(sorted(taken))}; choose another --name")
+    new_names = derived_names(reg, name, delta, is_pipe)
     user = user_registry_path()
     out = Path(outdir) if outdir else user.parent / "fused" / name
     recipe = {"operation": "fuse", "base": target, "adapters": records}
+    fused = ", ".join(r["name"] for r in records)
     components: dict[str, dict[str, Any]] = {}
+    pipelines: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
-    try:
+    with rollback(written):
         for part, d in delta.items():
             src = parts[part]
-            new = new_names[part]
-            path = out / f"{new}.safetensors"
-            meta = {"recipe": json.dumps({**recipe, "base_sha256": src.data["weights"]["sha256"]}, sort_keys=True)}
-            sha = fuse_file(_weights_file(src), d, path, meta)
+            path = out / f"{new_names[part]}.safetensors"
+            part_recipe = {**recipe, "base_sha256": src.data["weights"]["sha256"]}
+            sha = fuse_file(_weights_file(src), d, path, {"recipe": json.dumps(part_recipe, sort_keys=True)})
             written.append(path)
-            data = copy.deepcopy(src.data)
-            data.pop("aliases", None)
-            data["weights"] = {"path": relative_weights(path, user), "sha256": sha}
-            tok = (data.get("config") or {}).get("tokenizer")
-            if isinstance(tok, dict) and "file" in tok:  # assets shipped beside the weights travel with them
-                from latentzoo.core.weights import write_bytes
-
-                asset = _weights_file(src).parent / tok["file"]
-                written.append(write_bytes(out / tok["file"], asset.read_bytes()))
-                if sha256_file(out / tok["file"]) != tok["sha256"]:
-                    raise LatentzooError(f"{asset} fails its sha256 check; restore {src.name}'s files")
-            data["training"] = {"recipe": {**recipe, "base_sha256": src.data["weights"]["sha256"]}}
-            data["description"] = f"{src.name} with LoRA {', '.join(r['name'] for r in records)} fused"
-            components[new] = data
-        pipelines = {}
+            components[new_names[part]] = derived_component(
+                src, path, sha, user=user, assets=_weights_file(src).parent, written=written, recipe=part_recipe,
+                description=f"{src.name} with LoRA {fused} fused",
+            )  # fmt: skip
         if is_pipe:
-            pipe = copy.deepcopy(base_entry.data)
-            pipe.pop("aliases", None)
-            for part, new in new_names.items():
-                pipe[part] = new
-            pipe["description"] = f"{target} with LoRA {', '.join(r['name'] for r in records)} fused"
-            pipelines[name] = pipe
+            pipelines[name] = derived_pipeline(base_entry, new_names, f"{target} with LoRA {fused} fused")
         add_entries(components, pipelines, path=user)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
     return {"components": components, "pipelines": pipelines, "records": records, "outdir": str(out)}
 
 

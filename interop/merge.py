@@ -9,7 +9,6 @@ its recipe.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +53,9 @@ def merge(
     from latentzoo.core.api import registry as load_registry
     from latentzoo.core.merge import DTYPES, OPERATIONS, check_alpha, check_same_tensors, merge_files
     from latentzoo.core.registry import user_registry_path
-    from latentzoo.core.userregistry import add_entries, relative_weights
+    from latentzoo.core.userregistry import add_entries
 
+    from .derived import derived_component, derived_names, derived_pipeline, rollback
     from .hub import check_name
 
     if operation not in OPERATIONS:
@@ -100,10 +100,7 @@ def merge(
                     f"{e.name} is a {'/'.join(e.roles)}; merge priors or conditioners (an autoencoder defines its latent space)"
                 )
         groups = {entries[0].roles[0]: entries}
-    new_names = {p: (f"{name}-{'unet' if p == 'prior' else 'text-encoder'}" if is_pipe else name) for p in groups}
-    taken = sorted(n for n in {name, *new_names.values()} if n in reg.entries)
-    if taken:
-        raise LatentzooError(f"the registry already names {', '.join(taken)}; choose another --name")
+    new_names = derived_names(reg, name, groups, is_pipe)
     plans = []
     for part, group in groups.items():
         _check_pair(group)
@@ -117,37 +114,20 @@ def merge(
         plans.append((part, group, files, recipe))
     user = user_registry_path()
     out = Path(outdir) if outdir else user.parent / "merged" / name
+    formula = "(1 - a) A + a B" if operation == "weighted-sum" else "A + a (B - C)"
     components: dict[str, dict[str, Any]] = {}
+    pipelines: dict[str, dict[str, Any]] = {}
     written: list[Path] = []
-    try:
+    with rollback(written):
         for part, group, files, recipe in plans:
-            new = new_names[part]
-            path = out / f"{new}.safetensors"
+            path = out / f"{new_names[part]}.safetensors"
             sha = merge_files(operation, [p for p, _ in files], alpha, path, dtype=dtype, recipe=recipe)
             written.append(path)
-            data = copy.deepcopy(group[0].data)
-            data.pop("aliases", None)
-            data["weights"] = {"path": relative_weights(path, user), "sha256": sha}
-            tok = (data.get("config") or {}).get("tokenizer")
-            if isinstance(tok, dict) and "file" in tok:  # assets beside the weights travel with them (A's)
-                from latentzoo.core.weights import write_bytes
-
-                written.append(write_bytes(out / tok["file"], (files[0][0].parent / tok["file"]).read_bytes()))
-            data["training"] = {"recipe": recipe}
-            formula = "(1 - a) A + a B" if operation == "weighted-sum" else "A + a (B - C)"
-            data["description"] = f"{operation} {formula}, a = {alpha:g}, of {', '.join(e.name for e in group)}"
-            components[new] = data
-        pipelines = {}
+            components[new_names[part]] = derived_component(
+                group[0], path, sha, user=user, assets=files[0][0].parent, written=written, recipe=recipe,
+                description=f"{operation} {formula}, a = {alpha:g}, of {', '.join(e.name for e in group)}",
+            )  # fmt: skip
         if is_pipe:
-            pipe = copy.deepcopy(entries[0].data)
-            pipe.pop("aliases", None)
-            for part, new in new_names.items():
-                pipe[part] = new
-            pipe["description"] = f"{operation} of {', '.join(inputs)} (a = {alpha:g})"
-            pipelines[name] = pipe
+            pipelines[name] = derived_pipeline(entries[0], new_names, f"{operation} of {', '.join(inputs)} (a = {alpha:g})")
         add_entries(components, pipelines, path=user)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
     return {"components": components, "pipelines": pipelines, "outdir": str(out)}
