@@ -41,6 +41,11 @@ from latentzoo.core.errors import LatentzooError
     metavar="PATTERN",
     help="lora: layers to adapt (paths, suffixes such as to_q, or globs) [default: every Linear].",
 )
+@click.option(
+    "--parts",
+    metavar="PART[,PART]",
+    help="lora: the parts to adapt: prior, conditioner (the text encoder), decoder [default: prior].",
+)
 @click.option("--no-progress", is_flag=True)
 @click.pass_context
 def train(
@@ -68,6 +73,7 @@ def train(
     rank: int | None,
     alpha: float | None,
     targets: tuple[str, ...],
+    parts: str | None,
 ) -> None:
     """Train a FAMILY's component (vqgan, vae, dvae autoencoders; diffusion or transformer
     prior, with --encoder for a prior over a frozen encoder's latents).
@@ -82,6 +88,7 @@ def train(
     \b
     LoRA on a text-to-image pipeline's prior (a kohya-ss file + an adapter entry):
       latentzoo train lora --base digits-t2i --data captioned/ --rank 4 -o runs/my-lora
+      latentzoo train lora ... --parts prior,conditioner    # and the text encoder (lora_te_)
     """
     import yaml
 
@@ -101,7 +108,7 @@ def train(
             config[key] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
             raise LatentzooError(f"--set '{key}={value}': the value is not valid YAML; quote it or fix it") from exc
-    adapter = {"base": base, "rank": rank, "alpha": alpha, "targets": list(targets) or None}
+    adapter = {"base": base, "rank": rank, "alpha": alpha, "targets": list(targets) or None, "parts": parts}
     config.update({k: v for k, v in adapter.items() if v is not None})  # only a LoRA trainer takes these (others refuse them)
     options = TrainOptions(
         out=Path(out),

@@ -2,7 +2,10 @@
 
 Knows no family and no file format: a format reader (``latentzoo.interop.lora``) turns a file
 into an :class:`Adapter`, a list of :class:`LoraModule` that each name a *part* of a pipeline
-(``prior`` or ``conditioner``) and a module in it. The math (Hu et al. 2021, eq. 3, with
+(``prior``, ``conditioner`` or ``decoder``) and a module in it. The model strength scales the
+prior and the decoder, the text strength the conditioner (ComfyUI's ``strength_model`` /
+``strength_clip``); a decoder part is latentzoo's extension (as a fine-tuned VAE decoder, it
+teaches the autoencoder to draw what the prior's part learnt to place). The math (Hu et al. 2021, eq. 3, with
 kohya-ss' and PEFT's scaling) is, for a weight ``W`` of shape (out, in, ...):
 
     W' = W + s * (alpha / r) * reshape(up (out, r) @ down (r, in * ...), W.shape)
@@ -28,13 +31,14 @@ from typing import Any
 
 from .errors import LatentzooError
 
-PARTS = ("prior", "conditioner")  # model strength -> prior, text strength -> conditioner
+PARTS = ("prior", "conditioner", "decoder")  # model strength -> prior and decoder, text strength -> conditioner
+MODEL_PARTS = ("prior", "decoder")
 MAX_STRENGTH = 20.0
 
 
 @dataclass(frozen=True)
 class LoraModule:
-    part: str  # "prior" / "conditioner"
+    part: str  # "prior" / "conditioner" / "decoder"
     target: str  # module path ("down_blocks.0.attentions.0.proj_in"), or its flattened form for a flat adapter
     key: str  # the module's key in the adapter file, for messages
     down: Any  # tensor (r, in, ...)
@@ -91,6 +95,11 @@ def check_strength(value: float, what: str = "strength") -> float:
     if not isinstance(value, int | float) or not math.isfinite(value) or abs(value) > MAX_STRENGTH:
         raise LatentzooError(f"{what} {value!r} is outside [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}] or not finite; give a number such as 0.8")
     return float(value)
+
+
+def part_strengths(model: float, text: float) -> dict[str, float]:
+    """Each part's strength: the model strength for the prior and the decoder, the text strength for the conditioner."""
+    return {**dict.fromkeys(MODEL_PARTS, model), "conditioner": text}
 
 
 def parse_spec(text: str) -> tuple[str, float, float]:
@@ -313,6 +322,7 @@ def lora_layers(base: Any, targets: list[str], rank: int, alpha: float) -> Any:
 
 __all__ = [
     "MAX_STRENGTH",
+    "MODEL_PARTS",
     "PARTS",
     "Adapter",
     "Fit",
@@ -325,6 +335,7 @@ __all__ = [
     "fuse_file",
     "lora_layers",
     "parse_spec",
+    "part_strengths",
     "require_fit",
     "select_targets",
     "weight_shapes",

@@ -91,15 +91,18 @@ def lora_add(file: str | Path, *, base: str, name: str, allow_partial: bool = Fa
 
 def apply_loras(pipe: Any, loras: list[str], *, extra: Any = ()) -> list[dict[str, Any]]:
     """Apply ``NAME[:MODEL[:TEXT]]`` LoRAs to a loaded pipeline in memory (``sample --lora``); their sidecar records."""
-    from .lora import apply_to_pipeline, parse_spec
+    from latentzoo.core.adapters import parse_spec
+
+    from .lora import apply_to_pipeline
 
     return apply_to_pipeline(pipe, [parse_spec(s) for s in loras], extra)
 
 
 def fuse(target: str, loras: list[str], *, name: str, outdir: str | Path | None = None, extra: Any = ()) -> dict[str, Any]:
     """Fuse ``NAME[:MODEL[:TEXT]]`` LoRAs into ``target``'s weights as a new registered pipeline / component (``latentzoo fuse``)."""
+    from latentzoo.core.adapters import parse_spec
+
     from .lora import fuse as _fuse
-    from .lora import parse_spec
 
     return _fuse(target, [parse_spec(s) for s in loras], name=name, outdir=outdir, extra=extra)
 

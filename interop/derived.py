@@ -17,8 +17,10 @@ from latentzoo.core.errors import LatentzooError
 
 
 def derived_names(registry: Any, name: str, parts: Any, is_pipe: bool) -> dict[str, str]:
-    """Part -> new component name (``NAME-unet`` / ``NAME-text-encoder`` of a pipeline, else ``NAME``); names taken are refused."""
-    names = {p: (f"{name}-{'unet' if p == 'prior' else 'text-encoder'}" if is_pipe else name) for p in parts}
+    """Part -> new component name (``NAME-unet`` / ``NAME-text-encoder`` / ``NAME-decoder`` of a pipeline, else ``NAME``);
+    names taken are refused."""
+    suffix = {"prior": "unet", "conditioner": "text-encoder", "decoder": "decoder"}
+    names = {p: (f"{name}-{suffix.get(p, p)}" if is_pipe else name) for p in parts}
     taken = sorted(n for n in {name, *names.values()} if n in registry.entries)
     if taken:
         raise LatentzooError(f"the registry already names {', '.join(taken)}; choose another --name")
@@ -41,6 +43,10 @@ def derived_component(
         written.append(write_bytes(weights.parent / tok["file"], asset.read_bytes()))
         if sha256_file(weights.parent / tok["file"]) != tok["sha256"]:
             raise LatentzooError(f"{asset} fails its sha256 check; restore {source.name}'s files")
+    if recipe.get("part") == "decoder" and "encoder" in data.get("roles", ()):
+        # An autoencoder whose decoder changed is a decoder of the same latent space (as SD's ft-MSE
+        # VAE); it no longer encodes as the space's identity (its weights' sha256) says.
+        data["roles"] = [r for r in data["roles"] if r != "encoder"]
     data["training"] = {"recipe": recipe}
     data["description"] = description
     return data

@@ -3,10 +3,10 @@
 Formats (detected from the keys; the math is ``latentzoo.core.adapters``):
 
 - **kohya-ss sd-scripts**: ``lora_unet_<module path with "_">`` (the prior) and ``lora_te_...``
-  (the text encoder), each with ``.lora_down.weight``, ``.lora_up.weight`` and ``.alpha``.
+  (the text encoder), plus latentzoo's ``lora_vae_...`` (the decoder), each with ``.lora_down.weight``, ``.lora_up.weight`` and ``.alpha``.
   A missing ``alpha`` is kohya's default, alpha = rank (scale 1), said in a note.
 - **diffusers / PEFT** (``save_lora_weights``): ``unet.<module path>.lora_A.weight`` /
-  ``.lora_B.weight`` and ``text_encoder.<...>``; alpha from a ``.alpha`` tensor, else from
+  ``.lora_B.weight``, ``text_encoder.<...>`` and ``vae.<...>`` (the decoder); alpha from a ``.alpha`` tensor, else from
   diffusers' ``lora_adapter_metadata`` (``lora_alpha``), else rank (PEFT's default scale 1).
 
 Module paths are those of latentzoo's components, which for converted Stable Diffusion 1.x / 2.x
@@ -21,11 +21,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.adapters import PARTS, Adapter, LoraModule, fit, require_fit, weight_shapes
+from latentzoo.core.adapters import PARTS, Adapter, LoraModule, fit, part_strengths, require_fit, weight_shapes
 from latentzoo.core.errors import LatentzooError
 
-KOHYA_PARTS = {"lora_unet_": "prior", "lora_te_": "conditioner"}
-PEFT_PARTS = {"unet.": "prior", "transformer.": "prior", "text_encoder.": "conditioner"}
+KOHYA_PARTS = {"lora_unet_": "prior", "lora_te_": "conditioner", "lora_vae_": "decoder"}
+PEFT_PARTS = {"unet.": "prior", "transformer.": "prior", "text_encoder.": "conditioner", "vae.": "decoder"}
+KOHYA_PREFIX = {"prior": "lora_unet_", "conditioner": "lora_te_", "decoder": "lora_vae_"}
+PEFT_PREFIX = {"prior": "unet.", "conditioner": "text_encoder.", "decoder": "vae."}
 KOHYA_SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 PEFT_RE = re.compile(r"^(.*)\.lora_([AB])(?:\.default)?\.weight$")
 UNSUPPORTED = {
@@ -140,14 +142,16 @@ def _peft(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> Adap
 
 
 def base_parts(registry: Any, base: str) -> dict[str, Any]:
-    """Part -> component entry of a pipeline (its prior and conditioner) or of one prior / conditioner component."""
+    """Part -> component entry of a pipeline (its prior, conditioner and decoder) or of one such component."""
     entry = registry.get(base)
     if entry.section == "pipelines":
-        names = {"prior": entry.data.get("prior"), "conditioner": entry.data.get("conditioner")}
+        names = {p: entry.data.get(p) for p in PARTS}
         return {p: registry.get(n) for p, n in names.items() if n}
     part = next((r for r in entry.roles if r in PARTS), None)
     if part is None:
-        raise LatentzooError(f"{base} is a {'/'.join(entry.roles)}; a LoRA adapts a prior or a conditioner (or a pipeline holding them)")
+        raise LatentzooError(
+            f"{base} is a {'/'.join(entry.roles)}; a LoRA adapts a prior, a conditioner or a decoder (or a pipeline holding them)"
+        )
     return {part: entry}
 
 
@@ -273,7 +277,7 @@ def plan(
                     "use it with the model it was made for"
                 )
         fitted[id(adapter)] = found
-        strengths = {"prior": s_model, "conditioner": s_text}
+        strengths = part_strengths(s_model, s_text)
         chosen.append((adapter, strengths))
         records.append(
             {"name": name, "sha256": adapter.sha256, "format": adapter.format, "model_strength": s_model, "text_strength": s_text}
@@ -297,14 +301,14 @@ def apply_request(pipe: Any, request: Any) -> list[dict[str, Any]]:
 
 
 def apply_to_pipeline(pipe: Any, specs: list[tuple[str, float, float]], extra: Any = ()) -> list[dict[str, Any]]:
-    """Apply ``--lora`` specs to a built pipeline's prior / conditioner in memory; record them in its sidecar."""
+    """Apply ``--lora`` specs to a built pipeline's prior / conditioner / decoder in memory; record them in its sidecar."""
     if not specs:
         return []
     from latentzoo.core.adapters import apply
     from latentzoo.core.api import registry as load_registry
 
     reg = load_registry(extra)
-    names = {"prior": pipe.spec.prior, "conditioner": pipe.spec.conditioner}
+    names = {p: getattr(pipe.spec, p, None) for p in PARTS}
     parts = {p: reg.get(n) for p, n in names.items() if n}
     _, delta, records = plan(reg, pipe.spec.name or pipe.spec.prior, parts, specs)
     for part, d in delta.items():
@@ -343,7 +347,7 @@ def fuse(
         for part, d in delta.items():
             src = parts[part]
             path = out / f"{new_names[part]}.safetensors"
-            part_recipe = {**recipe, "base_sha256": src.data["weights"]["sha256"]}
+            part_recipe = {**recipe, "part": part, "base_sha256": src.data["weights"]["sha256"]}
             sha = fuse_file(_weights_file(src), d, path, {"recipe": json.dumps(part_recipe, sort_keys=True)})
             written.append(path)
             components[new_names[part]] = derived_component(
@@ -394,7 +398,7 @@ def export_kohya(registry: Any, name: str, folder: Path) -> list[str]:
     from latentzoo.core.weights import save_tensors
 
     adapter = _export_adapter(registry, name)
-    prefix = {"prior": "lora_unet_", "conditioner": "lora_te_"}
+    prefix = KOHYA_PREFIX
     tensors = {}
     for m, path in _pairs(adapter, registry, name):
         key = prefix[m.part] + path.replace(".", "_")
@@ -410,7 +414,7 @@ def export_peft(registry: Any, name: str, folder: Path) -> list[str]:
     from latentzoo.core.weights import save_tensors
 
     adapter = _export_adapter(registry, name)
-    prefix = {"prior": "unet.", "conditioner": "text_encoder."}
+    prefix = PEFT_PREFIX
     tensors = {}
     for m, path in _pairs(adapter, registry, name):
         tensors[f"{prefix[m.part]}{path}.lora_A.weight"] = m.down.contiguous()

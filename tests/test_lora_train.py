@@ -105,3 +105,48 @@ def test_shipped_digits_hollow_fits_and_applies(cli, tmp_path):
         assert r.returncode == 0, r.stderr
     png = {k: (tmp_path / f"{k}.png").read_bytes() for k in ("lora", "zero", "base")}
     assert png["zero"] == png["base"] != png["lora"]
+
+
+def test_text_encoder_and_decoder_parts_train_and_apply_with_their_strengths(folder, cli, tmp_path):
+    """--parts prior,conditioner,decoder: one kohya file with lora_unet_ / lora_te_ / lora_vae_ pairs.
+    The text strength alone moves the output (the text encoder's pairs act; two training steps
+    need strength 20 to show through 8-bit pixels), the model strength alone too (the prior's and
+    decoder's), both 0 give the base's bytes, and the fused pipeline
+    gives --lora's bytes (its decoder a decoder-only component of the same latent space)."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "p"
+    r = cli(*train_args(folder, out, 2, "--parts", "prior,conditioner,decoder", "--targets", "to_k"))
+    assert r.returncode == 0, r.stderr
+    keys = load_file(str(out / "model.safetensors")).keys()
+    assert {k.split("_")[1] for k in keys} == {"unet", "te", "vae"}, sorted(keys)[:5]
+    entry = yaml.safe_load((out / "registry.yaml").read_text())["components"]["striped"]
+    assert set(entry["config"]["parts"]) == {"prior", "conditioner", "decoder"}
+    assert entry["config"]["parts"]["decoder"]["base"] == "digits-vqgan"
+    reg = ["--registry", str(out / "registry.yaml")]
+    args = ["-n", "1", "--steps", "2", "--prompt", "a striped 7", "--no-progress"]
+    png = {}
+    for key, extra in (("base", []), ("zero", ["--lora", "striped:0:0"]), ("text", ["--lora", "striped:0:20"]),
+                       ("model", ["--lora", "striped:1:0"]), ("both", ["--lora", "striped"])):  # fmt: skip
+        r = cli(*reg, "sample", "digits-t2i", *extra, *args, "-o", str(tmp_path / f"{key}.png"))
+        assert r.returncode == 0, r.stderr
+        png[key] = (tmp_path / f"{key}.png").read_bytes()
+    assert png["zero"] == png["base"]
+    assert png["text"] != png["base"] and png["model"] != png["base"]  # each strength moves its parts (two steps: 20 shows it)
+    side = json.loads((tmp_path / "text.json").read_text())["adapters"][0]
+    assert (side["model_strength"], side["text_strength"]) == (0.0, 20.0)
+    r = cli(*reg, "fuse", "digits-t2i", "--lora", "striped", "--name", "striped-fused", "-o", str(tmp_path / "fused"))
+    assert r.returncode == 0, r.stderr
+    decoder = yaml.safe_load(cli("info", "striped-fused-decoder", "--json").stdout or "{}")
+    assert decoder.get("roles") == ["decoder"], decoder
+    r = cli(*reg, "sample", "striped-fused", *args, "-o", str(tmp_path / "fused.png"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fused.png").read_bytes() == png["both"]
+
+
+def test_train_lora_bad_parts_are_one_line(folder, cli, tmp_path):
+    for value in ("unet", "prior,vae", ","):
+        r = cli(*train_args(folder, tmp_path / "bad", 1, "--parts", value))
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode != 0 and len(lines) == 1 and "--parts" in lines[0], r.stderr
+        assert not (tmp_path / "bad").exists()

@@ -13,17 +13,28 @@ erode, which fills an outline's inside); its *stroke centres* are that region er
 Hollowness is the fraction of stroke-centre pixels that are dark; a sample is "hollow" above
 0.3. Calibration (200 images each): solid digits[test] 0.154 (14 % hollow), the hollow training
 images 0.485 (94 %), and those images through the digits VQ-GAN (encode + decode: the most a
-prior in its latent space can give) 0.341 (64 %). ``read`` fills the region and asks the digits classifier which digit it is
-(an outline is read by its filled shape, as a person reads it).
+prior in its latent space can give) 0.341 (64 %). The measure's own false positives are solid
+digits with loops (0, 9: the closing fills a loop as it fills an outline).
+
+``read`` asks a reader of solid *and* hollow digits which digit an image shows (``reader``: an
+RBF SVM on the 8x8 cell means of digits[train], solid and outlined). Calibration on digits[test]
+(360 each): solid 98.6 %, hollow 96.7 %, hollow through the digits VQ-GAN 73.9 %. The shipped
+digits classifier (``read_classifier``) reads solid test digits at 99.7 % but the hollow ones at
+only 76 % (61 % after filling them, ``read_filled``): it was never shown an outline.
 """
 
 from __future__ import annotations
 
 import argparse
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -67,8 +78,33 @@ def hollowness(images: torch.Tensor) -> torch.Tensor:
     return dark.flatten(1).sum(1).float() / centre.flatten(1).sum(1).clamp(min=1).float()
 
 
+def cells(images: torch.Tensor) -> np.ndarray:
+    """(N, 1, 32, 32) -> (N, 64): the mean of each 4x4 cell, the digits' native 8x8 grid."""
+    return F.avg_pool2d(images.float(), 4).flatten(1).numpy()
+
+
+@lru_cache(maxsize=1)
+def reader() -> Any:
+    """A reader of solid and hollow digits: an RBF SVM (scikit-learn, deterministic) on the 8x8 cell
+    means of digits[train], each digit both solid and outlined. The shipped digits classifier was
+    trained on solid digits only and reads the hollow *training recipe* itself only 61-76 % of the
+    time, so it cannot tell whether a hollow sample still shows its digit."""
+    from sklearn.svm import SVC
+
+    from latentzoo.plugins.datasets.digits import load
+
+    data = load("train", 32, 1)
+    x = torch.cat([data.images, outline(data.images)])
+    return SVC(C=5.0, gamma="scale").fit(cells(x), torch.cat([data.labels, data.labels]).numpy())
+
+
 def read(images: torch.Tensor) -> torch.Tensor:
-    """The digit each image shows, read from its filled region by the digits classifier."""
+    """The digit each image shows, solid or hollow (see ``reader``)."""
+    return torch.from_numpy(reader().predict(cells(images.clamp(-1, 1)))).long()
+
+
+def read_filled(images: torch.Tensor) -> torch.Tensor:
+    """The digits classifier's reading of each image's filled region (the previous measure, kept for comparison)."""
     from latentzoo.plugins.datasets.evaluate import predicted_labels
 
     region, _ = regions(images)
@@ -99,16 +135,18 @@ def load_pngs(paths: list[Path]) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays))[:, None] / 127.5 - 1
 
 
-def evaluate(registry: Path, name: str, n: int, strengths: list[float], out: Path | None, seed: int = 0) -> list[dict[str, float]]:
-    """Sample "a hollow <digit>" for every digit at each LoRA strength; hollowness and digit read per strength."""
+def evaluate(registry: Path | None, name: str, n: int, strengths: list[float], out: Path | None, seed: int = 0) -> list[dict[str, float]]:
+    """Sample "a hollow <digit>" for every digit at each LoRA strength; hollowness and digit read per strength.
+    ``name`` may list several adapters (``a,b``), all applied at the strength."""
     import latentzoo
     from latentzoo.plugins.datasets.evaluate import predicted_labels
 
     rows, grids = [], []
     for s in strengths:
-        pipe = latentzoo.load_pipeline("digits-t2i", extra=[registry])
+        extra = [registry] if registry else []
+        pipe = latentzoo.load_pipeline("digits-t2i", extra=extra)
         if s:
-            latentzoo.apply_loras(pipe, [f"{name}:{s}"], extra=[registry])
+            latentzoo.apply_loras(pipe, [f"{one}:{s}" for one in name.split(",")], extra=extra)
         images, labels = [], []
         for digit, word in enumerate(NAMES):
             images.append(pipe.sample(n, seed=seed, options={"prompt": f"a hollow {word}"}))
@@ -119,8 +157,9 @@ def evaluate(registry: Path, name: str, n: int, strengths: list[float], out: Pat
             "strength": s,
             "hollowness": round(float(h.mean()), 4),
             "hollow_fraction": round(float((h > HOLLOW).float().mean()), 4),
-            "read_raw": round(float((predicted_labels(x) == y).float().mean()), 4),
-            "read_filled": round(float((read(x) == y).float().mean()), 4),
+            "read": round(float((read(x) == y).float().mean()), 4),
+            "read_classifier": round(float((predicted_labels(x) == y).float().mean()), 4),
+            "read_filled": round(float((read_filled(x) == y).float().mean()), 4),
         }
         print(row, flush=True)
         rows.append(row)
@@ -140,14 +179,16 @@ def main() -> None:
     m.add_argument("folders", nargs="+", type=Path)
     m.add_argument("--digit", type=int)
     e = sub.add_parser("evaluate")
-    e.add_argument("registry", type=Path)
+    e.add_argument("registry", type=Path, help="a registry file naming the adapter(s), or - for the installed ones")
     e.add_argument("name")
     e.add_argument("--n", type=int, default=20)
     e.add_argument("--strengths", default="0,0.25,0.5,0.75,1")
     e.add_argument("-o", "--out", type=Path)
     args = parser.parse_args()
     if args.cmd == "evaluate":
-        evaluate(args.registry, args.name, args.n, [float(v) for v in args.strengths.split(",")], args.out)
+        evaluate(
+            None if str(args.registry) == "-" else args.registry, args.name, args.n, [float(v) for v in args.strengths.split(",")], args.out
+        )
         return
     if args.cmd == "data":
         make(args.out, args.n)
