@@ -47,6 +47,8 @@ def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None
         raise LatentzooError(f"--batch-size must be at least 1, not {batch_size}")
     if nrow is not None and nrow < 1:
         raise LatentzooError(f"--nrow must be at least 1, not {nrow}")
+    if nrow is not None and nrow > n:  # a row wider than the images: empty columns, or a pixel-cap refusal far later
+        raise LatentzooError(f"--nrow {nrow} is more than the {n} image(s) of the grid (-n); give --nrow from 1 to {n}")
 
 
 MAX_HELD_IMAGES = 1024  # images an edit holds in memory at once (interpolate's frames, variations' -n)
