@@ -166,7 +166,7 @@ def _shape(request: SampleRequest) -> tuple[int, int | None]:
         raise LatentzooError(f"{command} takes {wanted} input image(s), not {count}")
     if command == "inpaint" and not request.mask:
         raise LatentzooError("inpaint needs --mask (white = repaint, black = keep)")
-    if command == "interpolate":  # every frame is held in memory: bounded before anything loads
+    if command == "interpolate":  # bounded before anything loads
         check_held("--frames", request.frames, 2)
         return request.frames, request.frames
     if command in ("img2img", "inpaint"):

@@ -262,12 +262,12 @@ ROUND3 = [
     (
         "interpolate-frames",
         ["interpolate", "digits", "{tmp}/digit.png", "{tmp}/digit.png", "--frames", "100000"],
-        ["--frames must be at most 1024"],
+        ["--frames must be at most 10000"],
     ),
     (
         "variations-n",
         ["variations", "digits-unclip", "{tmp}/digit.png", "-n", "100000", "-o", "{tmp}/v/"],
-        ["-n must be at most 1024"],
+        ["-n must be at most 10000"],
     ),
     ("convert-layers", ["convert", "{tmp}/cfg-layers", "--from", "diffusers", "--name", "cv"], ["layers_per_block", "from 1 to 64"]),
     ("convert-groups", ["convert", "{tmp}/cfg-groups", "--from", "diffusers", "--name", "cv"], ["norm_num_groups", "from 1 to"]),
