@@ -258,7 +258,9 @@ ROUND3 = [
     ("image-symlink-loop", ["encode", "digits-klvae", "{tmp}/loop", "-o", "{tmp}/z.safetensors"], ["symlink loop"]),
     # 4: counts and sizes bounded before anything is allocated
     ("grid-n-absurd", ["sample", "digits", "-n", str(10**9), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
-    ("grid-nrow-absurd", ["sample", "digits", "-n", "4", "--nrow", str(10**6), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
+    ("grid-nrow-absurd", ["sample", "digits", "-n", str(10**6), "--nrow", str(10**6), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
+    ("grid-nrow-over-n", ["sample", "digits", "-n", "4", "--nrow", str(10**6), "-o", "{tmp}/g.png"], ["--nrow 1000000 is more than"]),
+    ("grid-nrow-dir", ["sample", "digits", "-n", "4", "--nrow", "2", "-o", "{tmp}/d/"], ["--nrow shapes a grid", "drop --nrow"]),
     (
         "interpolate-frames",
         ["interpolate", "digits", "{tmp}/digit.png", "{tmp}/digit.png", "--frames", "100000"],
