@@ -303,3 +303,47 @@ def test_convert_force_interrupted_while_registering_keeps_the_earlier_entry(tmp
         convert(src, "cv", fmt="fake", outdir=tmp_path / "conv", force=True)
     after = {k: v for k, v in _tree(tmp_path).items() if k != "src/value.txt"}
     assert after == {k: v for k, v in before.items() if k != "src/value.txt"}
+
+
+# -- found by tools/redteam22.py: an entry without a latent space, a constant decode ---------------
+
+
+def _klvae_entry(**changes: object) -> dict:
+    root = Path(latentzoo.__file__).parent
+    entry = dict(yaml.safe_load((root / "registry.yaml").read_text())["components"]["digits-klvae"])
+    entry["weights"] = {**entry["weights"], "path": str(root / entry["weights"]["path"])}
+    entry.pop("aliases", None)
+    entry.update(changes)
+    return entry
+
+
+@pytest.mark.parametrize("command", ["encode", "decode", "reconstruct"])
+def test_an_autoencoder_entry_without_a_latent_space_is_refused_in_one_line(cli, tmp_path, command):
+    entry = _klvae_entry()
+    del entry["latent_space"]
+    (tmp_path / "nospace.yaml").write_text(yaml.safe_dump({"components": {"nospace": entry}}))
+    digit = save_digits(tmp_path / "in", 1)[0]
+    latents = tmp_path / "z.safetensors"
+    cli("encode", "digits-klvae", str(digit), "-o", str(latents)).assert_ok()
+    source = str(latents) if command == "decode" else str(digit)
+    out = tmp_path / "out" / ("z.safetensors" if command == "encode" else "x.png")
+    result = cli("--registry", str(tmp_path / "nospace.yaml"), command, "nospace", source, "-o", str(out))
+    result.assert_one_line_error("nospace states no latent_space", "nospace.yaml:2")
+    assert not out.parent.exists()
+
+
+def test_decoding_with_an_all_zero_decoder_warns_that_the_output_is_constant(cli, tmp_path):
+    from latentzoo.core.weights import load_tensors, save_tensors
+
+    weights = Path(_klvae_entry()["weights"]["path"])
+    sha = save_tensors(tmp_path / "zero.safetensors", {k: torch.zeros_like(v) for k, v in load_tensors(weights).items()})
+    space = {**_klvae_entry()["latent_space"], "autoencoder": f"sha256:{sha[:16]}"}
+    entry = _klvae_entry(weights={"path": str(tmp_path / "zero.safetensors"), "sha256": sha}, latent_space=space)
+    (tmp_path / "zero.yaml").write_text(yaml.safe_dump({"components": {"zerovae": entry}}))
+    digit = save_digits(tmp_path / "in", 1)[0]
+    cli("encode", "digits-klvae", str(digit), "-o", str(tmp_path / "z.safetensors")).assert_ok()
+    args = ["--registry", str(tmp_path / "zero.yaml"), "decode", "zerovae", str(tmp_path / "z.safetensors"), "--allow-mismatch"]
+    result = cli(*args, "-o", str(tmp_path / "d.png")).assert_ok()
+    assert any(line.startswith("warning: every pixel of") and "the output is constant" in line for line in result.stderr_lines), str(result)
+    normal = cli("decode", "digits-klvae", str(tmp_path / "z.safetensors"), "-o", str(tmp_path / "n.png")).assert_ok()
+    assert "constant" not in normal.stderr
