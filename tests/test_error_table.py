@@ -280,7 +280,7 @@ ROUND3 = [
     (
         "weights-symlink-loop",
         ["--registry", "{tmp}/weights-loop.yaml", "encode", "weights-loop", "{tmp}/digit.png", "--fit", "-o", "{tmp}/z.safetensors"],
-        ["weights file", "loop"],
+        ["weights file", "is a symlink loop"],
     ),
     ("weights-path-int", ["--registry", "{tmp}/weights-path-int.yaml", "list"], ["weights.path: must be a non-empty string, not 5"]),
     ("weights-sha-int", ["--registry", "{tmp}/weights-sha-int.yaml", "list"], ["weights.sha256: must be 64 hex digits", "12345"]),
