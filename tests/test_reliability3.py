@@ -25,7 +25,7 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 
 import latentzoo  # noqa: E402
-from latentzoo.core.errors import LatentzooError  # noqa: E402
+from latentzoo.core.contract.errors import LatentzooError  # noqa: E402
 
 from .test_digits_pipeline import save_digits  # noqa: E402
 
@@ -110,14 +110,14 @@ def test_interpolate_and_variations_never_run_more_rows_than_the_batch_size(tmp_
     pipe = latentzoo.load_pipeline("digits")
     counter = RowCounter(pipe.decoder, "decode")
     monkeypatch.setattr(pipe.decoder, "decode", counter)
-    from latentzoo.core.editing import interpolate_stream
+    from latentzoo.core.runtime.editing import interpolate_stream
 
     edit = interpolate_stream(pipe, digits_in[:1], digits_in[1:], 7, options={"steps": 2}, batch_size=3)
     assert counter.rows == []  # nothing is sampled until the stream is read
     record = latentzoo.write_edit(edit, str(tmp_path / "strip.png"), nrow=7)
     assert counter.rows == [3, 3, 1] and record["n"] == 7
 
-    from latentzoo.core.variations import variations_stream
+    from latentzoo.core.runtime.variations import variations_stream
 
     unclip = latentzoo.load_pipeline("digits-unclip")
     counter = RowCounter(unclip.decoder, "decode")
@@ -141,7 +141,7 @@ def test_reranking_never_draws_more_candidates_at_once_than_the_batch_size(monke
 
 
 def test_edit_counts_are_bounded_before_anything_loads():
-    from latentzoo.core.request import SampleRequest, validate
+    from latentzoo.core.runtime.request import SampleRequest, validate
 
     for request, fragment in (
         (SampleRequest("digits", command="interpolate", images=("a", "b"), frames=10**9), "--frames must be at most 10000"),
@@ -186,7 +186,7 @@ def test_grid_shape_nonsense_is_one_line_from_cli_and_api(cli, tmp_path, name, a
     ids=["interpolate", "img2img", "variations-to"],
 )
 def test_nrow_on_a_command_that_lays_out_its_own_grid_is_refused(request_fields):
-    from latentzoo.core.request import SampleRequest, validate
+    from latentzoo.core.runtime.request import SampleRequest, validate
 
     with pytest.raises(LatentzooError, match="lays out its own: drop --nrow"):
         validate(SampleRequest(**request_fields))
@@ -197,7 +197,7 @@ def test_nrow_on_a_command_that_lays_out_its_own_grid_is_refused(request_fields)
 
 def _fake_converter(src: Path, name: str, stage: Path, **_: object) -> dict:
     """A format whose 'model' is one tensor of the value in SRC/value.txt, plus a file shipped beside it."""
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.contract.weights import save_tensors
 
     value = float((src / "value.txt").read_text())
     sha = save_tensors(stage / f"{name}.safetensors", {"w.weight": torch.full((4,), value)})
@@ -285,7 +285,7 @@ def test_convert_force_on_a_full_disk_keeps_the_earlier_entry_complete(cli, tmp_
 def test_convert_force_interrupted_while_registering_keeps_the_earlier_entry(tmp_path, fake_format, monkeypatch):
     """A signal (SIGTERM unwinds as KeyboardInterrupt) at the user registry's write puts the earlier files back."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    from latentzoo.core import userregistry
+    from latentzoo.core.contract import userregistry
     from latentzoo.interop.formats import convert
 
     src = tmp_path / "src"
@@ -333,7 +333,7 @@ def test_an_autoencoder_entry_without_a_latent_space_is_refused_in_one_line(cli,
 
 
 def test_decoding_with_an_all_zero_decoder_warns_that_the_output_is_constant(cli, tmp_path):
-    from latentzoo.core.weights import load_tensors, save_tensors
+    from latentzoo.core.contract.weights import load_tensors, save_tensors
 
     weights = Path(_klvae_entry()["weights"]["path"])
     sha = save_tensors(tmp_path / "zero.safetensors", {k: torch.zeros_like(v) for k, v in load_tensors(weights).items()})

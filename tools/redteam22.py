@@ -95,8 +95,8 @@ def setup(tmp: Path) -> None:
     import yaml
 
     import latentzoo
-    from latentzoo.core.registry import Registry
-    from latentzoo.core.weights import save_tensors, sha256_file
+    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.contract.weights import save_tensors, sha256_file
 
     meta = {"latent_space": json.dumps(Registry.load().get("digits-klvae").latent_space.to_dict())}
     z = torch.randn(1, 3, 8, 8)
@@ -334,7 +334,7 @@ def constant_output(cmd: list[str], tmp: Path) -> str | None:
     import torch
     import yaml
 
-    from latentzoo.core.weights import load_tensors, save_tensors
+    from latentzoo.core.contract.weights import load_tensors, save_tensors
 
     builtin = yaml.safe_load((Path(__import__("latentzoo").__file__).parent / "registry.yaml").read_text())
     entry = dict(builtin["components"]["digits-klvae"])
