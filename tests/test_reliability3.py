@@ -347,3 +347,8 @@ def test_decoding_with_an_all_zero_decoder_warns_that_the_output_is_constant(cli
     assert any(line.startswith("warning: every pixel of") and "the output is constant" in line for line in result.stderr_lines), str(result)
     normal = cli("decode", "digits-klvae", str(tmp_path / "z.safetensors"), "-o", str(tmp_path / "n.png")).assert_ok()
     assert "constant" not in normal.stderr
+    # reconstruct draws the inputs above the reconstructions: the reconstructions are named
+    zero = ["--registry", str(tmp_path / "zero.yaml"), "reconstruct", "zerovae", str(digit), "-o", str(tmp_path / "r.png")]
+    result = cli(*zero).assert_ok()
+    assert any("every pixel of the reconstructions in" in line and "constant" in line for line in result.stderr_lines), str(result)
+    assert "constant" not in cli("reconstruct", "digits-klvae", str(digit), "-o", str(tmp_path / "r2.png")).assert_ok().stderr

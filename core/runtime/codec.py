@@ -90,6 +90,7 @@ def _inputs(pipe: Any, images: list[str | Path], fit: bool) -> Any:
 class Reconstruction:
     output: Path
     psnr_db: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def reconstruct(
@@ -109,7 +110,7 @@ def reconstruct(
     rec = pipe.reconstruct(x)
     save_grid(torch.cat([x, rec]), out, nrow=len(x))
     scores = {str(p): round(psnr(rec[i : i + 1], x[i : i + 1]), 2) for i, p in enumerate(images)}
-    return Reconstruction(out, scores)
+    return Reconstruction(out, scores, constant_warning(rec, f"the reconstructions in {output}"))
 
 
 @dataclass
