@@ -374,7 +374,6 @@ class Plugins:
                                 f"component {decl['name']!r} is already declared by plugin {found[decl['name']]['plugin']}"
                             )
                         found[decl["name"]] = {**decl, "plugin": info.name}
-                        info.kinds.append(decl["name"])
                         info.components.append(decl["name"])
                 except (LatentzooError, TypeError, KeyError, AttributeError) as exc:
                     info.status, info.error = "broken", f"bad component declaration: {exc}"
