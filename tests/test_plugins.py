@@ -216,8 +216,10 @@ def test_good_plugin_in_list_and_plugins(cli, rows, good_site):
         "hooks": ["latentzoo_commands", "latentzoo_components", "latentzoo_registry"],
         "components": ["acme.flow"],
         "datasets": [],
+        "kinds": [],
         "api": 1,
         "warning": None,
+        "formats": [],
     }
     table = rows(cli("plugins", sites=sites).assert_ok())
     assert table["acme"] == {"distribution": "acme-zoo 2.3.4", "status": "ok", "provides": "acme.flow", "error": ""}
