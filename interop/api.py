@@ -49,7 +49,7 @@ def convert(
 
 def export(name: str, outdir: str | Path, *, to_format: str, force: bool = False, extra: Any = ()) -> tuple[Path, list[str]]:
     """Write a component or pipeline in ``to_format`` to ``outdir`` (new, empty, or a previous export with ``force``)."""
-    from latentzoo.core.api import registry
+    from latentzoo.core.runtime.api import registry
 
     from .formats import export as _export
 
@@ -67,7 +67,7 @@ def push(
     extra: Any = (),
 ) -> list[Pushed]:
     """Upload a component or a pipeline (its components first) to the Hub repo ``ORG/NAME``."""
-    from latentzoo.core.api import registry
+    from latentzoo.core.runtime.api import registry
 
     from .hub import push as _push
 
@@ -91,7 +91,7 @@ def lora_add(file: str | Path, *, base: str, name: str, allow_partial: bool = Fa
 
 def apply_loras(pipe: Any, loras: list[str], *, extra: Any = ()) -> list[dict[str, Any]]:
     """Apply ``NAME[:MODEL[:TEXT]]`` LoRAs to a loaded pipeline in memory (``sample --lora``); their sidecar records."""
-    from latentzoo.core.adapters import parse_spec
+    from latentzoo.core.runtime.adapters import parse_spec
 
     from .lora import apply_to_pipeline
 
@@ -100,7 +100,7 @@ def apply_loras(pipe: Any, loras: list[str], *, extra: Any = ()) -> list[dict[st
 
 def fuse(target: str, loras: list[str], *, name: str, outdir: str | Path | None = None, extra: Any = ()) -> dict[str, Any]:
     """Fuse ``NAME[:MODEL[:TEXT]]`` LoRAs into ``target``'s weights as a new registered pipeline / component (``latentzoo fuse``)."""
-    from latentzoo.core.adapters import parse_spec
+    from latentzoo.core.runtime.adapters import parse_spec
 
     from .lora import fuse as _fuse
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError, RegistryError
+from latentzoo.core.contract.errors import LatentzooError, RegistryError
 
 ACTIONS = ("convert", "export")
 MANIFEST = ".latentzoo-export.json"
@@ -55,7 +55,7 @@ class Format:
 
 def formats() -> dict[str, Format]:
     """Declared formats by name; a plugin with a bad declaration is marked broken and skipped."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     found: dict[str, Format] = {}
     for info, decls in get_manager().call("latentzoo_formats"):
@@ -86,7 +86,7 @@ def _check_format(decl: Any, plugin: str) -> Format:
 
 def get_format(name: str, action: str) -> Any:
     """The imported convert or export function of format ``name``; one line listing the known ones otherwise."""
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.contract.registry import import_target
 
     known = {n: f for n, f in formats().items() if f.can(action)}
     fmt = known.get(name)
@@ -115,7 +115,7 @@ class Converted:
 
 
 def default_outdir(name: str) -> Path:
-    from latentzoo.core.registry import user_registry_path
+    from latentzoo.core.contract.registry import user_registry_path
 
     return user_registry_path().parent / "converted" / name
 
@@ -124,7 +124,7 @@ def _taken(names: list[str], bodies: dict[str, dict[str, Any]] | None = None, *,
     """What stops ``names`` joining the merged registry (built-in, plugins, user): a name it has
     (with its layer; allowed with ``force``, which shadows), or a name or alias that collides with
     an alias (never allowed: it would make every command refuse the registry)."""
-    from latentzoo.core.registry import ENV_USER, Registry, user_registry_path
+    from latentzoo.core.contract.registry import ENV_USER, Registry, user_registry_path
 
     saved = None if user_registry_path().is_file() else os.environ.pop(ENV_USER, None)  # a missing user file is an empty layer
     try:
@@ -160,11 +160,11 @@ def convert(
         if unknown:
             raise LatentzooError(f"format {fmt} does not take option(s) {', '.join(unknown)}")
     if not src.is_dir():  # a FIFO or a device would hang the read or never end
-        from latentzoo.core.userfiles import check_file
+        from latentzoo.core.contract.userfiles import check_file
 
         check_file(src, "convert source", "weights")
     out = Path(outdir) if outdir else default_outdir(name)
-    from latentzoo.core.weights import output_lock
+    from latentzoo.core.contract.weights import output_lock
 
     with output_lock(out, f"convert -o {out}"):  # one writer per folder
         try:
@@ -181,8 +181,8 @@ def _convert_into(
 ) -> Converted:
     import yaml
 
-    from latentzoo.core.registry import parse_file
-    from latentzoo.core.weights import write_bytes
+    from latentzoo.core.contract.registry import parse_file
+    from latentzoo.core.contract.weights import write_bytes
 
     from .hub import check_name
 
@@ -218,40 +218,87 @@ def _convert_into(
             fragment["pipelines"] = pipelines
         staged = write_bytes(stage / "registry.yaml", yaml.safe_dump(fragment, sort_keys=False).encode())
         parse_file(staged, "cli")  # the fragment is valid registry YAML
-        for entry in components.values():  # weights first, the fragment that names them last
-            if "path" in (entry.get("weights") or {}):
-                os.replace(stage / entry["weights"]["path"], out / entry["weights"]["path"])
-        for extra in sorted(stage.iterdir()):  # files shipped beside the weights (a text encoder's tokenizer.json)
-            if extra.is_file() and extra != staged:
-                os.replace(extra, out / extra.name)
         frag_path = out / "registry.yaml"
-        os.replace(staged, frag_path)
+        converted = Converted(name, out, frag_path, components, pipelines, notes)
+        # Weights first, then the files shipped beside them (a text encoder's tokenizer.json), the
+        # fragment that names them last; then the user registry. Until that last write succeeds,
+        # every file an earlier conversion had here is kept aside (--force), and any failure (a
+        # full disk, a signal) puts it back: the old entry or the new one is complete, never neither.
+        weights = [stage / e["weights"]["path"] for e in components.values() if "path" in (e.get("weights") or {})]
+        extras = [f for f in sorted(stage.iterdir()) if f.is_file() and f != staged and f not in weights]
+        placed = _place([(f, out / f.name) for f in (*weights, *extras, staged)], out)
+        try:
+            if register:
+                converted.registered = _register(components, pipelines, out, force)
+        except BaseException:
+            _unplace(placed)
+            raise
+        _drop_backups(placed)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         for folder in made if created else []:  # a failed conversion leaves nothing behind
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-    converted = Converted(name, out, frag_path, components, pipelines, notes)
-    if register:
-        from latentzoo.core.registry import user_registry_path
-        from latentzoo.core.userregistry import add_entries, relative_weights
-
-        user = user_registry_path()
-        comps = {}
-        for comp, entry in components.items():
-            entry = dict(entry)
-            if "path" in (entry.get("weights") or {}):
-                entry["weights"] = {**entry["weights"], "path": relative_weights(out / entry["weights"]["path"], user)}
-            comps[comp] = entry
-        converted.registered = add_entries(comps, pipelines, force=force, path=user)
     return converted
+
+
+def _register(components: dict[str, dict[str, Any]], pipelines: dict[str, dict[str, Any]], out: Path, force: bool) -> Path:
+    """Add converted entries to the user registry (one atomic write), their weights paths relative to it."""
+    from latentzoo.core.contract.registry import user_registry_path
+    from latentzoo.core.contract.userregistry import add_entries, relative_weights
+
+    user = user_registry_path()
+    comps = {}
+    for comp, entry in components.items():
+        entry = dict(entry)
+        if "path" in (entry.get("weights") or {}):
+            entry["weights"] = {**entry["weights"], "path": relative_weights(out / entry["weights"]["path"], user)}
+        comps[comp] = entry
+    return add_entries(comps, pipelines, force=force, path=user)
+
+
+def _place(moves: list[tuple[Path, Path]], out: Path) -> list[tuple[Path, Path | None]]:
+    """Rename each (staged, dest) into place, an existing dest first renamed aside (a backup in
+    ``out``: renames need no free space for data). On any failure, undo what was done and raise.
+    Returns (dest, backup or None) per move, for ``_unplace`` / ``_drop_backups``."""
+    placed: list[tuple[Path, Path | None]] = []
+    try:
+        for src, dest in moves:
+            backup = None
+            if dest.exists():
+                backup = dest.with_name(f".{dest.name}.{os.getpid()}.bak")
+                os.replace(dest, backup)
+            placed.append((dest, backup))
+            os.replace(src, dest)
+    except BaseException:
+        _unplace(placed)
+        raise
+    return placed
+
+
+def _unplace(placed: list[tuple[Path, Path | None]]) -> None:
+    """Put back what ``_place`` replaced (best effort: a rename that fails here leaves its backup)."""
+    for dest, backup in reversed(placed):
+        try:
+            if backup is not None:
+                os.replace(backup, dest)
+            else:
+                dest.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _drop_backups(placed: list[tuple[Path, Path | None]]) -> None:
+    for _, backup in placed:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
 
 
 def _validate_weights(stage: Path, components: dict[str, dict[str, Any]], fmt: str) -> None:
     """Refuse converted weights that cannot work: a NaN / Inf in a floating tensor, or a layer's
     weight or bias stored as integers (a float tensor declared I32 in the source's header).
     One read per file (weights.scan_file); the sha256 the converter recorded must match it."""
-    from latentzoo.core.weights import scan_file, tensor_regions
+    from latentzoo.core.contract.weights import scan_file, tensor_regions
 
     for name, entry in components.items():
         rel = (entry.get("weights") or {}).get("path")
@@ -334,7 +381,7 @@ def export(registry: Any, name: str, outdir: str | Path, *, fmt: str, force: boo
     """Write ``name`` (a component or a pipeline) in format ``fmt`` to ``outdir``; return the folder and notes."""
     function = get_format(fmt, "export")
     registry.get(name)  # an unknown name fails before anything is written
-    from latentzoo.core.weights import output_lock
+    from latentzoo.core.contract.weights import output_lock
 
     with output_lock(outdir, f"export -o {outdir}"):  # one writer: a second export never deletes the first
         try:

@@ -1,6 +1,6 @@
 """What ``train lora`` adapts beyond the prior: the text encoder and the decoder, found by calling them.
 
-A LoRA part is a component of the pipeline (``core.adapters.PARTS``). Which of its layers a part
+A LoRA part is a component of the pipeline (``core.runtime.adapters.PARTS``). Which of its layers a part
 uses is read off the component itself, whatever its family: the Linear / Conv2d layers that run
 when it encodes a caption (``condition``) or decodes a latent (``decode``). An autoencoder that
 is both encoder and decoder thus gets LoRA pairs on its decoder only.
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 TRAINABLE_PARTS = ("prior", "conditioner", "decoder")
 
@@ -60,7 +60,7 @@ def trainable_condition(conditioner: Any) -> Callable[[list[str]], dict[str, tor
 
 def text_targets(conditioner: Any, patterns: list[str] | None) -> list[str]:
     """The text encoder's Linear layers that encode a caption (or those matching ``patterns``)."""
-    from latentzoo.core.adapters import select_targets
+    from latentzoo.core.runtime.adapters import select_targets
 
     called = layers_called(conditioner, lambda: conditioner.condition(["a"]), (nn.Linear,))
     if patterns:
@@ -73,7 +73,7 @@ def text_targets(conditioner: Any, patterns: list[str] | None) -> list[str]:
 
 def decoder_targets(decoder: Any, latent: torch.Tensor, patterns: list[str] | None) -> list[str]:
     """The decoder's Linear / Conv2d layers that decode a latent (or those matching ``patterns``)."""
-    from latentzoo.core.adapters import select_targets
+    from latentzoo.core.runtime.adapters import select_targets
 
     called = layers_called(decoder, lambda: decoder.decode(latent))
     if patterns:

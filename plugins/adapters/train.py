@@ -5,7 +5,7 @@
 
 The base (a pipeline, or a prior with ``--encoder`` and ``--set conditioner=NAME``) is built
 frozen; trainable (down, up) pairs are hooked onto its Linear layers (or the ``--targets``:
-paths, path suffixes or globs, Conv2d layers too; ``core.adapters.lora_layers``). The loss is
+paths, path suffixes or globs, Conv2d layers too; ``core.runtime.adapters.lora_layers``). The loss is
 the base's own denoising objective (Ho et al. 2020, eq. 14, in the prediction type the prior
 declares) on the frozen encoder's latents of the captioned images, scaled into the prior's
 latent space as the pipeline does, with the frozen text encoder's states of each caption
@@ -36,13 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.adapters import fingerprint, lora_layers, select_targets
-from latentzoo.core.captions import load_captioned
-from latentzoo.core.data import ImageSet
-from latentzoo.core.denoising import training_target
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.denoising import training_target
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.weights import save_tensors, write_json
+from latentzoo.core.runtime.adapters import fingerprint, lora_layers, select_targets
+from latentzoo.core.runtime.captions import load_captioned
+from latentzoo.core.runtime.data import ImageSet
 from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, encode_dataset, split_options, write_fragment
-from latentzoo.core.weights import save_tensors, write_json
 
 from .parts import decoder_targets, parse_parts, text_targets, trainable_condition
 
@@ -131,7 +131,7 @@ def _layers(cfg: dict[str, Any], prior: Any, conditioner: Any, decoder: Any, z: 
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
 
     cfg = _config(options)
     rank, alpha, parts = cfg["rank"], cfg["alpha"], cfg["parts"]
