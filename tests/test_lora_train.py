@@ -142,6 +142,11 @@ def test_text_encoder_and_decoder_parts_train_and_apply_with_their_strengths(fol
     r = cli(*reg, "sample", "striped-fused", *args, "-o", str(tmp_path / "fused.png"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "fused.png").read_bytes() == png["both"]
+    import latentzoo  # the Python API applies the same parts (latentzoo.apply_loras)
+
+    pipe = latentzoo.load_pipeline("digits-t2i", extra=[out / "registry.yaml"])
+    records = latentzoo.apply_loras(pipe, ["striped:1:0"], extra=[out / "registry.yaml"])
+    assert (records[0]["model_strength"], records[0]["text_strength"]) == (1.0, 0.0)
 
 
 def test_train_lora_bad_parts_are_one_line(folder, cli, tmp_path):
