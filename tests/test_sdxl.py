@@ -434,3 +434,34 @@ def test_single_file_export_of_sd1_round_trips_and_sd2_is_refused(xl, tmp_path, 
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
         assert not never.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")], list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("score", [None, (7.5, 1.5)])
+def test_refiner_img2img_matches_sdxl_img2img_pipeline(xl, score):
+    """The refiner alone refining an image: 4 Euler steps at strength 0.5 (2 denoising steps) with guidance 5 and the
+    aesthetic-score time ids (defaults 6 / 2.5, then others), from the same image latents and noise, as
+    StableDiffusionXLImg2ImgPipeline. diffusers takes 4-channel input as latents; the noise is both sides' first draw
+    from a generator seeded 3; both latents are decoded by the same VAE (the edit returns images)."""
+    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.editing import img2img
+
+    theirs = xl["pipes"]["refiner"]
+    ours = load_pipeline("tiny-xl-refiner")
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    options = {"steps": 4, "prompt": PROMPT, "guidance": 5.0}
+    kwargs = {}
+    if score:
+        options.update(aesthetic_score=score[0], negative_aesthetic_score=score[1])
+        kwargs = dict(aesthetic_score=score[0], negative_aesthetic_score=score[1])
+    edit = img2img(ours, images, 0.5, seed=3, options=options)
+    assert edit.record["denoising_steps"] == 2
+    with torch.no_grad():
+        x0 = ours.scale(ours.encode(images))
+        want = theirs(
+            PROMPT, image=x0, strength=0.5, num_inference_steps=4, guidance_scale=5.0, output_type="latent",
+            generator=torch.Generator().manual_seed(3), **kwargs,
+        ).images  # fmt: skip
+        want_images = ours.decode(ours.unscale(want))  # both latents through the same decoder: the edit returns images
+    err = rel_err(edit.images, want_images)
+    print(f"sdxl refiner img2img (aesthetic {score or 'default'}): decoded images max relative error {err:.3g}")
+    assert err < LOOP_TOL
