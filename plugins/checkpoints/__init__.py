@@ -13,7 +13,7 @@ SDXL pipelines back as such a file (``write.py``).
 
 from __future__ import annotations
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 
