@@ -153,7 +153,7 @@ def test_inpainting_exports_as_a_single_file_and_back(inpainting, tmp_path):
     import yaml
     from safetensors.torch import load_file
 
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
     from latentzoo.interop.api import convert, export
 
     out = tmp_path / "file"

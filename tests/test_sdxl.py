@@ -371,7 +371,7 @@ def test_single_file_export_round_trips_base_and_refiner(xl, tmp_path, capsys, h
     """export --to single-file: every tensor of the original SDXL file (sgm names), and in -> out -> in gives the same weights."""
     import yaml
 
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
     from latentzoo.interop.api import convert
 
     run = helpers.in_process_cli(capsys)
@@ -408,7 +408,7 @@ def test_single_file_export_of_sd1_round_trips_and_sd2_is_refused(xl, tmp_path, 
     import yaml
     from sd_tiny import build_sd
 
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
     from latentzoo.interop.api import convert
 
     for layout in ("sd1", "sd2"):
@@ -442,8 +442,8 @@ def test_refiner_img2img_matches_sdxl_img2img_pipeline(xl, score):
     aesthetic-score time ids (defaults 6 / 2.5, then others), from the same image latents and noise, as
     StableDiffusionXLImg2ImgPipeline. diffusers takes 4-channel input as latents; the noise is both sides' first draw
     from a generator seeded 3; both latents are decoded by the same VAE (the edit returns images)."""
-    from latentzoo.core.api import load_pipeline
-    from latentzoo.core.editing import img2img
+    from latentzoo.core.runtime.api import load_pipeline
+    from latentzoo.core.runtime.editing import img2img
 
     theirs = xl["pipes"]["refiner"]
     ours = load_pipeline("tiny-xl-refiner")

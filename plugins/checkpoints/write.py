@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from . import keys as K
 
@@ -202,7 +202,7 @@ def _sd1(pipe: Path, name: str, notes: list[str]) -> tuple[dict[str, Any], dict[
 def _write(folder: Path, name: str, tensors: dict[str, Any], config: dict[str, Any]) -> None:
     import yaml
 
-    from latentzoo.core.weights import save_tensors, write_bytes
+    from latentzoo.core.contract.weights import save_tensors, write_bytes
 
     save_tensors(folder / f"{name}.safetensors", {k: v.contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
     write_bytes(folder / f"{name}.yaml", yaml.safe_dump(config, sort_keys=False).encode())
