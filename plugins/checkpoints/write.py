@@ -18,8 +18,8 @@ merges.txt; a single file carries none). So ``convert DIR/NAME.safetensors --con
 The pipeline is first written as a diffusers folder by the diffusion family's own exporter (the
 path ``export --to diffusers`` takes, checked tensor for tensor against diffusers), into a
 temporary folder; its tensors are renamed with ``keys.py``'s inverse maps. SD 2.x is refused:
-its converted text encoder holds 23 of OpenCLIP's 24 blocks (SD 2.x conditions on the
-penultimate layer), and a single file needs all of them.
+its converted text encoder lacks OpenCLIP's last block (SD 2.x conditions on the penultimate
+layer: 23 of ViT-H's 24), and a single file needs all of them.
 """
 
 from __future__ import annotations
@@ -171,9 +171,11 @@ def _sdxl(pipe: Path, refiner: bool, notes: list[str]) -> tuple[dict[str, Any], 
 def _sd1(pipe: Path, name: str, notes: list[str]) -> tuple[dict[str, Any], dict[str, Any], str]:
     tcfg, text = _load(pipe / "text_encoder", "model.safetensors")
     if tcfg.get("hidden_act") != "quick_gelu":
+        n = int(tcfg.get("num_hidden_layers", 0))
         raise LatentzooError(
             f"pipeline {name} is Stable Diffusion 2.x-shaped (an OpenCLIP text encoder): its converted text encoder holds "
-            "23 of OpenCLIP's 24 blocks, and a single file needs them all; use --to diffusers"
+            f"{n} of OpenCLIP's {n + 1} blocks (SD 2.x conditions on the penultimate layer), and a single file needs them all; "
+            "use --to diffusers"
         )
     tensors, ucfg, vcfg = _unet_vae(pipe, notes)
     tensors |= {K.CLIP + k: v for k, v in _text(text).items()}
