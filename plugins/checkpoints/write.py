@@ -54,7 +54,7 @@ def export(registry: Any, name: str, folder: Path) -> list[str]:
         pipe = work / "pipeline"
         pipe.mkdir()
         notes = list(get_format("diffusers", "export")(registry, name, pipe) or [])
-        notes = [n for n in notes if "safety_checker" not in n]
+        notes = [n for n in notes if "safety_checker" not in n and "guidance_scale" not in n]  # diffusers-only advice
         index = json.loads((pipe / "model_index.json").read_text(encoding="utf-8"))
         kind = index.get("_class_name")
         if kind in (SDXL_BASE, SDXL_REFINER):
