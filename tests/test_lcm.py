@@ -203,3 +203,47 @@ def test_distill_consistency_bad_input_is_one_line(folder, cli, tmp_path):
         r = cli(*args)
         assert r.returncode != 0 and len(r.stderr_lines) == 1 and fragment in r.stderr_lines[0], r
         assert not (tmp_path / "bad").exists()
+
+
+# --- the shipped consistency LoRA ----------------------------------------------------------------------
+
+
+def test_shipped_digits_t2i_lcm_fits_and_samples(cli, tmp_path):
+    """Registered, a few % of its base, distilled for lcm; strength 0 gives the base's bytes, strength 1 other pixels."""
+    from latentzoo.core.api import info
+
+    lora, base = info("digits-t2i-lcm"), info("digits-t2i-prior")
+    assert lora.weights_path().stat().st_size <= 0.2 * base.weights_path().stat().st_size
+    assert lora.data["config"]["distilled"]["sampler"] == "lcm"
+    args = ["--sampler", "lcm", "--scheduler", "sgm_uniform", "--steps", "2", "--guidance", "1", "--prompt", "a 3", "-n", "2", "--no-progress"]
+    for key, extra in (("lora", ["--lora", "digits-t2i-lcm"]), ("zero", ["--lora", "digits-t2i-lcm:0"]), ("base", [])):
+        r = cli("sample", "digits-t2i", *extra, *args, "-o", str(tmp_path / f"{key}.png"))
+        assert r.returncode == 0 and "warning" not in r.stderr, r
+    png = {k: (tmp_path / f"{k}.png").read_bytes() for k in ("lora", "zero", "base")}
+    assert png["zero"] == png["base"] != png["lora"]
+
+
+@pytest.mark.slow
+def test_shipped_digits_t2i_lcm_reads_the_prompted_digit():
+    """At 4 lcm steps (4 evaluations, unguided) the classifier reads the prompted digit in most samples, and more often
+    than the base with the same sampler and steps (the base is not a consistency model)."""
+    import latentzoo
+    from latentzoo.interop.lora import apply_to_pipeline
+    from latentzoo.plugins.datasets.evaluate import predicted_labels
+
+    torch.set_num_threads(1)
+    prompts = [f"a {NAMES[d]}" for d in range(10) for _ in range(10)]
+    labels = torch.tensor([d for d in range(10) for _ in range(10)])
+    rates = {}
+    for key in ("lora", "base"):
+        pipe = latentzoo.load_pipeline("digits-t2i", sampler="lcm", scheduler="sgm_uniform")
+        if key == "lora":
+            apply_to_pipeline(pipe, [("digits-t2i-lcm", 1.0, 1.0)])
+        g = torch.Generator().manual_seed(0)
+        noise = torch.randn((len(prompts), *pipe.prior.latent_shape), generator=g)
+        with torch.inference_mode():
+            z = pipe.sampler.sample(pipe.prior, noise, levels=pipe.levels(pipe.resolve_options(steps=4)), generator=g,
+                                    conditioning=pipe.conditioner.condition(prompts), guidance=1.0)  # fmt: skip
+            images = pipe.decode(pipe.unscale(z))
+        rates[key] = float((predicted_labels(images) == labels).float().mean())
+    assert rates["lora"] >= READ_TARGET, rates
