@@ -132,7 +132,7 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 def grid(args: argparse.Namespace, path: str) -> None:
     """Rows: base dpmpp-2m at 2 and 4 steps (guided), the student at 2 and 4 steps, the base at its defaults; columns "a 0".."a 9"."""
-    from latentzoo.core.images import save_grid
+    from latentzoo.core.runtime.images import save_grid
 
     prompts = [f"a {name}" for name in NAMES]
     base = build(args.pipeline, args.registry, None, "dpmpp-2m", "karras")
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     try:
         if args.grid:

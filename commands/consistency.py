@@ -52,8 +52,8 @@ def consistency(ctx: click.Context, teacher: str, rank: int, alpha: float | None
     """
     import yaml
 
-    from latentzoo.core.errors import LatentzooError
-    from latentzoo.core.options import parse_assignments
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.contract.options import parse_assignments
     from latentzoo.core.training import TrainOptions
     from latentzoo.core.training import train as run_trainer
 

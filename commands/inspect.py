@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from .common import ROLE_CHOICES, _emit_json, _registry, _table
 
@@ -93,7 +93,7 @@ def _walk_text(value: Any) -> str:
 
 def _kind_summary(kind: str) -> dict[str, Any]:
     """A prior kind's declaration as ``info`` shows it (read from its plugin's declaration, no import)."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     decl = get_manager().kinds().get(kind)
     if decl is None:
@@ -114,8 +114,8 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one component or pipeline: config, weights, latent space, and whether it composes."""
     import yaml
 
-    from latentzoo.core.api import declared_role
-    from latentzoo.core.compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
+    from latentzoo.core.contract.compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
+    from latentzoo.core.runtime.api import declared_role
 
     reg = _registry(ctx)
     for warning in reg.shadow_warnings({name}):
@@ -154,8 +154,8 @@ def _conformance_rows(plugin_names: set[str]) -> list[dict[str, Any]]:
     """``latentzoo check`` on each registry prior of these (third-party) plugins that has weights: one probe-shaped row each."""
     import time
 
-    from latentzoo.core.conformance import check, checkable
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
+    from latentzoo.core.runtime.conformance import check, checkable
 
     if not plugin_names:
         return []
@@ -192,7 +192,7 @@ def _conformance_rows(plugin_names: set[str]) -> list[dict[str, Any]]:
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=20.0, show_default=True, help="Seconds the --check probes may take.")
 def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: float) -> None:
     """Show installed plugins: distribution, version, location, hooks, components, status."""
-    from latentzoo.core.plugins import get_manager, probe_plugins
+    from latentzoo.core.contract.plugins import get_manager, probe_plugins
 
     if check:  # before anything loads plugins in this process: a plugin that kills it must not stop the probe
         probes = probe_plugins(timeout)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 
 def _number(value: Any) -> float | None:
@@ -52,7 +52,7 @@ def check_request(pipe: Any, request: Any, name: str, distilled: dict[str, Any])
 
 def check_adapters(pipe: Any, request: Any, reg: Any) -> None:
     """``check_request`` for each registered ``--lora`` of ``request`` that records ``distilled``."""
-    from latentzoo.core.adapters import parse_spec
+    from latentzoo.core.runtime.adapters import parse_spec
 
     for spec in request.loras:
         ref, model_strength, _ = parse_spec(spec)

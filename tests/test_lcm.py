@@ -130,7 +130,7 @@ def sha256(path) -> str:
 
 
 def test_distill_consistency_resumes_exactly_and_leaves_the_base(folder, cli, tmp_path):
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
 
     base = info("digits-t2i-prior").weights_path()
     before = sha256(base)
@@ -210,12 +210,26 @@ def test_distill_consistency_bad_input_is_one_line(folder, cli, tmp_path):
 
 def test_shipped_digits_t2i_lcm_fits_and_samples(cli, tmp_path):
     """Registered, a few % of its base, distilled for lcm; strength 0 gives the base's bytes, strength 1 other pixels."""
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
 
     lora, base = info("digits-t2i-lcm"), info("digits-t2i-prior")
     assert lora.weights_path().stat().st_size <= 0.2 * base.weights_path().stat().st_size
     assert lora.data["config"]["distilled"]["sampler"] == "lcm"
-    args = ["--sampler", "lcm", "--scheduler", "sgm_uniform", "--steps", "2", "--guidance", "1", "--prompt", "a 3", "-n", "2", "--no-progress"]
+    args = [
+        "--sampler",
+        "lcm",
+        "--scheduler",
+        "sgm_uniform",
+        "--steps",
+        "2",
+        "--guidance",
+        "1",
+        "--prompt",
+        "a 3",
+        "-n",
+        "2",
+        "--no-progress",
+    ]
     for key, extra in (("lora", ["--lora", "digits-t2i-lcm"]), ("zero", ["--lora", "digits-t2i-lcm:0"]), ("base", [])):
         r = cli("sample", "digits-t2i", *extra, *args, "-o", str(tmp_path / f"{key}.png"))
         assert r.returncode == 0 and "warning" not in r.stderr, r

@@ -233,7 +233,7 @@ def test_plugin_cannot_displace_builtins(cli, plugin_factory):
     def thief(dist: str, entry_point: str | None = None) -> dict[str, str]:
         package = dist.replace("-", "_")
         init = f"""
-            from latentzoo.core.hookspecs import hookimpl
+            from latentzoo.core.contract.hookspecs import hookimpl
 
 
             @hookimpl
@@ -332,7 +332,12 @@ def torch_modules(modules: set[str]) -> list[str]:
 def test_inspecting_does_not_import_torch(cli, broken_sites, args):
     result, modules = run_reporting_modules(cli, *args, sites=broken_sites)
     assert result.returncode == 0, str(result)
-    assert {"latentzoo.cli", "latentzoo.core.plugins", "acme_zoo", "latentzoo.plugins.diffusion"} <= modules  # plugins were loaded ...
+    assert {
+        "latentzoo.cli",
+        "latentzoo.core.contract.plugins",
+        "acme_zoo",
+        "latentzoo.plugins.diffusion",
+    } <= modules  # plugins were loaded ...
     assert torch_modules(modules) == [], f"latentzoo {' '.join(args)} imported torch"
     assert "acme_zoo.model" not in modules  # ... but not their model code
     model_code = sorted(m for m in modules if m.startswith("latentzoo.plugins.") and m.count(".") > 2)
@@ -342,7 +347,7 @@ def test_inspecting_does_not_import_torch(cli, broken_sites, args):
 def test_compose_does_not_import_torch(cli, compose_args):
     result, modules = run_reporting_modules(cli, *compose_args)
     assert result.returncode == 0 and "sampler: ddim" in result.stdout, str(result)
-    assert "latentzoo.core.compose" in modules
+    assert "latentzoo.core.contract.compose" in modules
     assert torch_modules(modules) == []
 
 

@@ -3,7 +3,7 @@
     latentzoo distill consistency --teacher digits-t2i --lora-rank 8 -o runs/NAME
 
 The teacher is a frozen text-conditioned denoiser (a pipeline's prior); the student is the same
-prior with trainable low-rank pairs hooked onto it (``core.adapters.lora_layers``), so the base
+prior with trainable low-rank pairs hooked onto it (``core.runtime.adapters.lora_layers``), so the base
 weights are never touched and the result is an ordinary kohya-ss LoRA file plus an adapter entry.
 Per training example (latent consistency distillation, Luo et al. 2023, alg. 1):
 
@@ -34,13 +34,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentzoo.core.adapters import fingerprint, lora_layers, select_targets
-from latentzoo.core.captions import load_captioned
-from latentzoo.core.data import ImageSet
-from latentzoo.core.denoising import split_prediction
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.denoising import split_prediction
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.weights import save_tensors, write_json
+from latentzoo.core.runtime.adapters import fingerprint, lora_layers, select_targets
+from latentzoo.core.runtime.captions import load_captioned
+from latentzoo.core.runtime.data import ImageSet
 from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, encode_dataset, split_options, write_fragment
-from latentzoo.core.weights import save_tensors, write_json
 from latentzoo.plugins.ksampling.consistency import boundary_scalings
 
 from .train import WithLora, _parts
@@ -145,7 +145,7 @@ class ConsistencyLoss:
 def split_prediction_batch(
     out: torch.Tensor, x_t: torch.Tensor, a: torch.Tensor, b: torch.Tensor, prediction: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``core.denoising.split_prediction`` with per-sample sqrt(abar) ``a`` and sqrt(1 - abar) ``b``."""
+    """``core.contract.denoising.split_prediction`` with per-sample sqrt(abar) ``a`` and sqrt(1 - abar) ``b``."""
     if prediction == "epsilon":
         return (x_t - b * out) / a, out
     if prediction == "v_prediction":
@@ -156,7 +156,7 @@ def split_prediction_batch(
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
 
     cfg = split_options("consistency", options.config, DEFAULTS)[0]
     if not cfg["base"]:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from latentzoo.core.interfaces import Progress
+from latentzoo.core.contract.interfaces import Progress
 
 from .solvers import Model, Noise, tick
 
