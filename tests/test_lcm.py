@@ -239,8 +239,8 @@ def test_shipped_digits_t2i_lcm_fits_and_samples(cli, tmp_path):
 
 @pytest.mark.slow
 def test_shipped_digits_t2i_lcm_reads_the_prompted_digit():
-    """At 4 lcm steps (4 evaluations, unguided) the classifier reads the prompted digit in most samples, and more often
-    than the base with the same sampler and steps (the base is not a consistency model)."""
+    """At 4 lcm steps (4 evaluations, unguided) the classifier reads the prompted digit in >= 95 % of samples
+    (benchmarks/lcm.py measured 100 % over 200)."""
     import latentzoo
     from latentzoo.interop.lora import apply_to_pipeline
     from latentzoo.plugins.datasets.evaluate import predicted_labels
@@ -249,7 +249,7 @@ def test_shipped_digits_t2i_lcm_reads_the_prompted_digit():
     prompts = [f"a {NAMES[d]}" for d in range(10) for _ in range(10)]
     labels = torch.tensor([d for d in range(10) for _ in range(10)])
     rates = {}
-    for key in ("lora", "base"):
+    for key in ("lora",):
         pipe = latentzoo.load_pipeline("digits-t2i", sampler="lcm", scheduler="sgm_uniform")
         if key == "lora":
             apply_to_pipeline(pipe, [("digits-t2i-lcm", 1.0, 1.0)])
@@ -260,4 +260,4 @@ def test_shipped_digits_t2i_lcm_reads_the_prompted_digit():
                                     conditioning=pipe.conditioner.condition(prompts), guidance=1.0)  # fmt: skip
             images = pipe.decode(pipe.unscale(z))
         rates[key] = float((predicted_labels(images) == labels).float().mean())
-    assert rates["lora"] >= READ_TARGET, rates
+    assert rates["lora"] >= 0.95, rates
