@@ -252,7 +252,7 @@ def test_a_replaced_weights_file_is_not_read(tmp_path):
 
 
 def test_latentzoo_kernels_eager_turns_it_off():
-    code = "from latentzoo.core import kernels; from torch import nn; print(kernels.available(), type(kernels.accelerate(nn.Linear(2, 2))).__name__)"
+    code = "from latentzoo.core.nn import kernels; from torch import nn; print(kernels.available(), type(kernels.accelerate(nn.Linear(2, 2))).__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LATENTZOO_KERNELS": "eager"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "Linear"]
