@@ -89,8 +89,8 @@ def test_lcm_is_registered_and_per_index(cli, tmp_path):
 def test_lcm_refuses_what_it_cannot_drive(cli, tmp_path):
     """A prior that is not a denoiser (autoregressive codes, a flow, an analytic Gaussian) and impossible step counts: one line."""
     cases = [
-        (["digits-dalle"], "lcm"),
-        (["digits-vae"], "lcm"),
+        (["digits-dalle"], "sampler lcm drives denoiser priors"),
+        (["digits-vae"], "sampler lcm drives denoiser priors"),
         (["digits", "--steps", "0"], "steps"),
         (["digits", "--steps", "1001"], "1 to 1000 steps"),
     ]
