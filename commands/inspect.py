@@ -35,6 +35,7 @@ def _plugin_blocks(report: list[Any]) -> None:
             ("hooks", ", ".join(h.removeprefix("latentzoo_") for h in p.hooks) or "-"),
             ("components", ", ".join(p.components) or "-"),
             ("datasets", ", ".join(p.datasets) or "-"),
+            ("kinds", ", ".join(p.kinds) or "-"),
         ]
         click.echo(p.name)
         for label, value in fields:
@@ -220,13 +221,11 @@ def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: fl
     from latentzoo.interop.formats import formats
 
     report = get_manager().report()
-    provided: dict[str, list[str]] = {}  # the formats each plugin declares (a bad declaration marks its plugin broken)
+    declared: dict[str, list[str]] = {}  # the formats each plugin declares (a bad declaration marks its plugin broken)
     for fmt in formats().values():
-        provided.setdefault(fmt.plugin, []).append(f"format {fmt.name}")
-    for kind in get_manager().kinds().values():  # the prior kinds each plugin owns (their conventions, `latentzoo check`)
-        provided.setdefault(kind["plugin"], []).append(f"kind {kind['name']}")
+        declared.setdefault(fmt.plugin, []).append(fmt.name)
     if as_json:
-        _emit_json([p.to_dict() for p in report])
+        _emit_json([{**p.to_dict(), "formats": declared.get(p.name, [])} for p in report])
     elif verbose:
         _plugin_blocks(report)
     else:
@@ -235,7 +234,8 @@ def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: fl
                 p.name,
                 f"{p.distribution or '?'} {p.version or ''}".strip(),
                 p.status,
-                ", ".join(p.components + p.datasets + provided.get(p.name, [])) or "-",
+                ", ".join(p.components + p.datasets + [f"kind {k}" for k in p.kinds] + [f"format {f}" for f in declared.get(p.name, [])])
+                or "-",
                 p.error or (f"warning: {p.warning}" if p.warning else ""),
             ]
             for p in report

@@ -98,7 +98,7 @@ def test_plugins_md_counts_hooks_and_roles_once_and_right() -> None:
     text = (DOCS / "plugins.md").read_text(encoding="utf-8")
     assert sorted(re.sub(r"\(.*", "", row[0]).strip("`") for row in table_with(DOCS / "plugins.md", "hook", "returns")) == hooks
     assert sorted(row[0].strip("`").lower() for row in table_with(DOCS / "plugins.md", "role", "must provide")) == sorted(ROLES)
-    for path in (DOCS / "plugins.md", DOCS.parent / "README.md", DOCS.parent / "core" / "hookspecs.py"):
+    for path in (DOCS / "plugins.md", DOCS.parent / "README.md", DOCS.parent / "core" / "contract" / "hookspecs.py"):
         said = path.read_text(encoding="utf-8").lower()
         for word, n in NUMBERS.items():
             assert n == len(hooks) or f"{word} hooks" not in said, f"{path.name} says {word} hooks; there are {len(hooks)}"

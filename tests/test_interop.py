@@ -65,21 +65,21 @@ def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
 
 def test_no_core_module_imports_a_plugin_and_build_and_hub_do_not_import_each_other():
     offenders = []
-    for path in sorted((ROOT / "core").glob("*.py")):
-        mods = imported_modules(path, "latentzoo.core")
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        mods = imported_modules(path, "latentzoo." + ".".join(path.parent.relative_to(ROOT).parts))
         bad = sorted(m for m in mods if m == "latentzoo.plugins" or m.startswith(("latentzoo.plugins.", "latentzoo.interop")))
-        offenders += [f"core/{path.name}: {m}" for m in bad]
+        offenders += [f"{path.relative_to(ROOT)}: {m}" for m in bad]
     assert not offenders, offenders
-    sources = imported_modules(ROOT / "core" / "sources.py", "latentzoo.core")
+    sources = imported_modules(ROOT / "core" / "runtime" / "sources.py", "latentzoo.core.runtime")
     assert not any(m.startswith(("latentzoo.core.runtime.build", "latentzoo.interop")) for m in sources), sources
     hub = imported_modules(ROOT / "interop" / "hub.py", "latentzoo.interop")
     assert not any(m.startswith("latentzoo.core.runtime.build") for m in hub) and "latentzoo.core.runtime.sources" in hub
-    assert "latentzoo.core.runtime.sources" in imported_modules(ROOT / "core" / "build.py", "latentzoo.core")
+    assert "latentzoo.core.runtime.sources" in imported_modules(ROOT / "core" / "runtime" / "build.py", "latentzoo.core.runtime")
     assert not (ROOT / "core" / "convert.py").exists() and not (ROOT / "core" / "hub.py").exists()
     # and at run time: importing every core module loads no plugin module
     code = (
         "import importlib, pkgutil, sys; import latentzoo.core as c\n"
-        "[importlib.import_module('latentzoo.core.' + m.name) for m in pkgutil.iter_modules(c.__path__)]\n"
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(c.__path__, 'latentzoo.core.')]\n"
         "print(sorted(k for k in sys.modules if k.startswith(('latentzoo.plugins', 'latentzoo.interop'))))"
     )
     out = subprocess.run(

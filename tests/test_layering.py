@@ -76,3 +76,23 @@ def test_the_check_sees_a_violation():
     found = [t for _, t in imports_in(source, ["core", "runtime"])]
     assert ["core", "training"] in found and ["plugins", "flow"] in found
     assert ["studio"] in found and ["core", "runtime", "seeding"] in found
+
+
+def test_an_old_flat_path_still_imports_with_a_deprecation_warning():
+    """A third-party plugin written before the wings keeps working for a release, told where to go."""
+    import importlib
+    import sys
+    import warnings
+
+    from latentzoo.core.contract import interfaces
+
+    sys.modules.pop("latentzoo.core.interfaces", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("latentzoo.core.interfaces")
+    assert old is interfaces
+    assert [str(w.message) for w in caught if w.category is DeprecationWarning] == [
+        "latentzoo.core.interfaces moved to latentzoo.core.contract.interfaces; import it from there"
+    ]
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("latentzoo.core.no_such_module")

@@ -216,8 +216,10 @@ def test_good_plugin_in_list_and_plugins(cli, rows, good_site):
         "hooks": ["latentzoo_commands", "latentzoo_components", "latentzoo_registry"],
         "components": ["acme.flow"],
         "datasets": [],
+        "kinds": [],
         "api": 1,
         "warning": None,
+        "formats": [],
     }
     table = rows(cli("plugins", sites=sites).assert_ok())
     assert table["acme"] == {"distribution": "acme-zoo 2.3.4", "status": "ok", "provides": "acme.flow", "error": ""}
@@ -500,3 +502,17 @@ def test_top_level_names_are_not_importable(cli, module):
     assert f"ModuleNotFoundError: No module named '{module}'" in result.stderr
     ok = cli.python("-c", f"import latentzoo.{module} as m; print(m.__name__)")
     assert ok.returncode == 0 and ok.stdout.strip() == f"latentzoo.{module}", str(ok)
+
+
+def test_json_names_each_plugins_kinds_and_formats(cli):
+    """`plugins --json` says which plugin owns each prior kind and format, as the table does."""
+    report = by_name(cli("plugins", "--json").assert_ok().json())
+    kinds = {name: item["kinds"] for name, item in report.items() if item["kinds"]}
+    assert kinds == {"diffusion": ["denoiser"], "flow": ["flow"], "transformer": ["autoregressive"], "vae": ["analytic"]}
+    assert report["diffusers"]["formats"] == ["diffusers"] and report["adapters"]["formats"] == ["kohya-lora", "peft-lora"]
+    assert report["vqgan"]["kinds"] == [] and report["vqgan"]["formats"] == []
+    table = cli("plugins").assert_ok().stdout
+    row = next(line for line in table.splitlines() if line.startswith("flow "))
+    assert "kind flow" in row
+    verbose = cli("plugins", "-v").assert_ok().stdout
+    assert "kinds:        denoiser" in verbose

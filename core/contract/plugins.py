@@ -62,6 +62,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # prior kinds it declares (latentzoo_kinds)
     api: int | None = None
     warning: str | None = None  # works, but something is wrong (e.g. imports torch at import time)
 
@@ -403,6 +404,7 @@ class Plugins:
                         if decl["name"] in found:
                             raise LatentzooError(f"kind {decl['name']!r} is already declared by plugin {found[decl['name']]['plugin']}")
                         found[decl["name"]] = {**decl, "plugin": info.name}
+                        info.kinds.append(decl["name"])
                 except LatentzooError as exc:
                     info.status, info.error = "broken", f"bad kind declaration: {exc}"
             self._kinds = found
@@ -422,6 +424,7 @@ class Plugins:
     def report(self) -> list[PluginInfo]:
         self.components()
         self.datasets()
+        self.kinds()
         self.registry_fragments()  # a raising latentzoo_registry hook is reported too
         return sorted(self.info.values(), key=lambda i: (not i.builtin, i.name))
 
