@@ -178,7 +178,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
             f"teacher {cfg['base']}: its prior {teacher_prior} is a {kind or 'non-denoiser'} prior, not a denoiser; "
             "consistency distillation needs a diffusion (denoiser) teacher"
         )
-    prior_name, encoder_name, cond_name = _parts(options, reg, cfg["base"], cfg["conditioner"])
+    prior_name, encoder_name, cond_name, _ = _parts(options, reg, cfg["base"], cfg["conditioner"])
     prior_entry = reg.get(prior_name)
     if prior_entry.conditioning is None or prior_entry.conditioning.kind != "text":
         raise LatentzooError(

@@ -63,6 +63,17 @@ CKPT = {"prior": "lora", "conditioner": "lora_te", "decoder": "lora_vae"}  # che
 
 
 class WithLora(nn.Module):
+    """The frozen base and its trainable pairs as one module (DDP then sees the pairs' gradients)."""
+
+    def __init__(self, base: nn.Module, lora: nn.Module) -> None:
+        super().__init__()
+        self.base, self.lora = base, lora
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.base(*args, **kwargs)
+
+
+class PartsWithLora(nn.Module):
     """The frozen parts and their trainable pairs as one module, whose forward computes every
     adapted part's output (DDP then sees all the pairs' gradients)."""
 
@@ -170,7 +181,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
     else:
         with torch.no_grad():
             fixed = {k: v.to(run.device) for k, v in conditioner.condition(unique).items()}  # the frozen text encoder, once
-    model = WithLora(prior, layers, encode_text, decoder)
+    model = PartsWithLora(prior, layers, encode_text, decoder)
     abar = prior.noise_schedule.alphas_cumprod
     sqrt_ab, sqrt_1mab = abar.sqrt().float().to(run.device), (1 - abar).sqrt().float().to(run.device)
     params = [p for part in parts for p in layers[part].parameters()]
