@@ -48,6 +48,7 @@ COMMANDS = {
     "fuse": "adapters:fuse",
     "merge": "adapters:merge",
     "serve": "serve:serve",
+    "distill": "distill:distill",
 }
 
 
