@@ -250,3 +250,18 @@ def test_shipped_students_record_what_they_were_distilled_for():
         assert (trained["sampler"], trained["scheduler"]) == (pipe["sampler"], pipe["scheduler"])
     assert reg.get("digits-t2i-fast-prior", "prior").data["class"] == "distill.guided"
     assert math.isfinite(reg.get("digits-fast-prior", "prior").data["metrics"]["cpu_minutes"])
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_distil_as_one_process_does(cli, tmp_path):
+    from test_distributed import torchrun
+
+    from latentzoo.core.training import latest_checkpoint
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli(*progressive(one, "--rounds", "2")).returncode == 0
+    torchrun(cli, *progressive(two, "--rounds", "2")).assert_ok()
+    for stage in ("round-1", "round-2"):
+        assert latest_checkpoint(two / stage)[1]["replicas_identical"] is True
+        a, b = load_file(str(one / stage / "model.safetensors")), load_file(str(two / stage / "model.safetensors"))
+        assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a if not k.endswith("to_k.bias"))

@@ -268,7 +268,9 @@ def run_stage(opts: DistillOptions, built: Built, teacher: Stage, stage: str, in
         write_fragment(options.out, options.name, entry)
         return entry
 
-    entry = run.publish(write) or {}
+    # As Run.publish, but the process group stays up for the next stage (distill() leaves it at the end).
+    entry = write() if run.is_main else {}
+    run.world.barrier()
     frozen = ema.model.cpu().eval().requires_grad_(False).to(run.device)
     return Stage(stage, frozen, student.component_class, student.config, student.family, entry)
 
@@ -346,6 +348,7 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
                 finished.append(teacher)
                 if main:
                     write_registry(opts, finished)
+            leave_world()
         except BaseException:
             import shutil
 
@@ -353,6 +356,15 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
                 shutil.rmtree(out, ignore_errors=True)  # nothing of value: we made it and no stage wrote a checkpoint
             raise
     return write_registry(opts, finished) if main else None
+
+
+def leave_world() -> None:
+    """Leave the torchrun process group the stages shared (nothing on one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class _nothing:
