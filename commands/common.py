@@ -20,7 +20,7 @@ def _version() -> str:
 
 
 def _registry(ctx: click.Context):
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     reg = Registry.load(list(ctx.obj["registries"]))
     for message in reg.errors:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 
 @click.command()
