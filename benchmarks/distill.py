@@ -155,7 +155,7 @@ def t2i_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cost_section(args: argparse.Namespace) -> dict[str, float]:
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     reg = Registry.load(list(args.registry))
     out = {}

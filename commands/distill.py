@@ -98,7 +98,7 @@ def progressive(ctx: click.Context, rounds: int, **kw: Any) -> None:
     """Progressive distillation: each round trains a student, initialised from its teacher, to take one
     DDIM step where the teacher takes two (Salimans & Ho 2022, Algorithm 2)."""
     if rounds < 1:
-        from latentzoo.core.errors import LatentzooError
+        from latentzoo.core.contract.errors import LatentzooError
 
         raise LatentzooError(f"--rounds must be 1 or more, not {rounds}")
     _run(ctx, rounds, None, **kw)

@@ -49,7 +49,7 @@ def test_one_student_ddim_step_on_the_two_step_target_lands_where_two_teacher_st
 
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
 def test_predict_x0_inverts_each_training_target(prediction):
-    from latentzoo.core.denoising import training_target
+    from latentzoo.core.contract.denoising import training_target
 
     g = torch.Generator().manual_seed(1)
     x0, eps = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
@@ -176,7 +176,7 @@ def test_guidance_distillation_of_an_unconditional_teacher_is_refused(cli, tmp_p
 
 def test_a_fresh_guided_student_is_its_teacher_and_takes_one_forward_per_step():
     import latentzoo
-    from latentzoo.core.denoising import Denoiser
+    from latentzoo.core.contract.denoising import Denoiser
     from latentzoo.plugins.distill.student import GuidedStudent
 
     teacher = latentzoo.build("digits-ldm-cond", "prior")
@@ -230,7 +230,7 @@ def test_a_student_sampled_otherwise_than_distilled_warns_and_runs(cli, tmp_path
 
 def test_a_guided_student_refuses_a_negative_prompt_in_every_front_end(cli, tmp_path):
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     r = cli("sample", "digits-t2i-fast", "-n", "1", "--prompt", "a seven", "--negative-prompt", "thin", "-o", str(tmp_path / "s.png"))
     assert r.returncode == 1 and "no unconditional branch" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -240,7 +240,7 @@ def test_a_guided_student_refuses_a_negative_prompt_in_every_front_end(cli, tmp_
 
 
 def test_shipped_students_record_what_they_were_distilled_for():
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     reg = Registry.load([])
     for name, steps in (("digits-fast", 4), ("digits-fast-2", 2), ("digits-fast-1", 1), ("digits-t2i-fast", 4)):

@@ -26,7 +26,7 @@ def block(name: str, body: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.contract.weights import sha256_file
 
     run_registry = Path(argv[0])
     doc = yaml.safe_load(run_registry.read_text(encoding="utf-8"))

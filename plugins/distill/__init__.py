@@ -7,14 +7,14 @@
   followed by progressive rounds.
 
 The commands live in ``latentzoo.commands.distill``; a student's registry entry states
-``distilled_for`` (checked by every front end's request validation, core.distilled).
+``distilled_for`` (checked by every front end's request validation, core.runtime.distilled).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 

@@ -6,7 +6,7 @@ z_t = alpha_t x + sigma_t eps with alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - ab
 level is the scheduler's sigma (x = x0 + sigma eps), abar = 1 / (1 + sigma^2).
 
 - ``predict_x0``: a model output (epsilon, v or x0) -> x_hat, the tensor form of
-  ``core.denoising.split_prediction`` (each sample has its own abar).
+  ``core.contract.denoising.split_prediction`` (each sample has its own abar).
 - ``ddim_step``: one deterministic DDIM step, z_s = alpha_s x_hat + (sigma_s / sigma_t)(z_t - alpha_t x_hat)
   (Song et al. 2021, eq. 12 at eta = 0; Algorithm 2, lines 8-9).
 - ``two_step_target``: x_tilde, the x that one student DDIM step from t must predict to land where
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 
 def view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

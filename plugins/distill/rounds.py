@@ -16,7 +16,7 @@ OUT/registry.yaml`` runs one at once.
   the teacher's levels at 2N steps; it samples at N.
 
 Each stage's entry records ``distilled_for`` (method, sampler, scheduler, steps, guidance
-range): ``latentzoo sample`` warns when a student runs otherwise (core.distilled).
+range): ``latentzoo sample`` warns when a student runs otherwise (core.runtime.distilled).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions
 
 from .algorithm import ddim_step, nested, predict_x0, two_step_target, weighted_x_loss
@@ -89,8 +89,8 @@ class Student:
     """A student network of the teacher's architecture (or a GuidedStudent around it) and its entry fields."""
 
     def __init__(self, component_class: str, config: dict[str, Any], family: str) -> None:
-        from latentzoo.core.plugins import get_manager
-        from latentzoo.core.registry import import_target
+        from latentzoo.core.contract.plugins import get_manager
+        from latentzoo.core.contract.registry import import_target
 
         self.component_class, self.config, self.family = component_class, config, family
         decl = get_manager().components()[component_class]
@@ -299,7 +299,7 @@ def load_stage(opts: DistillOptions, stage: str, device: torch.device) -> Stage 
     import yaml
 
     from latentzoo.core.training import latest_checkpoint
-    from latentzoo.core.weights import load_tensors
+    from latentzoo.core.contract.weights import load_tensors
 
     fragment = opts.out / stage / "registry.yaml"
     found = latest_checkpoint(opts.out / stage) if fragment.is_file() else None
@@ -316,8 +316,8 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
     returns the document written (None on ranks other than 0)."""
     import os
 
-    from latentzoo.core.distributed import resolve_device
-    from latentzoo.core.weights import output_lock
+    from latentzoo.core.runtime.distributed import resolve_device
+    from latentzoo.core.contract.weights import output_lock
 
     opts.validate()
     stages = opts.stages()
@@ -400,7 +400,7 @@ def write_registry(opts: DistillOptions, finished: list[Stage]) -> dict[str, Any
     as it was distilled; the last one also as ``NAME``."""
     import yaml
 
-    from latentzoo.core.weights import write_bytes
+    from latentzoo.core.contract.weights import write_bytes
 
     spec = opts.teacher.spec
     components: dict[str, Any] = {}

@@ -7,7 +7,7 @@ denoiser network whose forward computes its time embedding in a ``time_embedding
 diffusers UNet layouts here): a small MLP of Fourier features of w is added to that module's
 output. Its last layer starts at zero, so a fresh student is exactly its base network.
 
-The prior states ``guidance_input = True``; ``latentzoo.core.denoising.Denoiser`` then calls it
+The prior states ``guidance_input = True``; ``latentzoo.core.contract.denoising.Denoiser`` then calls it
 once per step with ``guidance=w`` and never on the unconditional branch.
 """
 
@@ -18,18 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentzoo.core.denoising import NoiseSchedule
-from latentzoo.core.interfaces import DenoiserPrior
-from latentzoo.core.layers import timestep_embedding
+from latentzoo.core.contract.denoising import NoiseSchedule
+from latentzoo.core.contract.interfaces import DenoiserPrior
+from latentzoo.core.nn.layers import timestep_embedding
 
 GUIDANCE_SCALE = 250.0  # w in [0, 4] spreads over [0, 1000], the range the sinusoidal features were made for
 
 
 def base_class(name: str) -> type[nn.Module]:
     """The class a plugin declares under ``name`` (e.g. ``diffusion.unet_cond``): the student's base network."""
-    from latentzoo.core.errors import LatentzooError
-    from latentzoo.core.plugins import get_manager
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.contract.plugins import get_manager
+    from latentzoo.core.contract.registry import import_target
 
     decl = get_manager().components().get(name)
     if decl is None or "prior" not in decl["roles"]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 # Sampler classes whose one step is the deterministic DDIM step at eta = 0 (Euler on the schedule's
 # sigmas is the same update: docs/samplers.md, "DDIM equivalence").
@@ -27,8 +27,8 @@ class TeacherSpec:
     """The teacher pipeline resolved from the registry (no torch): names, kinds and the sampling plan."""
 
     name: str
-    spec: Any  # core.compose.PipelineSpec
-    registry: Any  # core.registry.Registry
+    spec: Any  # core.contract.compose.PipelineSpec
+    registry: Any  # core.contract.registry.Registry
     prior_entry: Any
     kind: str
     conditioning: str | None  # None, "class" or "text"
@@ -56,8 +56,8 @@ def resolve_teacher(
 ) -> TeacherSpec:
     """The teacher and the rounds' plan, checked: a denoiser prior, a deterministic two-step sampler
     (when rounds > 0) and a step count that halves ``rounds`` times to at least 1."""
-    from latentzoo.core.compose import load_spec, resolve_component
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.compose import load_spec, resolve_component
+    from latentzoo.core.contract.registry import Registry
 
     registry = Registry.load(list(registries))
     spec, registry = load_spec(registry, name)
@@ -173,7 +173,7 @@ class Built:
 
 def build_teacher(teacher: TeacherSpec, device: torch.device) -> Built:
     """Build the teacher's parts, encode the training images once and, for text, every caption variant."""
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
     from latentzoo.core.training import encode_dataset
 
     builder = Builder(teacher.registry)
@@ -186,7 +186,7 @@ def build_teacher(teacher: TeacherSpec, device: torch.device) -> Built:
     space = prior.latent_space
     cond = Conditioning(teacher.conditioning, num_classes=getattr(prior, "num_classes", None))
     if teacher.conditioning == "text":
-        from latentzoo.core.captions import load_captioned
+        from latentzoo.core.runtime.captions import load_captioned
         from latentzoo.plugins.diffusion.train_text import encode_captions
 
         data = load_captioned(teacher.data, split="train", size=size, channels=encoder.image_channels)
@@ -199,7 +199,7 @@ def build_teacher(teacher: TeacherSpec, device: torch.device) -> Built:
         cond.tokens, cond.masks = tok.to(device), msk.to(device)
         cond.caption_rows = torch.tensor([[where[c] for c in row] for row in variants], dtype=torch.long, device=device)
     else:
-        from latentzoo.core.data import load_dataset
+        from latentzoo.core.runtime.data import load_dataset
 
         data = load_dataset(teacher.data, split="train", size=size, channels=encoder.image_channels)
         if teacher.conditioning == "class":
@@ -212,7 +212,7 @@ def build_teacher(teacher: TeacherSpec, device: torch.device) -> Built:
             )
     latents = encode_dataset(encoder, data.images)
     if space.scaling_factor is not None:
-        latents = (latents - (space.shift or 0.0)) * space.scaling_factor  # as the prior models them (core.pipeline)
+        latents = (latents - (space.shift or 0.0)) * space.scaling_factor  # as the prior models them (core.runtime.pipeline)
     return Built(prior.to(device), latents.float(), torch.arange(len(latents)), cond, builder)
 
 

@@ -7,7 +7,7 @@ sampler on a given scheduler's levels at a given step count; a guidance-distille
     distilled_for: {teacher: digits, method: progressive, sampler: ddim, scheduler: trailing, steps: 4,
                     guidance: [1.0, 4.0]}
 
-(every field optional). ``check`` runs in request validation (core.request), so the CLI, the
+(every field optional). ``check`` runs in request validation (core.runtime.request), so the CLI, the
 Python API and the server treat a student alike:
 
 - it *warns* where the request runs but not as the student was trained: another sampler,
@@ -22,9 +22,9 @@ import math
 import warnings
 from typing import Any
 
-from .compose import PipelineSpec, resolve_component
-from .errors import ContractError
-from .registry import Registry
+from ..contract.compose import PipelineSpec, resolve_component
+from ..contract.errors import ContractError
+from ..contract.registry import Registry
 
 
 def _number(value: Any) -> float | None:
