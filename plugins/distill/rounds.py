@@ -298,8 +298,8 @@ def load_stage(opts: DistillOptions, stage: str, device: torch.device) -> Stage 
     """A stage published by an earlier (interrupted) run, or None."""
     import yaml
 
-    from latentzoo.core.training import latest_checkpoint
     from latentzoo.core.contract.weights import load_tensors
+    from latentzoo.core.training import latest_checkpoint
 
     fragment = opts.out / stage / "registry.yaml"
     found = latest_checkpoint(opts.out / stage) if fragment.is_file() else None
@@ -316,8 +316,8 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
     returns the document written (None on ranks other than 0)."""
     import os
 
-    from latentzoo.core.runtime.distributed import resolve_device
     from latentzoo.core.contract.weights import output_lock
+    from latentzoo.core.runtime.distributed import resolve_device
 
     opts.validate()
     stages = opts.stages()
