@@ -317,6 +317,7 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
     import os
 
     from latentzoo.core.contract.weights import output_lock
+    from latentzoo.core.runtime.build import Builder
     from latentzoo.core.runtime.distributed import resolve_device
 
     opts.validate()
@@ -334,8 +335,9 @@ def distill(opts: DistillOptions) -> dict[str, Any] | None:
     created = not out.exists()
     with lock:
         try:
-            built = build_teacher(opts.teacher, device)
-            check_levels(opts, built)
+            builder = Builder(opts.teacher.registry)
+            check_levels(opts, builder, builder.component(opts.teacher.spec.prior, "prior"))  # before any data is encoded
+            built = build_teacher(opts.teacher, device, builder)
             prior = opts.teacher.prior_entry
             teacher = Stage(
                 "teacher", built.prior, prior.data["class"], dict(prior.data.get("config") or {}), prior.data.get("family", ""), {}
@@ -375,13 +377,13 @@ class _nothing:
         return None
 
 
-def check_levels(opts: DistillOptions, built: Built) -> None:
+def check_levels(opts: DistillOptions, builder: Any, prior: Any) -> None:
     """Every round's student levels must be every other level of its teacher's (refused before anything is written)."""
     t = opts.teacher
     for k in range(1, t.rounds + 1):
         n = t.steps_after(k)
-        teacher_levels = levels(built.builder, t.scheduler, built.prior, 2 * n)
-        if not nested(teacher_levels, levels(built.builder, t.scheduler, built.prior, n)):
+        teacher_levels = levels(builder, t.scheduler, prior, 2 * n)
+        if not nested(teacher_levels, levels(builder, t.scheduler, prior, n)):
             raise LatentzooError(
                 f"scheduler {t.scheduler}'s levels at {n} steps are not every other level of its {2 * n}: two teacher steps "
                 "would not span one student step (no deterministic two-step form); pass --scheduler trailing"

@@ -171,12 +171,12 @@ class Built:
     builder: Any
 
 
-def build_teacher(teacher: TeacherSpec, device: torch.device) -> Built:
+def build_teacher(teacher: TeacherSpec, device: torch.device, builder: Any = None) -> Built:
     """Build the teacher's parts, encode the training images once and, for text, every caption variant."""
     from latentzoo.core.runtime.build import Builder
     from latentzoo.core.training import encode_dataset
 
-    builder = Builder(teacher.registry)
+    builder = builder or Builder(teacher.registry)
     spec = teacher.spec
     prior = builder.component(spec.prior, "prior")
     if not spec.encoder:
