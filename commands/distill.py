@@ -1,5 +1,5 @@
-"""Fast sampling by distillation: ``distill progressive`` and ``distill guidance`` (thin layers over
-``latentzoo.plugins.distill``)."""
+"""``latentzoo distill``: fast-sampling students of a pipeline. ``progressive`` and ``guidance`` are thin
+layers over ``latentzoo.plugins.distill``; ``consistency`` (an LCM-LoRA adapter) lives in its own module."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from .consistency import consistency
 
 
 def _common(f: Any) -> Any:
@@ -81,7 +83,8 @@ def _run(ctx: click.Context, rounds: int, guidance: tuple[float, float] | None, 
 
 @click.group()
 def distill() -> None:
-    """Distil a diffusion pipeline into a faster student (Salimans & Ho 2022; Meng et al. 2023).
+    """Distil a pipeline into a faster one: progressive (Salimans & Ho 2022), guidance (Meng et al. 2023)
+    or consistency (an LCM-LoRA adapter).
 
     \b
     Examples:
@@ -114,3 +117,6 @@ def guidance(ctx: click.Context, rounds: int, guidance_range: tuple[float, float
     """Guidance distillation: a student that takes the guidance weight w as an input, one forward pass per
     step instead of two (Meng et al. 2023), then --rounds progressive rounds."""
     _run(ctx, rounds, tuple(guidance_range), **kw)
+
+
+distill.add_command(consistency)

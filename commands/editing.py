@@ -91,6 +91,9 @@ def inpaint(
 @click.argument("a")
 @click.argument("b")
 @click.option("--frames", type=int, default=8, show_default=True, help="Frames from A to B, endpoints included (at least 2).")
+@click.option(
+    "--batch-size", type=int, default=64, show_default=True, help="Frames sampled at once (memory; the bytes do not depend on it)."
+)
 @_common
 @click.option(
     "-o", "--output", default="interpolation.png", show_default=True, help="A strip .png (one row), or DIR/ for one PNG per frame."
@@ -98,10 +101,10 @@ def inpaint(
 @click.option("--no-progress", is_flag=True, hidden=True)
 @click.pass_context
 def interpolate(
-    ctx: click.Context, target: str, a: str, b: str, frames: int, output: str, as_json: bool, no_progress: bool, **kw: Any
+    ctx: click.Context, target: str, a: str, b: str, frames: int, batch_size: int, output: str, as_json: bool, no_progress: bool, **kw: Any
 ) -> None:
     """DDIM-invert A and B, slerp their noises, and sample each of --frames frames back (eta 0)."""
-    record = _run(ctx, "interpolate", target, output, kw, images=(a, b), frames=frames)
+    record = _run(ctx, "interpolate", target, output, kw, images=(a, b), frames=frames, batch_size=batch_size)
     _done(record, output, as_json)
     if not as_json:
         click.echo(f"frames: {', '.join(record.get('frame_files') or record['files'])}", err=True)

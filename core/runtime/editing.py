@@ -33,13 +33,14 @@ sampled back deterministically (eta = 0).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..contract.errors import LatentzooError
+from .record import DEFAULT_BATCH_SIZE
 
 # Python API (``pipe``: a Pipeline or a pipeline name; images: tensors in [-1, 1] or image paths):
 #     edit = latentzoo.img2img("digits", ["a.png"], 0.6, seed=0)
@@ -145,6 +146,28 @@ def _resolve(pipe: Any, images: Any, what: str, *, fit: bool = False) -> tuple[A
 class Edit:
     images: torch.Tensor  # (B, C, H, W) in [-1, 1]
     record: dict[str, Any]
+
+
+@dataclass
+class EditStream:
+    """An edit's ``n`` images made batch by batch as ``batches`` is iterated (memory flat in ``n``):
+    ``write`` takes it as it takes an ``Edit``, committing each batch as it comes; ``collect`` holds them all."""
+
+    n: int
+    batches: Iterable[torch.Tensor]  # (b, C, H, W) in [-1, 1], in order, n rows in all
+    record: dict[str, Any]
+
+    def collect(self) -> Edit:
+        return Edit(torch.cat(list(self.batches)), self.record)
+
+
+def spans(n: int, batch_size: int) -> Iterator[range]:
+    """Indices 0..n-1 in runs of ``batch_size`` (the last shorter)."""
+    from .record import check_run
+
+    check_run(n, 0, batch_size)
+    for start in range(0, n, batch_size):
+        yield range(start, min(n, start + batch_size))
 
 
 def _plan(pipe: Any, options: Mapping[str, Any] | None, text_options: Mapping[str, str] | None, what: str):
@@ -305,10 +328,18 @@ def invert(pipe: Any, images: torch.Tensor, plan: Any, levels: list[float]) -> t
 
 
 @torch.inference_mode()
-def sample_back(pipe: Any, noise: torch.Tensor, plan: Any, levels: list[float], seed: int) -> torch.Tensor:
-    """Deterministic (eta = 0) sampling of ``noise`` over ``levels``, decoded."""
+def sample_back(
+    pipe: Any, noise: torch.Tensor, plan: Any, levels: list[float], seed: int, rows: Iterable[int] | None = None
+) -> torch.Tensor:
+    """Deterministic (eta = 0) sampling of ``noise`` over ``levels``, decoded. Any draw a sampler still
+    makes comes from frame i's own generator (``rows``: the frames' indices; core.runtime.seeding), so a
+    frame's bytes do not depend on the batch it is sampled in."""
+    from .seeding import RowGenerators
+
+    keys = [(i, 0) for i in (rows if rows is not None else range(len(noise)))]
     call = {**pipe._call_options(plan, len(noise)), "eta": 0.0}
-    z = _finite(pipe.sampler.sample(pipe.prior, noise, levels=levels, generator=torch.Generator().manual_seed(seed), **call), pipe)
+    generator = RowGenerators.for_samples(seed, keys)
+    z = _finite(pipe.sampler.sample(pipe.prior, noise, levels=levels, generator=generator, **call), pipe)
     return pipe.decode(pipe.unscale(z))
 
 
@@ -322,11 +353,29 @@ def interpolate(
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
     text_options: Mapping[str, str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> Edit:
     """``frames`` images from A to B: DDIM-invert both, slerp the noises, sample each frame back (eta = 0)."""
-    from .record import check_held
+    return interpolate_stream(pipe, a, b, frames, seed=seed, options=options, text_options=text_options, batch_size=batch_size).collect()
+
+
+def interpolate_stream(
+    pipe: Any,
+    a: torch.Tensor | list[str],
+    b: torch.Tensor | list[str],
+    frames: int,
+    *,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    text_options: Mapping[str, str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> EditStream:
+    """``interpolate`` as an ``EditStream``: A and B are inverted once, then the frames are slerped,
+    sampled back and decoded ``batch_size`` at a time, so memory is flat in ``frames``."""
+    from .record import check_held, check_run
 
     check_held("--frames", frames, 2)
+    check_run(frames, seed, batch_size)
     if isinstance(pipe, str):
         from .api import load_pipeline
 
@@ -336,9 +385,14 @@ def interpolate(
     _, b = _resolve(pipe, b, "interpolation")
     _, plan, levels = _plan(pipe, options, text_options, "interpolation")
     noise = invert(pipe, torch.cat([a, b]), plan, levels)
-    path = torch.cat([slerp(noise[:1], noise[1:], i / (frames - 1)) for i in range(frames)])
-    out = sample_back(pipe, path, plan, levels, seed)
-    return Edit(out, {"edit": "interpolate", "frames": frames, **_rec(pipe, plan, seed)})
+
+    @torch.inference_mode()
+    def batches() -> Iterator[torch.Tensor]:
+        for rows in spans(frames, batch_size):
+            path = torch.cat([slerp(noise[:1], noise[1:], i / (frames - 1)) for i in rows])
+            yield sample_back(pipe, path, plan, levels, seed, rows)
+
+    return EditStream(frames, batches(), {"edit": "interpolate", "frames": frames, **_rec(pipe, plan, seed)})
 
 
 def _rec(pipe: Any, plan: Any, seed: int) -> dict[str, Any]:
@@ -356,8 +410,13 @@ def _rec(pipe: Any, plan: Any, seed: int) -> dict[str, Any]:
     }
 
 
-def write(edit: Edit, output: str, *, nrow: int | None = None, inputs: list[str] | None = None, frames: bool = False) -> dict[str, Any]:
-    """Write ``edit.images`` as a grid PNG (or ``DIR/`` one PNG each) with its JSON sidecar, as one unit.
+def write(
+    edit: Edit | EditStream, output: str, *, nrow: int | None = None, inputs: list[str] | None = None, frames: bool = False
+) -> dict[str, Any]:
+    """Write the edit's images as a grid PNG (or ``DIR/`` one PNG each) with its JSON sidecar, as one unit.
+
+    An ``EditStream`` is written batch by batch as it is made (a grid holds only its uint8
+    canvas, ``DIR/`` nothing), so memory stays flat in the number of images.
 
     ``frames`` (interpolate): with a grid output ``x.png``, also write each image as
     ``x-000.png, x-001.png, ...`` beside it (staged as temporaries, renamed after the grid and
@@ -370,21 +429,23 @@ def write(edit: Edit, output: str, *, nrow: int | None = None, inputs: list[str]
     from .images import to_uint8
     from .record import SampleOutput, png_bytes
 
-    n = len(edit.images)
+    n, batches = (edit.n, edit.batches) if isinstance(edit, EditStream) else (len(edit.images), [edit.images])
     out = SampleOutput(output, n=n, nrow=nrow)
     staged: list[tuple[Path, Path]] = []
     try:
-        tiles = to_uint8(edit.images)
-        out.add(tiles)
         record = {**edit.record, "n": n, **({"inputs": inputs} if inputs else {})}
+        for images in batches:
+            tiles = to_uint8(images)
+            out.add(tiles)
+            if frames and not out.per_sample:
+                out._mkdirs(out.path.parent)
+                for tile in tiles:
+                    dest = out.path.with_name(f"{out.path.stem}-{len(staged):03d}.png")
+                    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+                    staged.append((Path(name), dest))  # first, so an interrupted write is removed too
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(png_bytes(tile))
         if frames and not out.per_sample:
-            out._mkdirs(out.path.parent)
-            for i, tile in enumerate(tiles):
-                dest = out.path.with_name(f"{out.path.stem}-{i:03d}.png")
-                fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(png_bytes(tile))
-                staged.append((Path(name), dest))
             record["frame_files"] = [dest.name for _, dest in staged]
         record = out.commit(record)
         for tmp, dest in staged:
@@ -405,10 +466,12 @@ write_edit = write  # the name latentzoo exports
 
 __all__ = [
     "Edit",
+    "EditStream",
     "check_strength",
     "img2img",
     "inpaint",
     "interpolate",
+    "interpolate_stream",
     "invert",
     "load_mask",
     "noised",

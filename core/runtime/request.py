@@ -166,7 +166,7 @@ def _shape(request: SampleRequest) -> tuple[int, int | None]:
         raise LatentzooError(f"{command} takes {wanted} input image(s), not {count}")
     if command == "inpaint" and not request.mask:
         raise LatentzooError("inpaint needs --mask (white = repaint, black = keep)")
-    if command == "interpolate":  # every frame is held in memory: bounded before anything loads
+    if command == "interpolate":  # bounded before anything loads
         check_held("--frames", request.frames, 2)
         return request.frames, request.frames
     if command in ("img2img", "inpaint"):
@@ -176,6 +176,16 @@ def _shape(request: SampleRequest) -> tuple[int, int | None]:
     if command == "variations" and request.to:
         return request.n, request.n
     return request.n, request.nrow
+
+
+def _check_layout(request: SampleRequest) -> None:
+    """``nrow`` shapes one grid PNG: refused where no grid of the request's images is drawn (never ignored)."""
+    if request.nrow is None:
+        return
+    if request.command not in ("sample", "variations") or (request.command == "variations" and request.to):
+        raise LatentzooError(f"--nrow shapes sample's grid; {request.command} lays out its own: drop --nrow")
+    if str(request.output).endswith(("/", os.sep)):
+        raise LatentzooError(f"--nrow shapes a grid, but -o {request.output} writes one PNG per image: drop --nrow, or give a .png file")
 
 
 def _runs(request: SampleRequest, conditioning: dict[str, str]) -> list[tuple[str, str | None]]:
@@ -210,6 +220,7 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     values, conditioning = _values(request)
     n, nrow = _shape(request)
     check_run(n, request.seed, request.batch_size, nrow)
+    _check_layout(request)
     check_precision(request.precision)
     from .devices import check_device, check_threads
 
@@ -405,14 +416,13 @@ def _edit(plan: Plan, pipe: Pipeline) -> dict[str, Any]:
     if r.command == "img2img":
         editing.check_strength(r.strength)
     options = _option_values(plan, {**plan.values, **plan.conditioning})
-    if r.command == "variations":
+    if r.command == "variations":  # streamed: written batch by batch, memory flat in -n
         embedding.check_variations(pipe)
         if r.to:
-            edit = embedding.interpolate_embeddings(pipe, r.images[0], r.to, r.n, seed=r.seed, fit=r.fit)
+            edit = embedding.interpolate_embeddings_stream(pipe, r.images[0], r.to, r.n, seed=r.seed, fit=r.fit, batch_size=r.batch_size)
             return editing.write(edit, r.output, nrow=r.n, inputs=_inputs_named(r, [r.images[0], r.to]))
-        return editing.write(
-            embedding.variations(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit), r.output, inputs=_inputs_named(r, [r.images[0]])
-        )
+        edit = embedding.variations_stream(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit, batch_size=r.batch_size)
+        return editing.write(edit, r.output, nrow=r.nrow, inputs=_inputs_named(r, [r.images[0]]))
     if r.command == "interpolate":
         editing.check_invertible(pipe)
     editing.check_editable(pipe, "editing")
@@ -425,5 +435,5 @@ def _edit(plan: Plan, pipe: Pipeline) -> dict[str, Any]:
         assert r.mask is not None  # validate refused a missing mask
         mask = editing.load_mask(r.mask, tuple(x.shape[-2:]))
         return editing.write(editing.inpaint(pipe, x, mask, seed=r.seed, **options), r.output, inputs=_inputs_named(r, [*r.images, r.mask]))
-    edit = editing.interpolate(pipe, x[:1], x[1:], r.frames, seed=r.seed, **options)
+    edit = editing.interpolate_stream(pipe, x[:1], x[1:], r.frames, seed=r.seed, batch_size=r.batch_size, **options)
     return editing.write(edit, r.output, nrow=r.frames, inputs=_inputs_named(r, list(r.images)), frames=True)

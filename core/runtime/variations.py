@@ -18,12 +18,15 @@ is decoded from the *same* decoder noise, so only the embedding changes along th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from ..contract.errors import LatentzooError
-from .editing import Edit, slerp
+from .editing import Edit, EditStream, slerp, spans
+from .record import DEFAULT_BATCH_SIZE, check_run
+from .seeding import SEEDING
 
 
 def check_variations(pipe: Any) -> None:
@@ -65,37 +68,67 @@ def _check_n(n: int, what: str, least: int) -> int:
 
 
 @torch.inference_mode()
-def variations(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True) -> Edit:
+def variations(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> Edit:
     """``n`` images decoded from the embedding of one input image (a path or a (1, C, H, W) tensor in [-1, 1]).
 
     ``fit`` (default on) converts the input's mode and size to the encoder's; off, a mismatch is an error.
     The same pipeline, input and seed give identical bytes on CPU.
     """
-    from .pipeline import decoder_seed
-    from .record import check_run
+    return variations_stream(pipe, image, n, seed=seed, fit=fit, batch_size=batch_size).collect()
+
+
+def variations_stream(
+    pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> EditStream:
+    """``variations`` as an ``EditStream``: decoded ``batch_size`` at a time (memory flat in ``n``).
+    Variation i's decoder noise comes from its own generator, keyed (seed, i) as a sampled image's
+    decoder noise is (core.runtime.seeding), so its bytes do not depend on the batch size or on ``n``."""
+    from .seeding import RowGenerators
 
     _check_n(n, "-n", 1)
-    check_run(n, seed)
+    check_run(n, seed, batch_size)
     pipe, x = _resolve(pipe, image, fit=fit)
     z = pipe.encode(x)
-    images = pipe.decode(z.expand(n, *z.shape[1:]).contiguous(), seed=decoder_seed(seed))
-    return Edit(images, _record(pipe, "variations", seed))
+
+    @torch.inference_mode()
+    def batches() -> Iterator[torch.Tensor]:
+        for rows in spans(n, batch_size):
+            generator = RowGenerators.for_samples(seed, [(i, 0) for i in rows], "decoder")
+            yield pipe.decode(z.expand(len(rows), *z.shape[1:]).contiguous(), generator=generator)
+
+    return EditStream(n, batches(), _record(pipe, "variations", seed, seeding=SEEDING))
 
 
 @torch.inference_mode()
-def interpolate_embeddings(pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True) -> Edit:
+def interpolate_embeddings(
+    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Edit:
     """``frames`` images from A to B: slerp of their embeddings, each frame decoded from the same noise."""
+    return interpolate_embeddings_stream(pipe, a, b, frames, seed=seed, fit=fit, batch_size=batch_size).collect()
+
+
+def interpolate_embeddings_stream(
+    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> EditStream:
+    """``interpolate_embeddings`` as an ``EditStream``, ``batch_size`` frames at a time. Every row's
+    generator has the one seed ``decoder_seed(seed)``, so every frame gets the same decoder noise
+    (what a batch of one seeded so draws), whatever the batch."""
     from .pipeline import decoder_seed
-    from .record import check_run
+    from .seeding import RowGenerators
 
     _check_n(frames, "-n (frames)", 2)
-    check_run(frames, seed)
+    check_run(frames, seed, batch_size)
     pipe, xa = _resolve(pipe, a, fit=fit)
     _, xb = _resolve(pipe, b, fit=fit)
     za, zb = pipe.encode(xa), pipe.encode(xb)
-    path = [slerp(za, zb, i / (frames - 1)) for i in range(frames)]
-    images = torch.cat([pipe.decode(z, seed=decoder_seed(seed)) for z in path])
-    return Edit(images, _record(pipe, "interpolate-embeddings", seed, frames=frames))
+
+    @torch.inference_mode()
+    def batches() -> Iterator[torch.Tensor]:
+        for rows in spans(frames, batch_size):
+            path = torch.cat([slerp(za, zb, i / (frames - 1)) for i in rows])
+            yield pipe.decode(path, generator=RowGenerators([decoder_seed(seed)] * len(rows)))
+
+    return EditStream(frames, batches(), _record(pipe, "interpolate-embeddings", seed, frames=frames))
 
 
-__all__ = ["check_variations", "interpolate_embeddings", "variations"]
+__all__ = ["check_variations", "interpolate_embeddings", "interpolate_embeddings_stream", "variations", "variations_stream"]
