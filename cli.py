@@ -49,7 +49,6 @@ COMMANDS = {
     "merge": "adapters:merge",
     "distill": "distill:distill",
     "serve": "serve:serve",
-    "distill": "distill:distill",
 }
 
 
