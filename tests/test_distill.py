@@ -194,6 +194,7 @@ def test_a_fresh_guided_student_is_its_teacher_and_takes_one_forward_per_step():
     assert calls == [3]  # one forward pass on the batch, no unconditional half
 
 
+@pytest.mark.slow
 def test_guidance_distillation_of_a_class_teacher_samples_with_guidance(cli, tmp_path):
     out = tmp_path / "cond"
     args = ["distill", "guidance", "--teacher", "digits-cond", "--rounds", "1", "--sampler", "ddim", "--scheduler", "trailing"]
