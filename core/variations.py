@@ -5,8 +5,9 @@ and that decoder *samples* images from a latent (declares ``stochastic = True`` 
 ``decode(latents, generator=...)``; see ``Pipeline.stochastic_decoder``). unCLIP's decoder is
 one: it turns a CLIP image embedding into an image by diffusion, so decoding the embedding of
 one input N times with different noise gives N images that share what the embedding holds
-(the digit, its style) and differ in what it does not. A deterministic decoder (a VQ-GAN's)
-would return N copies, so such pipelines are refused in one line.
+(the digit, its style) and differ in what it does not. Variation i's decoder noise comes from
+(seed, i) (core.seeding), so it does not depend on the batch or the process that renders it.
+A deterministic decoder (a VQ-GAN's) would return N copies, so such pipelines are refused in one line.
 
 Interpolation (sec. 3.2): the two inputs' embeddings are slerped (Shoemake 1985) and each frame
 is decoded from the *same* decoder noise, so only the embedding changes along the strip.
@@ -18,11 +19,12 @@ is decoded from the *same* decoder noise, so only the embedding changes along th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .editing import Edit, slerp
+from .editing import Edit, Job, slerp
 from .errors import LatentzooError
 
 
@@ -65,26 +67,44 @@ def _check_n(n: int, what: str, least: int) -> int:
 
 
 @torch.inference_mode()
-def variations(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True) -> Edit:
+def variations(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int | None = None) -> Edit:
     """``n`` images decoded from the embedding of one input image (a path or a (1, C, H, W) tensor in [-1, 1]).
 
     ``fit`` (default on) converts the input's mode and size to the encoder's; off, a mismatch is an error.
     The same pipeline, input and seed give identical bytes on CPU.
     """
-    from .pipeline import decoder_seed
+    return variations_job(pipe, image, n, seed=seed, fit=fit).edit(batch_size)
+
+
+def variations_job(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True) -> Job:
+    """``variations`` as a Job: variation i is decoded with the decoder noise of (seed, i) (stream
+    ``decoder``, as ``sample`` draws a stochastic decoder's), so it does not depend on the batch."""
+    from . import seeding
     from .record import check_run
 
     _check_n(n, "-n", 1)
     check_run(n, seed)
     pipe, x = _resolve(pipe, image, fit=fit)
     z = pipe.encode(x)
-    images = pipe.decode(z.expand(n, *z.shape[1:]).contiguous(), seed=decoder_seed(seed))
-    return Edit(images, _record(pipe, "variations", seed))
+
+    @torch.inference_mode()
+    def render(indices: Sequence[int]) -> torch.Tensor:
+        rows = seeding.RowGenerators.for_samples(seed, [(int(i), 0) for i in indices], "decoder")
+        return pipe.decode(z.expand(len(indices), *z.shape[1:]).contiguous(), generator=rows)
+
+    return Job(n, render, _record(pipe, "variations", seed))
 
 
 @torch.inference_mode()
-def interpolate_embeddings(pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True) -> Edit:
+def interpolate_embeddings(
+    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int | None = None
+) -> Edit:
     """``frames`` images from A to B: slerp of their embeddings, each frame decoded from the same noise."""
+    return interpolate_embeddings_job(pipe, a, b, frames, seed=seed, fit=fit).edit(batch_size)
+
+
+def interpolate_embeddings_job(pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True) -> Job:
+    """``interpolate_embeddings`` as a Job: frame i is decoded alone, from the decoder noise of ``seed``."""
     from .pipeline import decoder_seed
     from .record import check_run
 
@@ -93,9 +113,12 @@ def interpolate_embeddings(pipe: Any, a: Any, b: Any, frames: int, *, seed: int 
     pipe, xa = _resolve(pipe, a, fit=fit)
     _, xb = _resolve(pipe, b, fit=fit)
     za, zb = pipe.encode(xa), pipe.encode(xb)
-    path = [slerp(za, zb, i / (frames - 1)) for i in range(frames)]
-    images = torch.cat([pipe.decode(z, seed=decoder_seed(seed)) for z in path])
-    return Edit(images, _record(pipe, "interpolate-embeddings", seed, frames=frames))
+
+    @torch.inference_mode()
+    def render(indices: Sequence[int]) -> torch.Tensor:
+        return torch.cat([pipe.decode(slerp(za, zb, i / (frames - 1)), seed=decoder_seed(seed)) for i in indices])
+
+    return Job(frames, render, _record(pipe, "interpolate-embeddings", seed, frames=frames))
 
 
-__all__ = ["check_variations", "interpolate_embeddings", "variations"]
+__all__ = ["check_variations", "interpolate_embeddings", "interpolate_embeddings_job", "variations", "variations_job"]
