@@ -238,10 +238,14 @@ def test_editing_commands_under_torchrun_write_exactly_what_one_process_writes(c
         assert contents(two) == contents(one), name
         a, b = (json.loads((d / "samples.json").read_text()) for d in (one, two))
         assert a["files_sha256"] == b["files_sha256"], name
-        # a grid: each rank renders its share, rank 0 assembles it
+        if name != "interpolate":
+            continue
+        # a grid (and interpolate's frame files): each rank renders its share, rank 0 assembles it
         cli(*common, "-o", str(tmp_path / f"{name}-1.png"), env={"OMP_NUM_THREADS": "1"}).assert_ok()
         torchrun(cli, *common, "-o", str(tmp_path / f"{name}-2.png")).assert_ok()
         assert (tmp_path / f"{name}-2.png").read_bytes() == (tmp_path / f"{name}-1.png").read_bytes(), name
+        for i in range(5):
+            assert (tmp_path / f"{name}-2-{i:03d}.png").read_bytes() == (tmp_path / f"{name}-1-{i:03d}.png").read_bytes()
 
 
 @pytest.mark.slow
