@@ -2,9 +2,11 @@
 
     python benchmarks/sample_scale.py targets            # the issue's three targets side by side, PASS / FAIL each
 
-``targets`` (about 5 minutes on a quiet 2-core machine; each part prints its own duration):
+``targets`` (about 5 minutes on a quiet 2-core machine; each part prints its own duration). A
+calibration (a 1-sample and a 64-sample run) sizes the runs so that one thread works about
+``--seconds`` (40) on the ranks part and 60 s on the resume part, whatever the machine's speed:
   * ranks:  2 ranks x 1 thread vs 1 rank x 1 thread, images/s of the whole command (``digits``,
-    -n 256, 10 DDIM steps, batch 8): PASS at >= 1.7x. Also printed without process start-up.
+    10 DDIM steps, batch 8): PASS at >= 1.7x. Also printed without process start-up.
   * rss:    peak RSS of ``-o DIR/`` at 1,000 and 100,000 samples: PASS at <= 1.2x. The run goes
     through the request path as the CLI's does (core.request), with ``digits-vae``'s decoder
     replaced by an 8x nearest upsampling of its latents, so 100,000 PNGs take about 2 minutes
@@ -208,10 +210,19 @@ def targets(a: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="lz-targets-"))
     start, results = time.perf_counter(), []
     try:
-        # 1. ranks: whole commands side by side; start-up (a 1-sample run) measured too, to show the sampling-only ratio
+        # 0. calibration: start-up (a 1-sample run) and the rate of one thread, so that each timed run lasts
+        # about --seconds whatever the machine (start-up is then a small part of it, as in a real long run)
         t0 = time.perf_counter()
+        base = ["digits", "--steps", "10", "--threads", "1", "--batch-size", "8"]
+        startup = run(cli(*base, "-n", "1", "-o", f"{root}/s1/"), env(1))
+        rate = 63 / max(0.1, run(cli(*base, "-n", "64", "-o", f"{root}/s64/"), env(1)) - startup)
+        a.ranks_n = a.ranks_n or int(min(8192, max(128, a.seconds * rate)) // 16 * 16)
+        a.resume_n = a.resume_n or int(min(8192, max(128, 1.5 * a.seconds * rate)) // 16 * 16)
+        print(
+            f"calibration: start-up {startup:.1f} s, {rate:.1f} img/s at 1 thread: ranks -n {a.ranks_n}, resume -n {a.resume_n}", flush=True
+        )
+        # 1. ranks: whole commands side by side (start-up included, as a user times them); also without it
         args = ["digits", "--steps", "10", "-n", str(a.ranks_n), "--batch-size", "8", "--threads", "1", "--seed", "1"]
-        startup = run(cli(*args[:3], "-n", "1", "--threads", "1", "-o", f"{root}/s1/"), env(1))
         one = run(cli(*args, "-o", f"{root}/one/"), env(1))
         launch = [PY, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2", "--master-addr", "127.0.0.1"]
         launch += ["--master-port", str(free_port()), "-m", "latentzoo", "sample", *args, "-o", f"{root}/two/", "--no-progress"]
@@ -269,8 +280,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("part", choices=["targets", "flips", "ranks", "rss", "resume", "threads", "_rss_child"])
     p.add_argument("--out", help="_rss_child: the -o DIR/")
-    p.add_argument("--ranks-n", type=int, default=256, help="targets: samples of the ranks part")
-    p.add_argument("--resume-n", type=int, default=320, help="targets: samples of the resume part")
+    p.add_argument("--ranks-n", type=int, help="targets: samples of the ranks part (default: --seconds of one thread's work)")
+    p.add_argument("--resume-n", type=int, help="targets: samples of the resume part (default: 1.5 x --seconds of work)")
+    p.add_argument("--seconds", type=float, default=40.0, help="targets: how long the 1-rank run should take")
     p.add_argument("-n", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batch", type=int, default=8)
