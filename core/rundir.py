@@ -113,7 +113,7 @@ def run_dir(
     ``request`` (what a manifest is bound to, and what ranks must agree on) is compared, never the
     record's versions. ``finish(record, committed lines in batch order)`` adds to the sidecar."""
     from .images import to_uint8
-    from .record import DIR_SIDECAR, SampleOutput, _check_sidecar, _replace_all, png_bytes
+    from .record import DIR_SIDECAR, SampleOutput, _check_sidecar, png_bytes
 
     out = SampleOutput(output, n=n)  # the checks of -o DIR/ (writable, no foreign samples.json); writes nothing
     rank, size = (world.rank, world.size) if world is not None else (0, 1)
@@ -176,12 +176,43 @@ def run_dir(
     except OSError as exc:
         raise LatentzooError(f"cannot write {out.sidecar}: {exc.strerror or exc}; finished batches are kept, rerun with --resume") from exc
     _check_sidecar(out.sidecar, output)  # it may have appeared while sampling
-    moves = [(partial / name, out.path / name) for name in names] + [(partial / DIR_SIDECAR, out.sidecar)]
     try:
-        _replace_all(moves, output)
+        _move_into(partial, out.path, [*names, DIR_SIDECAR], output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)  # the manifest and any temporaries of killed writers
     return record
+
+
+def _move_into(partial: Path, directory: Path, names: list[str], output: str) -> None:
+    """Rename ``partial/NAME`` to ``directory/NAME`` for each name, in order, as one unit: an existing
+    destination is kept aside and restored if a later rename fails (record._replace_all's rule, with
+    memory held only for the files kept aside: flat in the number of samples)."""
+    src_dir, dest_dir = str(partial), str(directory)
+    backups: dict[str, str] = {}
+    count = 0
+    try:
+        for name in names:
+            dest = os.path.join(dest_dir, name)
+            if os.path.exists(dest):
+                backups[name] = os.path.join(dest_dir, f".{name}.{os.getpid()}.bak")
+                os.replace(dest, backups[name])
+            count += 1
+            os.replace(os.path.join(src_dir, name), dest)
+    except OSError as exc:
+        for name in reversed(names[:count]):
+            try:
+                if name in backups:
+                    os.replace(backups[name], os.path.join(dest_dir, name))
+                else:
+                    os.unlink(os.path.join(dest_dir, name))
+            except OSError:
+                pass
+        raise LatentzooError(f"cannot write {output}: {exc.strerror or exc} ({exc.filename}); nothing was written") from exc
+    for backup in backups.values():
+        try:
+            os.unlink(backup)
+        except OSError:
+            pass
 
 
 def gather_batches(world: Any, mine: list[int], made: Iterator[Any]) -> list[tuple[int, Any]] | None:
