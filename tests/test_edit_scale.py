@@ -201,6 +201,11 @@ def test_two_ranks_write_what_one_process_writes_fast(tmp_path, digits_in, monke
 
     write(f"{tmp_path / 'one'}/", None)
     barrier, errors = threading.Barrier(2), []
+    # One process holds the output lock for every rank; as threads, both take it: held here first,
+    # so that neither thread's take races the other's (the lock's count is not meant for threads).
+    from latentzoo.core.weights import lock_output
+
+    unlock = lock_output(tmp_path / "two", "-o two/")
 
     def rank(r: int) -> None:
         try:
@@ -214,6 +219,7 @@ def test_two_ranks_write_what_one_process_writes_fast(tmp_path, digits_in, monke
         t.start()
     for t in threads:
         t.join()
+    unlock()
     assert not errors, errors
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
     assert contents(tmp_path / "two") == contents(tmp_path / "one")
