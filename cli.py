@@ -17,7 +17,7 @@ import sys
 import click
 
 from latentzoo.commands.common import _version
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 # command name -> "module:function" in latentzoo.commands
 COMMANDS = {
@@ -59,7 +59,7 @@ class LazyGroup(click.Group):
     def _add_plugin_commands(self) -> None:
         if not self._plugins_added:
             self._plugins_added = True
-            from latentzoo.core.plugins import get_manager
+            from latentzoo.core.contract.plugins import get_manager
 
             get_manager().add_commands(self)
 
@@ -107,10 +107,10 @@ def cli(ctx: click.Context, registries: tuple[str, ...], debug: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning known errors into one line and exit status 1."""
     debug = "--debug" in (argv if argv is not None else sys.argv) or os.environ.get("LATENTZOO_DEBUG")
-    from latentzoo.core.sources import configure_hub_client
+    from latentzoo.core.runtime.sources import configure_hub_client
 
     configure_hub_client()  # LATENTZOO_OFFLINE reaches huggingface_hub before anything (a plugin too) imports it
-    from latentzoo.core.signals import terminate_as_interrupt, terminated
+    from latentzoo.core.runtime.signals import terminate_as_interrupt, terminated
 
     try:
         with terminate_as_interrupt():  # SIGTERM cleans up as Ctrl-C does: no temporaries left

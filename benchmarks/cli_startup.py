@@ -101,7 +101,7 @@ def build_wheel(out_dir: Path, dist: str, version: str, files: dict[str, str], e
 PLUGIN_INIT = '''"""Throwaway benchmark plugin {i}."""
 from pathlib import Path
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 

@@ -45,7 +45,7 @@ def prompted_accuracy(pipe: Any, per_digit: int, candidates: int | None, **optio
 def unconditional_fd(name: str, n: int, seeds: list[int], candidates: int | None = None, **options: Any) -> dict[str, Any]:
     """FD of ``n`` samples at each seed (and their mean), with the two floors; ``candidates`` re-ranks unprompted."""
     import latentzoo
-    from latentzoo.core.data import load_dataset
+    from latentzoo.core.runtime.data import load_dataset
     from latentzoo.plugins.datasets.evaluate import frechet_digits, frechet_floor
 
     pipe = latentzoo.load_pipeline(name)

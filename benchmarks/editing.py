@@ -22,9 +22,9 @@ import json
 
 import torch
 
-from latentzoo.core import editing
-from latentzoo.core.api import load_pipeline
-from latentzoo.core.metrics import psnr
+from latentzoo.core.runtime import editing
+from latentzoo.core.runtime.api import load_pipeline
+from latentzoo.core.runtime.metrics import psnr
 from latentzoo.plugins.datasets.digits import load as load_digits
 from latentzoo.plugins.datasets.evaluate import predicted_labels
 

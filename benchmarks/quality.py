@@ -42,7 +42,7 @@ def sample_images(pipe: Any, n: int, batch_size: int, seed: int, **overrides: An
 
 def fake_images(n: int, sigma: float, seed: int) -> torch.Tensor:
     """Held-out digits (drawn with replacement) plus Gaussian noise of std ``sigma``: a stand-in for a model."""
-    from latentzoo.core.data import load_dataset
+    from latentzoo.core.runtime.data import load_dataset
 
     held_out = load_dataset("digits", split="test").images
     g = torch.Generator().manual_seed(seed)
@@ -83,8 +83,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
 def reconstruction(args: argparse.Namespace) -> dict[str, Any]:
     import latentzoo
-    from latentzoo.core.data import load_dataset
-    from latentzoo.core.metrics import psnr
+    from latentzoo.core.runtime.data import load_dataset
+    from latentzoo.core.runtime.metrics import psnr
 
     model = latentzoo.build(args.reconstruction, "encoder", extra=args.registry)
     held_out = load_dataset("digits", split="test").images
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a PIPELINE, --fake-noise SIGMA or --reconstruction AUTOENCODER")
     torch.set_num_threads(args.threads)
 
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     try:
         result = reconstruction(args) if args.reconstruction else quality(args)

@@ -42,7 +42,7 @@ def run_list(*args: str, env: dict[str, str]) -> tuple[float, str]:
 
 
 def main(sizes: list[int]) -> None:
-    from latentzoo.core.registry import parse_file
+    from latentzoo.core.contract.registry import parse_file
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "LATENTZOO_PLUGINS": "", "XDG_CACHE_HOME": str(Path(tmp) / "cache"), "OMP_NUM_THREADS": "1"}

@@ -8,7 +8,7 @@ calibration (a 1-sample and a 64-sample run) sizes the runs so that one thread w
   * ranks:  2 ranks x 1 thread vs 1 rank x 1 thread, images/s of the whole command (``digits``,
     10 DDIM steps, batch 8): PASS at >= 1.7x. Also printed without process start-up.
   * rss:    peak RSS of ``-o DIR/`` at 1,000 and 100,000 samples: PASS at <= 1.2x. The run goes
-    through the request path as the CLI's does (core.request), with ``digits-vae``'s decoder
+    through the request path as the CLI's does (core.runtime.request), with ``digits-vae``'s decoder
     replaced by an 8x nearest upsampling of its latents, so 100,000 PNGs take about 2 minutes
     instead of 10: what grows with -n is the run's bookkeeping (manifest, sidecar, files), not
     the model, whose memory is one batch's.
@@ -179,12 +179,12 @@ def threads(a: argparse.Namespace) -> None:
 
 
 def _rss_child(a: argparse.Namespace) -> None:
-    """One -o DIR/ run of ``a.n`` samples through core.request with a cheap decoder (see the module doc); prints peak RSS MB."""
+    """One -o DIR/ run of ``a.n`` samples through core.runtime.request with a cheap decoder (see the module doc); prints peak RSS MB."""
     import resource
 
     import torch
 
-    from latentzoo.core.request import SampleRequest, build, execute, validate
+    from latentzoo.core.runtime.request import SampleRequest, build, execute, validate
 
     plan = validate(SampleRequest("digits-vae", n=a.n, output=a.out, batch_size=a.batch, threads=1))
     pipe = build(plan)

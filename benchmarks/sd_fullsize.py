@@ -18,7 +18,7 @@ Not a test (minutes, several GB). For each model it:
    steps over ``--rounds`` alternations of the two libraries, to damp other load on the
    machine) and peak RSS (VmHWM); then, for the headline step ratio, both UNets in one process
    with their steps alternated (load from other processes hits both alike), and latentzoo's
-   UNet a third time on PyTorch's eager kernels (``core.kernels.eager()``, as
+   UNet a third time on PyTorch's eager kernels (``core.nn.kernels.eager()``, as
    ``LATENTZOO_KERNELS=eager``), which shows what the oneDNN inference kernels buy;
 5. reports parity: max |ours - diffusers| / max |diffusers| of the UNet output, the text
    encoder's tokens and the decoded image.
@@ -131,7 +131,7 @@ def build(model: str, work: Path, seed: int) -> tuple[Path, Path]:
     import transformers
     from safetensors.torch import save_file
 
-    from latentzoo.core import text
+    from latentzoo.core.runtime import text
     from latentzoo.plugins.checkpoints import keys, single
     from latentzoo.plugins.clip.model import hf_state_dict
 
@@ -278,7 +278,7 @@ def worker(args: argparse.Namespace) -> None:
         def decode(z):
             return vae.decode(z / vae.config.scaling_factor).sample
     else:
-        from latentzoo.core.build import Builder
+        from latentzoo.core.runtime.build import Builder
 
         b = Builder.from_registry([args.source])
         unet = b.component(f"{args.model}-unet", "prior").to(dev, dtype)
@@ -338,7 +338,7 @@ def interleaved(args: argparse.Namespace) -> None:
     import diffusers
     import torch
 
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
 
     torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -349,9 +349,9 @@ def interleaved(args: argparse.Namespace) -> None:
     theirs = diffusers.UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype).to(dev).eval()
     ours = Builder.from_registry([registry]).component(f"{args.model}-unet", "prior").to(dev, dtype)
     x = torch.cat([latents, latents])
-    from latentzoo.core import kernels
+    from latentzoo.core.nn import kernels
 
-    def ours_eager():  # the same model on PyTorch's eager kernels (LATENTZOO_KERNELS=eager): what core.kernels buys
+    def ours_eager():  # the same model on PyTorch's eager kernels (LATENTZOO_KERNELS=eager): what core.nn.kernels buys
         with kernels.eager():
             return ours(x, t, encoder_hidden_states=context)
 
@@ -385,7 +385,7 @@ def sdxl_build(work: Path, seed: int) -> tuple[Path, Path]:
     import diffusers
     import torch
 
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.contract.weights import sha256_file
 
     folder = work / "sdxl-unet"
     registry = work / "sdxl-registry.yaml"
@@ -452,11 +452,11 @@ def sdxl_worker(args: argparse.Namespace) -> None:
         def denoise():
             return unet(x, t, encoder_hidden_states=context, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
     else:
-        from latentzoo.core.build import Builder
+        from latentzoo.core.runtime.build import Builder
 
         unet = Builder.from_registry([args.source]).component("sdxl-unet", "prior")
         if args.dtype == "bf16-weights":
-            from latentzoo.core.weights import cast_parameters
+            from latentzoo.core.contract.weights import cast_parameters
 
             cast_parameters(unet, torch.bfloat16)
 

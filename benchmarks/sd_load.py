@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from latentzoo.core.weights import load_tensors, parameters_on_meta, save_tensors
+from latentzoo.core.contract.weights import load_tensors, parameters_on_meta, save_tensors
 from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
 
 SD15_UNET = dict(  # runwayml/stable-diffusion-v1-5 unet/config.json (the keys UNetCondPrior takes)

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     try:
         pipe = latentzoo.load_pipeline(args.pipeline, extra=args.registry)

@@ -46,7 +46,7 @@ def prompted(
 
 
 def variations(pipe: Any, per_class: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from latentzoo.core.variations import variations as run
+    from latentzoo.core.runtime.variations import variations as run
     from latentzoo.plugins.datasets import digits
 
     data = digits.load("test")

@@ -43,7 +43,7 @@ def lora_add(ctx: click.Context, file: str, base: str, name: str, allow_partial:
 
 def parse_loras(values: tuple[str, ...]) -> list[tuple[str, float, float]]:
     """``--lora NAME[:MODEL[:TEXT]]`` values -> (name or path, model strength, text strength), checked."""
-    from latentzoo.core.adapters import parse_spec
+    from latentzoo.core.runtime.adapters import parse_spec
 
     return [parse_spec(v) for v in values]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from .common import _emit_json
 
@@ -24,7 +24,7 @@ def check(ctx: click.Context, prior: str, data: str | None, n: int, seed: int, a
     predictions on them, noised as the kind says, are compared with the kind's target and with
     the reversed conventions. Fails in one line when a reversed convention fits better.
     """
-    from latentzoo.core.conformance import check as run_check
+    from latentzoo.core.runtime.conformance import check as run_check
 
     verdict = run_check(prior, data=data, n=n, extra=ctx.obj["registries"], seed=seed)
     if as_json:

@@ -20,7 +20,7 @@ def _version() -> str:
 
 
 def _registry(ctx: click.Context):
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     reg = Registry.load(list(ctx.obj["registries"]))
     for message in reg.errors:
@@ -56,7 +56,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> None:
 
 
 def run_options(what: str) -> list[Any]:
-    """Where and how a run executes, the same flags on sample and the editing commands (core.request):
+    """Where and how a run executes, the same flags on sample and the editing commands (core.runtime.request):
     --batch-size, --precision, --device, --threads, --resume."""
     return [
         click.option(

@@ -1,4 +1,4 @@
-"""Editing commands: img2img (SDEdit), inpaint, interpolate; thin layers over ``latentzoo.core.editing``."""
+"""Editing commands: img2img (SDEdit), inpaint, interpolate; thin layers over ``latentzoo.core.runtime.editing``."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _common(f):
 
 
 def _run(ctx: click.Context, command: str, target: str, output: str, kw: dict[str, Any], **inputs: Any) -> dict[str, Any]:
-    """The flags as a request (core.request: checked before anything loads, as `sample`'s), run; returns the sidecar record."""
-    from latentzoo.core.request import SampleRequest, run
+    """The flags as a request (core.runtime.request: checked before anything loads, as `sample`'s), run; returns the sidecar record."""
+    from latentzoo.core.runtime.request import SampleRequest, run
 
     options = _option_strings(kw.pop("settings"), eta=kw.pop("eta"))
     request = SampleRequest(

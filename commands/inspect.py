@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from .common import ROLE_CHOICES, _emit_json, _registry, _table
 
@@ -35,6 +35,7 @@ def _plugin_blocks(report: list[Any]) -> None:
             ("hooks", ", ".join(h.removeprefix("latentzoo_") for h in p.hooks) or "-"),
             ("components", ", ".join(p.components) or "-"),
             ("datasets", ", ".join(p.datasets) or "-"),
+            ("kinds", ", ".join(p.kinds) or "-"),
         ]
         click.echo(p.name)
         for label, value in fields:
@@ -93,7 +94,7 @@ def _walk_text(value: Any) -> str:
 
 def _kind_summary(kind: str) -> dict[str, Any]:
     """A prior kind's declaration as ``info`` shows it (read from its plugin's declaration, no import)."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     decl = get_manager().kinds().get(kind)
     if decl is None:
@@ -114,8 +115,8 @@ def info(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one component or pipeline: config, weights, latent space, and whether it composes."""
     import yaml
 
-    from latentzoo.core.api import declared_role
-    from latentzoo.core.compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
+    from latentzoo.core.contract.compose import PipelineSpec, check_spec, component_options_table, pipeline_options_table, resolve_component
+    from latentzoo.core.runtime.api import declared_role
 
     reg = _registry(ctx)
     for warning in reg.shadow_warnings({name}):
@@ -154,8 +155,8 @@ def _conformance_rows(plugin_names: set[str]) -> list[dict[str, Any]]:
     """``latentzoo check`` on each registry prior of these (third-party) plugins that has weights: one probe-shaped row each."""
     import time
 
-    from latentzoo.core.conformance import check, checkable
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
+    from latentzoo.core.runtime.conformance import check, checkable
 
     if not plugin_names:
         return []
@@ -192,7 +193,7 @@ def _conformance_rows(plugin_names: set[str]) -> list[dict[str, Any]]:
 @click.option("--timeout", type=click.FloatRange(0.1, 600), default=20.0, show_default=True, help="Seconds the --check probes may take.")
 def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: float) -> None:
     """Show installed plugins: distribution, version, location, hooks, components, status."""
-    from latentzoo.core.plugins import get_manager, probe_plugins
+    from latentzoo.core.contract.plugins import get_manager, probe_plugins
 
     if check:  # before anything loads plugins in this process: a plugin that kills it must not stop the probe
         probes = probe_plugins(timeout)
@@ -220,13 +221,11 @@ def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: fl
     from latentzoo.interop.formats import formats
 
     report = get_manager().report()
-    provided: dict[str, list[str]] = {}  # the formats each plugin declares (a bad declaration marks its plugin broken)
+    declared: dict[str, list[str]] = {}  # the formats each plugin declares (a bad declaration marks its plugin broken)
     for fmt in formats().values():
-        provided.setdefault(fmt.plugin, []).append(f"format {fmt.name}")
-    for kind in get_manager().kinds().values():  # the prior kinds each plugin owns (their conventions, `latentzoo check`)
-        provided.setdefault(kind["plugin"], []).append(f"kind {kind['name']}")
+        declared.setdefault(fmt.plugin, []).append(fmt.name)
     if as_json:
-        _emit_json([p.to_dict() for p in report])
+        _emit_json([{**p.to_dict(), "formats": declared.get(p.name, [])} for p in report])
     elif verbose:
         _plugin_blocks(report)
     else:
@@ -235,7 +234,8 @@ def plugins(as_json: bool, strict: bool, verbose: bool, check: bool, timeout: fl
                 p.name,
                 f"{p.distribution or '?'} {p.version or ''}".strip(),
                 p.status,
-                ", ".join(p.components + p.datasets + provided.get(p.name, [])) or "-",
+                ", ".join(p.components + p.datasets + [f"kind {k}" for k in p.kinds] + [f"format {f}" for f in declared.get(p.name, [])])
+                or "-",
                 p.error or (f"warning: {p.warning}" if p.warning else ""),
             ]
             for p in report

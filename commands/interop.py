@@ -138,7 +138,7 @@ def pull(ref: str, name: str | None, force: bool, trust_unverified: bool) -> Non
     pipeline's components are added as NAME-<component>, except those identical (class,
     config, weights sha256) to an entry the registry has, which the pipeline reuses.
     """
-    from latentzoo.core.registry import user_registry_path
+    from latentzoo.core.contract.registry import user_registry_path
     from latentzoo.interop.api import pull as run
 
     result = run(ref, name=name, force=force, trust_unverified=trust_unverified)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from .common import _table
 
@@ -50,7 +50,7 @@ def install(
       latentzoo install -e ./my-plugin
       latentzoo install -U ./dist/my_plugin-0.2.0-py3-none-any.whl
     """
-    from latentzoo.core import install as pip_env
+    from latentzoo.commands import install as pip_env
 
     if not packages and not editables:
         raise LatentzooError("name at least one package, requirement or path to install, or -e PATH")
@@ -62,7 +62,7 @@ def install(
         "--quiet": quiet,
     }
     args = ["install", *(flag for flag, on in flags.items() if on)]
-    from latentzoo.core.sources import offline
+    from latentzoo.core.runtime.sources import offline
 
     if offline():  # offline means zero network requests: pip installs from local paths and wheels only
         args.append("--no-index")
@@ -95,7 +95,7 @@ def install(
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def uninstall(packages: tuple[str, ...], yes: bool) -> None:
     """Uninstall plugin PACKAGES (distribution names, as `latentzoo plugins` shows) from latentzoo's environment."""
-    from latentzoo.core import install as pip_env
+    from latentzoo.commands import install as pip_env
 
     if any(pip_env.normalize(p) == "latentzoo" for p in packages):
         raise LatentzooError("refusing to uninstall latentzoo itself; run `python -m pip uninstall latentzoo` if you mean it")
@@ -133,7 +133,7 @@ def new_plugin_cmd(name: str, directory: str | None, kind: str) -> None:
       latentzoo new-plugin latentzoo-my-sampler && latentzoo install -e latentzoo-my-sampler
       latentzoo new-plugin latentzoo-my-kind --kind prior    # its test runs `latentzoo check`
     """
-    from latentzoo.core.scaffold import new_plugin
+    from latentzoo.commands.scaffold import new_plugin
 
     names, root, _ = new_plugin(name, directory, kind)
     what = f"prior kind {names.entry} and prior class" if kind == "prior" else f"{kind} {names.entry} (class"

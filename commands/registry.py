@@ -17,7 +17,7 @@ def remove(name: str) -> None:
 
     Its weights files stay where they are. Works even when the entry is skipped for a conflict.
     """
-    from latentzoo.core.userregistry import remove_entry
+    from latentzoo.core.contract.userregistry import remove_entry
 
     path, section = remove_entry(name)
     click.echo(f"removed {name} ({section[:-1]}) from {path}", err=True)

@@ -8,15 +8,15 @@ from typing import Any
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from .adapters import LORA_HELP
 from .common import _emit_json, _registry, one_line_warnings, run_options
 
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
-    """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts (core.request)."""
-    from latentzoo.core.request import resolve_spec
+    """A pipeline spec from a name / YAML file, with any --encoder/--prior/... overriding its parts (core.runtime.request)."""
+    from latentzoo.core.runtime.request import resolve_spec
 
     spec, reg = resolve_spec(_registry(ctx), target, parts)
     if not target:
@@ -68,8 +68,8 @@ def compose(
     --set KEY=VALUE stores a validated default for any option the prior, sampler or
     scheduler declares (`latentzoo info NAME` lists them).
     """
-    from latentzoo.core.compose import check_spec, typed_defaults
-    from latentzoo.core.weights import write_bytes
+    from latentzoo.core.contract.compose import check_spec, typed_defaults
+    from latentzoo.core.contract.weights import write_bytes
 
     spec, reg = _spec_from_options(ctx, None, parts, name)
     spec.allow_mismatch = allow_mismatch
@@ -106,13 +106,13 @@ def _progress(enabled: bool, desc: str):
 
 # Flags that are shortcuts for --set KEY=VALUE (declared options of the sampler / prior).
 SAMPLE_SHORTCUTS = ("eta", "temperature", "top_k", "top_p")
-# Flags that are fields of the request (core.request.SampleRequest).
+# Flags that are fields of the request (core.runtime.request.SampleRequest).
 REQUEST_FIELDS = ("guidance", "class_label", "prompt", "negative_prompt")
 
 
 def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[str, str]:
     """--set KEY=VALUE items and shortcut flags as one dict of command-line strings (checked later against declarations)."""
-    from latentzoo.core.options import parse_assignments
+    from latentzoo.core.contract.options import parse_assignments
 
     values = {k: v for k, v in shortcuts.items() if v is not None}
     for key, value in parse_assignments(settings).items():
@@ -214,8 +214,8 @@ def sample(
     the training captions and its N candidates are scored against it (the sidecar records the
     captions). One image (-n 1 -o x.png) is written at the model's size, ready for img2img.
     """
-    from latentzoo.core.request import SampleRequest, run
-    from latentzoo.core.text import read_prompts
+    from latentzoo.core.runtime.request import SampleRequest, run
+    from latentzoo.core.runtime.text import read_prompts
 
     fields = {k: parts.pop(k) for k in REQUEST_FIELDS}
     options = _option_strings(settings, **{k: parts.pop(k) for k in SAMPLE_SHORTCUTS})
@@ -271,7 +271,7 @@ def sample(
 @click.pass_context
 def reconstruct(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool, as_json: bool) -> None:
     """Encode and decode IMAGES with a pipeline's (or an autoencoder's) encoder and decoder."""
-    from latentzoo.core.codec import reconstruct as run
+    from latentzoo.core.runtime.codec import reconstruct as run
 
     result = run(name, list(images), output, fit=fit, extra=ctx.obj["registries"])
     if as_json:
@@ -295,7 +295,7 @@ def reconstruct(ctx: click.Context, name: str, images: tuple[str, ...], output: 
 @click.pass_context
 def encode(ctx: click.Context, name: str, images: tuple[str, ...], output: str, fit: bool) -> None:
     """Encode IMAGES to a .safetensors latent file (raw latents plus their latent space)."""
-    from latentzoo.core.codec import encode as run
+    from latentzoo.core.runtime.codec import encode as run
 
     result = run(name, list(images), output, fit=fit, extra=ctx.obj["registries"])
     click.echo(f"wrote {result.output}: latents {result.shape} in {result.latent_space.describe()}", err=True)
@@ -309,7 +309,7 @@ def encode(ctx: click.Context, name: str, images: tuple[str, ...], output: str, 
 @click.pass_context
 def decode(ctx: click.Context, name: str, latents: str, output: str, allow_mismatch: bool) -> None:
     """Decode a .safetensors latent file (from `encode`) to images."""
-    from latentzoo.core.codec import decode as run
+    from latentzoo.core.runtime.codec import decode as run
 
     result = run(name, latents, output, allow_mismatch=allow_mismatch, extra=ctx.obj["registries"])
     for w in result.warnings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 
 @click.command()
@@ -47,7 +47,7 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, outputs: 
     from latentzoo.studio.security import allowed_hosts, check_bind
 
     check_bind(host, token)
-    from latentzoo.core.runtime import check_device
+    from latentzoo.core.runtime.devices import check_device
 
     check_device(device)  # one line for a device this machine lacks, before the server starts
     settings = Settings(

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 
 @click.command()
@@ -90,8 +90,8 @@ def train(
     """
     import yaml
 
-    from latentzoo.core.options import parse_assignments
-    from latentzoo.core.registry import load_yaml
+    from latentzoo.core.contract.options import parse_assignments
+    from latentzoo.core.contract.yamlsafe import load_yaml
     from latentzoo.core.training import TrainOptions
     from latentzoo.core.training import train as run_trainer
 

@@ -1,4 +1,4 @@
-"""``latentzoo variations``: a thin command over ``latentzoo.core.variations``."""
+"""``latentzoo variations``: a thin command over ``latentzoo.core.runtime.variations``."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def variations(
       latentzoo variations digits-unclip seven.png -n 8 -o sevens.png
       latentzoo variations digits-unclip three.png --to eight.png -n 8 -o morph.png
     """
-    from latentzoo.core.request import SampleRequest, run
+    from latentzoo.core.runtime.request import SampleRequest, run
 
     request = SampleRequest(
         target,

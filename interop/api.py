@@ -49,7 +49,7 @@ def convert(
 
 def export(name: str, outdir: str | Path, *, to_format: str, force: bool = False, extra: Any = ()) -> tuple[Path, list[str]]:
     """Write a component or pipeline in ``to_format`` to ``outdir`` (new, empty, or a previous export with ``force``)."""
-    from latentzoo.core.api import registry
+    from latentzoo.core.runtime.api import registry
 
     from .formats import export as _export
 
@@ -67,7 +67,7 @@ def push(
     extra: Any = (),
 ) -> list[Pushed]:
     """Upload a component or a pipeline (its components first) to the Hub repo ``ORG/NAME``."""
-    from latentzoo.core.api import registry
+    from latentzoo.core.runtime.api import registry
 
     from .hub import push as _push
 

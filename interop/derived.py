@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 
 def derived_names(registry: Any, name: str, parts: Any, is_pipe: bool) -> dict[str, str]:
@@ -29,8 +29,8 @@ def derived_component(
     source: Any, weights: Path, sha256: str, *, user: Path, assets: Path, written: list[Path], recipe: dict[str, Any], description: str
 ) -> dict[str, Any]:
     """``source``'s entry with new weights; a tokenizer file beside its weights (in ``assets``) is copied and verified."""
-    from latentzoo.core.userregistry import relative_weights
-    from latentzoo.core.weights import sha256_file, write_bytes
+    from latentzoo.core.contract.userregistry import relative_weights
+    from latentzoo.core.contract.weights import sha256_file, write_bytes
 
     data = copy.deepcopy(source.data)
     data.pop("aliases", None)

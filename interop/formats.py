@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError, RegistryError
+from latentzoo.core.contract.errors import LatentzooError, RegistryError
 
 ACTIONS = ("convert", "export")
 MANIFEST = ".latentzoo-export.json"
@@ -55,7 +55,7 @@ class Format:
 
 def formats() -> dict[str, Format]:
     """Declared formats by name; a plugin with a bad declaration is marked broken and skipped."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     found: dict[str, Format] = {}
     for info, decls in get_manager().call("latentzoo_formats"):
@@ -86,7 +86,7 @@ def _check_format(decl: Any, plugin: str) -> Format:
 
 def get_format(name: str, action: str) -> Any:
     """The imported convert or export function of format ``name``; one line listing the known ones otherwise."""
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.contract.registry import import_target
 
     known = {n: f for n, f in formats().items() if f.can(action)}
     fmt = known.get(name)
@@ -115,7 +115,7 @@ class Converted:
 
 
 def default_outdir(name: str) -> Path:
-    from latentzoo.core.registry import user_registry_path
+    from latentzoo.core.contract.registry import user_registry_path
 
     return user_registry_path().parent / "converted" / name
 
@@ -124,7 +124,7 @@ def _taken(names: list[str], bodies: dict[str, dict[str, Any]] | None = None, *,
     """What stops ``names`` joining the merged registry (built-in, plugins, user): a name it has
     (with its layer; allowed with ``force``, which shadows), or a name or alias that collides with
     an alias (never allowed: it would make every command refuse the registry)."""
-    from latentzoo.core.registry import ENV_USER, Registry, user_registry_path
+    from latentzoo.core.contract.registry import ENV_USER, Registry, user_registry_path
 
     saved = None if user_registry_path().is_file() else os.environ.pop(ENV_USER, None)  # a missing user file is an empty layer
     try:
@@ -160,11 +160,11 @@ def convert(
         if unknown:
             raise LatentzooError(f"format {fmt} does not take option(s) {', '.join(unknown)}")
     if not src.is_dir():  # a FIFO or a device would hang the read or never end
-        from latentzoo.core.userfiles import check_file
+        from latentzoo.core.contract.userfiles import check_file
 
         check_file(src, "convert source", "weights")
     out = Path(outdir) if outdir else default_outdir(name)
-    from latentzoo.core.weights import output_lock
+    from latentzoo.core.contract.weights import output_lock
 
     with output_lock(out, f"convert -o {out}"):  # one writer per folder
         try:
@@ -181,8 +181,8 @@ def _convert_into(
 ) -> Converted:
     import yaml
 
-    from latentzoo.core.registry import parse_file
-    from latentzoo.core.weights import write_bytes
+    from latentzoo.core.contract.registry import parse_file
+    from latentzoo.core.contract.weights import write_bytes
 
     from .hub import check_name
 
@@ -233,8 +233,8 @@ def _convert_into(
                 folder.rmdir()
     converted = Converted(name, out, frag_path, components, pipelines, notes)
     if register:
-        from latentzoo.core.registry import user_registry_path
-        from latentzoo.core.userregistry import add_entries, relative_weights
+        from latentzoo.core.contract.registry import user_registry_path
+        from latentzoo.core.contract.userregistry import add_entries, relative_weights
 
         user = user_registry_path()
         comps = {}
@@ -251,7 +251,7 @@ def _validate_weights(stage: Path, components: dict[str, dict[str, Any]], fmt: s
     """Refuse converted weights that cannot work: a NaN / Inf in a floating tensor, or a layer's
     weight or bias stored as integers (a float tensor declared I32 in the source's header).
     One read per file (weights.scan_file); the sha256 the converter recorded must match it."""
-    from latentzoo.core.weights import scan_file, tensor_regions
+    from latentzoo.core.contract.weights import scan_file, tensor_regions
 
     for name, entry in components.items():
         rel = (entry.get("weights") or {}).get("path")
@@ -334,7 +334,7 @@ def export(registry: Any, name: str, outdir: str | Path, *, fmt: str, force: boo
     """Write ``name`` (a component or a pipeline) in format ``fmt`` to ``outdir``; return the folder and notes."""
     function = get_format(fmt, "export")
     registry.get(name)  # an unknown name fails before anything is written
-    from latentzoo.core.weights import output_lock
+    from latentzoo.core.contract.weights import output_lock
 
     with output_lock(outdir, f"export -o {outdir}"):  # one writer: a second export never deletes the first
         try:

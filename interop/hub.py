@@ -3,7 +3,7 @@
 A component is one Hub repo holding config.json, model.safetensors and a model card
 README.md, uploaded in one commit. A pipeline repo holds pipeline.yaml (a registry fragment
 whose components with weights reference their own repos pinned to a commit sha) and a
-README.md. Reading a pinned file goes through ``latentzoo.core.sources`` (which ``build``
+README.md. Reading a pinned file goes through ``latentzoo.core.runtime.sources`` (which ``build``
 also uses); this module imports neither ``build`` nor any plugin.
 
 Names from the Hub never replace a name the registry already has (built-in, plugin or user)
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError, RegistryError, WeightsError
-from latentzoo.core.sources import configure_hub_client, endpoint, hub_error_hint, hub_file, offline, resolve_weights
+from latentzoo.core.contract.errors import LatentzooError, RegistryError, WeightsError
+from latentzoo.core.runtime.sources import configure_hub_client, endpoint, hub_error_hint, hub_file, offline, resolve_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -138,7 +138,7 @@ def _component_files(entry, repo: str) -> tuple[dict[str, bytes | str], str | No
     """{path in repo: bytes or local file path} for one component, and its weights' sha256."""
     import json
 
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.contract.weights import sha256_file
 
     data = {k: entry.data[k] for k in CARRIED_KEYS if k in entry.data}
     files: dict[str, bytes | str] = {}
@@ -190,7 +190,7 @@ def push(
     registry, name: str, repo: str, *, revision: str | None = None, private: bool = False, create_pr: bool = False, dry_run: bool = False
 ) -> list[Pushed]:
     """Upload a component (or a pipeline and, first, its components) to the Hub."""
-    from latentzoo.core.compose import PipelineSpec, check_spec
+    from latentzoo.core.contract.compose import PipelineSpec, check_spec
 
     repo, at = parse_repo(repo)
     if at:
@@ -297,7 +297,7 @@ def _load_config(repo: str, commit: str) -> dict:
 
 
 def _verified_entry(repo: str, commit: str, data: dict, trust: bool = False) -> dict:
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.contract.weights import sha256_file
 
     entry = {k: data[k] for k in CARRIED_KEYS if k in data}
     weights = data.get("weights")
@@ -335,7 +335,7 @@ def _same_component(a: dict, b: dict) -> bool:
 
 
 def _current_registry():
-    from latentzoo.core.registry import ENV_USER, Registry, user_registry_path
+    from latentzoo.core.contract.registry import ENV_USER, Registry, user_registry_path
 
     saved = None if user_registry_path().is_file() else os.environ.pop(ENV_USER, None)  # a user file pull is about to create
     try:
@@ -347,7 +347,7 @@ def _current_registry():
 
 def _pipeline_entries(repo: str, commit: str) -> tuple[dict, dict]:
     """(components, pipelines) of a pipeline repo's pipeline.yaml, schema-checked like any registry file."""
-    from latentzoo.core.registry import parse_file
+    from latentzoo.core.contract.registry import parse_file
 
     path = hub_file(repo, PIPELINE_FILE, commit)
     if path.stat().st_size > MAX_PIPELINE_BYTES:
@@ -380,7 +380,7 @@ class Pulled:
 
 def pull(ref: str, *, name: str | None = None, force: bool = False, trust_unverified: bool = False) -> Pulled:
     """Download ORG/NAME[@REV], verify sha256, add it to the user registry (existing names need ``force``)."""
-    from latentzoo.core.userregistry import add_entries
+    from latentzoo.core.contract.userregistry import add_entries
 
     repo, revision = parse_repo(ref)
     if name is not None:

@@ -1,6 +1,6 @@
 """LoRA files in (kohya-ss and diffusers / PEFT layouts) and their use: ``lora add``, ``sample --lora``, ``fuse``.
 
-Formats (detected from the keys; the math is ``latentzoo.core.adapters``):
+Formats (detected from the keys; the math is ``latentzoo.core.runtime.adapters``):
 
 - **kohya-ss sd-scripts**: ``lora_unet_<module path with "_">`` (the prior) and ``lora_te_...``
   (the text encoder), each with ``.lora_down.weight``, ``.lora_up.weight`` and ``.alpha``.
@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.adapters import PARTS, Adapter, LoraModule, fit, require_fit, weight_shapes
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.runtime.adapters import PARTS, Adapter, LoraModule, fit, require_fit, weight_shapes
 
 KOHYA_PARTS = {"lora_unet_": "prior", "lora_te_": "conditioner"}
 PEFT_PARTS = {"unet.": "prior", "transformer.": "prior", "text_encoder.": "conditioner"}
@@ -40,7 +40,7 @@ UNSUPPORTED = {
 
 def read(path: str | Path, sha256: str | None = None) -> Adapter:
     """Read a LoRA ``.safetensors`` (sha256-checked when given, every tensor finite) into an Adapter."""
-    from latentzoo.core.weights import load_tensors, read_metadata, sha256_file
+    from latentzoo.core.contract.weights import load_tensors, read_metadata, sha256_file
 
     path = Path(path)
     if path.suffix != ".safetensors" or not path.is_file():
@@ -152,7 +152,7 @@ def base_parts(registry: Any, base: str) -> dict[str, Any]:
 
 
 def _weights_file(entry: Any) -> Path:
-    from latentzoo.core.sources import resolve_weights
+    from latentzoo.core.runtime.sources import resolve_weights
 
     if "weights" not in entry.data:
         raise LatentzooError(f"{entry.name} has no weights file; a LoRA adapts trained weights")
@@ -162,7 +162,7 @@ def _weights_file(entry: Any) -> Path:
 def fits(
     adapter: Adapter, parts: dict[str, Any], name: str, base: str, *, allow_partial: bool = False, whole: bool = True
 ) -> tuple[dict[str, Any], list[str]]:
-    """Fit ``adapter`` to a base's parts; refused in one line unless it fits (see core.adapters.require_fit).
+    """Fit ``adapter`` to a base's parts; refused in one line unless it fits (see core.runtime.adapters.require_fit).
 
     ``whole``: the base is a pipeline, so a part of the LoRA it lacks is unmatched; a single
     component base (a UNet alone) takes the LoRA's part for it, the others said in a note."""
@@ -177,7 +177,7 @@ def fits(
             out[part] = fit(adapter, part, weight_shapes(_weights_file(parts[part])), f"LoRA {name} on {parts[part].name}")
     found = list(out.values())
     if missing:  # modules of a part the base does not have count as unmatched
-        from latentzoo.core.adapters import Fit
+        from latentzoo.core.runtime.adapters import Fit
 
         found.append(Fit(missing[0], {}, [m.key for m in adapter.modules if m.part in missing]))
     notes = require_fit(found, name, base, allow_partial=allow_partial)
@@ -191,9 +191,9 @@ def fits(
 
 def add(file: str | Path, *, base: str, name: str, allow_partial: bool = False, extra: Any = ()) -> tuple[dict[str, Any], list[str]]:
     """Register a LoRA file after checking that it fits ``base``; return (entry, notes). Nothing is written on refusal."""
-    from latentzoo.core.api import registry as load_registry
-    from latentzoo.core.registry import user_registry_path
-    from latentzoo.core.userregistry import add_entries, relative_weights
+    from latentzoo.core.contract.registry import user_registry_path
+    from latentzoo.core.contract.userregistry import add_entries, relative_weights
+    from latentzoo.core.runtime.api import registry as load_registry
 
     from .hub import check_name
 
@@ -245,7 +245,7 @@ def resolve(ref: str, reg: Any) -> tuple[str, Adapter, dict[str, Any] | None]:
             raise LatentzooError(
                 f"--lora {ref}: {ref} is a {'/'.join(entry.roles) or 'pipeline'}, not a LoRA; see `latentzoo list --role adapter`"
             )
-        from latentzoo.core.sources import resolve_weights
+        from latentzoo.core.runtime.sources import resolve_weights
 
         path, sha = resolve_weights(entry)
         return canonical, read(path, sha), dict(entry.data.get("config") or {})
@@ -258,7 +258,7 @@ def plan(
     reg: Any, target: str, parts: dict[str, Any], specs: list[tuple[str, float, float]], *, whole: bool = True
 ) -> tuple[list[Any], dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Read and fit each ``--lora``: (adapters with strengths, part -> summed delta, sidecar records)."""
-    from latentzoo.core.adapters import deltas
+    from latentzoo.core.runtime.adapters import deltas
 
     chosen, fitted, records = [], {}, []
     for ref, s_model, s_text in specs:
@@ -290,8 +290,8 @@ def plan(
 
 def apply_request(pipe: Any, request: Any) -> list[dict[str, Any]]:
     """A typed request's ``loras`` applied to its built pipeline: the adapter plugin's declared
-    ``apply``, which ``core.request`` finds through the declaration (core knows no LoRA format)."""
-    from latentzoo.core.adapters import parse_spec
+    ``apply``, which ``core.runtime.request`` finds through the declaration (core knows no LoRA format)."""
+    from latentzoo.core.runtime.adapters import parse_spec
 
     return apply_to_pipeline(pipe, [parse_spec(v) for v in request.loras], request.registries)
 
@@ -300,8 +300,8 @@ def apply_to_pipeline(pipe: Any, specs: list[tuple[str, float, float]], extra: A
     """Apply ``--lora`` specs to a built pipeline's prior / conditioner in memory; record them in its sidecar."""
     if not specs:
         return []
-    from latentzoo.core.adapters import apply
-    from latentzoo.core.api import registry as load_registry
+    from latentzoo.core.runtime.adapters import apply
+    from latentzoo.core.runtime.api import registry as load_registry
 
     reg = load_registry(extra)
     names = {"prior": pipe.spec.prior, "conditioner": pipe.spec.conditioner}
@@ -317,10 +317,10 @@ def fuse(
     target: str, specs: list[tuple[str, float, float]], *, name: str, outdir: str | Path | None = None, extra: Any = ()
 ) -> dict[str, Any]:
     """Fuse LoRA(s) into a pipeline's (or a component's) weights: new components and a pipeline ``name``, registered."""
-    from latentzoo.core.adapters import fuse_file
-    from latentzoo.core.api import registry as load_registry
-    from latentzoo.core.registry import user_registry_path
-    from latentzoo.core.userregistry import add_entries
+    from latentzoo.core.contract.registry import user_registry_path
+    from latentzoo.core.contract.userregistry import add_entries
+    from latentzoo.core.runtime.adapters import fuse_file
+    from latentzoo.core.runtime.api import registry as load_registry
 
     from .derived import derived_component, derived_names, derived_pipeline, rollback
     from .hub import check_name
@@ -361,7 +361,7 @@ def fuse(
 
 
 def _export_adapter(registry: Any, name: str) -> Adapter:
-    from latentzoo.core.sources import resolve_weights
+    from latentzoo.core.runtime.sources import resolve_weights
 
     entry = registry.get(name)
     if "adapter" not in entry.roles:
@@ -391,7 +391,7 @@ def export_kohya(registry: Any, name: str, folder: Path) -> list[str]:
     """``NAME.safetensors`` in kohya-ss' layout (lora_unet_ / lora_te_ + lora_down / lora_up / alpha)."""
     import torch
 
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.contract.weights import save_tensors
 
     adapter = _export_adapter(registry, name)
     prefix = {"prior": "lora_unet_", "conditioner": "lora_te_"}
@@ -407,7 +407,7 @@ def export_kohya(registry: Any, name: str, folder: Path) -> list[str]:
 def export_peft(registry: Any, name: str, folder: Path) -> list[str]:
     """``pytorch_lora_weights.safetensors`` as diffusers' ``save_lora_weights`` writes it (``load_lora_weights`` reads it);
     alpha / rank is folded into lora_B, so it applies with PEFT's default scale 1."""
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.contract.weights import save_tensors
 
     adapter = _export_adapter(registry, name)
     prefix = {"prior": "unet.", "conditioner": "text_encoder."}

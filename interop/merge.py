@@ -1,4 +1,4 @@
-"""``latentzoo merge weighted-sum | add-difference``: registry glue over ``latentzoo.core.merge``.
+"""``latentzoo merge weighted-sum | add-difference``: registry glue over ``latentzoo.core.runtime.merge``.
 
 Inputs are components (priors or conditioners of one class) or pipelines, whose model
 components (prior, and the text encoder where the inputs' differ) are merged pair by pair; the
@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 MERGED_PARTS = ("prior", "conditioner")
 
 
 def _weights(entry: Any) -> tuple[Path, str]:
-    from latentzoo.core.sources import resolve_weights
+    from latentzoo.core.runtime.sources import resolve_weights
 
     if "weights" not in entry.data:
         raise LatentzooError(f"{entry.name} has no weights file; merge trained components")
@@ -50,10 +50,10 @@ def merge(
     extra: Any = (),
 ) -> dict[str, Any]:
     """Merge ``inputs`` with ``operation`` into components / a pipeline ``name``; registered. Nothing written on refusal."""
-    from latentzoo.core.api import registry as load_registry
-    from latentzoo.core.merge import DTYPES, OPERATIONS, check_alpha, check_same_tensors, merge_files
-    from latentzoo.core.registry import user_registry_path
-    from latentzoo.core.userregistry import add_entries
+    from latentzoo.core.contract.registry import user_registry_path
+    from latentzoo.core.contract.userregistry import add_entries
+    from latentzoo.core.runtime.api import registry as load_registry
+    from latentzoo.core.runtime.merge import DTYPES, OPERATIONS, check_alpha, check_same_tensors, merge_files
 
     from .derived import derived_component, derived_names, derived_pipeline, rollback
     from .hub import check_name

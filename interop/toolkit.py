@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 FORMAT = "diffusers"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
@@ -32,7 +32,7 @@ SD_VAE_DEFAULT_SCALE = 0.18215
 
 def mappings() -> dict[str, tuple[str, Any]]:
     """{component class name: (its diffusers mapping's target, declaration)} from the loaded plugins."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     found = {}
     for cls_name, decl in get_manager().components().items():
@@ -43,7 +43,7 @@ def mappings() -> dict[str, tuple[str, Any]]:
 
 
 def load_mapping(target: str) -> Any:
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.contract.registry import import_target
 
     obj = import_target(target)
     return obj() if inspect.isclass(obj) else obj
@@ -91,8 +91,8 @@ class ReadContext:
         return {"converted_from": FORMAT, "source": str(self.source.resolve())}
 
     def read_json(self, path: Path) -> dict[str, Any]:
-        from latentzoo.core.configbounds import check_dimensions
-        from latentzoo.core.userfiles import open_file
+        from latentzoo.core.contract.configbounds import check_dimensions
+        from latentzoo.core.contract.userfiles import open_file
 
         try:
             with open_file(path, "config", "config") as f:  # a FIFO or a device is refused, not read
@@ -140,7 +140,7 @@ class ReadContext:
     def load_weights(self, folder: Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
-        from latentzoo.core.weights import check_layer_dtypes
+        from latentzoo.core.contract.weights import check_layer_dtypes
 
         path = self.weights_file(folder)
         try:
@@ -166,7 +166,7 @@ class ReadContext:
         """``cls(**config)`` holding ``state``'s tensors themselves: parameters are never allocated nor
         initialised (built on meta, ``load_state_dict(assign=True)``), so a multi-GB model converts without
         a copy of its weights; a tensor whose shape the config contradicts is refused in one line naming it."""
-        from latentzoo.core.weights import load_state, parameters_on_meta
+        from latentzoo.core.contract.weights import load_state, parameters_on_meta
 
         try:
             with parameters_on_meta():
@@ -206,7 +206,7 @@ class ReadContext:
 
     def save(self, comp: str, model: Any, family: str) -> str:
         """Write ``model``'s weights to the stage as ``comp.safetensors``; returns their sha256."""
-        from latentzoo.core.weights import save_tensors
+        from latentzoo.core.contract.weights import save_tensors
 
         return save_tensors(self.stage / f"{comp}.safetensors", model.state_dict(), metadata={"family": family})
 
@@ -260,7 +260,7 @@ def calibrate(model: Any, data: str, batch: int = 64) -> tuple[float, float, int
     """(scaling_factor = 1/std, mean, number of images) of ``model``'s latents (``model.encode``) on ``data``."""
     import torch
 
-    from latentzoo.core.data import load_dataset
+    from latentzoo.core.runtime.data import load_dataset
 
     images = load_dataset(data, split="train", size=int(model.sample_size), channels=int(model.image_channels)).images
     with torch.inference_mode():
@@ -285,8 +285,8 @@ class WriteContext:
 
     def tensors(self, entry: Any) -> dict[str, Any]:
         """An entry's weights, sha256-verified."""
-        from latentzoo.core.sources import resolve_weights
-        from latentzoo.core.weights import load_tensors
+        from latentzoo.core.contract.weights import load_tensors
+        from latentzoo.core.runtime.sources import resolve_weights
 
         if "weights" not in entry.data:
             raise LatentzooError(f"{entry.name} has no weights to export")
@@ -295,7 +295,7 @@ class WriteContext:
 
     @staticmethod
     def write_model(folder: Path, config: dict[str, Any], tensors: dict[str, Any], config_name: str = "config.json") -> None:
-        from latentzoo.core.weights import save_tensors, write_json
+        from latentzoo.core.contract.weights import save_tensors, write_json
 
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / config_name, config)

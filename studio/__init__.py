@@ -1,6 +1,6 @@
 """latentzoo studio: a local web app and HTTP API over the zoo (``latentzoo serve``, the ``studio`` extra).
 
-- ``adapter``: a job's JSON body -> a ``SampleRequest`` checked by ``core.request.validate``,
+- ``adapter``: a job's JSON body -> a ``SampleRequest`` checked by ``core.runtime.request.validate``,
   then the calls the CLI makes, on a cached pipeline; no FastAPI, no torch at import.
 - ``store``: the SQLite job store beside the outputs (jobs survive a restart).
 - ``worker``: one thread that runs jobs in order, with an LRU cache of built pipelines and

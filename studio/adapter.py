@@ -2,9 +2,9 @@
 
 This is the one seam between the server and the runtime. ``prepare`` checks a body without
 torch: registry names and upload ids only, never paths (here), then everything else through
-``core.request.validate`` on a ``SampleRequest`` built from the body (the CLI's own checks and
-refusal lines), keeping its plan. ``build`` is ``core.request.build`` (LoRAs applied), and ``run``
-is ``core.request.execute`` on a cached, built pipeline with the job's progress callback.
+``core.runtime.request.validate`` on a ``SampleRequest`` built from the body (the CLI's own checks and
+refusal lines), keeping its plan. ``build`` is ``core.runtime.request.build`` (LoRAs applied), and ``run``
+is ``core.runtime.request.execute`` on a cached, built pipeline with the job's progress callback.
 ``cli_command`` writes the command line that reproduces a job.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 COMMANDS = ("sample", "img2img", "inpaint", "interpolate", "variations")
 PARTS = ("encoder", "conditioner", "prior", "decoder", "sampler", "scheduler")
@@ -45,7 +45,7 @@ class Prepared:
     n: int
     images: list[str] = field(default_factory=list)  # upload ids
     mask: str | None = None
-    plan: Any = None  # core.request.Plan
+    plan: Any = None  # core.runtime.request.Plan
 
     @property
     def cache_key(self) -> tuple:
@@ -77,10 +77,10 @@ def _text(value: Any) -> str:
 
 def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path, device: str = "cpu") -> Prepared:
     """Check a job body as the CLI checks its flags (no torch): names and upload ids here, everything
-    else by the typed request's ``validate`` (core.request), with the CLI's own refusal lines.
+    else by the typed request's ``validate`` (core.runtime.request), with the CLI's own refusal lines.
     ``device``: the server's (``serve --device``), where every job's models run."""
     from latentzoo.commands.sampling import _option_strings
-    from latentzoo.core.request import SampleRequest, validate
+    from latentzoo.core.runtime.request import SampleRequest, validate
 
     body = dict(body)
     command = body.get("command", "sample")
@@ -144,14 +144,14 @@ def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path, 
 
 def build(prepared: Prepared, registry: Any) -> Any:
     """The pipeline a job runs on, built as the CLI builds it (parts swapped, LoRAs applied)."""
-    from latentzoo.core.request import build as build_plan
+    from latentzoo.core.runtime.request import build as build_plan
 
     return build_plan(prepared.plan)
 
 
 def run(prepared: Prepared, pipe: Any, progress: Callable[[int, int], None]) -> dict[str, Any]:
     """Run a checked job on ``pipe``, writing its output (the job's ``DIR/``: one PNG per image + sidecar) as the CLI does."""
-    from latentzoo.core.request import execute
+    from latentzoo.core.runtime.request import execute
 
     [written] = execute(prepared.plan, pipe, progress=progress)
     return written.record

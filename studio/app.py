@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from . import adapter, catalog
 from .security import Guard
@@ -51,7 +51,7 @@ class Settings:
     max_n: int = 64
     max_steps: int = 1000
     registries: tuple[str, ...] = ()
-    device: str = "cpu"  # where every job's models run (serve --device; checked by core.runtime.check_device)
+    device: str = "cpu"  # where every job's models run (serve --device; checked by core.runtime.devices.check_device)
 
 
 class ApiError(Exception):
@@ -135,7 +135,7 @@ def _offer(queue: asyncio.Queue, event: dict[str, Any]) -> None:
 
 def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
     """The app behind its ``Guard`` (an ASGI app; ``.fastapi`` is the FastAPI app, ``.state`` its state)."""
-    from latentzoo.core.api import registry as load_registry
+    from latentzoo.core.runtime.api import registry as load_registry
 
     outputs = settings.outputs.resolve()
     (outputs / "uploads").mkdir(parents=True, exist_ok=True)
@@ -229,7 +229,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
         upload_id = f"{hashlib.sha256(data).hexdigest()}.{FORMATS[fmt]}"
         path = outputs / "uploads" / upload_id
         if not path.exists():
-            from latentzoo.core.weights import write_bytes
+            from latentzoo.core.contract.weights import write_bytes
 
             write_bytes(path, bytes(data))
         return {"upload_id": upload_id, "width": w, "height": h}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from .adapter import PARTS
 from .worker import error_body
@@ -17,7 +17,7 @@ from .worker import error_body
 
 def pipelines(registry: Any) -> list[dict[str, Any]]:
     """Each pipeline: parts, defaults, whether it composes, declared options (flat rows), text / editable flags."""
-    from latentzoo.core.compose import PipelineSpec, check_spec, pipeline_options_table
+    from latentzoo.core.contract.compose import PipelineSpec, check_spec, pipeline_options_table
 
     out = []
     for entry in registry.list(role="pipeline"):
@@ -40,7 +40,7 @@ def pipelines(registry: Any) -> list[dict[str, Any]]:
 
 def components(registry: Any) -> list[dict[str, Any]]:
     """Each component: roles, spaces, what a sampler drives and the levels it walks, declared options."""
-    from latentzoo.core.compose import component_options_table
+    from latentzoo.core.contract.compose import component_options_table
 
     out = []
     for entry in registry.list():
@@ -63,7 +63,7 @@ def components(registry: Any) -> list[dict[str, Any]]:
 
 def compose(registry: Any, pipeline: str | None, parts: dict[str, str]) -> dict[str, Any]:
     """``{"ok": True, "spec", "yaml", ...}`` or ``{"error", "fix", ...}``, both with ``parts`` and ``alternatives``."""
-    from latentzoo.core.compose import PipelineSpec, check_spec, replace_parts
+    from latentzoo.core.contract.compose import PipelineSpec, check_spec, replace_parts
 
     for value in parts.values():
         if "/" in value or "\\" in value:

@@ -23,7 +23,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 # Every response: no framing by other sites (clickjacking), no MIME sniffing, no referrer, and a

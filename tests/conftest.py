@@ -37,7 +37,7 @@ PYTHON = sys.executable
 LATENTZOO_SCRIPT = Path(sys.executable).parent / "latentzoo"
 
 # The hooks module path plugins import their marker from.
-HOOKIMPL_IMPORT = "from latentzoo.core.hookspecs import hookimpl"
+HOOKIMPL_IMPORT = "from latentzoo.core.contract.hookspecs import hookimpl"
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ GOOD = PluginSpec(
             @cli.command("acme-build")
             def build():
                 """Import the model code (and so torch) the way latentzoo builds a component."""
-                from latentzoo.core.registry import import_target
+                from latentzoo.core.contract.registry import import_target
 
                 click.echo(import_target("acme_zoo.model:FlowPrior").__name__)
     ''',
@@ -470,7 +470,7 @@ def run_in_process(args: list[str], env: Mapping[str, str], cwd: Path) -> Result
     import warnings
 
     from latentzoo import cli as cli_module
-    from latentzoo.core.plugins import reset_manager
+    from latentzoo.core.contract.plugins import reset_manager
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     saved_sigint, saved_sigterm = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)

@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from latentzoo.core.captions import CaptionedFolder, load_captioned  # noqa: E402
-from latentzoo.core.errors import LatentzooError  # noqa: E402
+from latentzoo.core.contract.errors import LatentzooError  # noqa: E402
+from latentzoo.core.runtime.captions import CaptionedFolder, load_captioned  # noqa: E402
 from latentzoo.plugins.datasets import captions as dc  # noqa: E402
 
 

@@ -1,7 +1,7 @@
 """Crash consistency of training runs: a kill at EVERY write boundary of a real tiny run.
 
 ``LATENTZOO_CRASH_AT=N`` makes the process ``os._exit`` at the N-th write boundary
-(``core.weights.crash_point``: before each atomic rename, and between the steps of a
+(``core.contract.weights.crash_point``: before each atomic rename, and between the steps of a
 checkpoint). For each N, the interrupted run must afterwards either resume with
 ``--resume`` to exactly the bytes of an uninterrupted run, or refuse ``--resume`` in one
 line (no complete checkpoint yet) and then start cleanly to the same bytes: never a run

@@ -179,7 +179,7 @@ def clip_vocab_files(folder: Path) -> tuple[Path, Path]:
     from tokenizers.models import BPE
     from tokenizers.trainers import BpeTrainer
 
-    from latentzoo.core.text import CLIP_PATTERN
+    from latentzoo.core.runtime.text import CLIP_PATTERN
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     tok = Tokenizer(BPE(end_of_word_suffix="</w>"))
@@ -204,7 +204,7 @@ def clip_vocab_files(folder: Path) -> tuple[Path, Path]:
 
 def test_clip_bpe_matches_transformers(tmp_path: Path) -> None:
     """Token ids and masks equal transformers' CLIP tokenizer (the tokenizers-backed one) at 77 tokens."""
-    from latentzoo.core import text
+    from latentzoo.core.runtime import text
 
     vocab, merges = clip_vocab_files(tmp_path / "tok")
     ours = text.clip_bpe(vocab, merges)
@@ -225,7 +225,7 @@ def test_clip_bpe_from_openai_merges_file(tmp_path: Path) -> None:
     """OpenAI's merges-only ``bpe_simple_vocab_16e6.txt.gz`` format gives the same ids as vocab.json + merges.txt."""
     import gzip
 
-    from latentzoo.core import text
+    from latentzoo.core.runtime import text
 
     vocab, merges = clip_vocab_files(tmp_path / "tok")
     lines = merges.read_text(encoding="utf-8").splitlines()
@@ -236,7 +236,7 @@ def test_clip_bpe_from_openai_merges_file(tmp_path: Path) -> None:
 
 
 def test_long_prompt_truncated_with_warning_empty_prompt_is_bos_eos() -> None:
-    from latentzoo.core import text
+    from latentzoo.core.runtime import text
 
     tok = text.train_word_level(["a thick seven", "a thin one"], context_length=6)
     with pytest.warns(UserWarning, match="6 tokens were truncated"):
@@ -248,8 +248,8 @@ def test_long_prompt_truncated_with_warning_empty_prompt_is_bos_eos() -> None:
 
 
 def test_tokenizer_json_round_trip_and_vocab_mismatch(tmp_path: Path) -> None:
-    from latentzoo.core import text
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime import text
 
     ties = text.train_word_level(["b a", "a b", "z", "y"], context_length=8).tokenizer.get_vocab()
     assert ties["a"] < ties["b"] < ties["y"] < ties["z"]  # by frequency, ties alphabetical: the same file every time
@@ -313,7 +313,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def digit_pngs(tmp_path_factory) -> list[Path]:
     """Held-out digits 0..9 (the first of each), saved as 32x32 PNGs as `latentzoo sample` writes them."""
-    from latentzoo.core.images import save_each
+    from latentzoo.core.runtime.images import save_each
     from latentzoo.plugins.datasets.captions import load
 
     held = load("test")
@@ -399,7 +399,7 @@ def test_train_clip_cli_on_a_captioned_folder(tmp_path: Path) -> None:
     import yaml
     from PIL import Image
 
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.contract.weights import sha256_file
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -463,7 +463,7 @@ def test_train_clip_resume_is_exact(tmp_path: Path) -> None:
 def test_transformers_folders_load_with_their_tokenizer(tmp_path: Path) -> None:
     """save_pretrained folders (a CLIPModel with its tokenizer; a Stable Diffusion-style text_encoder/ +
     tokenizer/ pair) load into the matching class and give transformers' outputs."""
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
     from latentzoo.plugins.clip.model import from_transformers
 
     vocab_file, _ = clip_vocab_files(tmp_path / "tok")

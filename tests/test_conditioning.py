@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from latentzoo.core.conditioning import ConditioningSpace, check_conditioning
-from latentzoo.core.errors import ContractError
+from latentzoo.core.contract.conditioning import ConditioningSpace, check_conditioning
+from latentzoo.core.contract.errors import ContractError
 
 CLIP_ID = "sha256:df1c74a92f02a38f"  # digits-clip's identity, as the shipped registry states it
 SPACE = "{kind: continuous, channels: 3, factor: 4, autoencoder: 'sha256:02cb6b436681a56b', codebook_size: 128, scaling_factor: 1.5630550384521484, shift: 0.2024935632944107}"
@@ -148,7 +148,7 @@ def test_bad_conditioning_entries_are_refused_in_the_registry(cli, tmp_path, dat
 
 
 def test_shipped_conditioner_and_class_priors_parse():
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     reg = Registry.load([])
     clip = reg.entries["digits-clip"].conditioning_space

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latentzoo.core.compose import PipelineSpec, accepted_spaces, check_spec
-from latentzoo.core.errors import ContractError, RegistryError
-from latentzoo.core.latent import LatentSpace, check_sampler, check_spaces
-from latentzoo.core.plugins import get_manager
-from latentzoo.core.registry import Entry, Registry
+from latentzoo.core.contract.compose import PipelineSpec, accepted_spaces, check_spec
+from latentzoo.core.contract.errors import ContractError, RegistryError
+from latentzoo.core.contract.latent import LatentSpace, check_sampler, check_spaces
+from latentzoo.core.contract.plugins import get_manager
+from latentzoo.core.contract.registry import Entry, Registry
 
 AE_A = "sha256:aaaaaaaaaaaaaaaa"
 AE_B = "sha256:bbbbbbbbbbbbbbbb"

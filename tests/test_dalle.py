@@ -46,8 +46,8 @@ def test_reranking_keeps_the_best_candidate_by_the_scorer():
     scores: list[float] = []
     best = pipe.sample(6, seed=0, prompt=PROMPT, candidates=4, scores=scores)
     assert best.shape == (6, 1, 32, 32) and len(scores) == 6
-    # the same 24 draws the candidates came from: candidate c of output i from its own generator (core.seeding)
-    from latentzoo.core.seeding import RowGenerators
+    # the same 24 draws the candidates came from: candidate c of output i from its own generator (core.runtime.seeding)
+    from latentzoo.core.runtime.seeding import RowGenerators
 
     plan = pipe.resolve_options(prompt=PROMPT)
     keys = [(i, c) for i in range(6) for c in range(4)]
@@ -62,7 +62,7 @@ def test_reranking_keeps_the_best_candidate_by_the_scorer():
 
 def test_api_sample_reranks_like_the_cli(cli, tmp_path):
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     record = latentzoo.sample("digits-dalle", 4, seed=3, output=tmp_path / "api.png", options={"prompt": PROMPT}, candidates=3)
     assert record["reranking"]["candidates"] == 3 and len(record["reranking"]["scores"]) == 4
@@ -108,7 +108,7 @@ def test_compose_records_a_scorer_and_refuses_an_unknown_one(cli):
 
 
 def test_augmentation_is_seeded_and_keeps_the_background():
-    from latentzoo.core.data import load_dataset
+    from latentzoo.core.runtime.data import load_dataset
 
     images = load_dataset("digits", split="train").images[:8]
     a = augment_images(images, 3, shift=2.0, rotate=8.0, scale=0.08, seed=0)
@@ -218,7 +218,7 @@ def test_unprompted_reranking_is_reproducible_and_records_the_drawn_captions(cli
 
 def test_unprompted_reranking_scores_each_output_against_its_own_caption():
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     torch.set_num_threads(1)
     pipe = latentzoo.load_pipeline("digits-dalle")
@@ -251,8 +251,8 @@ def test_unprompted_reranking_scores_each_output_against_its_own_caption():
 
 def test_random_prompt_uses_the_caption_set_and_refuses_a_conditioner_without_one():
     import latentzoo
-    from latentzoo.core.data import load_dataset
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime.data import load_dataset
 
     torch.set_num_threads(1)
     pipe = latentzoo.load_pipeline("digits-dalle")

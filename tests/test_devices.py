@@ -1,4 +1,4 @@
-"""Devices and precisions (core.runtime): --device on every command that runs models and device= in
+"""Devices and precisions (core.runtime.devices): --device on every command that runs models and device= in
 the API, through the one check; a device that is not there refused in one line; --precision fp16
 CUDA only. This machine has no GPU: the placement code path (OnDevice) is exercised on the CPU,
 where it must be transparent, and the CUDA checks against a torch that says it has two GPUs.
@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from latentzoo.core.errors import LatentzooError  # noqa: E402
+from latentzoo.core.contract.errors import LatentzooError  # noqa: E402
 
 from .test_digits_pipeline import save_digits  # noqa: E402
 
@@ -60,7 +60,7 @@ def test_fp16_off_cuda_is_refused_naming_bf16(lz, tmp_path, digit, command):
 
 
 def test_bf16_runs_on_the_cpu_and_is_recorded(lz, tmp_path, digit):
-    """bf16 on the CPU runs (autocast): the decision core/runtime.py documents."""
+    """bf16 on the CPU runs (autocast): the decision core/runtime/devices.py documents."""
     out = tmp_path / "e"
     lz(*commands(digit, f"{out}/")["img2img"], "--precision", "bf16", "--threads", "1").assert_ok()
     record = json.loads((out / "samples.json").read_text())
@@ -93,8 +93,8 @@ def test_the_api_takes_device_and_precision(tmp_path, monkeypatch):
 
 
 def test_cuda_devices_are_checked_against_the_count(monkeypatch):
-    from latentzoo.core import runtime
-    from latentzoo.core.distributed import resolve_device
+    from latentzoo.core.runtime import devices as runtime
+    from latentzoo.core.runtime.distributed import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -107,8 +107,8 @@ def test_cuda_devices_are_checked_against_the_count(monkeypatch):
 
 
 def test_under_torchrun_cuda_is_each_ranks_own_gpu():
-    from latentzoo.core.distributed import World
-    from latentzoo.core.runtime import rank_device
+    from latentzoo.core.runtime.devices import rank_device
+    from latentzoo.core.runtime.distributed import World
 
     world = World(rank=1, size=2, local_rank=1, device=torch.device("cuda", 1))
     assert rank_device("cuda", world) == "cuda:1"
@@ -120,7 +120,7 @@ def test_under_torchrun_cuda_is_each_ranks_own_gpu():
 
 def wrapped(pipe, precision: str = "fp32"):
     """The pipeline with every model part wrapped in OnDevice, on the CPU (what place does on a GPU)."""
-    from latentzoo.core.runtime import PARTS, OnDevice
+    from latentzoo.core.runtime.devices import PARTS, OnDevice
 
     for role in PARTS:
         part = getattr(pipe, role, None)
@@ -130,8 +130,8 @@ def wrapped(pipe, precision: str = "fp32"):
 
 
 def test_on_device_gives_the_bytes_of_the_unwrapped_pipeline(tmp_path, digit):
-    from latentzoo.core import editing
-    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.runtime import editing
+    from latentzoo.core.runtime.api import load_pipeline
 
     plain = load_pipeline("digits")
     placed = wrapped(load_pipeline("digits"))
@@ -143,7 +143,7 @@ def test_on_device_gives_the_bytes_of_the_unwrapped_pipeline(tmp_path, digit):
 
 
 def test_on_device_moves_inputs_runs_autocast_and_returns_float32_on_the_cpu():
-    from latentzoo.core.runtime import OnDevice
+    from latentzoo.core.runtime.devices import OnDevice
 
     seen = {}
 
@@ -173,8 +173,8 @@ def test_on_device_moves_inputs_runs_autocast_and_returns_float32_on_the_cpu():
 
 
 def test_place_on_the_cpu_leaves_a_pipeline_as_it_was_and_unwraps_one_placed_elsewhere():
-    from latentzoo.core.api import load_pipeline
-    from latentzoo.core.runtime import place
+    from latentzoo.core.runtime.api import load_pipeline
+    from latentzoo.core.runtime.devices import place
 
     pipe = load_pipeline("digits-vae")
     prior = pipe.prior
@@ -189,7 +189,7 @@ def test_place_on_the_cpu_leaves_a_pipeline_as_it_was_and_unwraps_one_placed_els
 
 def test_noise_is_drawn_on_the_cpu_per_index_then_moved():
     """The per-index generators are CPU generators: a draw for another device is the CPU draw, moved."""
-    from latentzoo.core import seeding
+    from latentzoo.core.runtime import seeding
 
     rows = seeding.RowGenerators.for_samples(5, [(0, 0), (1, 0)])
     again = seeding.RowGenerators.for_samples(5, [(0, 0), (1, 0)])

@@ -27,7 +27,7 @@ diffusers = pytest.importorskip("diffusers")
 torch = pytest.importorskip("torch")
 
 import latentzoo  # noqa: E402
-from latentzoo.core.registry import Registry  # noqa: E402
+from latentzoo.core.contract.registry import Registry  # noqa: E402
 
 TOL = 1e-4
 SCALE = 0.6
@@ -155,7 +155,7 @@ def ddpm(env):
 
 def batch_drawn(pipe, n: int, *, seed: int, **options) -> torch.Tensor:
     """The pipeline's images with the whole batch drawn from one torch.Generator(seed), diffusers'
-    convention (``pipe.sample`` seeds each sample by its index, core.seeding): sample_latents, decode."""
+    convention (``pipe.sample`` seeds each sample by its index, core.runtime.seeding): sample_latents, decode."""
     return pipe.decode(pipe.unscale(pipe.sample_latents(n, seed=seed, **options)))
 
 
@@ -195,7 +195,7 @@ def diffusers_ddpm_images(unet, sched, *, n, seed, steps):
 def test_converted_fragment_names_the_autoencoder_space(ldm):
     reg = Registry.load([ldm["registry"]])
     vq, prior = reg.get("tiny-ldm-vqvae"), reg.get("tiny-ldm-unet")
-    from latentzoo.core.weights import sha256_file, space_identity
+    from latentzoo.core.contract.weights import sha256_file, space_identity
 
     sha = vq.data["weights"]["sha256"]
     assert sha256_file(vq.weights_path()) == sha
@@ -547,7 +547,7 @@ def test_calibrate_measures_one_over_std_of_the_latents(ldm, env):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"calibrated on {images}" in proc.stderr and "--registry" in proc.stderr
-    from latentzoo.core.data import folder_dataset
+    from latentzoo.core.runtime.data import folder_dataset
 
     x = folder_dataset(images, size=32, channels=3).images
     with torch.no_grad():
@@ -584,7 +584,7 @@ def test_unsupported_and_pickled_inputs_are_refused(env):
 @torch.no_grad()
 def test_autoencoder_kl_converts_and_exports_with_parity(env):
     """The KL-VAE family (plugins/vae): AutoencoderKL <-> vae.autoencoder, shift_factor <-> shift."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     if "vae.autoencoder" not in get_manager().components():
         pytest.skip("the KL-VAE family (vae.autoencoder) is not registered in this install")

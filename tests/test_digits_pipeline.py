@@ -17,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from latentzoo.core.registry import BUILTIN
+from latentzoo.core.contract.registry import BUILTIN
 from latentzoo.plugins.datasets.digits import load as load_digits
 from latentzoo.plugins.datasets.evaluate import predicted_labels
 

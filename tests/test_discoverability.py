@@ -91,14 +91,14 @@ def names_in(cell: str) -> list[str]:
 
 
 def test_plugins_md_counts_hooks_and_roles_once_and_right() -> None:
-    from latentzoo.core import hookspecs
-    from latentzoo.core.interfaces import ROLES
+    from latentzoo.core.contract import hookspecs
+    from latentzoo.core.contract.interfaces import ROLES
 
     hooks = sorted(n for n in dir(hookspecs) if n.startswith("latentzoo_"))
     text = (DOCS / "plugins.md").read_text(encoding="utf-8")
     assert sorted(re.sub(r"\(.*", "", row[0]).strip("`") for row in table_with(DOCS / "plugins.md", "hook", "returns")) == hooks
     assert sorted(row[0].strip("`").lower() for row in table_with(DOCS / "plugins.md", "role", "must provide")) == sorted(ROLES)
-    for path in (DOCS / "plugins.md", DOCS.parent / "README.md", DOCS.parent / "core" / "hookspecs.py"):
+    for path in (DOCS / "plugins.md", DOCS.parent / "README.md", DOCS.parent / "core" / "contract" / "hookspecs.py"):
         said = path.read_text(encoding="utf-8").lower()
         for word, n in NUMBERS.items():
             assert n == len(hooks) or f"{word} hooks" not in said, f"{path.name} says {word} hooks; there are {len(hooks)}"
@@ -107,7 +107,7 @@ def test_plugins_md_counts_hooks_and_roles_once_and_right() -> None:
 
 
 def test_plugins_md_kinds_table_is_the_live_one() -> None:
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     live = {k: (d["plugin"], bool(d.get("check"))) for k, d in get_manager().kinds().items()}
     documented = {
@@ -118,7 +118,7 @@ def test_plugins_md_kinds_table_is_the_live_one() -> None:
 
 
 def test_samplers_md_tables_are_the_live_registry() -> None:
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     reg = Registry.load()
     path = DOCS / "samplers.md"

@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 from torch import nn
 
-from latentzoo.core.data import ImageSet, folder_dataset
+from latentzoo.core.runtime.data import ImageSet, folder_dataset
 from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, cosine_lr, latest_checkpoint
 
 TINY = {

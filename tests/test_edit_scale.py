@@ -1,5 +1,5 @@
 """The editing commands beyond one process: outputs rendered by index (per-index seeds), ``-o DIR/``
-committed batch by batch and resumed, shared among torchrun ranks (core.editing Job, core.rundir).
+committed batch by batch and resumed, shared among torchrun ranks (core.runtime.editing Job, core.runtime.rundir).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def digits_in(tmp_path_factory):
 
 def grey_levels(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float]:
     """(largest difference in grey levels, fraction of values that differ) of images in [-1, 1]."""
-    from latentzoo.core.images import to_uint8
+    from latentzoo.core.runtime.images import to_uint8
 
     diff = (to_uint8(a).int() - to_uint8(b).int()).abs()
     return int(diff.max()), float((diff > 0).float().mean())
@@ -38,8 +38,8 @@ def grey_levels(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float]:
 
 @pytest.mark.parametrize("command", ["img2img", "inpaint", "interpolate"])
 def test_an_output_does_not_depend_on_the_batch_or_the_other_indices(digits_in, tmp_path, command):
-    from latentzoo.core import editing
-    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.runtime import editing
+    from latentzoo.core.runtime.api import load_pipeline
 
     pipe = load_pipeline("digits")
     options = {"steps": 4, "eta": 1.0}  # eta 1: DDIM draws fresh noise every step, from each output's own generator
@@ -61,8 +61,8 @@ def test_an_output_does_not_depend_on_the_batch_or_the_other_indices(digits_in, 
 
 
 def test_variations_do_not_depend_on_the_batch(tmp_path, digits_in):
-    from latentzoo.core.api import load_pipeline
-    from latentzoo.core.variations import variations_job
+    from latentzoo.core.runtime.api import load_pipeline
+    from latentzoo.core.runtime.variations import variations_job
 
     job = variations_job(load_pipeline("digits-unclip"), digits_in[0], 4, seed=1)
     whole, alone = job.images(), torch.cat([job.render([i]) for i in range(4)])
@@ -87,7 +87,7 @@ def lz(capsys, monkeypatch, tmp_path, helpers):
 
 def cut_after(monkeypatch, batches: int) -> None:
     """The next -o DIR/ run stops after committing ``batches`` batches, as a kill would."""
-    from latentzoo.core.manifest import Manifest
+    from latentzoo.core.runtime.manifest import Manifest
 
     real, calls = Manifest.commit, []
 
@@ -102,7 +102,7 @@ def cut_after(monkeypatch, batches: int) -> None:
 
 
 def test_an_editing_dir_run_resumes_to_the_bytes_of_an_uninterrupted_one(lz, tmp_path, digits_in, monkeypatch):
-    from latentzoo.core import editing
+    from latentzoo.core.runtime import editing
 
     whole = tmp_path / "whole"
     img2img_dir(lz, whole, digits_in).assert_ok()
@@ -112,7 +112,7 @@ def test_an_editing_dir_run_resumes_to_the_bytes_of_an_uninterrupted_one(lz, tmp
     run = tmp_path / "run"
     cut_after(monkeypatch, 1)
     assert img2img_dir(lz, run, digits_in).returncode != 0
-    from latentzoo.core.manifest import Manifest
+    from latentzoo.core.runtime.manifest import Manifest
 
     _, committed = Manifest(run / ".latentzoo-partial", f"{run}/").read()
     assert sorted(committed) == [0]  # batch 1's files were written, but the kill came before its manifest line
@@ -186,8 +186,8 @@ class ThreadWorld:
 
 
 def test_two_ranks_write_what_one_process_writes_fast(tmp_path, digits_in, monkeypatch):
-    from latentzoo.core import editing, rundir
-    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.runtime import editing, rundir
+    from latentzoo.core.runtime.api import load_pipeline
 
     monkeypatch.setattr(rundir, "check_agreement", lambda key, world: None)  # one process: nothing to gather
     pipe = load_pipeline("digits")
@@ -203,7 +203,7 @@ def test_two_ranks_write_what_one_process_writes_fast(tmp_path, digits_in, monke
     barrier, errors = threading.Barrier(2), []
     # One process holds the output lock for every rank; as threads, both take it: held here first,
     # so that neither thread's take races the other's (the lock's count is not meant for threads).
-    from latentzoo.core.weights import lock_output
+    from latentzoo.core.contract.weights import lock_output
 
     unlock = lock_output(tmp_path / "two", "-o two/")
 

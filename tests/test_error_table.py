@@ -354,9 +354,9 @@ def test_a_colliding_user_entry_is_skipped_with_a_warning_and_removable(lz3, tmp
 
 
 def test_new_names_and_aliases_are_checked_both_ways_against_every_layer(tmp_path, monkeypatch):
-    from latentzoo.core.errors import RegistryError
-    from latentzoo.core.registry import Registry
-    from latentzoo.core.userregistry import add_entries
+    from latentzoo.core.contract.errors import RegistryError
+    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.contract.userregistry import add_entries
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     reg = Registry.load(user=tmp_path / "none.yaml")
@@ -376,7 +376,7 @@ def test_new_names_and_aliases_are_checked_both_ways_against_every_layer(tmp_pat
 
 # -- 5: one writer per output -----------------------------------------------------------
 
-HOLD_LOCK = "import sys, time; from latentzoo.core.weights import lock_output; lock_output(sys.argv[1], 'x'); print('held', flush=True); time.sleep(60)"
+HOLD_LOCK = "import sys, time; from latentzoo.core.contract.weights import lock_output; lock_output(sys.argv[1], 'x'); print('held', flush=True); time.sleep(60)"
 
 
 @contextlib.contextmanager
@@ -425,7 +425,7 @@ def _term_after_first_png(monkeypatch) -> None:
     """SIGTERM to this process once the first sample's PNG is written (as `kill -TERM` mid-run)."""
     import signal
 
-    from latentzoo.core import rundir
+    from latentzoo.core.runtime import rundir
 
     write_png = rundir.write_png
 
@@ -507,8 +507,8 @@ def test_a_full_disk_gives_one_line_naming_the_path_and_keeps_what_was_there(lz3
 
 
 def test_a_header_length_of_2_to_the_62_is_refused_without_allocating(tmp_path):
-    from latentzoo.core.errors import WeightsError
-    from latentzoo.core.weights import load_tensors, scan_file, sha256_file
+    from latentzoo.core.contract.errors import WeightsError
+    from latentzoo.core.contract.weights import load_tensors, scan_file, sha256_file
 
     bad = tmp_path / "w.safetensors"
     bad.write_bytes((2**62).to_bytes(8, "little") + b"{}" + b"\0" * 64)
@@ -526,8 +526,8 @@ def test_a_header_length_of_2_to_the_62_is_refused_without_allocating(tmp_path):
 def test_decode_widens_half_latents_and_refuses_other_dtypes_and_shapes(lz3, tmp_path, dtype, shape, fragment):
     import torch
 
-    from latentzoo.core.registry import Registry
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.contract.weights import save_tensors
 
     space = Registry.load().get("digits-klvae").latent_space
     latents = tmp_path / "z.safetensors"
@@ -562,7 +562,7 @@ def test_deep_and_other_modes_are_scaled_from_their_full_range(mode, value, grey
     import numpy as np
     from PIL import Image
 
-    from latentzoo.core.data import full_range
+    from latentzoo.core.runtime.data import full_range
 
     image = Image.new(mode, (4, 4), value)
     assert set(np.asarray(full_range(image, "L")).ravel().tolist()) == {grey}
@@ -573,8 +573,8 @@ def test_a_16_bit_digit_keeps_its_grey_levels_and_a_16_bit_mask_thresholds_at_ha
     import numpy as np
     from PIL import Image
 
-    from latentzoo.core.data import to_tensor
-    from latentzoo.core.editing import load_mask
+    from latentzoo.core.runtime.data import to_tensor
+    from latentzoo.core.runtime.editing import load_mask
 
     ramp = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
     image = Image.fromarray(ramp)  # uint16: mode I;16
@@ -591,7 +591,9 @@ def test_a_16_bit_digit_keeps_its_grey_levels_and_a_16_bit_mask_thresholds_at_ha
 
 def test_os_exit_in_plugin_code_is_contained_and_reported(cli, plugin_factory, helpers):
     """os._exit at import and in a hook: the plugin is broken, every command keeps working (subprocess: an exit status)."""
-    hook = "from latentzoo.core.hookspecs import hookimpl\n\n@hookimpl\ndef latentzoo_components():\n    import os\n    os._exit(4)\n"
+    hook = (
+        "from latentzoo.core.contract.hookspecs import hookimpl\n\n@hookimpl\ndef latentzoo_components():\n    import os\n    os._exit(4)\n"
+    )
     site = plugin_factory(
         helpers.PluginSpec(dist="exits-at-import", package="exits_at_import", init="import os\nos._exit(3)\n"),
         helpers.PluginSpec(dist="exits-in-hook", package="exits_in_hook", init=hook),
@@ -609,7 +611,7 @@ def test_os_exit_in_plugin_code_is_contained_and_reported(cli, plugin_factory, h
 
 
 def test_os_exit_outside_plugin_code_still_exits():
-    from latentzoo.core import plugins
+    from latentzoo.core.contract import plugins
 
     assert plugins._GUARDS == 0 and os._exit is plugins._REAL_EXIT
     with plugins._contain_os_exit():
@@ -624,8 +626,8 @@ def test_os_exit_outside_plugin_code_still_exits():
 def test_converted_weights_with_nan_or_integer_layers_are_refused_fast(tmp_path):
     import torch
 
-    from latentzoo.core.errors import LatentzooError, WeightsError
-    from latentzoo.core.weights import check_layer_dtypes, save_tensors
+    from latentzoo.core.contract.errors import LatentzooError, WeightsError
+    from latentzoo.core.contract.weights import check_layer_dtypes, save_tensors
     from latentzoo.interop.formats import _validate_weights
 
     entry = {"vae": {"weights": {"path": "w.safetensors"}}}
@@ -661,7 +663,7 @@ def test_converting_a_diffusers_vae_with_nan_weights_registers_nothing(lz3, tmp_
 def test_a_constant_output_is_named_in_one_warning(tmp_path):
     import torch
 
-    from latentzoo.core.record import SampleOutput
+    from latentzoo.core.runtime.record import SampleOutput
 
     out = SampleOutput(str(tmp_path / "blank.png"), n=2)
     out.add(torch.zeros((2, 8, 8, 1), dtype=torch.uint8))
@@ -680,7 +682,7 @@ def test_sample_prints_the_shadow_warning_list_and_info_print(lz3, tmp_path):
 def test_a_png_write_cut_short_by_a_signal_leaves_no_temporary(tmp_path, monkeypatch):
     """The fast twin of the SIGTERM test above: an interrupt between the write and the rename (SIGTERM
     unwinds as KeyboardInterrupt) removes the temporary; the interrupt still propagates."""
-    from latentzoo.core import manifest
+    from latentzoo.core.runtime import manifest
 
     def interrupted(src, dst):
         raise KeyboardInterrupt

@@ -14,8 +14,8 @@ import torch
 import yaml
 from PIL import Image
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.registry import BUILTIN
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.registry import BUILTIN
 from latentzoo.core.training import latest_checkpoint
 from latentzoo.plugins.flow.samplers import FlowEulerSampler, FlowHeunSampler
 from latentzoo.plugins.flow.schedulers import FlowShiftScheduler

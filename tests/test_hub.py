@@ -208,7 +208,7 @@ def hub():
 def zoo(tmp_path):
     import torch
 
-    from latentzoo.core.weights import save_tensors, space_identity
+    from latentzoo.core.contract.weights import save_tensors, space_identity
     from latentzoo.plugins.diffusion.unet import UNetPrior
     from latentzoo.plugins.vqgan.model import VQAutoencoder
 

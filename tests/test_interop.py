@@ -65,21 +65,21 @@ def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
 
 def test_no_core_module_imports_a_plugin_and_build_and_hub_do_not_import_each_other():
     offenders = []
-    for path in sorted((ROOT / "core").glob("*.py")):
-        mods = imported_modules(path, "latentzoo.core")
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        mods = imported_modules(path, "latentzoo." + ".".join(path.parent.relative_to(ROOT).parts))
         bad = sorted(m for m in mods if m == "latentzoo.plugins" or m.startswith(("latentzoo.plugins.", "latentzoo.interop")))
-        offenders += [f"core/{path.name}: {m}" for m in bad]
+        offenders += [f"{path.relative_to(ROOT)}: {m}" for m in bad]
     assert not offenders, offenders
-    sources = imported_modules(ROOT / "core" / "sources.py", "latentzoo.core")
-    assert not any(m.startswith(("latentzoo.core.build", "latentzoo.interop")) for m in sources), sources
+    sources = imported_modules(ROOT / "core" / "runtime" / "sources.py", "latentzoo.core.runtime")
+    assert not any(m.startswith(("latentzoo.core.runtime.build", "latentzoo.interop")) for m in sources), sources
     hub = imported_modules(ROOT / "interop" / "hub.py", "latentzoo.interop")
-    assert not any(m.startswith("latentzoo.core.build") for m in hub) and "latentzoo.core.sources" in hub
-    assert "latentzoo.core.sources" in imported_modules(ROOT / "core" / "build.py", "latentzoo.core")
+    assert not any(m.startswith("latentzoo.core.runtime.build") for m in hub) and "latentzoo.core.runtime.sources" in hub
+    assert "latentzoo.core.runtime.sources" in imported_modules(ROOT / "core" / "runtime" / "build.py", "latentzoo.core.runtime")
     assert not (ROOT / "core" / "convert.py").exists() and not (ROOT / "core" / "hub.py").exists()
     # and at run time: importing every core module loads no plugin module
     code = (
         "import importlib, pkgutil, sys; import latentzoo.core as c\n"
-        "[importlib.import_module('latentzoo.core.' + m.name) for m in pkgutil.iter_modules(c.__path__)]\n"
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(c.__path__, 'latentzoo.core.')]\n"
         "print(sorted(k for k in sys.modules if k.startswith(('latentzoo.plugins', 'latentzoo.interop'))))"
     )
     out = subprocess.run(
@@ -90,7 +90,7 @@ def test_no_core_module_imports_a_plugin_and_build_and_hub_do_not_import_each_ot
 
 def test_family_key_maps_live_with_the_families():
     """The diffusers plugin maps no family class itself: each family declares its own mapping."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     declared = {name: (decl.get("formats") or {}).get("diffusers") for name, decl in get_manager().components().items()}
     for cls, module in (("vqgan.autoencoder", "vqgan"), ("vae.autoencoder", "vae"), ("diffusion.unet", "diffusion")):
@@ -108,8 +108,8 @@ def test_family_key_maps_live_with_the_families():
 def test_a_plugin_format_is_listed_and_used_by_convert_and_export(tmp_path, monkeypatch):
     """A format declared through latentzoo_formats reaches `convert --from` / `export --to` (in-process plugin)."""
     import latentzoo
-    from latentzoo.core.hookspecs import hookimpl
-    from latentzoo.core.plugins import get_manager, reset_manager
+    from latentzoo.core.contract.hookspecs import hookimpl
+    from latentzoo.core.contract.plugins import get_manager, reset_manager
     from latentzoo.interop import formats as seam
 
     class TextFormat:  # a toy format: a folder with one scheduler name in it
@@ -134,7 +134,7 @@ def test_a_plugin_format_is_listed_and_used_by_convert_and_export(tmp_path, monk
     try:
         manager = get_manager()
         manager.pm.register(TextFormat(), name="toy")
-        from latentzoo.core.plugins import PluginInfo
+        from latentzoo.core.contract.plugins import PluginInfo
 
         manager.info["toy"] = PluginInfo("toy", "toy", None, None, False)
         assert {f.name for f in latentzoo.formats()} >= {"toy", "diffusers"}
@@ -144,20 +144,22 @@ def test_a_plugin_format_is_listed_and_used_by_convert_and_export(tmp_path, monk
         result = latentzoo.convert(src, "toy-ddim", from_format="toy")
         assert result.notes == ["read src"] and result.registered == tmp_path / "user.yaml"
         assert latentzoo.info("toy-ddim").data["config"] == {"eta": 0.25}
-        with pytest.raises(latentzoo.core.errors.LatentzooError, match="does not take option"):
+        with pytest.raises(latentzoo.core.contract.errors.LatentzooError, match="does not take option"):
             latentzoo.convert(src, "toy-2", from_format="toy", scaling_factor=2.0)
         out, notes = latentzoo.export("toy-ddim", tmp_path / "exported", to_format="toy")
         assert notes == ["wrote eta"] and (out / "eta").read_text() == "0.25"
         assert json.loads((out / seam.MANIFEST).read_text())["files"] == ["eta"]
-        with pytest.raises(latentzoo.core.errors.LatentzooError, match="formats that can export: diffusers, kohya-lora, peft-lora, toy"):
+        with pytest.raises(
+            latentzoo.core.contract.errors.LatentzooError, match="formats that can export: diffusers, kohya-lora, peft-lora, toy"
+        ):
             latentzoo.export("toy-ddim", tmp_path / "x", to_format="nope")
     finally:
         reset_manager()
 
 
 def test_bad_format_declarations_mark_the_plugin_broken(monkeypatch):
-    from latentzoo.core.hookspecs import hookimpl
-    from latentzoo.core.plugins import PluginInfo, get_manager, reset_manager
+    from latentzoo.core.contract.hookspecs import hookimpl
+    from latentzoo.core.contract.plugins import PluginInfo, get_manager, reset_manager
     from latentzoo.interop.formats import formats
 
     class Bad:
@@ -220,7 +222,7 @@ def test_reconstruct_and_encode_write_into_a_directory(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# concurrent writers (needs the locked user-registry writes of core/userregistry.py)
+# concurrent writers (needs the locked user-registry writes of core/contract/userregistry.py)
 
 
 def test_eight_concurrent_converts_leave_eight_entries(tmp_path):
@@ -280,7 +282,7 @@ def test_the_wheel_holds_every_subpackage(tmp_path):
     for module in (
         "interop/hub.py",
         "interop/formats.py",
-        "core/sources.py",
+        "core/runtime/sources.py",
         "plugins/diffusers/folders.py",
         "commands/sampling.py",
         "registry.yaml",

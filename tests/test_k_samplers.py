@@ -10,9 +10,9 @@ import pytest
 import torch
 from unets import noise_schedule, tiny_unet
 
-from latentzoo.core.denoising import Denoiser, NoiseSchedule, make_betas
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Scheduler
+from latentzoo.core.contract.denoising import Denoiser, NoiseSchedule, make_betas
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Scheduler
 from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler
 from latentzoo.plugins.diffusion.unet import UNetPrior
 from latentzoo.plugins.ksampling.levels import (
@@ -491,7 +491,7 @@ def test_registry_schedulers_build_and_pick_levels() -> None:
 
 def test_removed_presets_are_gone() -> None:
     """euler-karras & co. were a sampler fixing a sigma schedule: now --sampler euler --scheduler karras."""
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     names = set(Registry.load().entries)
     for gone in ("euler-karras", "heun-karras", "dpmpp-2m-karras", "dpmpp-2m-sigmoid", "scaled-linear", "cosine", "scaled-linear-zsnr"):

@@ -1,4 +1,4 @@
-"""core.kernels: oneDNN linear and prepacked convolutions for CPU inference.
+"""core.nn.kernels: oneDNN linear and prepacked convolutions for CPU inference.
 
 They must agree with PyTorch's eager kernels to float rounding, give the same bytes for the
 same input, repack when the weight or the input shape changes, stay out of training, autocast
@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from latentzoo.core import kernels  # noqa: E402
+from latentzoo.core.nn import kernels  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="this torch build has no oneDNN pointwise ops")
 
@@ -138,7 +138,7 @@ def test_weights_made_under_inference_mode_run_eager():
 
 def test_a_cast_drops_the_stale_packed_copy():
     """After --precision bf16-weights casts a packed layer, its fp32 packed copy is not kept alive."""
-    from latentzoo.core.weights import cast_parameters
+    from latentzoo.core.contract.weights import cast_parameters
 
     torch.manual_seed(0)
     eager, fast = twins(nn.Conv2d(16, 32, 3, padding=1))
@@ -200,7 +200,7 @@ def test_copies_and_pickles_repack_on_first_call():
 
 def test_weights_adopted_from_a_file_are_packed_from_the_file(tmp_path):
     """A shipped cross-attention UNet loads by assignment: its convolutions know their file bytes, and run as eager does."""
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
 
     prior = Builder.from_registry().component("digits-t2i-prior", "prior")
     convs = [m for m in prior.modules() if isinstance(m, kernels.PackedConv2d)]
@@ -235,7 +235,7 @@ def test_a_replaced_weights_file_is_not_read(tmp_path):
     with torch.device("meta"):
         loaded = nn.Conv2d(16, 32, 3, padding=1)
     loaded.load_state_dict(load_file(path), assign=True)
-    from latentzoo.core.weights import record_file_sources
+    from latentzoo.core.contract.weights import record_file_sources
 
     record_file_sources(loaded, path)
     with kernels.file_source(loaded.weight) as from_file:
@@ -252,7 +252,7 @@ def test_a_replaced_weights_file_is_not_read(tmp_path):
 
 
 def test_latentzoo_kernels_eager_turns_it_off():
-    code = "from latentzoo.core import kernels; from torch import nn; print(kernels.available(), type(kernels.accelerate(nn.Linear(2, 2))).__name__)"
+    code = "from latentzoo.core.nn import kernels; from torch import nn; print(kernels.available(), type(kernels.accelerate(nn.Linear(2, 2))).__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LATENTZOO_KERNELS": "eager"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "Linear"]

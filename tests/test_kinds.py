@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latentzoo.core import conformance
+from latentzoo.core.runtime import conformance
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((ROOT / "registry.yaml").read_text(encoding="utf-8"))["components"]
@@ -74,7 +74,7 @@ def test_a_mislabelled_prediction_type_fails_in_one_line(lz, tmp_path: Path) -> 
 )
 def test_a_flow_prior_that_breaks_the_convention_fails_in_one_line(lz, tmp_path: Path, monkeypatch, cls: str, fits: str, fix: str) -> None:
     """A third-party class that declares the built-in kind flow (declared here as its plugin would) but runs time the other way."""
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     decl = {"name": "acme.flow", "roles": ["prior"], "kind": "flow", "family": "acme", "target": f"kind_fixtures:{cls}", "plugin": "acme"}
     monkeypatch.setitem(get_manager().components(), "acme.flow", decl)
@@ -86,7 +86,7 @@ def test_a_flow_prior_that_breaks_the_convention_fails_in_one_line(lz, tmp_path:
 
 
 def test_a_kind_no_plugin_declares_is_refused(lz, tmp_path: Path, monkeypatch) -> None:
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract.plugins import get_manager
 
     decl = {"name": "acme.odd", "roles": ["prior"], "kind": "mystery", "family": "acme", "target": "kind_fixtures:BackwardsFlowPrior"}
     monkeypatch.setitem(get_manager().components(), "acme.odd", {**decl, "plugin": "acme"})
@@ -112,8 +112,8 @@ def test_bad_check_input_is_one_line(lz, args: list[str], fragment: str) -> None
 
 def test_plugins_check_runs_the_conformance_check_on_third_party_priors(lz, tmp_path: Path, monkeypatch) -> None:
     """After the probe, each third-party plugin's priors with weights are checked; a violation is one line."""
-    from latentzoo.core import plugins as plugin_module
-    from latentzoo.core.plugins import get_manager
+    from latentzoo.core.contract import plugins as plugin_module
+    from latentzoo.core.contract.plugins import get_manager
 
     probe = {"name": "acme", "distribution": "acme-flow", "status": "ok", "seconds": 0.1, "detail": ""}
     monkeypatch.setattr(plugin_module, "probe_plugins", lambda timeout: [dict(probe)])

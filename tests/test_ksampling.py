@@ -26,9 +26,9 @@ import torch
 from unets import OnSchedule, noise_schedule, tiny_unet
 
 import latentzoo
-from latentzoo.core.denoising import Denoiser
-from latentzoo.core.errors import LatentzooError, RegistryError
-from latentzoo.core.registry import Registry
+from latentzoo.core.contract.denoising import Denoiser
+from latentzoo.core.contract.errors import LatentzooError, RegistryError
+from latentzoo.core.contract.registry import Registry
 from latentzoo.plugins.ksampling import ALL_SAMPLERS, SAMPLERS, SCHEDULERS, solvers
 from latentzoo.plugins.ksampling import samplers as ks
 from latentzoo.plugins.ksampling import schedulers as sch
@@ -671,7 +671,7 @@ def test_declarations_and_aliases_stay_light() -> None:
     """`list`, `info` and the plugin's hooks never import torch."""
     code = (
         "import sys, latentzoo.plugins.ksampling as k; k.latentzoo_components(); k.latentzoo_registry(); "
-        "from latentzoo.core.registry import Registry; Registry.load().get('uni_pc_bh2'); print('torch' in sys.modules)"
+        "from latentzoo.core.contract.registry import Registry; Registry.load().get('uni_pc_bh2'); print('torch' in sys.modules)"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "False", run.stderr

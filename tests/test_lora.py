@@ -86,8 +86,8 @@ def lab(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("LATENTZOO_REGISTRY", "XDG_CONFIG_HOME", "HF_HUB_OFFLINE")}
     os.environ.update(LATENTZOO_REGISTRY=str(base / "user.yaml"), XDG_CONFIG_HOME=str(base / "cfg"), HF_HUB_OFFLINE="1")
     (base / "user.yaml").write_text("version: 1\n")
-    from latentzoo.core.adapters import weight_shapes
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.adapters import weight_shapes
+    from latentzoo.core.runtime.api import info
     from latentzoo.interop.api import convert
 
     build_sd(base / "sd1", "sd1", seed=0)
@@ -169,8 +169,8 @@ def test_lora_add_records_format_rank_and_base(lab, registered, cli):
 
 @pytest.mark.parametrize("fmt", ["kohya", "peft"])
 def test_fuse_matches_diffusers_fuse_lora(lab, registered, cli, fmt):
-    from latentzoo.core.api import info
-    from latentzoo.core.weights import load_tensors, read_metadata
+    from latentzoo.core.contract.weights import load_tensors, read_metadata
+    from latentzoo.core.runtime.api import info
 
     name, s = f"fused-{fmt}", 0.7
     r = cli("fuse", "tiny-sd1", "--lora", f"{'lr' if fmt == 'kohya' else 'lr-peft'}:{s}", "--name", name)
@@ -199,7 +199,7 @@ def test_fuse_matches_diffusers_fuse_lora(lab, registered, cli, fmt):
 
 
 def test_sample_with_lora_is_the_fused_pipeline_and_strength_zero_is_the_base(lab, registered, cli, tmp_path):
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.contract.weights import sha256_file
 
     ensure_fused(cli)
     before = sha256_file(lab["unet_w"]), sha256_file(lab["te_w"])
@@ -277,8 +277,8 @@ def test_bad_loras_are_one_line_and_write_nothing(lab, registered, cli, tmp_path
 
 
 def test_merge_weighted_sum_and_add_difference(lab, registered, cli):
-    from latentzoo.core.api import info
-    from latentzoo.core.weights import load_tensors, read_metadata, sha256_file
+    from latentzoo.core.contract.weights import load_tensors, read_metadata, sha256_file
+    from latentzoo.core.runtime.api import info
 
     ensure_fused(cli)
     r = cli("merge", "weighted-sum", "tiny-sd1", "fused-kohya", "--alpha", "0.25", "--name", "ws")
@@ -307,7 +307,7 @@ def test_bad_merges_are_one_line_and_write_nothing(lab, registered, cli, tmp_pat
     ensure_fused(cli)
     from safetensors.torch import save_file
 
-    from latentzoo.core.merge import check_same_tensors
+    from latentzoo.core.runtime.merge import check_same_tensors
 
     before = registry_text(lab)
     merged = lab["base"] / "cfg" / "latentzoo" / "merged"
@@ -327,7 +327,7 @@ def test_bad_merges_are_one_line_and_write_nothing(lab, registered, cli, tmp_pat
     save_file({"a.weight": torch.zeros(2, 3), "b.weight": torch.zeros(4)}, str(tmp_path / "a.safetensors"))
     save_file({"a.weight": torch.zeros(2, 3), "b.weight": torch.zeros(5)}, str(tmp_path / "b.safetensors"))
     save_file({"a.weight": torch.zeros(2, 3)}, str(tmp_path / "c.safetensors"))
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     with pytest.raises(LatentzooError, match=r"tensor 'b.weight' is \[4\] vs \[5\]"):
         check_same_tensors(["A", "B"], [tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
@@ -337,8 +337,8 @@ def test_bad_merges_are_one_line_and_write_nothing(lab, registered, cli, tmp_pat
 
 def test_export_kohya_and_peft_round_trip(lab, registered, cli, tmp_path):
     """Out: the PEFT export of a kohya LoRA loads in diffusers to the same fused weights; the kohya export reads back equal."""
-    from latentzoo.core.api import info
-    from latentzoo.core.weights import load_tensors
+    from latentzoo.core.contract.weights import load_tensors
+    from latentzoo.core.runtime.api import info
     from latentzoo.interop.lora import read
 
     assert cli("export", "lr-peft", "--to", "kohya-lora", "-o", str(tmp_path / "k")).returncode == 0
@@ -359,8 +359,8 @@ def test_export_kohya_and_peft_round_trip(lab, registered, cli, tmp_path):
 
 
 def test_a_component_base_takes_its_part_of_the_lora(lab, registered, cli):
-    from latentzoo.core.api import info
-    from latentzoo.core.weights import load_tensors
+    from latentzoo.core.contract.weights import load_tensors
+    from latentzoo.core.runtime.api import info
 
     ensure_fused(cli)
     r = cli("lora", "add", str(lab["files"]["kohya"]), "--base", "tiny-sd1-unet", "--name", "lr-unet")

@@ -95,7 +95,7 @@ def test_train_lora_bad_options_are_one_line(folder, cli, tmp_path):
 
 def test_shipped_digits_hollow_fits_and_applies(cli, tmp_path):
     """The shipped LoRA: <= 5 % of its base's size, fits digits-t2i, strength 0 gives the base's bytes."""
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
 
     lora, base = info("digits-hollow"), info("digits-t2i-prior")
     assert lora.weights_path().stat().st_size <= 0.05 * base.weights_path().stat().st_size

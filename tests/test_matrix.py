@@ -9,11 +9,11 @@ import itertools
 import pytest
 import torch
 
-from latentzoo.core.build import Builder
-from latentzoo.core.compose import PipelineSpec, check_spec
-from latentzoo.core.conditioning import check_conditioning
-from latentzoo.core.errors import ContractError
-from latentzoo.core.registry import Registry
+from latentzoo.core.contract.compose import PipelineSpec, check_spec
+from latentzoo.core.contract.conditioning import check_conditioning
+from latentzoo.core.contract.errors import ContractError
+from latentzoo.core.contract.registry import Registry
+from latentzoo.core.runtime.build import Builder
 
 REGISTRY = Registry.load()
 BUILTIN = [e for e in REGISTRY.entries.values() if e.layer == "builtin"]

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentzoo.core.options import Option, OptionError, parse_options, resolve
-from latentzoo.core.registry import Registry
+from latentzoo.core.contract.options import Option, OptionError, parse_options, resolve
+from latentzoo.core.contract.registry import Registry
 
 # --------------------------------------------------------------------------------------
 # declarations and values (the parser itself)
@@ -382,7 +382,7 @@ def test_a_failed_rename_rolls_back_to_the_previous_files(tmp_path, monkeypatch,
     import os
 
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     monkeypatch.delenv("LATENTZOO_REGISTRY", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -407,7 +407,7 @@ def test_a_failed_rename_rolls_back_to_the_previous_files(tmp_path, monkeypatch,
 def test_a_failing_sampler_writes_nothing(tmp_path, monkeypatch):
     """Non-finite latents stop the run with one line naming the sampler; no file, no folder is left."""
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
     from latentzoo.plugins.vae.model import AnalyticSampler
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -434,7 +434,7 @@ def tiles(path: Path, n: int, size: int = 32, padding: int = 2) -> list[bytes]:
 
 
 def test_batches_are_reproducible_and_a_sample_follows_its_index(cli, tmp_path):
-    """Per-index seeds (core.seeding): sample i is the same draw whatever the batch size and -n."""
+    """Per-index seeds (core.runtime.seeding): sample i is the same draw whatever the batch size and -n."""
 
     def run(name: str, *args: str) -> Path:
         out = tmp_path / f"{name}.png"
@@ -467,7 +467,7 @@ TOY_INIT = '''
     """A new prior kind (toy), a sampler and a scheduler of toy-levels, and their options."""
     from pathlib import Path
 
-    from latentzoo.core.hookspecs import hookimpl
+    from latentzoo.core.contract.hookspecs import hookimpl
 
     LATENTZOO_PLUGIN_API = 1
 
@@ -504,7 +504,7 @@ TOY_MODEL = """
 
     import torch
 
-    from latentzoo.core.interfaces import Prior, Sampler, Scheduler
+    from latentzoo.core.contract.interfaces import Prior, Sampler, Scheduler
 
 
     class ToyPrior(Prior):
@@ -771,7 +771,7 @@ def bad_declaration_site(plugin_factory, helpers):
         package = "bad_" + name.replace("-", "_")
         body = {"name": f"{package}.thing", "target": f"{package}:Thing", **decl}
         init = f"""
-            from latentzoo.core.hookspecs import hookimpl
+            from latentzoo.core.contract.hookspecs import hookimpl
 
             LATENTZOO_PLUGIN_API = 1
 

@@ -313,7 +313,7 @@ def test_a_misspelt_hook_is_reported_not_ignored(cli, plugin_factory):
             "dist": "typo-plugin",
             "package": "typo_plugin",
             "init": """
-                from latentzoo.core.hookspecs import hookimpl
+                from latentzoo.core.contract.hookspecs import hookimpl
 
                 LATENTZOO_PLUGIN_API = 1
 

@@ -216,8 +216,10 @@ def test_good_plugin_in_list_and_plugins(cli, rows, good_site):
         "hooks": ["latentzoo_commands", "latentzoo_components", "latentzoo_registry"],
         "components": ["acme.flow"],
         "datasets": [],
+        "kinds": [],
         "api": 1,
         "warning": None,
+        "formats": [],
     }
     table = rows(cli("plugins", sites=sites).assert_ok())
     assert table["acme"] == {"distribution": "acme-zoo 2.3.4", "status": "ok", "provides": "acme.flow", "error": ""}
@@ -233,7 +235,7 @@ def test_plugin_cannot_displace_builtins(cli, plugin_factory):
     def thief(dist: str, entry_point: str | None = None) -> dict[str, str]:
         package = dist.replace("-", "_")
         init = f"""
-            from latentzoo.core.hookspecs import hookimpl
+            from latentzoo.core.contract.hookspecs import hookimpl
 
 
             @hookimpl
@@ -332,7 +334,12 @@ def torch_modules(modules: set[str]) -> list[str]:
 def test_inspecting_does_not_import_torch(cli, broken_sites, args):
     result, modules = run_reporting_modules(cli, *args, sites=broken_sites)
     assert result.returncode == 0, str(result)
-    assert {"latentzoo.cli", "latentzoo.core.plugins", "acme_zoo", "latentzoo.plugins.diffusion"} <= modules  # plugins were loaded ...
+    assert {
+        "latentzoo.cli",
+        "latentzoo.core.contract.plugins",
+        "acme_zoo",
+        "latentzoo.plugins.diffusion",
+    } <= modules  # plugins were loaded ...
     assert torch_modules(modules) == [], f"latentzoo {' '.join(args)} imported torch"
     assert "acme_zoo.model" not in modules  # ... but not their model code
     model_code = sorted(m for m in modules if m.startswith("latentzoo.plugins.") and m.count(".") > 2)
@@ -342,7 +349,7 @@ def test_inspecting_does_not_import_torch(cli, broken_sites, args):
 def test_compose_does_not_import_torch(cli, compose_args):
     result, modules = run_reporting_modules(cli, *compose_args)
     assert result.returncode == 0 and "sampler: ddim" in result.stdout, str(result)
-    assert "latentzoo.core.compose" in modules
+    assert "latentzoo.core.contract.compose" in modules
     assert torch_modules(modules) == []
 
 
@@ -495,3 +502,17 @@ def test_top_level_names_are_not_importable(cli, module):
     assert f"ModuleNotFoundError: No module named '{module}'" in result.stderr
     ok = cli.python("-c", f"import latentzoo.{module} as m; print(m.__name__)")
     assert ok.returncode == 0 and ok.stdout.strip() == f"latentzoo.{module}", str(ok)
+
+
+def test_json_names_each_plugins_kinds_and_formats(cli):
+    """`plugins --json` says which plugin owns each prior kind and format, as the table does."""
+    report = by_name(cli("plugins", "--json").assert_ok().json())
+    kinds = {name: item["kinds"] for name, item in report.items() if item["kinds"]}
+    assert kinds == {"diffusion": ["denoiser"], "flow": ["flow"], "transformer": ["autoregressive"], "vae": ["analytic"]}
+    assert report["diffusers"]["formats"] == ["diffusers"] and report["adapters"]["formats"] == ["kohya-lora", "peft-lora"]
+    assert report["vqgan"]["kinds"] == [] and report["vqgan"]["formats"] == []
+    table = cli("plugins").assert_ok().stdout
+    row = next(line for line in table.splitlines() if line.startswith("flow "))
+    assert "kind flow" in row
+    verbose = cli("plugins", "-v").assert_ok().stdout
+    assert "kinds:        denoiser" in verbose

@@ -41,7 +41,7 @@ def test_bf16_weights_are_held_in_bf16_cast_from_the_file_and_refuse_fp32_after(
     import torch
 
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     pipe = latentzoo.load_pipeline("digits-t2i")
     before = {n: p.detach().clone() for n, p in pipe.prior.named_parameters()}
@@ -76,7 +76,7 @@ def test_other_precisions_are_refused_naming_the_choices(cli, value):
 
 def test_api_refuses_an_unknown_precision_before_loading(tmp_path):
     import latentzoo
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     with pytest.raises(LatentzooError, match="precision 'fp8'"):
         latentzoo.sample("digits", 1, output=tmp_path / "x.png", precision="fp8")

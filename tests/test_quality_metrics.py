@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
-from latentzoo.core.data import load_dataset
-from latentzoo.core.errors import LatentzooError, WeightsError
-from latentzoo.core.metrics import frechet_distance
-from latentzoo.core.weights import sha256_file
+from latentzoo.core.contract.errors import LatentzooError, WeightsError
+from latentzoo.core.contract.weights import sha256_file
+from latentzoo.core.runtime.data import load_dataset
+from latentzoo.core.runtime.metrics import frechet_distance
 from latentzoo.plugins.datasets import evaluate
 from latentzoo.plugins.datasets.classifier import FEATURE_DIM, SHA256, WEIGHTS, load_classifier, random_shift
 

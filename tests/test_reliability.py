@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-HOOKIMPL = "from latentzoo.core.hookspecs import hookimpl"
+HOOKIMPL = "from latentzoo.core.contract.hookspecs import hookimpl"
 BUILTIN_REGISTRY = Path(__file__).resolve().parent.parent / "registry.yaml"
 
 
@@ -130,7 +130,7 @@ def test_missing_user_registry_is_an_empty_layer_created_on_first_write(cli, tmp
     cli("compose", "--prior", "digits-ldm", "--decoder", "digits-vqgan", "--sampler", "ddim", "--scheduler", "scaled-linear", env=env)
     assert not user.exists() and not user.parent.exists()  # reading never creates it
 
-    code = "from latentzoo.core.userregistry import add_entries; add_entries({'mine': {'class': 'diffusion.ddim', 'roles': ['sampler']}})"
+    code = "from latentzoo.core.contract.userregistry import add_entries; add_entries({'mine': {'class': 'diffusion.ddim', 'roles': ['sampler']}})"
     cli.python("-c", code, env=env).assert_ok()
     assert user.is_file()
     assert cli("info", "mine", "--json", env=env).assert_ok().json()["layer"] == "user"
@@ -158,7 +158,7 @@ def test_shadowing_a_builtin_is_shown_by_list_and_info(cli, tmp_path):
 WRITER = """
 import sys, time
 from pathlib import Path
-from latentzoo.core.userregistry import add_entries
+from latentzoo.core.contract.userregistry import add_entries
 go, me = Path(sys.argv[1]), sys.argv[2]
 while not go.exists():
     time.sleep(0.001)
@@ -194,8 +194,8 @@ def _poisoned_registry(tmp_path: Path, edit) -> Path:
     import yaml
     from safetensors.torch import load_file
 
-    from latentzoo.core.registry import Registry
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.contract.weights import save_tensors
 
     entry = Registry.load().get("digits-klvae")
     tensors = load_file(str(entry.weights_path()))

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("torch")
 
 import latentzoo
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.request import SampleRequest, validate
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.runtime.request import SampleRequest, validate
 
 HERE = Path(__file__).resolve().parent
 
@@ -205,7 +205,7 @@ def test_load_pipeline_with_a_swapped_sampler_drops_the_defaults_that_do_not_app
 
 
 def test_editing_commands_run_through_the_request(capsys, tmp_path, monkeypatch, helpers):
-    from latentzoo.core.request import run
+    from latentzoo.core.runtime.request import run
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     lz = helpers.in_process_cli(capsys)

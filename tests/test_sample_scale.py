@@ -1,5 +1,5 @@
 """Sampling beyond one process: -o DIR/ runs committed batch by batch (resumable), shared among
-torchrun ranks, and the --threads / --device plumbing (core.manifest, core.rundir, core.runtime).
+torchrun ranks, and the --threads / --device plumbing (core.runtime.manifest, core.runtime.rundir, core.runtime.devices).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from latentzoo.core.errors import LatentzooError  # noqa: E402
+from latentzoo.core.contract.errors import LatentzooError  # noqa: E402
 
 PIPE = "digits-vae"  # the analytic sampler: one decoder pass per batch, fast
 
@@ -38,7 +38,7 @@ def sample(lz, out: Path, *args: str):
 @pytest.fixture
 def interrupted(lz, tmp_path, monkeypatch):
     """A run of 7 samples in batches of 2 stopped after its 2nd committed batch (as a kill would), and an uninterrupted one."""
-    from latentzoo.core.manifest import Manifest
+    from latentzoo.core.runtime.manifest import Manifest
 
     whole = tmp_path / "whole"
     sample(lz, whole).assert_ok()
@@ -61,7 +61,7 @@ def interrupted(lz, tmp_path, monkeypatch):
 
 
 def test_resume_renders_only_the_missing_batches_and_equals_an_uninterrupted_run(lz, interrupted, monkeypatch):
-    from latentzoo.core.pipeline import Pipeline
+    from latentzoo.core.runtime.pipeline import Pipeline
 
     whole, run = interrupted
     partial = run / ".latentzoo-partial"
@@ -170,8 +170,8 @@ def _disagreeing_rank(rank: int, port: int, out: str, result: str) -> None:
 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from latentzoo.core.api import load_pipeline
-    from latentzoo.core.runtime import join_world
+    from latentzoo.core.runtime.api import load_pipeline
+    from latentzoo.core.runtime.devices import join_world
 
     world = join_world()
     try:
@@ -197,7 +197,7 @@ def test_ranks_that_disagree_on_the_request_are_refused(tmp_path):
 
 def test_shares_partition_the_batches():
     """The fast twin of the torchrun test: rank r takes batches r, r + K, ...; together every batch once."""
-    from latentzoo.core.manifest import batches, share
+    from latentzoo.core.runtime.manifest import batches, share
 
     plan = batches(11, 3)
     assert plan[-1] == [9, 10]
@@ -210,8 +210,8 @@ def test_shares_partition_the_batches():
 
 def test_disagreeing_ranks_are_refused_fast(monkeypatch):
     """The fast twin of the gloo test: digests gathered from two ranks that differ are refused on every rank."""
-    from latentzoo.core import distributed, rundir
-    from latentzoo.core.distributed import World
+    from latentzoo.core.runtime import distributed, rundir
+    from latentzoo.core.runtime.distributed import World
 
     monkeypatch.setattr(distributed, "all_gather_cat", lambda t: torch.cat([t, t + 1]))
     with pytest.raises(LatentzooError, match=r"ranks disagree on the request: rank\(s\) 1 differ from rank 0"):
@@ -260,7 +260,7 @@ def test_the_api_takes_threads_device_and_resume(tmp_path, monkeypatch):
 
 def test_a_failure_after_finished_batches_keeps_them_and_says_resume(tmp_path, monkeypatch):
     import latentzoo
-    from latentzoo.core.pipeline import Pipeline
+    from latentzoo.core.runtime.pipeline import Pipeline
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     real, seen = Pipeline.decode, []

@@ -9,8 +9,8 @@ import pytest
 import torch
 from unets import noise_schedule, tiny_unet
 
-from latentzoo.core.denoising import Denoiser, NoiseSchedule, dynamic_threshold, split_prediction, training_target
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.denoising import Denoiser, NoiseSchedule, dynamic_threshold, split_prediction, training_target
+from latentzoo.core.contract.errors import LatentzooError
 from latentzoo.plugins.diffusion.samplers import DDIMSampler, DDPMSampler
 from latentzoo.plugins.diffusion.unet import UNetPrior
 from latentzoo.plugins.ksampling.levels import TimestepScheduler

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.plugins import _check_component, _check_kind, get_manager
-from latentzoo.core.scaffold import new_plugin
+from latentzoo.commands.scaffold import new_plugin
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.plugins import _check_component, _check_kind, get_manager
 
 
 def generate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, kind: str):
@@ -50,9 +50,9 @@ def test_scheduler_scaffold_declares_and_schedules(tmp_path: Path, monkeypatch: 
 
 def test_prior_scaffold_declares_a_kind_that_latentzoo_check_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import latentzoo
-    from latentzoo.core import conformance
-    from latentzoo.core.data import load_dataset
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.runtime import conformance
+    from latentzoo.core.runtime.data import load_dataset
 
     names, _, package = generate(tmp_path, monkeypatch, "latentzoo-fast-kind", "prior")
     (kind,) = package.latentzoo_kinds()

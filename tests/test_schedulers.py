@@ -11,8 +11,8 @@ import pytest
 import torch
 from unets import BETAS, OnSchedule, noise_schedule, tiny_unet
 
-from latentzoo.core.denoising import NoiseSchedule, make_betas, rescale_zero_terminal_snr
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.denoising import NoiseSchedule, make_betas, rescale_zero_terminal_snr
+from latentzoo.core.contract.errors import LatentzooError
 from latentzoo.plugins.ksampling.levels import (
     ExponentialScheduler,
     KarrasScheduler,

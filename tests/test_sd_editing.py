@@ -28,7 +28,7 @@ def pipes(tmp_path_factory):
     (base / "user.yaml").write_text("version: 1\n")
     saved = {k: os.environ.get(k) for k in ("LATENTZOO_REGISTRY", "XDG_CONFIG_HOME")}
     os.environ.update(LATENTZOO_REGISTRY=str(base / "user.yaml"), XDG_CONFIG_HOME=str(base / "cfg"))
-    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.runtime.api import load_pipeline
     from latentzoo.interop.api import convert
 
     build_sd(base / "sd1", "sd1", seed=6)
@@ -52,7 +52,7 @@ def _images(n: int = 1, seed: int = 0):
 
 @pytest.mark.parametrize("layout", ["sd1", "sd2", "sdxl"])
 def test_img2img_and_inpaint_with_prompts(pipes, layout):
-    from latentzoo.core.editing import img2img, inpaint
+    from latentzoo.core.runtime.editing import img2img, inpaint
 
     pipe, images = pipes[layout], _images()
     opts = {"steps": 4, "prompt": PROMPT, "guidance": 4.0}
@@ -70,10 +70,10 @@ def test_img2img_and_inpaint_with_prompts(pipes, layout):
 
 @pytest.mark.parametrize("layout", ["sd1", "sd2", "sdxl"])
 def test_interpolate_under_the_prompt_and_variations_refused(pipes, layout):
-    from latentzoo.core.api import compose, info, load_pipeline
-    from latentzoo.core.editing import interpolate
-    from latentzoo.core.errors import LatentzooError
-    from latentzoo.core.variations import variations
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime.api import compose, info, load_pipeline
+    from latentzoo.core.runtime.editing import interpolate
+    from latentzoo.core.runtime.variations import variations
 
     entry = info(NAMES[layout]).data
     parts = {k: entry[k] for k in ("conditioner", "encoder", "prior", "decoder", "scheduler")}

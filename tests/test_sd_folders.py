@@ -76,7 +76,7 @@ def zoo(tmp_path_factory):
 
 
 def test_convert_maps_parts_and_says_what_it_ignores(zoo, tmp_path):
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
 
     log = zoo["logs"]["sd1"]
     assert "scheduler PNDMScheduler -> sampler tiny-sd1-pndm" in log  # PLMS itself, ending at sigma_min (set_alpha_to_one false)
@@ -118,7 +118,7 @@ def test_convert_maps_parts_and_says_what_it_ignores(zoo, tmp_path):
 
 @pytest.mark.parametrize("layout", ["sd1", "sd2"])
 def test_components_match_diffusers_and_transformers(zoo, layout):
-    from latentzoo.core.api import build
+    from latentzoo.core.runtime.api import build
 
     theirs = zoo["pipes"][layout]
     name = f"tiny-{layout}"
@@ -170,7 +170,7 @@ def diffusers_loop(theirs, scheduler, noise, guidance: float, steps: int = 4):
 )
 def test_denoising_loop_with_guidance_matches_stable_diffusion_pipeline(zoo, layout, algorithm):
     """4 steps, guidance 5, same initial latents: latentzoo's pipeline vs diffusers' StableDiffusionPipeline."""
-    from latentzoo.core.api import compose, info, load_pipeline
+    from latentzoo.core.runtime.api import compose, info, load_pipeline
 
     theirs = zoo["pipes"][layout]
     name = f"tiny-{layout}"
@@ -208,7 +208,7 @@ def test_denoising_loop_with_guidance_matches_stable_diffusion_pipeline(zoo, lay
 @pytest.mark.parametrize("steps", [1, 2, 7])
 def test_pndm_matches_diffusers_at_any_step_count(zoo, steps):
     """PLMS's warm-up (improved Euler, then Adams-Bashforth 2, 3, 4) and its 1- and 2-step edge cases, against PNDMScheduler."""
-    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.runtime.api import load_pipeline
 
     theirs = zoo["pipes"]["sd1"]
     ours = load_pipeline("tiny-sd1")
@@ -225,7 +225,7 @@ def test_sample_cli_same_bytes(zoo, tmp_path):
     args = ["sample", "tiny-sd2", "--prompt", PROMPT, "--steps", "4", "-n", "2", "--no-progress"]
     a = run_cli(*args, "-o", str(tmp_path / "a.png"), env=zoo["env"], cwd=tmp_path)
     assert a.returncode == 0, a.stderr
-    from latentzoo.core.api import sample
+    from latentzoo.core.runtime.api import sample
 
     sample("tiny-sd2", 2, output=tmp_path / "b.png", options={"steps": 4, "prompt": PROMPT})  # the API draws the CLI's bytes
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
@@ -260,9 +260,9 @@ def test_export_loads_back_in_diffusers_with_identical_tensors(zoo, layout, tmp_
 
 def test_every_fitting_sampler_and_scheduler_composes(zoo):
     """The converted SD UNet with each denoiser sampler (on the pipeline's scheduler) and each sigma scheduler (with euler)."""
-    from latentzoo.core.api import compose, list_entries
-    from latentzoo.core.build import Builder
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.runtime.api import compose, list_entries
+    from latentzoo.core.runtime.build import Builder
 
     reg = Registry.load()
     builder = Builder(reg)  # builds each part once
@@ -283,8 +283,8 @@ def finetuned_vae(folder: Path) -> None:
 
 
 def test_a_finetuned_vae_declared_for_the_space_swaps_in(zoo, tmp_path):
-    from latentzoo.core.api import compose, info, load_pipeline
-    from latentzoo.core.errors import ContractError
+    from latentzoo.core.contract.errors import ContractError
+    from latentzoo.core.runtime.api import compose, info, load_pipeline
 
     env, base = zoo["env"], zoo["base"]
     finetuned_vae(base / "ft-vae")
@@ -358,7 +358,7 @@ BAD = ["pickle-only", "pickle-text-encoder", "missing-subfolder", "text-config-d
 
 
 def test_bad_folders_are_refused_in_one_line_and_nothing_is_written(zoo, tmp_path):
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
     from latentzoo.interop.api import convert
 
     user = zoo["base"] / "user.yaml"
@@ -398,7 +398,7 @@ TEXT = {"sd15": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=
 @pytest.mark.parametrize("layout", ["sd15", "sd21"])
 def test_full_size_published_configs_map_key_for_key(layout):
     """SD 1.5's and SD 2.1's exact published configs: every tensor name and shape equals diffusers' / transformers' (on meta, no memory)."""
-    from latentzoo.core.weights import parameters_on_meta
+    from latentzoo.core.contract.weights import parameters_on_meta
     from latentzoo.plugins.clip.diffusers import text_config
     from latentzoo.plugins.clip.model import CLIPTextEncoder, hf_state_dict
     from latentzoo.plugins.diffusers.folders import ReadContext

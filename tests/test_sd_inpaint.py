@@ -62,8 +62,8 @@ def _image_and_mask():
 
 
 def test_inpainting_unet_matches_diffusers_inpaint_pipeline(inpainting, monkeypatch):
-    from latentzoo.core.api import info, load_pipeline
-    from latentzoo.core.editing import inpaint
+    from latentzoo.core.runtime.api import info, load_pipeline
+    from latentzoo.core.runtime.editing import inpaint
 
     assert "inpainting" in info("tiny-inpaint").data["description"]
     assert info("tiny-inpaint-unet").data["config"]["in_channels"] == 9
@@ -71,8 +71,8 @@ def test_inpainting_unet_matches_diffusers_inpaint_pipeline(inpainting, monkeypa
     ours = load_pipeline("tiny-inpaint")
     edit = inpaint(ours, image, mask, seed=3, options={"steps": 4, "prompt": PROMPT, "guidance": 5.0})
     assert "mask-conditioned" in edit.record["method"]
-    from latentzoo.core import seeding
-    from latentzoo.core.editing import edit_generators
+    from latentzoo.core.runtime import seeding
+    from latentzoo.core.runtime.editing import edit_generators
 
     noise = seeding.randn((1, 4, 8, 8), edit_generators(3, [0]))  # what latentzoo drew: output 0's noise, keyed (seed 3, index 0)
     from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_inpaint as module
@@ -94,9 +94,9 @@ def test_inpainting_unet_matches_diffusers_inpaint_pipeline(inpainting, monkeypa
 
 
 def test_plain_checkpoint_keeps_blending_and_inpainting_unet_refuses_the_rest(inpainting, tmp_path):
-    from latentzoo.core.api import load_pipeline
-    from latentzoo.core.editing import img2img, inpaint
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime.api import load_pipeline
+    from latentzoo.core.runtime.editing import img2img, inpaint
 
     image, mask = _image_and_mask()
     edit = inpaint(load_pipeline("tiny-plain"), image, mask, seed=0, options={"steps": 2, "prompt": PROMPT})
@@ -127,7 +127,7 @@ def test_inpainting_single_file_gives_the_folders_weights(inpainting, tmp_path):
     import yaml
     from safetensors.torch import save_file
 
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
     from latentzoo.interop.api import convert
     from latentzoo.plugins.checkpoints import keys
 

@@ -53,7 +53,7 @@ def xl(tmp_path_factory):
 
 
 def test_convert_maps_both_text_encoders_and_the_text_time_unet(xl):
-    from latentzoo.core.api import info
+    from latentzoo.core.runtime.api import info
 
     pipe = info("tiny-xl").data
     assert pipe["conditioner"] == "tiny-xl-text-encoder" and pipe["defaults"] == {"steps": 50, "guidance": 5.0}
@@ -74,7 +74,7 @@ def test_convert_maps_both_text_encoders_and_the_text_time_unet(xl):
 
 @pytest.mark.parametrize("which", ["base", "refiner"])
 def test_text_encoders_and_unet_match_diffusers(xl, which):
-    from latentzoo.core.api import build
+    from latentzoo.core.runtime.api import build
 
     theirs = xl["pipes"][which]
     name = "tiny-xl" if which == "base" else "tiny-xl-refiner"
@@ -106,7 +106,7 @@ def test_text_encoders_and_unet_match_diffusers(xl, which):
 @pytest.mark.parametrize("size", [None, (32, 48)])
 def test_euler_loop_with_guidance_matches_sdxl_pipeline(xl, size):
     """5 Euler steps, guidance 5, same initial latents (and, second case, other original / target sizes and a crop)."""
-    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.runtime.api import load_pipeline
 
     theirs = xl["pipes"]["base"]
     ours = load_pipeline("tiny-xl")
@@ -127,7 +127,7 @@ def test_euler_loop_with_guidance_matches_sdxl_pipeline(xl, size):
 
 
 def test_sample_and_export_give_back_every_tensor(xl, tmp_path):
-    from latentzoo.core.api import sample
+    from latentzoo.core.runtime.api import sample
     from latentzoo.interop.api import export
 
     sample("tiny-xl", 1, output=tmp_path / "x.png", options={"steps": 2, "prompt": PROMPT})
@@ -166,7 +166,7 @@ def _relabel(src, dst, **index):
 
 def test_bad_sdxl_folders_are_refused_in_one_line(xl, tmp_path):
     """A refiner given as a base, a base given as a refiner, a base missing a text encoder: one line each, nothing written."""
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
     from latentzoo.interop.api import convert
 
     base, refiner = xl["base"] / "xl", xl["base"] / "refiner"
@@ -196,8 +196,8 @@ def test_contract_and_size_conditioning_refusals(xl, tmp_path, capsys, helpers):
     """An SD 1.x-shaped text encoder (or the refiner's) on the SDXL UNet, and size conditioning that is not a positive multiple of 8."""
     from sd_tiny import build_sd
 
-    from latentzoo.core.api import compose
-    from latentzoo.core.errors import ContractError
+    from latentzoo.core.contract.errors import ContractError
+    from latentzoo.core.runtime.api import compose
     from latentzoo.interop.api import convert
 
     build_sd(tmp_path / "sd1", "sd1")
@@ -251,8 +251,8 @@ def test_single_files_give_the_folders_component_weights(xl, tmp_path):
     """A base and a refiner as original single files convert to byte-identical component weights; a file missing one text encoder is refused."""
     import yaml
 
-    from latentzoo.core.api import info
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime.api import info
     from latentzoo.interop.api import convert
 
     (tmp_path / "tiny.yaml").write_text(
@@ -287,8 +287,8 @@ def test_single_files_give_the_folders_component_weights(xl, tmp_path):
 def test_base_plus_refiner_matches_diffusers_and_is_recorded(xl, tmp_path, capsys, helpers):
     """sample --refiner: the base's 4 steps to the switch (0.8), the refiner's last step, as diffusers' denoising_end / _start."""
 
-    from latentzoo.core.api import load_pipeline
-    from latentzoo.core.refine import attach
+    from latentzoo.core.runtime.api import load_pipeline
+    from latentzoo.core.runtime.refine import attach
 
     base = load_pipeline("tiny-xl")
     attach(base, load_pipeline("tiny-xl-refiner"), 0.8)
@@ -329,8 +329,8 @@ def test_base_plus_refiner_matches_diffusers_and_is_recorded(xl, tmp_path, capsy
 
 def test_euler_ancestral_folder_and_refiner_img2img_with_aesthetic_score(xl, tmp_path):
     """An EulerAncestralDiscreteScheduler folder maps to euler-ancestral; the refiner refines an image (img2img), its aesthetic score steering it."""
-    from latentzoo.core.api import info, load_pipeline
-    from latentzoo.core.editing import img2img
+    from latentzoo.core.runtime.api import info, load_pipeline
+    from latentzoo.core.runtime.editing import img2img
     from latentzoo.interop.api import convert
 
     build_sdxl(tmp_path / "ancestral", seed=9, scheduler="EulerAncestralDiscreteScheduler")

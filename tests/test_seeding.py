@@ -1,4 +1,4 @@
-"""Per-index seeds (core.seeding, scheme per-index/1): sample i's pixels come from (seed, i) alone.
+"""Per-index seeds (core.runtime.seeding, scheme per-index/1): sample i's pixels come from (seed, i) alone.
 
 ``-n 6`` is the first 6 of ``-n 12``; ``--batch-size 5`` and ``--batch-size 12`` agree within one
 grey level (bit-identical where the batch shapes match); every stochastic draw (DDIM eta > 0,
@@ -17,7 +17,7 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
-from latentzoo.core import seeding  # noqa: E402
+from latentzoo.core.runtime import seeding  # noqa: E402
 
 
 @pytest.fixture

@@ -330,7 +330,7 @@ def test_bad_single_files_fail_in_one_line_writing_nothing(tmp_path, sd1_file, c
 
 
 def test_a_matching_yaml_is_accepted_and_sd2_needs_its_prediction_type(tmp_path, sd1_file):
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
     from latentzoo.plugins.checkpoints import single
 
     path, tok = sd1_file
@@ -374,8 +374,8 @@ def test_a_taming_vqgan_file_converts_key_for_key(tmp_path):
 
 
 def test_clip_bpe_from_an_installed_package_gives_openai_ids(monkeypatch):
-    from latentzoo.core import text
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime import text
     from latentzoo.plugins.checkpoints import single
 
     path = single.bundled_bpe()
@@ -393,7 +393,7 @@ def test_clip_bpe_from_an_installed_package_gives_openai_ids(monkeypatch):
 
 def test_a_converted_unet_is_adopted_not_copied_and_gives_the_same_outputs(tmp_path, sd1_file, monkeypatch):
     """Builder builds load_by_assignment classes on meta and adopts the memory-mapped tensors: same outputs as copying."""
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
     from latentzoo.interop.formats import convert
     from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior
 
@@ -418,7 +418,7 @@ def test_a_converted_unet_is_adopted_not_copied_and_gives_the_same_outputs(tmp_p
 
 def test_ldm_legacy_qkv_split_matches_the_original_attention_block():
     """openaimodel's AttentionBlock (QKVAttentionLegacy: per-head q|k|v rows), written out here, equals our Attention on mapped weights."""
-    from latentzoo.core.layers import Attention
+    from latentzoo.core.nn.layers import Attention
 
     torch.manual_seed(0)
     c, head, hw = 64, 16, 5
@@ -460,7 +460,7 @@ LDM_YAML = """model:
 
 
 def test_a_compvis_ldm_file_converts_to_the_tensors_of_its_diffusers_pipeline(tmp_path, monkeypatch):
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
     from latentzoo.interop.formats import convert
 
     monkeypatch.setenv("LATENTZOO_REGISTRY", str(tmp_path / "user.yaml"))
@@ -492,7 +492,7 @@ def test_scan_file_hashes_and_finds_nan_in_one_read(tmp_path, monkeypatch, chunk
     """sha256 and the finiteness check share one read (chunked through a tensor too); non-float tensors are hashed, not checked."""
     from safetensors.torch import save_file
 
-    from latentzoo.core import weights
+    from latentzoo.core.contract import weights
 
     monkeypatch.setattr(weights, "_SCAN_CHUNK", chunk)
     tensors = {"a": torch.randn(1000), "b": torch.randn(3, 5).bfloat16(), "c": torch.arange(7), "h": torch.randn(9).half()}

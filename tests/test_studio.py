@@ -228,7 +228,7 @@ def test_failed_job_reports_error_and_fix(client, monkeypatch):
     from latentzoo.studio import adapter
 
     def broken(prepared, registry):
-        from latentzoo.core.errors import LatentzooError
+        from latentzoo.core.contract.errors import LatentzooError
 
         raise LatentzooError("weights of digits-ldm do not match their sha256; pull them again")
 

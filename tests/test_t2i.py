@@ -19,9 +19,9 @@ import yaml
 torch = pytest.importorskip("torch")
 
 import latentzoo  # noqa: E402
-from latentzoo.core.compose import PipelineSpec, check_spec  # noqa: E402
-from latentzoo.core.errors import ContractError, LatentzooError  # noqa: E402
-from latentzoo.core.registry import Registry  # noqa: E402
+from latentzoo.core.contract.compose import PipelineSpec, check_spec  # noqa: E402
+from latentzoo.core.contract.errors import ContractError, LatentzooError  # noqa: E402
+from latentzoo.core.contract.registry import Registry  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--steps", "3", "-n", "2", "--no-progress"]
@@ -217,7 +217,7 @@ def test_a_text_encoder_of_another_identity_is_refused_unless_allowed(lz, mixed_
 
 
 def test_a_tokenizer_that_does_not_fit_the_encoder_vocabulary_is_refused(lz, tmp_path):
-    from latentzoo.core.text import train_word_level
+    from latentzoo.core.runtime.text import train_word_level
 
     entry = _copy_weights(_shipped()["components"]["digits-clip"], tmp_path)
     small = train_word_level(["a seven", "a thin two"], context_length=16)
@@ -244,7 +244,7 @@ TINY = [
 def _folder(root: Path, n: int, captions: int) -> Path:
     from PIL import Image
 
-    from latentzoo.core.data import load_dataset
+    from latentzoo.core.runtime.data import load_dataset
 
     root.mkdir()
     data = load_dataset("digits", split="test")

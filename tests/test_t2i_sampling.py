@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from latentzoo.core.registry import Registry  # noqa: E402
+from latentzoo.core.contract.registry import Registry  # noqa: E402
 from latentzoo.plugins.diffusion.unet_cond import UNetCondPrior  # noqa: E402
 
 CONFIG = dict(

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-HOOKIMPL = "from latentzoo.core.hookspecs import hookimpl"
+HOOKIMPL = "from latentzoo.core.contract.hookspecs import hookimpl"
 
 ACME_TRAIN = {
     "dist": "acme-train",
@@ -59,7 +59,7 @@ ACME_TRAIN = {
             import torch
 
             import latentzoo
-            from latentzoo.core.data import load_dataset
+            from latentzoo.core.runtime.data import load_dataset
 
             from .model import MeanPrior
 
@@ -156,7 +156,7 @@ def test_the_python_api_trains_the_same_way(cli, tmp_path, acme_site):
     )
     out = tmp_path / "api"
     sha = cli.python("-c", code, str(out), sites=[acme_site]).assert_ok().stdout.strip()
-    from latentzoo.core.weights import sha256_file
+    from latentzoo.core.contract.weights import sha256_file
 
     assert sha == sha256_file(out / "model.safetensors")
     bad = cli.python("-c", code.replace("lr=0.5", "lr=float('nan')"), str(tmp_path / "nan"), sites=[acme_site])

@@ -16,9 +16,9 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-from latentzoo.core.data import folder_dataset, load_dataset
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.registry import parse_file
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.registry import parse_file
+from latentzoo.core.runtime.data import folder_dataset, load_dataset
 from latentzoo.core.training import TrainOptions
 from latentzoo.plugins.datasets.digits import load as load_digits
 
@@ -88,8 +88,8 @@ def test_run_directory_is_a_usable_registry_fragment(tmp_path):
     (parsed,) = parse_file(tmp_path / "run" / "registry.yaml", "cli")
     assert parsed.name == "tiny-vae" and parsed.weights_path() == (tmp_path / "run" / "model.safetensors").resolve()
     assert parsed.latent_space.autoencoder == "sha256:" + entry["weights"]["sha256"][:16]
-    from latentzoo.core.build import Builder
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.runtime.build import Builder
 
     model = Builder(Registry.load([tmp_path / "run" / "registry.yaml"])).component("tiny-vae", "encoder")
     assert model.encode(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 16, 16)

@@ -1,4 +1,4 @@
-"""unCLIP (plugins/unclip, plugins/clip/embed.py, core/variations.py) through the installed CLI.
+"""unCLIP (plugins/unclip, plugins/clip/embed.py, core/runtime/variations.py) through the installed CLI.
 
 Most tests use a tiny, randomly initialised prior and decoder (written here, not shipped) around
 the shipped digits-clip embedder: what they test is the path (prompt -> text embedding -> guided
@@ -27,7 +27,7 @@ SCHEDULE = {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000}
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """A registry with a tiny random unCLIP prior + decoder, a pipeline of them, and a foreign CLIP of the same width."""
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.contract.weights import save_tensors
 
     root = tmp_path_factory.mktemp("unclip")
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def digit_pngs(tmp_path_factory) -> dict[str, Path]:
     """A held-out seven and three as 32x32 greyscale PNGs, an RGB JPEG of the seven, a corrupt PNG and a text file."""
     from PIL import Image
 
-    from latentzoo.core.images import to_uint8
+    from latentzoo.core.runtime.images import to_uint8
     from latentzoo.plugins.datasets import digits
 
     root = tmp_path_factory.mktemp("inputs")
@@ -232,7 +232,7 @@ def test_variations_bad_input_is_one_line(lz, tiny, digit_pngs, tmp_path):
 
 def test_python_api(tiny, digit_pngs):
     import latentzoo
-    from latentzoo.core.api import load_pipeline
+    from latentzoo.core.runtime.api import load_pipeline
 
     pipe = load_pipeline("tiny-unclip", extra=[str(tiny)])
     v = latentzoo.variations(pipe, str(digit_pngs["7"]), 3, seed=1)
@@ -244,7 +244,7 @@ def test_python_api(tiny, digit_pngs):
 
 def test_shipped_digits_unclip_draws_the_prompted_digit_and_keeps_the_class(lz, tmp_path, digit_pngs):
     """End to end on the shipped weights: the classifier reads the prompted digit, and variations keep the input's."""
-    from latentzoo.core.images import load_images
+    from latentzoo.core.runtime.images import load_images
     from latentzoo.plugins.datasets.evaluate import predicted_labels
 
     def read(folder: Path) -> torch.Tensor:

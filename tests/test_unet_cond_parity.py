@@ -67,8 +67,8 @@ def build(config: dict, extra: dict):
 def test_keys_and_outputs_match_diffusers(case, kernels):
     config, extra = CASES[case]
     ours, theirs = build(config, extra)
-    if kernels == "onednn":  # the oneDNN inference kernels a built component runs on (core.kernels)
-        from latentzoo.core.kernels import accelerate
+    if kernels == "onednn":  # the oneDNN inference kernels a built component runs on (core.nn.kernels)
+        from latentzoo.core.nn.kernels import accelerate
 
         accelerate(ours)
     assert set(ours.state_dict()) == set(theirs.state_dict())
@@ -128,8 +128,8 @@ def conditions(batch: int, length: int = 5, seed: int = 2) -> dict[str, torch.Te
 
 
 def test_denoiser_guides_against_the_null_conditioning():
-    from latentzoo.core.denoising import Denoiser
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.denoising import Denoiser
+    from latentzoo.core.contract.errors import LatentzooError
 
     prior = tiny_prior()
     cond, null = conditions(2), conditions(1, seed=3)
@@ -153,8 +153,8 @@ def test_denoiser_guides_against_the_null_conditioning():
 @pytest.mark.parametrize("sampler_name", ["diffusion.ddim", "diffusion.euler", "ksampling.dpmpp_2m_sde"])
 def test_samplers_pass_the_conditioning(sampler_name):
     """Every sigma sampler reaches the prior with the tokens: same inputs same bytes, another prompt another image."""
-    from latentzoo.core.plugins import get_manager
-    from latentzoo.core.registry import import_target
+    from latentzoo.core.contract.plugins import get_manager
+    from latentzoo.core.contract.registry import import_target
 
     decls = get_manager().components()
     sampler = import_target(decls[sampler_name]["target"]).from_config({})

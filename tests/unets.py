@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from latentzoo.core.denoising import NoiseSchedule
+from latentzoo.core.contract.denoising import NoiseSchedule
 from latentzoo.plugins.diffusion.unet import UNetPrior
 
 # (beta_schedule, beta_start, beta_end) as used by shipped and converted models

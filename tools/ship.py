@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from latentzoo.core.weights import sha256_file, write_bytes
+from latentzoo.core.contract.weights import sha256_file, write_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 

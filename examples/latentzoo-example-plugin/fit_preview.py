@@ -19,9 +19,9 @@ import torch.nn.functional as F
 import yaml
 
 import latentzoo
-from latentzoo.core.data import load_dataset
-from latentzoo.core.metrics import psnr
-from latentzoo.core.weights import save_tensors
+from latentzoo.core.contract.weights import save_tensors
+from latentzoo.core.runtime.data import load_dataset
+from latentzoo.core.runtime.metrics import psnr
 
 PACKAGE = Path(__file__).resolve().parent / "src" / "latentzoo_example"
 WEIGHTS = "digits-preview.safetensors"

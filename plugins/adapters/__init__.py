@@ -1,4 +1,4 @@
-"""LoRA adapters as registry components (declaration only; the math is ``latentzoo.core.adapters``).
+"""LoRA adapters as registry components (declaration only; the math is ``latentzoo.core.runtime.adapters``).
 
 An adapter entry (``latentzoo lora add``) names its file and the base each of its parts fits;
 it is applied with ``sample --lora`` or fused with ``fuse``, never built on its own.
@@ -6,7 +6,7 @@ it is applied with ``sample --lora`` or fused with ``fuse``, never built on its 
 
 from __future__ import annotations
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 
@@ -18,9 +18,9 @@ def latentzoo_components() -> list[dict]:
             "name": "lora",
             "roles": ["adapter"],
             "family": "lora",
-            "target": "latentzoo.core.adapters:Adapter",
+            "target": "latentzoo.core.runtime.adapters:Adapter",
             "trainer": "latentzoo.plugins.adapters.train:train",
-            # (pipe, request) -> records: applies a typed request's loras (core.request finds it here)
+            # (pipe, request) -> records: applies a typed request's loras (core.runtime.request finds it here)
             "apply": "latentzoo.interop.lora:apply_request",
             "description": "a low-rank adapter (kohya-ss or diffusers / PEFT LoRA): W + s * alpha / r * up @ down on a prior or text encoder",
         }

@@ -4,7 +4,7 @@
 
 The base (a pipeline, or a prior with ``--encoder`` and ``--set conditioner=NAME``) is built
 frozen; trainable (down, up) pairs are hooked onto its Linear layers (or the ``--targets``:
-paths, path suffixes or globs, Conv2d layers too; ``core.adapters.lora_layers``). The loss is
+paths, path suffixes or globs, Conv2d layers too; ``core.runtime.adapters.lora_layers``). The loss is
 the base's own denoising objective (Ho et al. 2020, eq. 14, in the prediction type the prior
 declares) on the frozen encoder's latents of the captioned images, scaled into the prior's
 latent space as the pipeline does, with the frozen text encoder's states of each caption
@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.adapters import fingerprint, lora_layers, select_targets
-from latentzoo.core.captions import load_captioned
-from latentzoo.core.data import ImageSet
-from latentzoo.core.denoising import training_target
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.denoising import training_target
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.weights import save_tensors, write_json
+from latentzoo.core.runtime.adapters import fingerprint, lora_layers, select_targets
+from latentzoo.core.runtime.captions import load_captioned
+from latentzoo.core.runtime.data import ImageSet
 from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, encode_dataset, split_options, write_fragment
-from latentzoo.core.weights import save_tensors, write_json
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "base": None,
@@ -71,7 +71,7 @@ def _parts(options: TrainOptions, reg: Any, base: str, conditioner: str | None) 
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
 
     cfg = split_options("lora", options.config, TRAIN_DEFAULTS)[0]
     if not cfg["base"]:

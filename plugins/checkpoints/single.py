@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 from . import keys as K
 
@@ -621,7 +621,7 @@ def _convert_sdxl(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict
 
 
 def text_pad(kind: str) -> str:
-    from latentzoo.core import text
+    from latentzoo.core.runtime import text
 
     return text.EOS if kind == "transformer" else "!"  # OpenCLIP's tokenizer pads with id 0, "!"
 
@@ -817,7 +817,7 @@ def bundled_bpe() -> Path | None:
 
 def load_tokenizer(tokenizer: str | Path | None, det: Detected, pad: str | None = None) -> Any:
     """``--tokenizer DIR`` (vocab.json + merges.txt / tokenizer.json), else CLIP's BPE from an installed package; never the network."""
-    from latentzoo.core import text
+    from latentzoo.core.runtime import text
 
     positions = (det.text or det.texts[0])["max_position_embeddings"]
     pad = pad or (text.EOS if det.kind == "sd1" else "!")  # SD 2.x's tokenizer (open_clip) pads with id 0, "!"

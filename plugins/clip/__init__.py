@@ -3,7 +3,7 @@ contrastive training, zero-shot classification and text-image scores."""
 
 from __future__ import annotations
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 
@@ -53,7 +53,7 @@ def latentzoo_commands(cli) -> None:
 
 
 def _commands():
-    """``latentzoo classify`` and ``latentzoo score``: thin commands over ``latentzoo.core.scoring``.
+    """``latentzoo classify`` and ``latentzoo score``: thin commands over ``latentzoo.core.runtime.scoring``.
 
     Built here, inside the hook, so that inspecting commands import no model code (nor torch).
     """
@@ -61,7 +61,7 @@ def _commands():
 
     import click
 
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     def _registries(ctx: click.Context) -> tuple[str, ...]:
         return tuple((ctx.find_root().obj or {}).get("registries", ()))
@@ -71,7 +71,7 @@ def _commands():
         return {t for t in texts if t in seen or seen.add(t)}
 
     def _read_texts(path: str) -> list[str]:
-        from latentzoo.core.userfiles import read_lines
+        from latentzoo.core.contract.userfiles import read_lines
 
         return read_lines(path, "--texts-file")
 
@@ -92,7 +92,7 @@ def _commands():
           latentzoo classify digits-clip a.png b.png -l "a handwritten zero" -l "a handwritten one"
           latentzoo classify digits-clip *.png --texts-file prompts.txt --json
         """
-        from latentzoo.core.scoring import classify as run
+        from latentzoo.core.runtime.scoring import classify as run
 
         texts = list(labels) + (_read_texts(texts_file) if texts_file else [])
         repeated = sorted(_repeats(texts))
@@ -121,7 +121,7 @@ def _commands():
         \b
           latentzoo score digits-clip seven.png --text "a thick, slanted seven"
         """
-        from latentzoo.core.scoring import score as run
+        from latentzoo.core.runtime.scoring import score as run
 
         if not texts:
             raise LatentzooError("no text to score against: pass --text TEXT (repeatable)")

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 ARCH = "CLIPTextModel"
 
@@ -37,7 +37,7 @@ def text_config(where: Any, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tokenizer(tokenizer: Any, context_length: int) -> Any:
-    from latentzoo.core import text
+    from latentzoo.core.runtime import text
 
     if isinstance(tokenizer, text.TextTokenizer):
         return tokenizer
@@ -65,7 +65,7 @@ class CLIPTextFormat:
         self, ctx: Any, where: Any, raw: dict[str, Any], state: dict[str, Any], comp: str, *, tokenizer: Any, **context: Any
     ) -> dict[str, Any]:
         """A CLIPTextModel config + state dict and a tokenizer (TextTokenizer or folder) -> conditioner ``comp``."""
-        from latentzoo.core.weights import sha256_file, space_identity
+        from latentzoo.core.contract.weights import sha256_file, space_identity
 
         from .model import CLIPTextEncoder, hf_state_dict
 
@@ -94,7 +94,7 @@ class CLIPTextFormat:
 
     def write(self, ctx: Any, entry: Any, folder: Path, *, tokenizer_folder: Path | None = None, **context: Any) -> str:
         """A transformers CLIPTextModel folder (config.json, model.safetensors) and, if asked, a CLIPTokenizer folder."""
-        from latentzoo.core.sources import resolve_weights
+        from latentzoo.core.runtime.sources import resolve_weights
 
         cfg = dict(entry.data.get("config") or {})
         if cfg.get("projection_dim"):
@@ -120,8 +120,8 @@ def write_text_encoder(
 ) -> None:
     """One CLIPTextModel[WithProjection] folder from a clip.text config + its tensors (``text_model.*``,
     ``text_projection.weight``); its tokenizer (read from ``assets``) as a CLIPTokenizer folder if asked."""
-    from latentzoo.core import text
-    from latentzoo.core.weights import save_tensors, write_bytes, write_json
+    from latentzoo.core.contract.weights import save_tensors, write_bytes, write_json
+    from latentzoo.core.runtime import text
 
     tcfg = dict(cfg.get("text_config") or {})
     spec = cfg.get("tokenizer")
@@ -170,7 +170,7 @@ class CLIPTextEncodersFormat:
     def read_state(
         self, ctx: Any, where: Any, raw: dict[str, Any], state: dict[str, Any], comp: str, *, tokenizers: list[Any], **context: Any
     ) -> dict[str, Any]:
-        from latentzoo.core.weights import sha256_file, space_identity
+        from latentzoo.core.contract.weights import sha256_file, space_identity
 
         from .encoders import CLIPTextEncoders
         from .model import HF_PROJECTION_DIM, hf_state_dict
@@ -219,7 +219,7 @@ class CLIPTextEncodersFormat:
 
     def write(self, ctx: Any, entry: Any, folder: Path, *, folders: list[tuple[str, str]] | None = None, **context: Any) -> str:
         """Each encoder as a CLIPTextModel[WithProjection] folder + CLIPTokenizer folder under ``folder`` (names from ``folders``)."""
-        from latentzoo.core.sources import resolve_weights
+        from latentzoo.core.runtime.sources import resolve_weights
 
         cfg = dict(entry.data.get("config") or {})
         encoders = list(cfg.get("encoders") or [])

@@ -4,7 +4,7 @@
 
 - conditioner: ``condition(prompts)`` gives the unit-norm projected *text embedding* as one
   token, {"tokens": (B, 1, D), "pooled": (B, D), "mask": (B, 1)}, so any denoiser that attends
-  to a conditioner's tokens (``core.denoising.Denoiser``) takes it unchanged. Its conditioning
+  to a conditioner's tokens (``core.contract.denoising.Denoiser``) takes it unchanged. Its conditioning
   space is ``kind: clip-text-embedding, width: D, sequence_length: 1`` (not ``text``: a prior
   trained on the embedding does not fit the per-token text states, and vice versa).
 - encoder: ``encode(images)`` gives the unit-norm projected *image embedding* (B, D), the
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from latentzoo.core.interfaces import Encoder
+from latentzoo.core.contract.interfaces import Encoder
 
 from .model import CLIPModel
 

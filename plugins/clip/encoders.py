@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentzoo.core.interfaces import Conditioner
+from latentzoo.core.contract.interfaces import Conditioner
 
 from .model import CLIPTextEncoder
 
@@ -34,7 +34,7 @@ from .model import CLIPTextEncoder
 class CLIPTextEncoders(nn.Module, Conditioner):
     """CLIP text encoders whose chosen hidden states are concatenated; pooled = the last one's projected embedding."""
 
-    load_by_assignment = True  # every parameter is in its weights file (core.build)
+    load_by_assignment = True  # every parameter is in its weights file (core.runtime.build)
 
     conditioning_space: Any = None
 

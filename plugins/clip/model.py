@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.interfaces import Conditioner
+from latentzoo.core.contract.interfaces import Conditioner
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -248,7 +248,7 @@ class _TextTower:
     """Tokenizer handling shared by the components that have a text tower."""
 
     text_model: CLIPTextTransformer
-    tokenizer: Any = None  # a latentzoo.core.text.TextTokenizer, set by whoever loads the weights
+    tokenizer: Any = None  # a latentzoo.core.runtime.text.TextTokenizer, set by whoever loads the weights
 
     def text_fields(self) -> dict[str, Any]:
         return {"kind": "text", "width": self.text_config["hidden_size"], "sequence_length": self.text_config["max_position_embeddings"]}
@@ -263,9 +263,9 @@ class _TextTower:
         spec = getattr(self, "tokenizer_file", None)
         if not spec or self.tokenizer is not None:
             return
-        from latentzoo.core import text
-        from latentzoo.core.errors import WeightsError
-        from latentzoo.core.weights import sha256_file
+        from latentzoo.core.contract.errors import WeightsError
+        from latentzoo.core.contract.weights import sha256_file
+        from latentzoo.core.runtime import text
 
         path = Path(folder) / spec["file"]
         if not path.is_file():
@@ -276,7 +276,7 @@ class _TextTower:
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:
-            from latentzoo.core.errors import LatentzooError
+            from latentzoo.core.contract.errors import LatentzooError
 
             raise LatentzooError("this text encoder has no tokenizer attached; load it by name, or call set_tokenizer()")
         ids, mask = self.tokenizer.encode(list(texts))
@@ -293,7 +293,7 @@ class CLIPTextEncoder(nn.Module, _TextTower, Conditioner):
     the Conditioner contract says), mask = the real tokens.
     """
 
-    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.build)
+    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.runtime.build)
 
     conditioning_space: Any = None
 
@@ -477,8 +477,8 @@ def from_transformers(folder: str | Path) -> nn.Module:
     layout) attached when there is one. ``model.config`` is what a registry entry needs."""
     import json
 
-    from latentzoo.core.errors import LatentzooError, WeightsError
-    from latentzoo.core.weights import load_tensors
+    from latentzoo.core.contract.errors import LatentzooError, WeightsError
+    from latentzoo.core.contract.weights import load_tensors
 
     folder = Path(folder)
     try:
@@ -527,7 +527,7 @@ def from_transformers(folder: str | Path) -> nn.Module:
         )
     model.config = config
     if isinstance(model, _TextTower):
-        from latentzoo.core import text
+        from latentzoo.core.runtime import text
 
         for place in (folder, folder.parent / "tokenizer"):
             if (place / "tokenizer.json").is_file() or ((place / "vocab.json").is_file() and (place / "merges.txt").is_file()):

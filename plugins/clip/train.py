@@ -23,11 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.captions import load_captioned
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.text import TextTokenizer, train_word_level
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.weights import save_tensors, sha256_file, space_identity, write_json
+from latentzoo.core.runtime.captions import load_captioned
+from latentzoo.core.runtime.text import TextTokenizer, train_word_level
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, split_options, write_fragment
-from latentzoo.core.weights import save_tensors, sha256_file, space_identity, write_json
 
 from .model import CLIPModel
 

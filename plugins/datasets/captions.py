@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from latentzoo.core.data import ImageSet
+from latentzoo.core.runtime.data import ImageSet
 
 from . import digits
 

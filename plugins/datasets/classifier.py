@@ -83,7 +83,7 @@ def train_classifier(
 
     Returns the model (eval mode) and metrics: train and held-out accuracy.
     """
-    from latentzoo.core.data import load_dataset
+    from latentzoo.core.runtime.data import load_dataset
 
     train = load_dataset("digits", split="train")
     test = load_dataset("digits", split="test")
@@ -114,7 +114,7 @@ def train_classifier(
 
 def save_classifier(model: DigitClassifier, path: str | Path = WEIGHTS, metadata: dict[str, str] | None = None) -> str:
     """Write the weights (safetensors, atomically); return their sha256."""
-    from latentzoo.core.weights import save_tensors
+    from latentzoo.core.contract.weights import save_tensors
 
     return save_tensors(path, model.state_dict(), metadata=metadata)
 
@@ -124,8 +124,8 @@ def load_classifier(path: str | Path = WEIGHTS, sha256: str | None = SHA256) -> 
 
     Raises ``WeightsError`` when the file is missing, modified, or does not fit the model.
     """
-    from latentzoo.core.errors import WeightsError
-    from latentzoo.core.weights import load_tensors
+    from latentzoo.core.contract.errors import WeightsError
+    from latentzoo.core.contract.weights import load_tensors
 
     state = load_tensors(path, sha256)
     model = DigitClassifier()

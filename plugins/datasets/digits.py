@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from latentzoo.core.data import ImageSet
+from latentzoo.core.runtime.data import ImageSet
 
 FILE = Path(__file__).with_name("digits.safetensors")
 HELD_OUT = 360  # fixed held-out split: the last 360 of a seed-0 permutation (~20 %)

@@ -17,8 +17,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.metrics import frechet_distance
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.runtime.metrics import frechet_distance
 
 from .classifier import NUM_CLASSES, DigitClassifier, load_classifier
 
@@ -77,7 +77,7 @@ def label_accuracy(images: torch.Tensor, labels: torch.Tensor | int) -> float:
 
 
 def _split_images(split: str) -> torch.Tensor:
-    from latentzoo.core.data import load_dataset
+    from latentzoo.core.runtime.data import load_dataset
 
     return load_dataset("digits", split=split).images
 

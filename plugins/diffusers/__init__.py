@@ -13,7 +13,7 @@ A third-party family adds a diffusers mapping the same way, without touching thi
 
 from __future__ import annotations
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 

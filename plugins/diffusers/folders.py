@@ -36,7 +36,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 from latentzoo.interop.toolkit import (  # noqa: F401  (ReadContext, WriteContext: the toolkit this format's mappings get)
     DIFFUSERS_VERSION,
     FORMAT,
@@ -50,7 +50,7 @@ from latentzoo.interop.toolkit import (  # noqa: F401  (ReadContext, WriteContex
 
 def _space_of(name: str) -> dict[str, Any]:
     """The latent space a registry component (or a pipeline's decoder) states, for --latent-space-of."""
-    from latentzoo.core.registry import Registry
+    from latentzoo.core.contract.registry import Registry
 
     registry = Registry.load()
     entry = registry.get(name)
@@ -108,7 +108,7 @@ def convert(
 
 def export(registry: Any, name: str, folder: Path) -> list[str]:
     """The format's export (see latentzoo.interop.formats): a model folder, or a pipeline folder with model_index.json."""
-    from latentzoo.core.compose import PipelineSpec, check_spec, resolve_component
+    from latentzoo.core.contract.compose import PipelineSpec, check_spec, resolve_component
 
     entry = registry.get(name)
     ctx = WriteContext(registry, folder)

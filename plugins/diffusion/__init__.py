@@ -2,7 +2,7 @@
 
 The denoiser priors (UNet, cross-attention UNet), the ``denoiser`` kind and its conformance
 check, and the samplers of the diffusion papers (DDPM, DDIM, PNDM), which walk the sigma levels
-of the prior's own training schedule through ``latentzoo.core.denoising.Denoiser``. Every other
+of the prior's own training schedule through ``latentzoo.core.contract.denoising.Denoiser``. Every other
 sigma sampler and every sigma scheduler lives in the ksampling family; any sigma scheduler
 composes with any sigma sampler.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from latentzoo.core.hookspecs import hookimpl
-from latentzoo.core.options import DENOISER_OPTIONS
+from latentzoo.core.contract.hookspecs import hookimpl
+from latentzoo.core.contract.options import DENOISER_OPTIONS
 
 LATENTZOO_PLUGIN_API = 1
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 DIFFUSERS_VERSION = "0.30.0"
 UNET_DEFAULTS: dict[str, Any] = {
@@ -345,7 +345,7 @@ class DiffusersFormat:
 
     def write_pipeline(self, ctx: Any, entry: Any, spec: Any) -> None:
         """An LDMPipeline (autoencoder decoder) or a DDPM/DDIMPipeline (pixel decoder) folder."""
-        from latentzoo.core.compose import resolve_component
+        from latentzoo.core.contract.compose import resolve_component
 
         reg, name, out = ctx.registry, entry.name, ctx.folder
         prior = resolve_component(reg, spec.prior, "prior")
@@ -376,6 +376,6 @@ class DiffusersFormat:
         eta = spec.defaults.get("eta", ctx.options(sampler).get("eta", 0.0))
         if eta:
             ctx.notes.append(f"the pipeline's eta {eta} is a call argument in diffusers: pass eta={eta}")
-        from latentzoo.core.weights import write_json
+        from latentzoo.core.contract.weights import write_json
 
         write_json(out / "model_index.json", {"_class_name": kind, "_diffusers_version": DIFFUSERS_VERSION, **index})

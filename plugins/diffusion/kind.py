@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from latentzoo.core.conformance import Reading
-from latentzoo.core.denoising import Denoiser, training_target
+from latentzoo.core.contract.denoising import Denoiser, training_target
+from latentzoo.core.runtime.conformance import Reading
 
 FRACTIONS = (0.2, 0.4, 0.6, 0.8)  # of the training timesteps: mid-range, where eps, v and x0 differ most
 

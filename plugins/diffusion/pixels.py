@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from latentzoo.core.interfaces import Decoder
+from latentzoo.core.contract.interfaces import Decoder
 
 
 class PixelDecoder(Decoder):

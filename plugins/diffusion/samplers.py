@@ -2,7 +2,7 @@
 
 Both keep x in the prior's variance-preserving form x_t = sqrt(abar) x0 + sqrt(1 - abar) eps,
 with abar = 1 / (1 + sigma^2) at each level (the schedule's stored alphas_cumprod[t] at its own
-sigma_t), and call the prior through ``latentzoo.core.denoising.Denoiser``. The per-step
+sigma_t), and call the prior through ``latentzoo.core.contract.denoising.Denoiser``. The per-step
 coefficients are computed once, in float64 on the host, before the loop.
 """
 
@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from latentzoo.core.denoising import Denoiser, check_sigmas
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Progress, Sampler
-from latentzoo.core.seeding import randn_like
+from latentzoo.core.contract.denoising import Denoiser, check_sigmas
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Progress, Sampler
+from latentzoo.core.runtime.seeding import randn_like
 
 X0_OPTIONS = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
 

@@ -16,7 +16,7 @@ here; an original single-file checkpoint once its keys are renamed to diffusers'
     ``UNet2DConditionModel`` / ``AutoencoderKL`` config.json dicts and transformers'
     ``CLIPTextModel`` config.json dict (``_class_name`` / ``architectures`` may be left out),
     state dicts in diffusers / transformers key names. ``tokenizer``: a
-    ``latentzoo.core.text.TextTokenizer`` or a folder (vocab.json + merges.txt or tokenizer.json).
+    ``latentzoo.core.runtime.text.TextTokenizer`` or a folder (vocab.json + merges.txt or tokenizer.json).
     ``scheduler_config``: a diffusers scheduler_config.json dict. Adds to ``ctx.components``
     ``NAME-text-encoder`` (clip.text conditioner, tokenizer.json beside its weights),
     ``NAME-vae`` (vae.autoencoder), ``NAME-unet`` (diffusion.unet_cond prior), a sampler and a
@@ -41,7 +41,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 DIFFUSERS_VERSION = "0.30.0"
 PIPELINE = "StableDiffusionPipeline"
@@ -431,8 +431,8 @@ class StableDiffusionFormat:
     # -- writing ---------------------------------------------------------------------------
     def write_pipeline(self, ctx: Any, entry: Any, spec: Any) -> None:
         """A StableDiffusionPipeline folder (unet, vae, text_encoder, tokenizer, scheduler, model_index.json)."""
-        from latentzoo.core.compose import resolve_component
-        from latentzoo.core.weights import write_json
+        from latentzoo.core.contract.compose import resolve_component
+        from latentzoo.core.contract.weights import write_json
 
         reg, name, out = ctx.registry, entry.name, ctx.folder
         prior = resolve_component(reg, spec.prior, "prior")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
 
 BASE, IMG2IMG = "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"
 DEFAULT_GUIDANCE = 5.0  # StableDiffusionXLPipeline.__call__'s
@@ -130,7 +130,7 @@ def write_sdxl_pipeline(
     fmt: Any, ctx: Any, entry: Any, spec: Any, prior: Any, decoder: Any, sampler: Any, scheduler: Any, conditioner: Any
 ) -> None:
     """A StableDiffusionXLPipeline (or, for a refiner UNet, StableDiffusionXLImg2ImgPipeline) folder."""
-    from latentzoo.core.weights import write_json
+    from latentzoo.core.contract.weights import write_json
 
     from .sd import DIFFUSERS_VERSION
 

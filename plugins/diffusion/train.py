@@ -13,9 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.data import ImageSet, load_dataset
-from latentzoo.core.denoising import training_target
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.denoising import training_target
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.runtime.data import ImageSet, load_dataset
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, encode_dataset, finish_run, normalise_latents, split_options
 
 from .unet import UNetPrior
@@ -47,7 +47,7 @@ def _split(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
     from latentzoo.core.training import prepare_run
 
     if options.resume:

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.captions import load_captioned
-from latentzoo.core.data import ImageSet
-from latentzoo.core.denoising import training_target
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.denoising import training_target
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.runtime.captions import load_captioned
+from latentzoo.core.runtime.data import ImageSet
 from latentzoo.core.training import (
     EMA,
     MicroBatch,
@@ -84,7 +84,7 @@ def encode_captions(conditioner: Any, captions: list[str], batch: int = 512) -> 
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
 
     model_cfg, schedule_cfg, train_cfg = _split(options.config)
     conditioner_name, encoder_name = train_cfg["conditioner"], options.extra.get("encoder")

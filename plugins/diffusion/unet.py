@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.denoising import PREDICTION_TYPES, NoiseSchedule
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import DenoiserPrior
-from latentzoo.core.layers import (
+from latentzoo.core.contract.denoising import PREDICTION_TYPES, NoiseSchedule
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import DenoiserPrior
+from latentzoo.core.nn.layers import (
     Attention,
     Downsample2D,
     MidBlock2D,

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.denoising import PREDICTION_TYPES, NoiseSchedule
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import DenoiserPrior
-from latentzoo.core.layers import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, group_norm, timestep_embedding
+from latentzoo.core.contract.denoising import PREDICTION_TYPES, NoiseSchedule
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import DenoiserPrior
+from latentzoo.core.nn.layers import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, group_norm, timestep_embedding
 
 DOWN_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
 UP_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D")
@@ -226,7 +226,7 @@ def _per_block(value: Any, n: int, name: str) -> list[Any]:
 class UNetCondPrior(nn.Module, DenoiserPrior):
     """A UNet over (C, H, W) latents that cross-attends to a conditioner's tokens (diffusers UNet2DConditionModel layout)."""
 
-    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.build)
+    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.runtime.build)
 
     def __init__(
         self,
@@ -301,7 +301,7 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
         self.addition_embed_type, self.addition_time_embed_dim = addition_embed_type, addition_time_embed_dim
         self.added_conditioning: tuple[str, ...] = ()
         # SDXL's refiner: time ids (original size, crop, aesthetic score) instead of (..., target size). Trained on
-        # the low-noise end of the schedule only, it continues a base's sampling (core.refine), never from pure noise.
+        # the low-noise end of the schedule only, it continues a base's sampling (core.runtime.refine), never from pure noise.
         self.aesthetic_score = self.refiner = aesthetic_score
         if addition_embed_type is not None:
             if addition_embed_type != "text_time":
@@ -341,7 +341,7 @@ class UNetCondPrior(nn.Module, DenoiserPrior):
     @property
     def mask_conditioned(self) -> bool:
         """An inpainting UNet (SD 1.x / 2.x inpainting checkpoints): its input is the latents, the mask and the
-        masked image's latents (2C + 1 channels), concatenated by ``latentzoo inpaint`` (core.editing)."""
+        masked image's latents (2C + 1 channels), concatenated by ``latentzoo inpaint`` (core.runtime.editing)."""
         return self.in_channels == 2 * self.conv_out.out_channels + 1
 
     @property

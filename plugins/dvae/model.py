@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.interfaces import Decoder, Encoder
-from latentzoo.core.layers import ConvDecoder, ConvEncoder
+from latentzoo.core.contract.interfaces import Decoder, Encoder
+from latentzoo.core.nn.layers import ConvDecoder, ConvEncoder
 
 
 class DiscreteVAE(nn.Module, Encoder, Decoder):

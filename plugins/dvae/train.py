@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from latentzoo.core.data import load_dataset
-from latentzoo.core.metrics import psnr
+from latentzoo.core.runtime.data import load_dataset
+from latentzoo.core.runtime.metrics import psnr
 from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, held_out_split, publish_autoencoder, split_options
 
 from .model import DiscreteVAE

@@ -9,7 +9,7 @@ latentzoo's public API (core/), so it is also a worked example of a new prior ki
 
 from __future__ import annotations
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 

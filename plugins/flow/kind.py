@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from latentzoo.core.conformance import Reading
+from latentzoo.core.runtime.conformance import Reading
 
 TIMES = (0.2, 0.35, 0.5, 0.65, 0.8)
 

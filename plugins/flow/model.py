@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.interfaces import Prior
-from latentzoo.core.layers import (
+from latentzoo.core.contract.interfaces import Prior
+from latentzoo.core.nn.layers import (
     Attention,
     Downsample2D,
     MidBlock2D,

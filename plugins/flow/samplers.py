@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Progress, Sampler
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Progress, Sampler
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Prior, Scheduler
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Prior, Scheduler
 
 
 def check_shift(shift: Any) -> float:

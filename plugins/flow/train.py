@@ -17,8 +17,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.data import ImageSet, load_dataset
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.runtime.data import ImageSet, load_dataset
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, encode_dataset, finish_run, normalise_latents, split_options
 
 from .model import FlowUNetPrior
@@ -48,7 +48,7 @@ def sample_times(u: torch.Tensor, logit_mean: float, logit_std: float, shift: fl
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime.build import Builder
 
     model_cfg, train_cfg = split_options("flow", options.config, MODEL_DEFAULTS, TRAIN_DEFAULTS)
     shift = check_shift(train_cfg["training_shift"])

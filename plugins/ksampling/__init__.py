@@ -1,6 +1,6 @@
 """Every sigma sampler and sigma scheduler for denoiser priors (k-diffusion / ComfyUI): declarations only (no torch here).
 
-Samplers walk sigma levels through the public denoising API (``latentzoo.core.denoising``), all
+Samplers walk sigma levels through the public denoising API (``latentzoo.core.contract.denoising``), all
 on one base class (``samplers.KSampler``); schedulers pick sigma levels of the prior's own
 training schedule (``levels.SigmaScheduler``). Registry entries (with the names ComfyUI users
 type as aliases) are in this folder's registry.yaml; the first sigma samplers and schedulers
@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.hookspecs import hookimpl
-from latentzoo.core.options import DENOISER_OPTIONS
+from latentzoo.core.contract.hookspecs import hookimpl
+from latentzoo.core.contract.options import DENOISER_OPTIONS
 
 LATENTZOO_PLUGIN_API = 1
 

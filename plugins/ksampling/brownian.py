@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from latentzoo.core.seeding import randn_like
+from latentzoo.core.runtime.seeding import randn_like
 
 MASK64 = (1 << 64) - 1
 
@@ -42,7 +42,7 @@ class BrownianTree:
     """W(t) for t in [t0, t1] (t0 < t1), shape ``shape``, from ``seed``; ``tol`` is the finest node width.
 
     ``seed`` a list (one per row of ``shape``): each row is its own tree, keyed by its own seed, so a
-    sample's path does not depend on the batch it is drawn in (core.seeding)."""
+    sample's path does not depend on the batch it is drawn in (core.runtime.seeding)."""
 
     def __init__(
         self, t0: float, t1: float, shape: torch.Size, seed: int | list[int], *, tol: float = 1e-6, dtype=torch.float32, device=None
@@ -106,4 +106,4 @@ class GaussianNoise:
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         x = self.like
-        return randn_like(x, self.generator)  # row by row for per-sample generators (core.seeding)
+        return randn_like(x, self.generator)  # row by row for per-sample generators (core.runtime.seeding)

@@ -4,7 +4,7 @@
 ``schedulers.py``): the prior's ``noise_schedule`` and the one steps rule.
 
 A scheduler owns no beta schedule: the prior does (``prior.noise_schedule``, a
-``latentzoo.core.denoising.NoiseSchedule``). ``schedule(prior, steps)`` returns ``steps``
+``latentzoo.core.contract.denoising.NoiseSchedule``). ``schedule(prior, steps)`` returns ``steps``
 strictly decreasing sigmas between the schedule's sigma_min and sigma_max, then 0.0.
 
 * ``TimestepScheduler``: the schedule's own sigma_t at ``leading`` / ``trailing`` /
@@ -31,10 +31,10 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from latentzoo.core.denoising import NoiseSchedule, prior_name
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Prior, Scheduler
-from latentzoo.core.options import Option, OptionError
+from latentzoo.core.contract.denoising import NoiseSchedule, prior_name
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Prior, Scheduler
+from latentzoo.core.contract.options import Option, OptionError
 
 SPACINGS = ("leading", "trailing", "linspace")
 RAMP_SIGMA_MAX = 80.0  # Karras et al. 2022, sec. 5: sigma_max = 80 suffices in practice
@@ -106,7 +106,7 @@ class SigmaScheduler(Scheduler):
         return schedule
 
     def option(self, name: str, value: Any) -> Any:
-        """A declared option's value (this family's declarations), checked by the one option checker, ``core.options``."""
+        """A declared option's value (this family's declarations), checked by the one option checker, ``core.contract.options``."""
         from . import ALL_SCHEDULERS
 
         decl = next(o for o in ALL_SCHEDULERS[self.name][2] if o["name"] == name)

@@ -7,7 +7,7 @@ converted registries name); the other solvers are in ``solvers.py``.
 Each algorithm is one function over (model, x, sigmas) where ``model(x, sigma)`` is a
 denoiser D(x; sigma) ~ E[x0 | x] in the variance-exploding parametrisation x = x0 + sigma eps
 (Karras et al. 2022, eq. 1-3), and ``sigmas`` is the scheduler's decreasing list of Python
-floats ending at 0. ``latentzoo.core.denoising.Denoiser`` turns any denoiser prior (epsilon, v
+floats ending at 0. ``latentzoo.core.contract.denoising.Denoiser`` turns any denoiser prior (epsilon, v
 or sample prediction, trained on a discrete schedule) into such a D, so every sampler runs on
 every sigma scheduler without retraining.
 
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
-from latentzoo.core.denoising import Denoiser, to_d
-from latentzoo.core.interfaces import Progress
+from latentzoo.core.contract.denoising import Denoiser, to_d
+from latentzoo.core.contract.interfaces import Progress
 
 
 def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: Sequence[float], progress: Progress | None = None) -> torch.Tensor:

@@ -23,11 +23,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from latentzoo.core.denoising import Denoiser, check_sigmas
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Progress, Sampler
-from latentzoo.core.options import DENOISER_OPTIONS, Option, OptionError, parse_options
-from latentzoo.core.seeding import row_seeds
+from latentzoo.core.contract.denoising import Denoiser, check_sigmas
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Progress, Sampler
+from latentzoo.core.contract.options import DENOISER_OPTIONS, Option, OptionError, parse_options
+from latentzoo.core.runtime.seeding import row_seeds
 
 from . import ALL_SAMPLERS, ode, solvers
 from .brownian import BrownianNoise, GaussianNoise
@@ -54,7 +54,7 @@ class KSampler(Sampler):
         self.info: dict[str, Any] = {}
 
     def check(self, spec: Option, value: Any) -> Any:
-        """A declared option's value, checked by the one option checker (``core.options``), refused in one line naming both."""
+        """A declared option's value, checked by the one option checker (``core.contract.options``), refused in one line naming both."""
         try:
             return spec.check(value)
         except OptionError as exc:
@@ -76,7 +76,7 @@ class KSampler(Sampler):
         if self.noise == "gaussian":
             return GaussianNoise(x, generator)
         if self.noise == "brownian":
-            # One tree per sample, keyed by a draw from its own generator (core.seeding.row_seeds).
+            # One tree per sample, keyed by a draw from its own generator (core.runtime.seeding.row_seeds).
             return BrownianNoise(x, sigmas[-2], sigmas[0], row_seeds(generator, x.shape[0]))
         return None
 

@@ -19,9 +19,9 @@ import itertools
 import math
 from typing import Any, ClassVar
 
-from latentzoo.core.denoising import NoiseSchedule, prior_name
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Prior
+from latentzoo.core.contract.denoising import NoiseSchedule, prior_name
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Prior
 
 from .levels import SigmaScheduler
 

@@ -1,7 +1,7 @@
 """k-diffusion-style samplers: one function each over (model, x, sigmas).
 
 ``model(x, sigma)`` is a denoiser D(x; sigma) ~ E[x0 | x0 + sigma eps] (the variance-exploding
-form of Karras et al. 2022, eq. 1-3; ``latentzoo.core.denoising.Denoiser`` makes one of any
+form of Karras et al. 2022, eq. 1-3; ``latentzoo.core.contract.denoising.Denoiser`` makes one of any
 denoiser prior), ``x`` starts at noise of std ~ sigma_0, and ``sigmas`` is a scheduler's strictly
 decreasing list of Python floats ending at 0. Every function returns the sample at sigma = 0.
 
@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from latentzoo.core.denoising import ancestral_step, to_d
-from latentzoo.core.interfaces import Progress
+from latentzoo.core.contract.denoising import ancestral_step, to_d
+from latentzoo.core.contract.interfaces import Progress
 
 Model = Callable[[torch.Tensor, float], torch.Tensor]
 Noise = Callable[[float, float], torch.Tensor]

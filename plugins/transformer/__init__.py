@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 
@@ -19,7 +19,7 @@ CONDITIONING_OPTIONS = [
 ]
 
 # What a DALL-E (text) prior accepts besides its conditioning inputs (--prompt / --negative-prompt go to
-# its text-token conditioner: core.compose.TEXT_INPUTS).
+# its text-token conditioner: core.contract.compose.TEXT_INPUTS).
 TEXT_OPTIONS = [
     {
         "name": "guidance",

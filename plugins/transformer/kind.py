@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.conformance import Reading
+from latentzoo.core.runtime.conformance import Reading
 
 FIX = "it reads codes in another order: reorder them to raster order before and after it, or declare another kind"
 ORDERS = {  # label -> (codes (B, h, w) -> sequence (B, h * w))

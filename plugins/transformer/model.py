@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.interfaces import Conditioner, Prior
+from latentzoo.core.contract.interfaces import Conditioner, Prior
 
 
 class CausalSelfAttention(nn.Module):
@@ -198,9 +198,9 @@ class TextTokens(nn.Module, Conditioner):
         """Attach the tokenizer shipped beside the weights (config ``tokenizer: {file, sha256}``), sha256-checked."""
         from pathlib import Path
 
-        from latentzoo.core import text
-        from latentzoo.core.errors import WeightsError
-        from latentzoo.core.weights import sha256_file
+        from latentzoo.core.contract.errors import WeightsError
+        from latentzoo.core.contract.weights import sha256_file
+        from latentzoo.core.runtime import text
 
         if self.captions_file and self.prompts is None:
             path = Path(folder) / self.captions_file["file"]
@@ -220,7 +220,7 @@ class TextTokens(nn.Module, Conditioner):
 
     def ids(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:
-            from latentzoo.core.errors import LatentzooError
+            from latentzoo.core.contract.errors import LatentzooError
 
             raise LatentzooError("this text-token embedding has no tokenizer attached; load it by name, or call set_tokenizer()")
         return self.tokenizer.encode(list(texts))

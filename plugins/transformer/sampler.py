@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Progress, Sampler
-from latentzoo.core.seeding import multinomial, randint
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Progress, Sampler
+from latentzoo.core.runtime.seeding import multinomial, randint
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:

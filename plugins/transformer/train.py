@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.data import ImageSet, load_dataset
-from latentzoo.core.errors import LatentzooError
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.runtime.data import ImageSet, load_dataset
 from latentzoo.core.training import EMA, MicroBatch, Phase, Run, TrainOptions, finish_run, split_options
 
 from .model import CodeTransformer, TextTokens
@@ -126,8 +126,8 @@ class _Joint(nn.Module):
 
 
 def train(options: TrainOptions) -> dict[str, Any] | None:
-    from latentzoo.core import text as text_lib
-    from latentzoo.core.build import Builder
+    from latentzoo.core.runtime import text as text_lib
+    from latentzoo.core.runtime.build import Builder
 
     encoder_name = options.extra.get("encoder")
     if not encoder_name:
@@ -254,8 +254,8 @@ def publish_text(options: TrainOptions, text_model: TextTokens, tokenizer: Any, 
     """Write the text-token conditioner (text.safetensors + tokenizer.json) and a fragment naming both parts."""
     import yaml
 
-    from latentzoo.core.conditioning import ConditioningSpace
-    from latentzoo.core.weights import save_tensors, sha256_file, write_bytes
+    from latentzoo.core.contract.conditioning import ConditioningSpace
+    from latentzoo.core.contract.weights import save_tensors, sha256_file, write_bytes
 
     out = Path(options.out)
     tok_path = tokenizer.save(out / "tokenizer.json")

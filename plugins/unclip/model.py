@@ -10,15 +10,15 @@ condition vector:
   prior it predicts x0 (the clean embedding) directly (sec. 2.1). The condition reaches it as
   a conditioner's single token (``encoder_hidden_states`` (B, 1, D), see
   ``plugins/clip/embed.py``), so classifier-free guidance against the empty prompt's
-  embedding is ``core.denoising.Denoiser``'s, unchanged.
+  embedding is ``core.contract.denoising.Denoiser``'s, unchanged.
 - ``UnCLIPDecoder`` (a decoder of the image-embedding space): a diffusion model over the
   image's pixels conditioned on the embedding, with classifier-free guidance against the null
   (all-zero) embedding, which it saw for 10% of training examples (sec. 2.1). It denoises at
   ``base_size`` (8x8, the digits' native resolution) and upsamples bilinearly to
   ``image_size``, exactly as the dataset renders its 8x8 digits at 32x32 (DALL-E 2 likewise
   decodes at 64x64 and upsamples). Decoding is stochastic: it draws its starting noise from
-  the ``generator`` it is given (``stochastic = True``, the seam ``core.pipeline`` and
-  ``core.variations`` use), so one embedding decodes into many images (variations).
+  the ``generator`` it is given (``stochastic = True``, the seam ``core.runtime.pipeline`` and
+  ``core.runtime.variations`` use), so one embedding decodes into many images (variations).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.denoising import Denoiser, NoiseSchedule
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Decoder, DenoiserPrior
-from latentzoo.core.seeding import randn
+from latentzoo.core.contract.denoising import Denoiser, NoiseSchedule
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Decoder, DenoiserPrior
+from latentzoo.core.runtime.seeding import randn
 
 DEFAULT_SCHEDULE: dict[str, Any] = {"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 1000}
 
@@ -142,7 +142,7 @@ class UnCLIPPrior(nn.Module, DenoiserPrior):
 
 
 class _PixelDenoiser(nn.Module):
-    """The decoder's network in the form ``core.denoising.Denoiser`` drives: prior(x_t, t, labels, encoder_hidden_states=...)."""
+    """The decoder's network in the form ``core.contract.denoising.Denoiser`` drives: prior(x_t, t, labels, encoder_hidden_states=...)."""
 
     num_classes = None
 
@@ -207,7 +207,7 @@ class UnCLIPDecoder(nn.Module, Decoder):
         emb = F.normalize(emb, dim=-1)  # the decoder was trained on unit-norm CLIP embeddings
         b, c, s = emb.shape[0], self.image_channels, self.base_size
         generator = generator or torch.Generator().manual_seed(0)
-        # row by row for per-sample generators, drawn on the CPU and moved to the weights' device (core.seeding)
+        # row by row for per-sample generators, drawn on the CPU and moved to the weights' device (core.runtime.seeding)
         x = randn((b, c * s * s), generator, device=emb.device)
         den = Denoiser(
             self.denoiser,

@@ -29,9 +29,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.build import Builder
-from latentzoo.core.denoising import NoiseSchedule
-from latentzoo.core.weights import save_tensors
+from latentzoo.core.contract.denoising import NoiseSchedule
+from latentzoo.core.contract.weights import save_tensors
+from latentzoo.core.runtime.build import Builder
 
 from .model import DEFAULT_SCHEDULE, UnCLIPDecoder, UnCLIPPrior
 
@@ -198,9 +198,9 @@ def train(options: Any) -> dict[str, Any] | None:
     stage trains on the vectors with the shared loop (checkpoints, resume, EMA). The
     published prior states the measured scaling and the embedder's conditioning space.
     """
-    from latentzoo.core.captions import load_captioned
-    from latentzoo.core.data import ImageSet
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime.captions import load_captioned
+    from latentzoo.core.runtime.data import ImageSet
     from latentzoo.core.training import EMA as TrainEMA
     from latentzoo.core.training import Phase, Run, finish_run, split_options, write_fragment
 

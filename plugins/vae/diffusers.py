@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.weights import space_identity
+from latentzoo.core.contract.weights import space_identity
 
 KL_DEFAULTS: dict[str, Any] = {
     "in_channels": 3,
@@ -79,7 +79,7 @@ def convert_state(
     """
     import math
 
-    from latentzoo.core.errors import LatentzooError
+    from latentzoo.core.contract.errors import LatentzooError
 
     from .model import KLAutoencoder
 

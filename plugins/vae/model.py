@@ -12,15 +12,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Decoder, Encoder, Prior, Sampler
-from latentzoo.core.layers import ConvDecoder, ConvEncoder
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Decoder, Encoder, Prior, Sampler
+from latentzoo.core.nn.layers import ConvDecoder, ConvEncoder
 
 
 class KLAutoencoder(nn.Module, Encoder, Decoder):
     """Gaussian posterior q(z|x) = N(mean, exp(logvar)); ``encode`` returns the mean or a sample."""
 
-    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.build)
+    load_by_assignment = True  # every parameter is in its weights file: built on meta, loaded without a copy (core.runtime.build)
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.weights import space_identity
+from latentzoo.core.contract.weights import space_identity
 
 # diffusers' constructor defaults, for keys an (old) config leaves out.
 VQ_DEFAULTS: dict[str, Any] = {

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.distributed import all_reduce_mean
+from latentzoo.core.runtime.distributed import all_reduce_mean
 
 
 class PatchDiscriminator(nn.Module):

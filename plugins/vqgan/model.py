@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentzoo.core.distributed import all_gather_cat, all_reduce_sum, broadcast
-from latentzoo.core.interfaces import Decoder, Encoder
-from latentzoo.core.layers import ConvDecoder, ConvEncoder
+from latentzoo.core.contract.interfaces import Decoder, Encoder
+from latentzoo.core.nn.layers import ConvDecoder, ConvEncoder
+from latentzoo.core.runtime.distributed import all_gather_cat, all_reduce_sum, broadcast
 
 
 class VectorQuantizer(nn.Module):

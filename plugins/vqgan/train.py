@@ -14,9 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from latentzoo.core.data import load_dataset
-from latentzoo.core.metrics import psnr
-from latentzoo.core.registry import import_target
+from latentzoo.core.contract.registry import import_target
+from latentzoo.core.runtime.data import load_dataset
+from latentzoo.core.runtime.metrics import psnr
 from latentzoo.core.training import MicroBatch, Phase, Run, TrainOptions, held_out_split, publish_autoencoder, split_options
 
 from .discriminator import PatchDiscriminator, adaptive_weight, hinge_d_loss

@@ -20,9 +20,9 @@ import yaml
 from latentzoo_example.plms import PLMSSampler
 
 import latentzoo
-from latentzoo.core.denoising import NoiseSchedule
-from latentzoo.core.errors import ContractError, LatentzooError
-from latentzoo.core.interfaces import DenoiserPrior, Scheduler
+from latentzoo.core.contract.denoising import NoiseSchedule
+from latentzoo.core.contract.errors import ContractError, LatentzooError
+from latentzoo.core.contract.interfaces import DenoiserPrior, Scheduler
 
 SCHEDULE = NoiseSchedule.from_config(
     {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
@@ -192,8 +192,8 @@ def test_preview_accepts_exactly_the_digits_vqgan_space() -> None:
 
 
 def test_preview_approximates_the_real_decoder() -> None:
-    from latentzoo.core.data import load_dataset
-    from latentzoo.core.metrics import psnr
+    from latentzoo.core.runtime.data import load_dataset
+    from latentzoo.core.runtime.metrics import psnr
 
     vq, preview = latentzoo.build("digits-vqgan", "decoder"), latentzoo.build("digits-preview", "decoder")
     images = load_dataset("digits", split="test", size=32, channels=1).images[:128]

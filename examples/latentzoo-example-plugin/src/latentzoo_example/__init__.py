@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from latentzoo.core.hookspecs import hookimpl
+from latentzoo.core.contract.hookspecs import hookimpl
 
 LATENTZOO_PLUGIN_API = 1
 

@@ -9,7 +9,7 @@ first step a pseudo improved Euler step (the average of eps here and at the DDIM
 the next point). That is one prior evaluation per step, plus one.
 
 Written against latentzoo's public API only: the scheduler's ``levels`` are sigmas of the
-prior's training schedule, and ``latentzoo.core.denoising.Denoiser`` turns the prior into
+prior's training schedule, and ``latentzoo.core.contract.denoising.Denoiser`` turns the prior into
 (x0, eps) at any level (prediction type, class labels, the null class and guidance included).
 """
 
@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from latentzoo.core.denoising import Denoiser, check_sigmas
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Progress, Sampler
+from latentzoo.core.contract.denoising import Denoiser, check_sigmas
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Progress, Sampler
 
 # Adams-Bashforth weights for the newest eps first, by how many predictions are combined.
 ADAMS_BASHFORTH: dict[int, tuple[float, ...]] = {

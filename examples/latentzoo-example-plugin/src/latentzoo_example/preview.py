@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentzoo.core.errors import LatentzooError
-from latentzoo.core.interfaces import Decoder
+from latentzoo.core.contract.errors import LatentzooError
+from latentzoo.core.contract.interfaces import Decoder
 
 
 class LatentPreviewDecoder(nn.Module, Decoder):
