@@ -228,12 +228,12 @@ def targets(a: argparse.Namespace) -> None:
         launch += ["--master-port", str(free_port()), "-m", "latentzoo", "sample", *args, "-o", f"{root}/two/", "--no-progress"]
         two = run(launch, env(1))
         same = digests(root / "one") == digests(root / "two")
-        sampling = (one - startup) / max(1e-9, two - startup)
+        sampling = f"{(one - startup) / (two - startup):.2f}x" if min(one, two) > startup else "n/a (start-up varied)"
         results.append(
             _verdict(
                 "ranks (2 x 1 thread vs 1 x 1 thread, images/s)", one / two, ">= 1.7", one / two >= 1.7 and same,
                 f"{a.ranks_n / one:.2f} vs {a.ranks_n / two:.2f} img/s, {one:.1f} s vs {two:.1f} s; without start-up "
-                f"({startup:.1f} s) {sampling:.2f}x; same files: {same}; {time.perf_counter() - t0:.0f} s",
+                f"({startup:.1f} s) {sampling}; same files: {same}; {time.perf_counter() - t0:.0f} s",
             )
         )  # fmt: skip
         # 2. rss: 1,000 vs 100,000 samples
