@@ -274,6 +274,8 @@ def reconstruct(ctx: click.Context, name: str, images: tuple[str, ...], output: 
     from latentzoo.core.runtime.codec import reconstruct as run
 
     result = run(name, list(images), output, fit=fit, extra=ctx.obj["registries"])
+    for w in result.warnings:
+        click.echo(f"warning: {w}", err=True)
     if as_json:
         _emit_json({"output": str(result.output), "psnr_db": result.psnr_db})
     else:

@@ -218,33 +218,80 @@ def _convert_into(
             fragment["pipelines"] = pipelines
         staged = write_bytes(stage / "registry.yaml", yaml.safe_dump(fragment, sort_keys=False).encode())
         parse_file(staged, "cli")  # the fragment is valid registry YAML
-        for entry in components.values():  # weights first, the fragment that names them last
-            if "path" in (entry.get("weights") or {}):
-                os.replace(stage / entry["weights"]["path"], out / entry["weights"]["path"])
-        for extra in sorted(stage.iterdir()):  # files shipped beside the weights (a text encoder's tokenizer.json)
-            if extra.is_file() and extra != staged:
-                os.replace(extra, out / extra.name)
         frag_path = out / "registry.yaml"
-        os.replace(staged, frag_path)
+        converted = Converted(name, out, frag_path, components, pipelines, notes)
+        # Weights first, then the files shipped beside them (a text encoder's tokenizer.json), the
+        # fragment that names them last; then the user registry. Until that last write succeeds,
+        # every file an earlier conversion had here is kept aside (--force), and any failure (a
+        # full disk, a signal) puts it back: the old entry or the new one is complete, never neither.
+        weights = [stage / e["weights"]["path"] for e in components.values() if "path" in (e.get("weights") or {})]
+        extras = [f for f in sorted(stage.iterdir()) if f.is_file() and f != staged and f not in weights]
+        placed = _place([(f, out / f.name) for f in (*weights, *extras, staged)], out)
+        try:
+            if register:
+                converted.registered = _register(components, pipelines, out, force)
+        except BaseException:
+            _unplace(placed)
+            raise
+        _drop_backups(placed)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         for folder in made if created else []:  # a failed conversion leaves nothing behind
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-    converted = Converted(name, out, frag_path, components, pipelines, notes)
-    if register:
-        from latentzoo.core.contract.registry import user_registry_path
-        from latentzoo.core.contract.userregistry import add_entries, relative_weights
-
-        user = user_registry_path()
-        comps = {}
-        for comp, entry in components.items():
-            entry = dict(entry)
-            if "path" in (entry.get("weights") or {}):
-                entry["weights"] = {**entry["weights"], "path": relative_weights(out / entry["weights"]["path"], user)}
-            comps[comp] = entry
-        converted.registered = add_entries(comps, pipelines, force=force, path=user)
     return converted
+
+
+def _register(components: dict[str, dict[str, Any]], pipelines: dict[str, dict[str, Any]], out: Path, force: bool) -> Path:
+    """Add converted entries to the user registry (one atomic write), their weights paths relative to it."""
+    from latentzoo.core.contract.registry import user_registry_path
+    from latentzoo.core.contract.userregistry import add_entries, relative_weights
+
+    user = user_registry_path()
+    comps = {}
+    for comp, entry in components.items():
+        entry = dict(entry)
+        if "path" in (entry.get("weights") or {}):
+            entry["weights"] = {**entry["weights"], "path": relative_weights(out / entry["weights"]["path"], user)}
+        comps[comp] = entry
+    return add_entries(comps, pipelines, force=force, path=user)
+
+
+def _place(moves: list[tuple[Path, Path]], out: Path) -> list[tuple[Path, Path | None]]:
+    """Rename each (staged, dest) into place, an existing dest first renamed aside (a backup in
+    ``out``: renames need no free space for data). On any failure, undo what was done and raise.
+    Returns (dest, backup or None) per move, for ``_unplace`` / ``_drop_backups``."""
+    placed: list[tuple[Path, Path | None]] = []
+    try:
+        for src, dest in moves:
+            backup = None
+            if dest.exists():
+                backup = dest.with_name(f".{dest.name}.{os.getpid()}.bak")
+                os.replace(dest, backup)
+            placed.append((dest, backup))
+            os.replace(src, dest)
+    except BaseException:
+        _unplace(placed)
+        raise
+    return placed
+
+
+def _unplace(placed: list[tuple[Path, Path | None]]) -> None:
+    """Put back what ``_place`` replaced (best effort: a rename that fails here leaves its backup)."""
+    for dest, backup in reversed(placed):
+        try:
+            if backup is not None:
+                os.replace(backup, dest)
+            else:
+                dest.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def _drop_backups(placed: list[tuple[Path, Path | None]]) -> None:
+    for _, backup in placed:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
 
 
 def _validate_weights(stage: Path, components: dict[str, dict[str, Any]], fmt: str) -> None:

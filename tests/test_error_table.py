@@ -258,16 +258,18 @@ ROUND3 = [
     ("image-symlink-loop", ["encode", "digits-klvae", "{tmp}/loop", "-o", "{tmp}/z.safetensors"], ["symlink loop"]),
     # 4: counts and sizes bounded before anything is allocated
     ("grid-n-absurd", ["sample", "digits", "-n", str(10**9), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
-    ("grid-nrow-absurd", ["sample", "digits", "-n", "4", "--nrow", str(10**6), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
+    ("grid-nrow-absurd", ["sample", "digits", "-n", str(10**6), "--nrow", str(10**6), "-o", "{tmp}/g.png"], ["pixel limit", "-o DIR/"]),
+    ("grid-nrow-over-n", ["sample", "digits", "-n", "4", "--nrow", str(10**6), "-o", "{tmp}/g.png"], ["--nrow 1000000 is more than"]),
+    ("grid-nrow-dir", ["sample", "digits", "-n", "4", "--nrow", "2", "-o", "{tmp}/d/"], ["--nrow shapes a grid", "drop --nrow"]),
     (
         "interpolate-frames",
         ["interpolate", "digits", "{tmp}/digit.png", "{tmp}/digit.png", "--frames", "100000"],
-        ["--frames must be at most 1024"],
+        ["--frames must be at most 10000"],
     ),
     (
         "variations-n",
         ["variations", "digits-unclip", "{tmp}/digit.png", "-n", "100000", "-o", "{tmp}/v/"],
-        ["-n must be at most 1024"],
+        ["-n must be at most 10000"],
     ),
     ("convert-layers", ["convert", "{tmp}/cfg-layers", "--from", "diffusers", "--name", "cv"], ["layers_per_block", "from 1 to 64"]),
     ("convert-groups", ["convert", "{tmp}/cfg-groups", "--from", "diffusers", "--name", "cv"], ["norm_num_groups", "from 1 to"]),
@@ -278,7 +280,7 @@ ROUND3 = [
     (
         "weights-symlink-loop",
         ["--registry", "{tmp}/weights-loop.yaml", "encode", "weights-loop", "{tmp}/digit.png", "--fit", "-o", "{tmp}/z.safetensors"],
-        ["weights file", "loop"],
+        ["weights file", "is a symlink loop"],
     ),
     ("weights-path-int", ["--registry", "{tmp}/weights-path-int.yaml", "list"], ["weights.path: must be a non-empty string, not 5"]),
     ("weights-sha-int", ["--registry", "{tmp}/weights-sha-int.yaml", "list"], ["weights.sha256: must be 64 hex digits", "12345"]),

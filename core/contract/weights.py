@@ -354,6 +354,8 @@ def load_tensors(path: str | Path, sha256: str | None = None) -> dict[str, torch
 
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():  # a loop, or a link to nothing: say so, not "does not exist"
+            raise WeightsError(f"weights file {path} is a symlink loop or a broken link; point it at the real weights file")
         raise WeightsError(f"weights file {path} does not exist; re-install latentzoo or `latentzoo pull` the component")
     scanned: tuple[tuple[str, int, int] | None, set[str] | None] | None = None
     if sha256 is not None:

@@ -73,6 +73,12 @@ class Builder:
         if space is not None:
             self._check_space(entry, obj, space)
             obj.latent_space = space
+        elif {"encoder", "decoder"} & set(entry.roles) and not hasattr(obj, "latent_space"):
+            # Every use of an encoder or decoder reads its latent space: refused here, not as an AttributeError later.
+            raise ContractError(
+                f"{entry.where}: {entry.name} states no latent_space; add one to its registry entry "
+                "(e.g. {kind: continuous, channels: 3, factor: 4}; see `latentzoo info digits-klvae`)"
+            )
         if hasattr(obj, "eval"):
             obj.eval().requires_grad_(False)
         if isinstance(obj, nn.Module):

@@ -90,6 +90,7 @@ def _inputs(pipe: Any, images: list[str | Path], fit: bool) -> Any:
 class Reconstruction:
     output: Path
     psnr_db: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 def reconstruct(
@@ -109,7 +110,7 @@ def reconstruct(
     rec = pipe.reconstruct(x)
     save_grid(torch.cat([x, rec]), out, nrow=len(x))
     scores = {str(p): round(psnr(rec[i : i + 1], x[i : i + 1]), 2) for i, p in enumerate(images)}
-    return Reconstruction(out, scores)
+    return Reconstruction(out, scores, constant_warning(rec, f"the reconstructions in {output}"))
 
 
 @dataclass
@@ -197,4 +198,15 @@ def decode(name: str, latents: str | Path, output: str | Path = "decoded.png", *
     images = pipe.decode(_checked_latents(tensors["latents"], space, latents))
     with output_lock(out, f"-o {output}"):
         files = save_each(images, out) if each else [save_grid(images, out)]
-    return Decoded(out, list(files), list(warnings))
+    return Decoded(out, list(files), [*warnings, *constant_warning(images, str(output))])
+
+
+def constant_warning(images: Any, output: str) -> list[str]:
+    """The warning ``SampleOutput`` gives a constant output (every pixel one value: an all-zero or untrained decoder)."""
+    from .images import to_uint8
+
+    pixels = to_uint8(images)
+    lo, hi = int(pixels.min()), int(pixels.max())
+    if lo != hi:
+        return []
+    return [f"every pixel of {output} is {lo}: the output is constant (an all-zero or untrained decoder?)"]

@@ -41,7 +41,7 @@ torchrun ranks as ``sample`` does (core.runtime.rundir.run_dir).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ import torch
 
 from ..contract.errors import LatentzooError
 from . import seeding
+from .record import DEFAULT_BATCH_SIZE
 
 # Python API (``pipe``: a Pipeline or a pipeline name; images: tensors in [-1, 1] or image paths):
 #     edit = latentzoo.img2img("digits", ["a.png"], 0.6, seed=0)
@@ -167,6 +168,33 @@ class Job:
 
     def edit(self, batch_size: int | None = None) -> Edit:
         return Edit(self.images(batch_size), self.record)
+
+
+@dataclass
+class EditStream:
+    """An edit's ``n`` images made batch by batch as ``batches`` is iterated (memory flat in ``n``):
+    ``write`` takes it as it takes an ``Edit``, committing each batch as it comes; ``collect`` holds them all."""
+
+    n: int
+    batches: Iterable[torch.Tensor]  # (b, C, H, W) in [-1, 1], in order, n rows in all
+    record: dict[str, Any]
+
+    def collect(self) -> Edit:
+        return Edit(torch.cat(list(self.batches)), self.record)
+
+
+def spans(n: int, batch_size: int) -> Iterator[range]:
+    """Indices 0..n-1 in runs of ``batch_size`` (the last shorter)."""
+    from .record import check_run
+
+    check_run(n, 0, batch_size)
+    for start in range(0, n, batch_size):
+        yield range(start, min(n, start + batch_size))
+
+
+def stream(job: Job, batch_size: int = DEFAULT_BATCH_SIZE) -> EditStream:
+    """A Job's outputs as an EditStream: rendered ``batch_size`` at a time, as it is read."""
+    return EditStream(job.n, (job.render(rows) for rows in spans(job.n, batch_size)), job.record)
 
 
 def edit_generators(seed: int, indices: Sequence[int]) -> seeding.RowGenerators:
@@ -429,9 +457,10 @@ def interpolate_job(
 ) -> Job:
     """``interpolate`` as a Job: output i is frame i, at i / (frames - 1) of the way from A to B. Each
     process inverts A and B once (deterministic), when it renders its first frame."""
-    from .record import check_held
+    from .record import check_held, check_run
 
     check_held("--frames", frames, 2)
+    check_run(frames, seed)
     if isinstance(pipe, str):
         from .api import load_pipeline
 
@@ -453,6 +482,23 @@ def interpolate_job(
     return Job(frames, render, {"edit": "interpolate", "frames": frames, **_rec(pipe, plan, seed)})
 
 
+def interpolate_stream(
+    pipe: Any,
+    a: torch.Tensor | list[str],
+    b: torch.Tensor | list[str],
+    frames: int,
+    *,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    text_options: Mapping[str, str] | None = None,
+    fit: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> EditStream:
+    """``interpolate`` as an EditStream: frames sampled back ``batch_size`` at a time as it is read (memory flat in ``frames``)."""
+    job = interpolate_job(pipe, a, b, frames, seed=seed, options=options, text_options=text_options, fit=fit)
+    return stream(job, batch_size)
+
+
 def _rec(pipe: Any, plan: Any, seed: int) -> dict[str, Any]:
     from .record import RECORD_FORMAT, versions
 
@@ -468,8 +514,13 @@ def _rec(pipe: Any, plan: Any, seed: int) -> dict[str, Any]:
     }
 
 
-def write(edit: Edit, output: str, *, nrow: int | None = None, inputs: list[str] | None = None, frames: bool = False) -> dict[str, Any]:
-    """Write ``edit.images`` as a grid PNG (or ``DIR/`` one PNG each) with its JSON sidecar, as one unit.
+def write(
+    edit: Edit | EditStream, output: str, *, nrow: int | None = None, inputs: list[str] | None = None, frames: bool = False
+) -> dict[str, Any]:
+    """Write the edit's images as a grid PNG (or ``DIR/`` one PNG each) with its JSON sidecar, as one unit.
+
+    An ``EditStream`` is written batch by batch as it is made (a grid holds only its uint8
+    canvas, ``DIR/`` nothing), so memory stays flat in the number of images.
 
     ``frames`` (interpolate): with a grid output ``x.png``, also write each image as
     ``x-000.png, x-001.png, ...`` beside it (staged as temporaries, renamed after the grid and
@@ -482,21 +533,23 @@ def write(edit: Edit, output: str, *, nrow: int | None = None, inputs: list[str]
     from .images import to_uint8
     from .record import SampleOutput, png_bytes
 
-    n = len(edit.images)
+    n, batches = (edit.n, edit.batches) if isinstance(edit, EditStream) else (len(edit.images), [edit.images])
     out = SampleOutput(output, n=n, nrow=nrow)
     staged: list[tuple[Path, Path]] = []
     try:
-        tiles = to_uint8(edit.images)
-        out.add(tiles)
         record = {**edit.record, "n": n, **({"inputs": inputs} if inputs else {})}
+        for images in batches:
+            tiles = to_uint8(images)
+            out.add(tiles)
+            if frames and not out.per_sample:
+                out._mkdirs(out.path.parent)
+                for tile in tiles:
+                    dest = out.path.with_name(f"{out.path.stem}-{len(staged):03d}.png")
+                    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+                    staged.append((Path(name), dest))  # first, so an interrupted write is removed too
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(png_bytes(tile))
         if frames and not out.per_sample:
-            out._mkdirs(out.path.parent)
-            for i, tile in enumerate(tiles):
-                dest = out.path.with_name(f"{out.path.stem}-{i:03d}.png")
-                fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(png_bytes(tile))
-                staged.append((Path(name), dest))
             record["frame_files"] = [dest.name for _, dest in staged]
         record = out.commit(record)
         for tmp, dest in staged:
@@ -517,6 +570,7 @@ write_edit = write  # the name latentzoo exports
 
 __all__ = [
     "Edit",
+    "EditStream",
     "Job",
     "check_strength",
     "edit_generators",
@@ -526,10 +580,13 @@ __all__ = [
     "inpaint_job",
     "interpolate",
     "interpolate_job",
+    "interpolate_stream",
     "invert",
     "load_mask",
     "noised",
     "slerp",
+    "spans",
+    "stream",
     "strength_levels",
     "write",
 ]

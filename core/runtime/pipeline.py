@@ -41,7 +41,7 @@ DEFAULT_STEPS = 50
 
 def compute_precision(precision: str, device: str = "cpu") -> contextlib.AbstractContextManager:
     """On another device than the CPU, nothing here: each model part runs under its device's autocast
-    (core.runtime.OnDevice). On the CPU: ``bf16``: the models' matmuls and convolutions run in bfloat16 under autocast (weights stay as
+    (core.runtime.devices.OnDevice). On the CPU: ``bf16``: the models' matmuls and convolutions run in bfloat16 under autocast (weights stay as
     loaded; samplers' arithmetic and the decoded images are float32). Half the memory traffic of
     the large layers, at about 3 significant digits: same seed, same bytes still holds on one machine.
     ``bf16-weights``: the same autocast, with the weights held in bfloat16 (``Pipeline.hold_weights``)."""
@@ -253,25 +253,28 @@ class Pipeline:
         levels: list[float] | None,
         *,
         captions: int | None = None,
-        candidates: int = 1,
-        drawn: list[int] | None = None,
+        keys: Sequence[tuple[int, int]] | None = None,
+        drawn: dict[int, int] | None = None,
     ) -> torch.Tensor:
         """n latents, every draw from ``generator`` (``RowGenerators``: row r from its own). With
-        ``captions`` K (re-ranking drawn captions), one caption index per run of ``candidates`` draws
-        is drawn here, each sample gets its run's caption (the sampler's ``prompt_indices``), and the
-        indices are appended to ``drawn``."""
+        ``captions`` K (re-ranking drawn captions), row r is candidate c of output i (``keys[r]``):
+        output i's caption index is drawn from its candidate 0's generator, right after that row's
+        noise, into ``drawn[i]``, and every candidate of output i gets that caption (the sampler's
+        ``prompt_indices``). Candidate 0 comes first, so it is drawn before any later candidate of
+        the output needs it, in this call or an earlier one."""
         noise = seeding.randn((n, *self.prior.latent_shape), generator)
         call = self._call_options(plan, n)
         if captions is not None:
             # The same draw the sampler makes for random_prompt (uniform over the K captions, right
-            # after the noise), one per output (from its first candidate's generator) instead of one
-            # per sample: with N = 1 the bytes are those of plain random_prompt sampling.
-            firsts = range(0, n, candidates)
-            source = generator.select(firsts) if isinstance(generator, seeding.RowGenerators) else generator
-            indices = seeding.randint(captions, len(firsts), source)
-            call["prompt_indices"] = indices.repeat_interleave(candidates)
-            if drawn is not None:
-                drawn.extend(indices.tolist())
+            # after the noise), one per output instead of one per sample: with N = 1 the bytes are
+            # those of plain random_prompt sampling.
+            assert keys is not None and drawn is not None and len(keys) == n
+            firsts = [r for r, (_, c) in enumerate(keys) if c == 0]
+            if firsts:
+                source = generator.select(firsts) if isinstance(generator, seeding.RowGenerators) else generator
+                for r, index in zip(firsts, seeding.randint(captions, len(firsts), source).tolist(), strict=True):
+                    drawn[keys[r][0]] = index
+            call["prompt_indices"] = torch.tensor([drawn[i] for i, _ in keys], dtype=torch.long)
         if getattr(self.prior, "refiner", False) or self.refiner is not None:
             from . import refine
 
@@ -322,7 +325,7 @@ class Pipeline:
         is drawn from the conditioner's caption set, its N candidates are drawn for it and
         scored against it; the drawn indices (into ``conditioner.prompts``) go to ``captions``.
         """
-        from .rerank import check_candidates, rerank
+        from .rerank import candidate_scores, check_candidates
 
         batch_size = batch_size or DEFAULT_BATCH_SIZE
         check_run(n, seed, batch_size)
@@ -334,34 +337,60 @@ class Pipeline:
         indices = list(range(n)) if indices is None else list(indices)
         if any(not 0 <= i < n for i in indices):
             raise LatentzooError(f"sample indices must lie in 0..{n - 1}")
-        per = candidates or 1
+        drawn: dict[int, int] = {}
+        draw = {"plan": plan, "seed": seed, "progress": progress, "levels": levels, "precision": precision}
         for start in range(0, len(indices), batch_size):
-            keys = [(i, c) for i in indices[start : start + batch_size] for c in range(per)]
-            draws = len(keys)
-            drawn: list[int] = []
-            with compute_precision(precision, self.device):
-                latents = self._latents(
-                    plan,
-                    seeding.RowGenerators.for_samples(seed, keys),
-                    draws,
-                    progress,
-                    levels,
-                    captions=None if caption_set is None else len(caption_set),
-                    candidates=candidates or 1,
-                    drawn=drawn,
-                )
-                if latents.is_floating_point():  # codes (integer latents) pass as they are
-                    latents = latents.float()
-                decoder_rows = seeding.RowGenerators.for_samples(seed, keys, "decoder") if self.stochastic_decoder else None
-                images = self.decode(self.unscale(latents), generator=decoder_rows).float()
-            if text is not None:
-                against: str | list[str] = text if caption_set is None else [caption_set[i] for i in drawn]
-                images, kept = rerank(self.scorer, images, against, candidates)
-                if scores is not None:
-                    scores.extend(kept)
+            outputs = indices[start : start + batch_size]
+            if text is None:
+                yield self._draw([(i, 0) for i in outputs], **draw)
+                continue
+            # Re-ranking: output i's N candidates are drawn batch_size at a time, each kept only while
+            # it is the best so far (first maximum on ties, as argmax), so memory is flat in N.
+            assert candidates is not None
+            best: dict[int, tuple[float, torch.Tensor]] = {}
+            keys = [(i, c) for i in outputs for c in range(candidates)]
+            for chunk in (keys[k : k + batch_size] for k in range(0, len(keys), batch_size)):
+                images = self._draw(chunk, **draw, captions=caption_set, drawn=drawn)
+                against = text if caption_set is None else [caption_set[drawn[i]] for i, _ in chunk]
+                for (i, _), score, image in zip(chunk, candidate_scores(self.scorer, images, against), images, strict=True):
+                    if i not in best or score > best[i][0]:
+                        best[i] = (score, image.clone())
+            if scores is not None:
+                scores.extend(best[i][0] for i in outputs)
+            if caption_set is not None:
+                kept = [drawn.pop(i) for i in outputs]
                 if captions is not None:
-                    captions.extend(drawn)
-            yield images
+                    captions.extend(kept)
+            yield torch.stack([best[i][1] for i in outputs])
+
+    def _draw(
+        self,
+        keys: list[tuple[int, int]],
+        *,
+        plan: SamplingOptions,
+        seed: int,
+        progress: Progress | None,
+        levels: list[float] | None,
+        precision: str,
+        captions: list[str] | None = None,
+        drawn: dict[int, int] | None = None,
+    ) -> torch.Tensor:
+        """Images in [-1, 1] of the draws ``keys`` ((output, candidate) pairs), each from its own generators."""
+        with compute_precision(precision, self.device):
+            latents = self._latents(
+                plan,
+                seeding.RowGenerators.for_samples(seed, keys),
+                len(keys),
+                progress,
+                levels,
+                captions=None if captions is None else len(captions),
+                keys=keys,
+                drawn=drawn,
+            )
+            if latents.is_floating_point():  # codes (integer latents) pass as they are
+                latents = latents.float()
+            decoder_rows = seeding.RowGenerators.for_samples(seed, keys, "decoder") if self.stochastic_decoder else None
+            return self.decode(self.unscale(latents), generator=decoder_rows).float()
 
     @torch.inference_mode()
     def sample(

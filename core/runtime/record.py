@@ -47,19 +47,23 @@ def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None
         raise LatentzooError(f"--batch-size must be at least 1, not {batch_size}")
     if nrow is not None and nrow < 1:
         raise LatentzooError(f"--nrow must be at least 1, not {nrow}")
+    if nrow is not None and nrow > n:  # a row wider than the images: empty columns, or a pixel-cap refusal far later
+        raise LatentzooError(f"--nrow {nrow} is more than the {n} image(s) of the grid (-n); give --nrow from 1 to {n}")
 
 
-MAX_HELD_IMAGES = 1024  # images an edit holds in memory at once (interpolate's frames, variations' -n)
+# Images one edit makes (interpolate's frames, variations' -n). They are made and written batch
+# by batch (memory flat in the count); the cap stops a typo such as 1e9 from running for days.
+MAX_EDIT_IMAGES = 10_000
 
 
 def check_held(what: str, count: Any, least: int) -> int:
-    """A count of images held in memory together: a whole number from ``least`` to MAX_HELD_IMAGES (no torch)."""
+    """An edit's image count: a whole number from ``least`` to MAX_EDIT_IMAGES (no torch)."""
     if isinstance(count, bool) or not isinstance(count, int):
-        raise LatentzooError(f"{what} must be a whole number from {least} to {MAX_HELD_IMAGES}, not {count!r}")
+        raise LatentzooError(f"{what} must be a whole number from {least} to {MAX_EDIT_IMAGES}, not {count!r}")
     if count < least:
         raise LatentzooError(f"{what} must be at least {least}, not {count}")
-    if count > MAX_HELD_IMAGES:
-        raise LatentzooError(f"{what} must be at most {MAX_HELD_IMAGES} (the images are held in memory together), not {count}")
+    if count > MAX_EDIT_IMAGES:
+        raise LatentzooError(f"{what} must be at most {MAX_EDIT_IMAGES} (images one edit makes), not {count}")
     return count
 
 

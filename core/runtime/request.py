@@ -166,7 +166,7 @@ def _shape(request: SampleRequest) -> tuple[int, int | None]:
         raise LatentzooError(f"{command} takes {wanted} input image(s), not {count}")
     if command == "inpaint" and not request.mask:
         raise LatentzooError("inpaint needs --mask (white = repaint, black = keep)")
-    if command == "interpolate":  # every frame is held in memory: bounded before anything loads
+    if command == "interpolate":  # bounded before anything loads
         check_held("--frames", request.frames, 2)
         return request.frames, request.frames
     if command in ("img2img", "inpaint"):
@@ -176,6 +176,16 @@ def _shape(request: SampleRequest) -> tuple[int, int | None]:
     if command == "variations" and request.to:
         return request.n, request.n
     return request.n, request.nrow
+
+
+def _check_layout(request: SampleRequest) -> None:
+    """``nrow`` shapes one grid PNG: refused where no grid of the request's images is drawn (never ignored)."""
+    if request.nrow is None:
+        return
+    if request.command not in ("sample", "variations") or (request.command == "variations" and request.to):
+        raise LatentzooError(f"--nrow shapes sample's grid; {request.command} lays out its own: drop --nrow")
+    if str(request.output).endswith(("/", os.sep)):
+        raise LatentzooError(f"--nrow shapes a grid, but -o {request.output} writes one PNG per image: drop --nrow, or give a .png file")
 
 
 def _runs(request: SampleRequest, conditioning: dict[str, str]) -> list[tuple[str, str | None]]:
@@ -210,6 +220,7 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     values, conditioning = _values(request)
     n, nrow = _shape(request)
     check_run(n, request.seed, request.batch_size, nrow)
+    _check_layout(request)
     check_precision(request.precision)
     from .devices import check_device, check_precision_on, check_threads
 
@@ -416,7 +427,7 @@ def _edit(plan: Plan, pipe: Pipeline, world: Any, extra: dict[str, Any]) -> dict
             job = embedding.interpolate_embeddings_job(pipe, r.images[0], r.to, r.n, seed=r.seed, fit=r.fit)
             inputs, nrow = [r.images[0], r.to], r.n
         else:
-            job = embedding.variations_job(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit)
+            job, nrow = embedding.variations_job(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit), r.nrow
     else:
         if r.command == "interpolate":
             editing.check_invertible(pipe)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..contract.errors import LatentzooError
 
-MAX_CANDIDATES = 1024
+MAX_CANDIDATES = 1024  # drawn batch by batch (memory flat in N); the cap bounds the time
 
 
 def check_candidates_value(candidates: Any) -> int:
@@ -70,23 +70,33 @@ def check_candidates(pipe: Any, candidates: Any, plan: Any) -> str | list[str]:
     )
 
 
-def rerank(scorer: Any, images: Any, text: str | list[str], candidates: int) -> tuple[Any, list[float]]:
-    """Keep the best of each run of ``candidates`` images by ``scorer.similarity`` with ``text``: (kept, scores).
-
-    ``text`` is one text for every run, or a list of one text per run (output i's candidates
-    are scored against ``text[i]``).
-    """
+def candidate_scores(scorer: Any, images: Any, text: str | list[str]) -> list[float]:
+    """Each image's score by ``scorer.similarity`` against ``text`` (one text for all, or one per image)."""
     import torch
 
     if isinstance(text, str):
         sims = scorer.similarity(images, [text])[:, 0]
     else:
-        # One (images x texts) matrix, then each candidate's score against its own output's text.
-        rows = torch.arange(len(images))
-        sims = scorer.similarity(images, list(text))[rows, rows // candidates]
-    sims = sims.float().view(-1, candidates)
+        # Each distinct text once, then each image's score against its own text.
+        distinct = sorted(set(text))
+        column = torch.tensor([distinct.index(t) for t in text])
+        sims = scorer.similarity(images, distinct)[torch.arange(len(images)), column]
+    sims = sims.float()
     if not bool(torch.isfinite(sims).all()):
         raise LatentzooError("the scorer gave non-finite scores; check its weights")
+    return [float(v) for v in sims]
+
+
+def rerank(scorer: Any, images: Any, text: str | list[str], candidates: int) -> tuple[Any, list[float]]:
+    """Keep the best of each run of ``candidates`` images by ``scorer.similarity`` with ``text``: (kept, scores).
+
+    ``text`` is one text for every run, or a list of one text per run (output i's candidates
+    are scored against ``text[i]``). (Sampling re-ranks batch by batch in ``Pipeline.iter_batches``.)
+    """
+    import torch
+
+    per_image = text if isinstance(text, str) else [t for t in text for _ in range(candidates)]
+    sims = torch.tensor(candidate_scores(scorer, images, per_image)).view(-1, candidates)
     best = sims.argmax(dim=1)  # first maximum on ties: deterministic
     kept = images.view(-1, candidates, *images.shape[1:])[torch.arange(len(best)), best]
     return kept, [float(v) for v in sims.max(dim=1).values]

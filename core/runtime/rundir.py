@@ -307,7 +307,7 @@ def write_job(
     manifest bound to the request and the inputs' sha256); a grid rendered ``batch_size`` at a time,
     under several ranks each rendering its share of the batches and rank 0 assembling it. Returns
     the sidecar record (on ranks other than 0, the record without files)."""
-    from .editing import Edit, write
+    from .editing import Edit, EditStream, write
     from .pipeline import compute_precision
     from .seeding import SEEDING
 
@@ -328,7 +328,8 @@ def write_job(
         return run_dir(output, job.n, record, request, batch_size=batch_size, render=render, resume=resume, world=world)
     plan = batches(job.n, batch_size)
     if world is None or not world.distributed:
-        return write(Edit(_cat([images for images, _ in render(plan)]), record), output, nrow=nrow, inputs=None, frames=frames)
+        made = EditStream(job.n, (images for images, _ in render(plan)), record)  # written batch by batch: flat in n
+        return write(made, output, nrow=nrow, inputs=None, frames=frames)
     from .record import SampleOutput
 
     SampleOutput(output, n=job.n, nrow=nrow)  # refused alike on every rank before anything renders

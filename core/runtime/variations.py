@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from ..contract.errors import LatentzooError
-from .editing import Edit, Job, slerp
+from .editing import Edit, EditStream, Job, slerp, stream
+from .record import DEFAULT_BATCH_SIZE
 
 
 def check_variations(pipe: Any) -> None:
@@ -116,9 +117,35 @@ def interpolate_embeddings_job(pipe: Any, a: Any, b: Any, frames: int, *, seed: 
 
     @torch.inference_mode()
     def render(indices: Sequence[int]) -> torch.Tensor:
-        return torch.cat([pipe.decode(slerp(za, zb, i / (frames - 1)), seed=decoder_seed(seed)) for i in indices])
+        from .seeding import RowGenerators
+
+        # every row's generator has the one seed decoder_seed(seed): every frame gets the same decoder noise
+        path = torch.cat([slerp(za, zb, i / (frames - 1)) for i in indices])
+        return pipe.decode(path, generator=RowGenerators([decoder_seed(seed)] * len(indices)))
 
     return Job(frames, render, _record(pipe, "interpolate-embeddings", seed, frames=frames))
 
 
-__all__ = ["check_variations", "interpolate_embeddings", "interpolate_embeddings_job", "variations", "variations_job"]
+def variations_stream(
+    pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> EditStream:
+    """``variations`` as an EditStream: decoded ``batch_size`` at a time as it is read (memory flat in ``n``)."""
+    return stream(variations_job(pipe, image, n, seed=seed, fit=fit), batch_size)
+
+
+def interpolate_embeddings_stream(
+    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> EditStream:
+    """``interpolate_embeddings`` as an EditStream, ``batch_size`` frames at a time as it is read."""
+    return stream(interpolate_embeddings_job(pipe, a, b, frames, seed=seed, fit=fit), batch_size)
+
+
+__all__ = [
+    "check_variations",
+    "interpolate_embeddings",
+    "interpolate_embeddings_job",
+    "interpolate_embeddings_stream",
+    "variations",
+    "variations_job",
+    "variations_stream",
+]
