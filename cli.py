@@ -47,6 +47,7 @@ COMMANDS = {
     "lora": "adapters:lora",
     "fuse": "adapters:fuse",
     "merge": "adapters:merge",
+    "distill": "distill:distill",
     "serve": "serve:serve",
 }
 

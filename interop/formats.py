@@ -24,6 +24,7 @@ whose files are all in its manifest; it never deletes anything the command did n
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import os
@@ -387,8 +388,10 @@ def export(registry: Any, name: str, outdir: str | Path, *, fmt: str, force: boo
         try:
             return _export(registry, name, outdir, function, fmt, force)
         except OSError as exc:  # a full disk, a read-only or virtual file system (/proc): the temporary is gone already
+            full = exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
             raise LatentzooError(
-                f"cannot write {exc.filename or outdir}: {exc.strerror or exc}; free space or choose another -o (nothing was changed)"
+                f"cannot write {exc.filename if full and exc.filename else outdir}: {exc.strerror or exc}; "
+                f"{'free space or ' if full else ''}choose another -o (nothing was changed)"
             ) from exc
 
 

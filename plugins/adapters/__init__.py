@@ -23,7 +23,16 @@ def latentzoo_components() -> list[dict]:
             # (pipe, request) -> records: applies a typed request's loras (core.runtime.request finds it here)
             "apply": "latentzoo.interop.lora:apply_request",
             "description": "a low-rank adapter (kohya-ss or diffusers / PEFT LoRA): W + s * alpha / r * up @ down on a prior or text encoder",
-        }
+        },
+        {
+            # its trainer publishes an ordinary ``lora`` entry (with ``distilled``); `latentzoo distill consistency` runs it
+            "name": "consistency-lora",
+            "roles": ["adapter"],
+            "family": "consistency",
+            "target": "latentzoo.core.runtime.adapters:Adapter",
+            "trainer": "latentzoo.plugins.adapters.consistency:train",
+            "description": "a consistency LoRA (LCM-LoRA, Luo et al. 2023): a text-to-image prior distilled to sample in 2-8 steps with the lcm sampler",
+        },
     ]
 
 

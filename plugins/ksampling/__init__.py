@@ -103,6 +103,11 @@ SAMPLERS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
             S_NOISE,
         ],
     ),
+    "lcm": (
+        "LCMSampler",
+        "LCM (Luo et al. 2023, alg. 1): consistency x0 estimate, then fresh noise to the next level; for consistency-distilled priors",
+        [],
+    ),
 }
 
 # The first sigma samplers and schedulers, declared under their first names (diffusion.<key>):

@@ -29,7 +29,7 @@ from latentzoo.core.contract.interfaces import Progress, Sampler
 from latentzoo.core.contract.options import DENOISER_OPTIONS, Option, OptionError, parse_options
 from latentzoo.core.runtime.seeding import row_seeds
 
-from . import ALL_SAMPLERS, ode, solvers
+from . import ALL_SAMPLERS, consistency, ode, solvers
 from .brownian import BrownianNoise, GaussianNoise
 
 X0_KEYS = tuple(o["name"] for o in DENOISER_OPTIONS)  # they go to the Denoiser, not to the solver
@@ -198,3 +198,17 @@ class DPMAdaptiveSampler(KSampler):
             return super().run(model, x, sigmas, noise, progress, info=self.info, **options)
         except RuntimeError as exc:
             raise LatentzooError(f"sampler {self.name}: {exc}") from exc
+
+
+class LCMSampler(KSampler):
+    """LCM multistep consistency sampling (Luo et al. 2023, alg. 1; ``consistency.py``); steps model evaluations.
+
+    Meant for a consistency-distilled prior (an LCM-LoRA applied with ``--lora``), usually with
+    ``--scheduler sgm_uniform`` and 2-8 steps; on a plain denoiser it is an x0-then-renoise sampler."""
+
+    key, solver, noise = "lcm", staticmethod(consistency.sample_lcm), "gaussian"
+
+    def run(
+        self, model: Callable, x: torch.Tensor, sigmas: list[float], noise: Callable | None, progress: Progress | None, **options: Any
+    ) -> torch.Tensor:
+        return super().run(model, x, sigmas, noise, progress, timestep=model.schedule.timestep, **options)
