@@ -31,7 +31,12 @@ in fp32), random init, saved once as a diffusers UNet folder whose safetensors f
 registry entry names directly (the same tensor names); each library in its own process (two fp32
 copies do not fit beside other work in 24 GB), alternated over ``--rounds``: load time, the
 fastest CFG step (batch 2 at 64x64 latents = 512x512, pooled text + size time ids) and peak RSS;
-then latentzoo with its weights cast to bfloat16 under autocast (``bf16-weights``).
+then latentzoo with its weights cast to bfloat16 under autocast (``bf16-weights``). It ends with
+one PASS / FAIL line per target of issue 27 (step <= 0.8x, peak RSS <= 1.0x, bf16-weights peak
+under 12 GB, parity). To keep the timed run short, build once and time with the kept files:
+
+    python benchmarks/sd_fullsize.py --models sdxl --build-only          # ~2-3 min on a quiet machine
+    python benchmarks/sd_fullsize.py --models sdxl --steps 1 --rounds 1 --threads 2 --keep   # ~5 min
 
 Targets (issue 16): latentzoo step time <= 0.9x diffusers', peak memory <= diffusers'.
 """
@@ -399,6 +404,8 @@ def sdxl_build(work: Path, seed: int) -> tuple[Path, Path]:
         unet.save_pretrained(folder, safe_serialization=True, max_shard_size="100GB")
         del unet
     weights = folder / "diffusion_pytorch_model.safetensors"
+    if registry.is_file() and registry.stat().st_mtime_ns > weights.stat().st_mtime_ns:
+        return folder, registry  # kept from an earlier run (--keep / --build-only): its sha256 is already recorded
     cfg = {k: v for k, v in SDXL_UNET.items() if k not in ("act_fn",)}
     cfg.update(prediction_type="epsilon", num_train_timesteps=1000)
     cfg["training_schedule"] = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -464,18 +471,24 @@ def sdxl_worker(args: argparse.Namespace) -> None:
             return unet(x, t, encoder_hidden_states=context, pooled=pooled, time_ids=time_ids)
 
     load_s = time.perf_counter() - start
+    rss_load = rss_peak_mb()
     import contextlib
 
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if args.dtype == "bf16-weights" else contextlib.nullcontext()
     times = []
     with torch.inference_mode(), amp:
-        first = denoise()  # warm-up
+        t0 = time.perf_counter()
+        first = denoise()  # warm-up (latentzoo packs its convolution weights here)
+        warm = time.perf_counter() - t0
+        rss_warm = rss_peak_mb()
         for _ in range(args.steps):
             t0 = time.perf_counter()
             denoise()
             times.append(time.perf_counter() - t0)
     save_file({"unet": first.float().contiguous()}, args.result + ".safetensors")
-    Path(args.result).write_text(json.dumps({"load_s": load_s, "steps_s": times, "rss_peak_mb": rss_peak_mb()}))
+    out = {"load_s": load_s, "warmup_s": warm, "steps_s": times, "rss_peak_mb": rss_peak_mb()}
+    out.update(rss_after_load_mb=rss_load, rss_after_warmup_mb=rss_warm)
+    Path(args.result).write_text(json.dumps(out))
 
 
 def sdxl_main(args: argparse.Namespace) -> None:
@@ -485,7 +498,11 @@ def sdxl_main(args: argparse.Namespace) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1"}
+    began = time.perf_counter()
     folder, registry = sdxl_build(work, args.seed)
+    if args.build_only:
+        log(f"sdxl: built {folder} in {time.perf_counter() - began:.0f}s; time it with the same --work (it is kept)")
+        return
     g = torch.Generator().manual_seed(args.seed)
     inputs = {
         "latents": torch.randn(1, 4, 64, 64, generator=g),
@@ -496,7 +513,8 @@ def sdxl_main(args: argparse.Namespace) -> None:
     }
     save_file(inputs, work / "sdxl-inputs.safetensors")
     res: dict[str, dict] = {}
-    runs = [("diffusers", folder, "fp32"), ("latentzoo", registry, "fp32")] * args.rounds + [("latentzoo", registry, "bf16-weights")]
+    runs = [("diffusers", folder, "fp32"), ("latentzoo", registry, "fp32")] * args.rounds
+    runs += [] if args.skip_bf16 else [("latentzoo", registry, "bf16-weights")]
     for lib, source, dtype in runs:
         key = lib if dtype == "fp32" else f"{lib} {dtype}"
         result = work / f"sdxl-{key.replace(' ', '-')}.json"
@@ -523,7 +541,8 @@ def sdxl_main(args: argparse.Namespace) -> None:
             new["load_s"] = min(old["load_s"], new["load_s"])
             new["rss_peak_mb"] = max(old["rss_peak_mb"], new["rss_peak_mb"])
         res[key] = new
-    d, z, b = res["diffusers"], res["latentzoo"], res["latentzoo bf16-weights"]
+    d, z = res["diffusers"], res["latentzoo"]
+    b = res.get("latentzoo bf16-weights") or {"steps_s": [float("nan")], "rss_peak_mb": float("nan"), "out": d["out"] * float("nan")}
     row = {
         "model": "sdxl",
         "threads": args.threads,
@@ -539,8 +558,23 @@ def sdxl_main(args: argparse.Namespace) -> None:
         "bf16-weights step": min(b["steps_s"]),
         "bf16-weights peak RSS": b["rss_peak_mb"],
         "bf16-weights rel diff": rel(b["out"], d["out"]),
+        "RSS after load / warm-up diffusers": [d["rss_after_load_mb"], d["rss_after_warmup_mb"]],
+        "RSS after load / warm-up latentzoo": [z["rss_after_load_mb"], z["rss_after_warmup_mb"]],
+        "steps diffusers": d["steps_s"],
+        "steps latentzoo": z["steps_s"],
+        "elapsed s": time.perf_counter() - began,
     }
     print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    targets = [  # issue 27's targets
+        ("UNet step <= 0.8x diffusers'", row["step ratio"], 0.8),
+        ("peak RSS <= 1.0x diffusers'", row["peak ratio"], 1.0),
+        ("bf16-weights peak RSS < 12 GB", row["bf16-weights peak RSS"] / 1024, 12.0),
+        ("UNet matches diffusers (rel. diff < 1e-4)", row["unet_rel_diff"], 1e-4),
+    ]
+    for what, value, bound in targets:
+        if value != value:  # NaN: --skip-bf16
+            continue
+        print(f"{'PASS' if value <= bound else 'FAIL'} sdxl {what}: {value:.4g} (bound {bound:g})", flush=True)
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -561,6 +595,10 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/latentzoo-sd-fullsize")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", action="store_true", help="keep the multi-GB files in --work")
+    ap.add_argument("--skip-bf16", action="store_true", help="sdxl: leave out the bf16-weights run (about a third of the time)")
+    ap.add_argument(
+        "--build-only", action="store_true", help="sdxl: build and save the UNet into --work, time nothing (then time with --keep)"
+    )
     # worker mode
     ap.add_argument("--lib", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)

@@ -150,7 +150,8 @@ def test_a_plugin_format_is_listed_and_used_by_convert_and_export(tmp_path, monk
         assert notes == ["wrote eta"] and (out / "eta").read_text() == "0.25"
         assert json.loads((out / seam.MANIFEST).read_text())["files"] == ["eta"]
         with pytest.raises(
-            latentzoo.core.contract.errors.LatentzooError, match="formats that can export: diffusers, kohya-lora, peft-lora, toy"
+            latentzoo.core.contract.errors.LatentzooError,
+            match="formats that can export: diffusers, kohya-lora, peft-lora, single-file, toy",
         ):
             latentzoo.export("toy-ddim", tmp_path / "x", to_format="nope")
     finally:

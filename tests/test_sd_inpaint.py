@@ -129,14 +129,8 @@ def test_inpainting_single_file_gives_the_folders_weights(inpainting, tmp_path):
 
     from latentzoo.core.runtime.api import info
     from latentzoo.interop.api import convert
-    from latentzoo.plugins.checkpoints import keys
 
-    pipe = inpainting["pipe"]
-    ups = [t.startswith("CrossAttn") for t in pipe.unet.config.up_block_types]
-    ckpt = {keys.UNET + k: v for k, v in keys.unet_to_original(pipe.unet.state_dict(), 1, ups).items()}
-    ckpt |= {keys.VAE + k: v for k, v in keys.ae_to_original(pipe.vae.state_dict(), 2).items()}
-    ckpt |= {keys.CLIP + k: v for k, v in pipe.text_encoder.state_dict().items() if "position_ids" not in k}
-    save_file({k: v.contiguous() for k, v in ckpt.items()}, str(tmp_path / "inpaint.safetensors"))
+    save_file({k: v.contiguous() for k, v in _original(inpainting["pipe"]).items()}, str(tmp_path / "inpaint.safetensors"))
     out = tmp_path / "out"
     tok = inpainting["base"] / "plain-tok"
     convert(tmp_path / "inpaint.safetensors", "inp-file", from_format="single-file", tokenizer=str(tok), register=False, outdir=out)
@@ -145,3 +139,36 @@ def test_inpainting_single_file_gives_the_folders_weights(inpainting, tmp_path):
     assert "inpainting" in frag["pipelines"]["inp-file"]["description"]
     for part in ("unet", "vae", "text-encoder"):
         assert frag["components"][f"inp-file-{part}"]["weights"]["sha256"] == info(f"tiny-inpaint-{part}").data["weights"]["sha256"], part
+
+
+def _original(pipe) -> dict:
+    """The pipeline's tensors under the original single-file names."""
+    from latentzoo.plugins.checkpoints import keys
+
+    ups = [t.startswith("CrossAttn") for t in pipe.unet.config.up_block_types]
+    ckpt = {keys.UNET + k: v for k, v in keys.unet_to_original(pipe.unet.state_dict(), 1, ups).items()}
+    ckpt |= {keys.VAE + k: v for k, v in keys.ae_to_original(pipe.vae.state_dict(), 2).items()}
+    return ckpt | {keys.CLIP + k: v for k, v in pipe.text_encoder.state_dict().items() if "position_ids" not in k}
+
+
+def test_inpainting_exports_as_a_single_file_and_back(inpainting, tmp_path):
+    """export --to single-file of the 9-channel pipeline: the original tensors (input_blocks.0.0 with 9 inputs); back to the same weights."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from latentzoo.core.runtime.api import info
+    from latentzoo.interop.api import convert, export
+
+    out = tmp_path / "file"
+    export("tiny-inpaint", out, to_format="single-file")
+    written = load_file(str(out / "tiny-inpaint.safetensors"))
+    clip = "cond_stage_model.transformer."
+    want = {(k.replace(clip, clip + "text_model.") if "text_model." not in k else k): v for k, v in _original(inpainting["pipe"]).items()}
+    assert set(written) == set(want) and all(torch.equal(written[k], want[k]) for k in want)
+    assert written["model.diffusion_model.input_blocks.0.0.weight"].shape[1] == 9
+    back = tmp_path / "back"
+    convert(out / "tiny-inpaint.safetensors", "inp-back", from_format="single-file", config=str(out / "tiny-inpaint.yaml"),
+            tokenizer=str(out / "tiny-inpaint-tokenizer"), register=False, outdir=back)  # fmt: skip
+    frag = yaml.safe_load((back / "registry.yaml").read_text())["components"]
+    for part in ("unet", "vae", "text-encoder"):
+        assert frag[f"inp-back-{part}"]["weights"]["sha256"] == info(f"tiny-inpaint-{part}").data["weights"]["sha256"], part

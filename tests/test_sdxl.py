@@ -359,3 +359,109 @@ def test_an_sd1_lora_on_sdxl_is_refused_in_one_line(xl, tmp_path, capsys, helper
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and len(lines) == 1 and "sd1-lora" in lines[0], result.stderr
     assert not out.exists()
+
+
+def _file_tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_single_file_export_round_trips_base_and_refiner(xl, tmp_path, capsys, helpers):
+    """export --to single-file: every tensor of the original SDXL file (sgm names), and in -> out -> in gives the same weights."""
+    import yaml
+
+    from latentzoo.core.runtime.api import info
+    from latentzoo.interop.api import convert
+
+    run = helpers.in_process_cli(capsys)
+    for which, name in (("base", "tiny-xl"), ("refiner", "tiny-xl-refiner")):
+        original = _file_tensors(_single_file(xl["pipes"][which], tmp_path / f"{which}-in.safetensors", refiner=which == "refiner"))
+        out = tmp_path / f"{which}-single"
+        result = run("export", name, "--to", "single-file", "-o", str(out))
+        assert result.returncode == 0, result.stderr
+        clip = "conditioner.embedders.0.transformer."  # as published SDXL files name it: with transformers' text_model. level
+        original = {k.replace(clip, clip + "text_model.") if k.startswith(clip) and "text_model." not in k else k: v
+                    for k, v in original.items()}  # fmt: skip
+        written = _file_tensors(out / f"{name}.safetensors")
+        assert set(written) == set(original), sorted(set(written) ^ set(original))[:5]
+        assert all(torch.equal(written[k], original[k]) for k in original), which
+        embedders = {k.split(".")[2] + "." + k.split(".")[3] for k in written if k.startswith("conditioner.")}
+        assert embedders == ({"0.model"} if which == "refiner" else {"0.transformer", "1.model"}), embedders
+        back = convert(
+            out / f"{name}.safetensors", f"{which}-back", from_format="single-file", config=str(out / f"{name}.yaml"),
+            tokenizer=str(out / f"{name}-tokenizer"), register=False, outdir=tmp_path / f"{which}-back",
+        )  # fmt: skip
+        frag = yaml.safe_load((tmp_path / f"{which}-back" / "registry.yaml").read_text())["components"]
+        for part in ("unet", "vae", "text-encoder"):
+            ours = info(f"{name}-{part}").data
+            assert frag[f"{which}-back-{part}"]["weights"]["sha256"] == ours["weights"]["sha256"], (which, part)
+        # what the original format cannot state: its UNets normalise over 32 groups (the tiny one over 16), said in a note
+        assert any("32 norm groups" in n for n in result.stderr.splitlines()), result.stderr
+        want = {**info(f"{name}-unet").data["config"], "norm_num_groups": 32, "transformer_layers_per_block": 2}
+        assert frag[f"{which}-back-unet"]["config"] == want, which  # depth 2 at the one attending level: the same model
+        assert back.pipelines[f"{which}-back"]["sampler"] == "euler"
+
+
+def test_single_file_export_of_sd1_round_trips_and_sd2_is_refused(xl, tmp_path, capsys, helpers):
+    """An SD 1.x pipeline goes out as cond_stage_model.transformer.* and back to the same weights; SD 2.x and a component are refused."""
+    import yaml
+    from sd_tiny import build_sd
+
+    from latentzoo.core.runtime.api import info
+    from latentzoo.interop.api import convert
+
+    for layout in ("sd1", "sd2"):
+        build_sd(tmp_path / layout, layout, seed=4)
+        convert(tmp_path / layout, f"xp-{layout}", from_format="diffusers")
+    run = helpers.in_process_cli(capsys)
+    out = tmp_path / "sd1-single"
+    result = run("export", "xp-sd1", "--to", "single-file", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    written = _file_tensors(out / "xp-sd1.safetensors")
+    assert {k.split(".")[0] for k in written} == {"model", "first_stage_model", "cond_stage_model"}
+    convert(out / "xp-sd1.safetensors", "sd1-back", from_format="single-file", config=str(out / "xp-sd1.yaml"),
+            tokenizer=str(out / "xp-sd1-tokenizer"), register=False, outdir=tmp_path / "sd1-back")  # fmt: skip
+    frag = yaml.safe_load((tmp_path / "sd1-back" / "registry.yaml").read_text())["components"]
+    for part in ("unet", "vae", "text-encoder"):
+        assert frag[f"sd1-back-{part}"]["weights"]["sha256"] == info(f"xp-sd1-{part}").data["weights"]["sha256"], part
+    for args, fragment in (
+        (("export", "xp-sd2", "--to", "single-file"), "2 of OpenCLIP's 3 blocks"),
+        (("export", "xp-sd1-unet", "--to", "single-file"), "is a component"),
+    ):
+        never = tmp_path / f"never-{args[1]}"
+        result = run(*args, "-o", str(never))
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode != 0 and len(lines) == 1 and fragment in lines[0], result.stderr
+        assert not never.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")], list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("score", [None, (7.5, 1.5)])
+def test_refiner_img2img_matches_sdxl_img2img_pipeline(xl, score):
+    """The refiner alone refining an image: 4 Euler steps at strength 0.5 (2 denoising steps) with guidance 5 and the
+    aesthetic-score time ids (defaults 6 / 2.5, then others), from the same image latents and noise, as
+    StableDiffusionXLImg2ImgPipeline. diffusers takes 4-channel input as latents; the noise is both sides' first draw
+    from a generator seeded 3; both latents are decoded by the same VAE (the edit returns images)."""
+    from latentzoo.core.runtime.api import load_pipeline
+    from latentzoo.core.runtime.editing import img2img
+
+    theirs = xl["pipes"]["refiner"]
+    ours = load_pipeline("tiny-xl-refiner")
+    images = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    options = {"steps": 4, "prompt": PROMPT, "guidance": 5.0}
+    kwargs = {}
+    if score:
+        options.update(aesthetic_score=score[0], negative_aesthetic_score=score[1])
+        kwargs = dict(aesthetic_score=score[0], negative_aesthetic_score=score[1])
+    edit = img2img(ours, images, 0.5, seed=3, options=options)
+    assert edit.record["denoising_steps"] == 2
+    with torch.no_grad():
+        x0 = ours.scale(ours.encode(images))
+        want = theirs(
+            PROMPT, image=x0, strength=0.5, num_inference_steps=4, guidance_scale=5.0, output_type="latent",
+            generator=torch.Generator().manual_seed(3), **kwargs,
+        ).images  # fmt: skip
+        want_images = ours.decode(ours.unscale(want))  # both latents through the same decoder: the edit returns images
+    err = rel_err(edit.images, want_images)
+    print(f"sdxl refiner img2img (aesthetic {score or 'default'}): decoded images max relative error {err:.3g}")
+    assert err < LOOP_TOL

@@ -109,15 +109,21 @@ class PackedConv2d(nn.Conv2d):
         key = (id(w), w.data_ptr(), w._version, w.dtype, shape)
         if self._packed is None or self._packed[0] != key:
             self._packed = None  # free the old copy before making the new one
-            packed = None
+            packed = source = None
             with file_source(w) as dense:
                 if dense is None and w.numel() * w.element_size() <= MAX_IN_MEMORY_PACK:
                     dense = w.detach()
                 if dense is not None:
-                    packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                        dense.to_mkldnn(), list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape)
-                    )
+                    source = dense.to_mkldnn()
                 del dense
+            # The temporary mapping is closed before the reorder: at the peak (the largest layer, packed
+            # at the first call when nearly every other weight is resident) memory holds two copies of
+            # the layer (oneDNN's plain copy and the packed one), not three (the mapped pages as well).
+            if source is not None:
+                packed = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    source, list(self.padding), list(self.stride), list(self.dilation), self.groups, list(shape)
+                )
+                del source
             self._packed = (key, packed)  # None remembers "eager" for this weight and shape
         return self._packed[1]
 

@@ -91,7 +91,8 @@ def check_strength(strength: float) -> float:
 
 
 def strength_levels(levels: list[float], strength: float) -> list[float]:
-    """The last ceil(strength * steps) levels and the final 0 (diffusers' img2img rule)."""
+    """The last ceil(strength * steps) levels and the final 0. diffusers' img2img pipelines keep
+    int(strength * steps) (the floor): the two agree where the product is whole (parity tests use such)."""
     steps = len(levels) - 1
     k = max(1, min(steps, math.ceil(strength * steps)))
     return list(levels[steps - k :])

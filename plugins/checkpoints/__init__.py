@@ -7,7 +7,8 @@ CompVis / Stability's original parameter names. ``convert --from single-file FIL
 to the diffusers / transformers layout (``keys.py``) and hands them to the
 StableDiffusionPipeline mapping that a loaded family declares (the diffusion family's), so a
 single file and a diffusers folder give the same components. Pickled ``.ckpt`` / ``.pt`` files
-are refused, never unpickled. See ``single.py``.
+are refused, never unpickled. See ``single.py``. ``export --to single-file`` writes SD 1.x and
+SDXL pipelines back as such a file (``write.py``).
 """
 
 from __future__ import annotations
@@ -24,5 +25,6 @@ def latentzoo_formats() -> list[dict]:
             "name": "single-file",
             "description": "original single-file .safetensors checkpoints: Stable Diffusion 1.x / 2.x / XL (A1111 / ComfyUI), taming VQ-GAN, KL VAE",
             "convert": "latentzoo.plugins.checkpoints.single:convert",
+            "export": "latentzoo.plugins.checkpoints.write:export",
         }
     ]

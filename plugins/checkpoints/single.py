@@ -577,7 +577,8 @@ def _convert_sdxl(ctx: Any, det: Detected, tensors: dict[str, Any], params: dict
             f"{source}: {K.UNET}label_emb.0.0.weight takes {det.unet['projection_class_embeddings_input_dim']} features, not "
             f"{pooled} pooled + {n_ids} time ids; its text encoders say {KINDS[det.kind]}, its UNet {other}"
         )
-    ucfg = params.get("unet_config", {}).get("params", {}) if isinstance(params.get("unet_config"), dict) else {}
+    net = params.get("network_config") or params.get("unet_config")  # sgm's configs say network_config
+    ucfg = net.get("params", {}) if isinstance(net, dict) and isinstance(net.get("params"), dict) else {}
     head = int(ucfg.get("num_head_channels") or 64)
     if not ucfg.get("num_head_channels"):
         ctx.notes.append("attention heads: 64 channels each (SDXL's published num_head_channels)")
