@@ -2,7 +2,7 @@
 
     python benchmarks/lcm.py                                   # the shipped digits-t2i-lcm, n 1000, seeds 0 1 2
     python benchmarks/lcm.py --registry runs/lcm/registry.yaml --lora digits-t2i-lcm --n 500 --seeds 0
-    python benchmarks/lcm.py --grid docs/lcm-grid.png          # also the sample grid of docs/distillation-lcm.md
+    python benchmarks/lcm.py --grid docs/lcm-grid.png          # also the sample grid of docs/distillation.md, "Consistency distillation"
 
 Model evaluations are Denoiser calls (one per step for every sampler here; the base's guided call
 evaluates the prompt and the null prompt in one batch, the student's unguided call only the prompt).

@@ -265,6 +265,11 @@ class Denoiser:
     != 1, ``null_conditioning`` (the empty prompt's, batch 1 or B) is the unconditional branch, and
     a class-conditional prior also gets the null class there.
 
+    A prior that states ``guidance_input = True`` takes the guidance scale as an input
+    (guidance distillation, Meng et al. 2023, "On Distillation of Guided Diffusion Models"): it is
+    called once per step with the keyword ``guidance`` (a float) and never on the null branch, so
+    it needs no ``null_conditioning``.
+
     Foreign model formats plug in by overriding ``model_output`` only.
     """
 
@@ -298,10 +303,11 @@ class Denoiser:
         self.class_labels, self.guidance = self.conditioning(prior, class_labels, guidance, batch_size)
         self.tokens = self.null_tokens = None
         self.added = tuple(getattr(prior, "added_conditioning", ()) or ())
+        self.guidance_input = bool(getattr(prior, "guidance_input", False))
         if conditioning is not None:
             self.tokens = self._token_kwargs(conditioning, batch_size)
             self.guidance = float(guidance)
-            if self.guidance != 1.0:
+            if self.guidance != 1.0 and not self.guidance_input:
                 if null_conditioning is None:
                     raise LatentzooError(
                         f"prior {prior_name(prior)}: guidance {guidance} needs the null (empty-prompt) conditioning; pass null_conditioning"
@@ -365,6 +371,8 @@ class Denoiser:
     def model_output(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The prior's raw output (in its prediction_type), guided; override this for another model format."""
         labels = self.class_labels
+        if self.guidance_input:  # w is the prior's input: one forward pass, no null branch (Meng et al. 2023, sec. 4.1)
+            return self.prior(x_t, t, labels, guidance=self.guidance, **(self.tokens or {}))
         if self.tokens is not None:
             return self._token_output(x_t, t, labels)
         if labels is not None and self.guidance != 1.0:

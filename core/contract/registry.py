@@ -41,6 +41,7 @@ COMPONENT_KEYS = {
     "description": str,
     "metrics": dict,
     "training": dict,
+    "distilled_for": dict,  # a distilled student: the sampling it was trained for (core.runtime.distilled)
     "aliases": list,
 }
 REQUIRED_COMPONENT_KEYS = ("class", "roles")
