@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .adapters import LORA_HELP
-from .common import _emit_json, _registry, one_line_warnings
+from .common import _emit_json, _registry, one_line_warnings, run_options
 from .sampling import _option_strings, _part_options
 
 
@@ -22,6 +22,7 @@ def _common(f):
         click.option("--fit", is_flag=True, help="Resize, centre-crop and convert inputs instead of refusing them."),
         click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns)."),
         click.option("--lora", "loras", multiple=True, metavar="NAME[:S[:T]]", help=LORA_HELP),
+        *run_options("outputs"),
         click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON."),
     ]
     for option in reversed(options):
@@ -45,11 +46,13 @@ def _run(ctx: click.Context, command: str, target: str, output: str, kw: dict[st
         **inputs,
     )
     with one_line_warnings():
-        [(_, record)] = run(request, registry=_registry(ctx))
-    return record
+        written = run(request, registry=_registry(ctx))
+    return written[0].record if written else None  # under torchrun only rank 0 reports
 
 
-def _done(record: dict[str, Any], output: str, as_json: bool) -> None:
+def _done(record: dict[str, Any] | None, output: str, as_json: bool) -> None:
+    if record is None:
+        return
     if as_json:
         _emit_json(record)
     else:
@@ -91,9 +94,6 @@ def inpaint(
 @click.argument("a")
 @click.argument("b")
 @click.option("--frames", type=int, default=8, show_default=True, help="Frames from A to B, endpoints included (at least 2).")
-@click.option(
-    "--batch-size", type=int, default=64, show_default=True, help="Frames sampled at once (memory; the bytes do not depend on it)."
-)
 @_common
 @click.option(
     "-o", "--output", default="interpolation.png", show_default=True, help="A strip .png (one row), or DIR/ for one PNG per frame."
@@ -101,10 +101,10 @@ def inpaint(
 @click.option("--no-progress", is_flag=True, hidden=True)
 @click.pass_context
 def interpolate(
-    ctx: click.Context, target: str, a: str, b: str, frames: int, batch_size: int, output: str, as_json: bool, no_progress: bool, **kw: Any
+    ctx: click.Context, target: str, a: str, b: str, frames: int, output: str, as_json: bool, no_progress: bool, **kw: Any
 ) -> None:
     """DDIM-invert A and B, slerp their noises, and sample each of --frames frames back (eta 0)."""
-    record = _run(ctx, "interpolate", target, output, kw, images=(a, b), frames=frames, batch_size=batch_size)
+    record = _run(ctx, "interpolate", target, output, kw, images=(a, b), frames=frames)
     _done(record, output, as_json)
-    if not as_json:
+    if record is not None and not as_json:
         click.echo(f"frames: {', '.join(record.get('frame_files') or record['files'])}", err=True)

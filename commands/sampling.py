@@ -11,7 +11,7 @@ import click
 from latentzoo.core.contract.errors import LatentzooError
 
 from .adapters import LORA_HELP
-from .common import _emit_json, _registry, one_line_warnings
+from .common import _emit_json, _registry, one_line_warnings, run_options
 
 
 def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, str | None], name: str | None = None):
@@ -22,6 +22,12 @@ def _spec_from_options(ctx: click.Context, target: str | None, parts: dict[str, 
     if not target:
         spec.name = name or "composed"
     return spec, reg
+
+
+def _run_options(f):
+    for option in reversed(run_options("samples")):
+        f = option(f)
+    return f
 
 
 def _part_options(f):
@@ -144,28 +150,13 @@ def _option_strings(settings: tuple[str, ...], **shortcuts: str | None) -> dict[
     "(no prompt, random_prompt: vs each output's drawn caption).",
 )
 @click.option("--scorer", metavar="NAME", help="Image-text scorer for --candidates (default: the pipeline's, e.g. digits-clip).")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Samples per batch (memory is flat in -n).")
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16", "bf16-weights"]),
-    default="fp32",
-    show_default=True,
-    help="bf16: models run under bfloat16 autocast (faster large layers, ~3 significant digits); bf16-weights: the same, "
-    "with the weights held in bfloat16 (half their memory). Recorded in the sidecar.",
-)
 @click.option("--nrow", type=int, help="Images per row of the grid.")
 @click.option("--allow-mismatch", is_flag=True, help="Allow equal-shape latent spaces of different identity (warns).")
 @click.option("--lora", "loras", multiple=True, metavar="NAME[:S[:T]]", help=LORA_HELP)
 @click.option(
     "-o", "--output", default="samples.png", show_default=True, help="A .png grid, or a directory ending in / for one PNG per sample."
 )
-@click.option(
-    "--resume", is_flag=True, help="Finish an interrupted -o DIR/ run: render only its missing or unverifiable samples (same request)."
-)
-@click.option(
-    "--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's, the usable cores). Recorded in the sidecar."
-)
-@click.option("--device", default="cpu", show_default=True, metavar="DEV", help="cpu, cuda, cuda:N or mps (sampling runs on cpu today).")
+@_run_options
 @click.option("--json", "as_json", is_flag=True, help="Print the sidecar record as JSON.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--refiner", metavar="NAME", help="A refiner pipeline (e.g. SDXL's) that finishes the sampling from --refiner-switch.")

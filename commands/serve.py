@@ -27,8 +27,9 @@ from latentzoo.core.contract.errors import LatentzooError
 @click.option(
     "--cache-mb", type=click.FloatRange(0), default=1024, show_default=True, help="Memory for warm pipelines (LRU; the one in use stays)."
 )
+@click.option("--device", default="cpu", show_default=True, metavar="DEV", help="cpu, cuda, cuda:N or mps: where every job's models run.")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, token: str | None, outputs: str, max_queue: int, cache_mb: float) -> None:
+def serve(ctx: click.Context, host: str, port: int, token: str | None, outputs: str, max_queue: int, cache_mb: float, device: str) -> None:
     """Serve the studio: a web page at / and the HTTP API under /api/v1 (jobs, progress, outputs).
 
     \b
@@ -46,6 +47,9 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, outputs: 
     from latentzoo.studio.security import allowed_hosts, check_bind
 
     check_bind(host, token)
+    from latentzoo.core.runtime.devices import check_device
+
+    check_device(device)  # one line for a device this machine lacks, before the server starts
     settings = Settings(
         outputs=Path(outputs),
         token=token,
@@ -53,6 +57,7 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, outputs: 
         cache_mb=cache_mb,
         allowed_hosts=allowed_hosts(host),
         registries=tuple(ctx.obj["registries"]),
+        device=device,
     )
     app = create_app(settings)
     click.echo(f"latentzoo studio on http://{host if ':' not in host else f'[{host}]'}:{port}/ (outputs in {outputs})", err=True)

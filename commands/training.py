@@ -25,7 +25,12 @@ from latentzoo.core.contract.errors import LatentzooError
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), help="YAML file of model / loss options.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="One option (YAML value), e.g. --set disc_start=500.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present, else CPU), cpu or cuda.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when present, else CPU), cpu, cuda (each rank its own GPU), cuda:N or mps.",
+)
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True, help="bf16: autocast to bfloat16.")
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Micro-batches per optimizer step (of each process's share).")
 @click.option(

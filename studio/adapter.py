@@ -75,9 +75,10 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path) -> Prepared:
+def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path, device: str = "cpu") -> Prepared:
     """Check a job body as the CLI checks its flags (no torch): names and upload ids here, everything
-    else by the typed request's ``validate`` (core.runtime.request), with the CLI's own refusal lines."""
+    else by the typed request's ``validate`` (core.runtime.request), with the CLI's own refusal lines.
+    ``device``: the server's (``serve --device``), where every job's models run."""
     from latentzoo.commands.sampling import _option_strings
     from latentzoo.core.runtime.request import SampleRequest, validate
 
@@ -124,6 +125,7 @@ def prepare(body: Mapping[str, Any], registry: Any, output: str, uploads: Path) 
         scorer=body.get("scorer"),
         batch_size=body.get("batch_size") or 64,
         precision=body.get("precision", "fp32"),
+        device=device,
         output=output,
         images=paths[:1] if command == "variations" else paths,
         mask=str(uploads / body["mask"]) if body.get("mask") else None,

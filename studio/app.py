@@ -51,6 +51,7 @@ class Settings:
     max_n: int = 64
     max_steps: int = 1000
     registries: tuple[str, ...] = ()
+    device: str = "cpu"  # where every job's models run (serve --device; checked by core.runtime.devices.check_device)
 
 
 class ApiError(Exception):
@@ -86,7 +87,7 @@ class JobBody(BaseModel):
     candidates: int | None = None  # re-rank: draws per output, the scorer's best kept (sample)
     scorer: str | None = Field(default=None, max_length=200)
     batch_size: int | None = Field(default=None, ge=1, le=1024)
-    precision: Literal["fp32", "bf16", "bf16-weights"] = "fp32"
+    precision: Literal["fp32", "bf16", "bf16-weights", "fp16"] = "fp32"
     loras: list[str] = Field(default_factory=list, max_length=8)  # registered adapters, NAME[:MODEL[:TEXT]]
     strength: float | None = None
     frames: int | None = Field(default=None, ge=2)
@@ -141,7 +142,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
     registry = load_registry(list(settings.registries))
     store = JobStore(outputs / "studio.db")
     events = Events()
-    worker = Worker(store, registry, outputs, events.publish, settings.cache_mb)
+    worker = Worker(store, registry, outputs, events.publish, settings.cache_mb, settings.device)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -274,7 +275,7 @@ def create_app(settings: Settings, *, start_worker: bool = True) -> Guard:
             raise ApiError(422, f"steps is over this server's cap of {settings.max_steps}", f"ask for at most {settings.max_steps} steps")
         job_id = uuid.uuid4().hex
         # 422 with the CLI's own message on a bad request
-        prepared = adapter.prepare(data, registry, f"{outputs / 'jobs' / job_id}/", outputs / "uploads")
+        prepared = adapter.prepare(data, registry, f"{outputs / 'jobs' / job_id}/", outputs / "uploads", settings.device)
         for upload_id in [*prepared.images, *([prepared.mask] if prepared.mask else [])]:
             if not (outputs / "uploads" / upload_id).is_file():
                 raise ApiError(422, f"no upload {upload_id}", "upload the image with POST /api/v1/uploads first")

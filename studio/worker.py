@@ -56,8 +56,10 @@ def _nbytes(pipe: Any) -> int:
 class Worker:
     """The job queue and its one thread; ``publish(event)`` is called from the thread for every event."""
 
-    def __init__(self, store: JobStore, registry: Any, outputs: Path, publish: Callable[[dict[str, Any]], None], cache_mb: float) -> None:
-        self.store, self.registry, self.outputs, self.publish = store, registry, outputs, publish
+    def __init__(
+        self, store: JobStore, registry: Any, outputs: Path, publish: Callable[[dict[str, Any]], None], cache_mb: float, device: str = "cpu"
+    ) -> None:
+        self.store, self.registry, self.outputs, self.publish, self.device = store, registry, outputs, publish, device
         self.cache = PipelineCache(int(cache_mb * 2**20))
         self.queue: collections.deque[str] = collections.deque(store.queued_ids())  # queued before a restart run again
         self.cond = threading.Condition()
@@ -131,7 +133,7 @@ class Worker:
         self.store.update(job_id, status="running", started=time.time())
         self.publish({"type": "started", "job_id": job_id})
         try:
-            prepared = adapter.prepare(job["body"], self.registry, str(out_dir) + "/", self.outputs / "uploads")
+            prepared = adapter.prepare(job["body"], self.registry, str(out_dir) + "/", self.outputs / "uploads", self.device)
             progress = self._progress(job_id, prepared)
             pipe = self.cache.get(prepared.cache_key, lambda: adapter.build(prepared, self.registry))
             self._check_cancel(job_id)

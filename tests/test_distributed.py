@@ -142,7 +142,7 @@ def test_batch_that_does_not_divide_over_processes_is_refused(cli, tmp_path):
 def test_bad_device_and_precision_are_one_line_errors(cli, tmp_path):
     if not torch.cuda.is_available():
         train(cli, "vae", tmp_path / "r", "--device", "cuda").assert_one_line_error("--device cuda", "use --device cpu")
-    train(cli, "vae", tmp_path / "r", "--device", "tpu").assert_one_line_error("--device must be auto, cpu or cuda")
+    train(cli, "vae", tmp_path / "r", "--device", "tpu").assert_one_line_error("--device must be auto, cpu, cuda, cuda:N or mps")
     r = train(cli, "vae", tmp_path / "r", "--precision", "fp16")
     assert r.returncode == 2 and "fp16" in r.stderr and "Traceback" not in r.stderr
 

@@ -65,7 +65,7 @@ def test_bf16_passes_codes_untouched(cli):
     assert grey(cli.cwd / "codes.png").std() > 10
 
 
-@pytest.mark.parametrize("value", ["fp16", "half", ""])
+@pytest.mark.parametrize("value", ["fp8", "half", ""])  # fp16 is a choice, CUDA only: tests/test_devices.py
 def test_other_precisions_are_refused_naming_the_choices(cli, value):
     result = cli("sample", "digits", "-n", "1", "--precision", value, "-o", "x.png")
     # click's usage error, as for every choice option (tests/test_error_table.py): names the option and the choices

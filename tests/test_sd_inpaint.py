@@ -71,7 +71,10 @@ def test_inpainting_unet_matches_diffusers_inpaint_pipeline(inpainting, monkeypa
     ours = load_pipeline("tiny-inpaint")
     edit = inpaint(ours, image, mask, seed=3, options={"steps": 4, "prompt": PROMPT, "guidance": 5.0})
     assert "mask-conditioned" in edit.record["method"]
-    noise = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(3))  # what latentzoo drew
+    from latentzoo.core.runtime import seeding
+    from latentzoo.core.runtime.editing import edit_generators
+
+    noise = seeding.randn((1, 4, 8, 8), edit_generators(3, [0]))  # what latentzoo drew: output 0's noise, keyed (seed 3, index 0)
     from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion_inpaint as module
 
     # the masked image encoded with the posterior mean, as latentzoo does (diffusers samples it by default)

@@ -441,9 +441,10 @@ def test_refiner_img2img_matches_sdxl_img2img_pipeline(xl, score):
     """The refiner alone refining an image: 4 Euler steps at strength 0.5 (2 denoising steps) with guidance 5 and the
     aesthetic-score time ids (defaults 6 / 2.5, then others), from the same image latents and noise, as
     StableDiffusionXLImg2ImgPipeline. diffusers takes 4-channel input as latents; the noise is both sides' first draw
-    from a generator seeded 3; both latents are decoded by the same VAE (the edit returns images)."""
+    from output 0's generator of seed 3 (core.runtime.seeding); both latents are decoded by the same VAE (the edit returns images)."""
     from latentzoo.core.runtime.api import load_pipeline
     from latentzoo.core.runtime.editing import img2img
+    from latentzoo.core.runtime.seeding import index_seed  # output 0's noise: its own generator, keyed (seed 3, index 0)
 
     theirs = xl["pipes"]["refiner"]
     ours = load_pipeline("tiny-xl-refiner")
@@ -459,7 +460,7 @@ def test_refiner_img2img_matches_sdxl_img2img_pipeline(xl, score):
         x0 = ours.scale(ours.encode(images))
         want = theirs(
             PROMPT, image=x0, strength=0.5, num_inference_steps=4, guidance_scale=5.0, output_type="latent",
-            generator=torch.Generator().manual_seed(3), **kwargs,
+            generator=torch.Generator().manual_seed(index_seed(3, 0, stream="edit")), **kwargs,
         ).images  # fmt: skip
         want_images = ours.decode(ours.unscale(want))  # both latents through the same decoder: the edit returns images
     err = rel_err(edit.images, want_images)

@@ -70,16 +70,26 @@ def compose(
 
 
 def load_pipeline(
-    target: str | PipelineSpec | None = None, *, extra: Any = (), allow_mismatch: bool | None = None, **parts: str | None
+    target: str | PipelineSpec | None = None,
+    *,
+    extra: Any = (),
+    allow_mismatch: bool | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    **parts: str | None,
 ) -> Pipeline:
     """Build a pipeline from a registry name, a pipeline YAML file, or a spec; ``sampler=``,
     ``scheduler=``, ``prior=``, ... swap its parts (the old part's defaults that no longer
-    apply are dropped, as ``sample --sampler`` does), or compose one when ``target`` is None."""
+    apply are dropped, as ``sample --sampler`` does), or compose one when ``target`` is None.
+    ``device`` (checked as ``--device``) places its models there, under ``precision``'s autocast
+    (core.runtime.devices.place): the editing functions (``latentzoo.img2img(pipe, ...)``) then run there."""
     from .build import Builder
+    from .devices import check_device, check_precision_on, place
     from .request import resolve_spec
 
+    check_precision_on(precision, check_device(device))
     spec, reg = resolve_spec(registry(extra), target, parts)
-    return Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch)
+    return place(Builder(reg).pipeline(spec, allow_mismatch=allow_mismatch), device, precision)
 
 
 def build(name: str, role: str, *, extra: Any = ()) -> Any:

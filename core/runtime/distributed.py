@@ -50,16 +50,24 @@ class World:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` is the process's CUDA device when there is one, else the CPU."""
+    """``auto`` is the process's CUDA device when there is one, else the CPU; ``cuda`` is this
+    process's GPU (cuda:LOCAL_RANK); ``cuda:N`` and ``mps`` as given. Checked as ``sample --device``
+    is (core.runtime.devices.check_device): a device that is not there is refused in one line."""
+    from .devices import check_device
+
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if not isinstance(name, str) or name == "":
+        raise LatentzooError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}")
+    try:
+        check_device(name)
+    except LatentzooError as exc:
+        if str(exc).startswith("--device must be"):
+            raise LatentzooError(f"--device must be auto, cpu, cuda, cuda:N or mps, not {name!r}") from exc
+        raise
     if name == "cuda":
-        if not torch.cuda.is_available():
-            raise LatentzooError("--device cuda: this torch build or machine has no CUDA device; use --device cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
-    if name == "cpu":
-        return CPU
-    raise LatentzooError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device(name)
 
 
 def init_world(device: str = "auto", timeout_s: float = 1800.0) -> World:

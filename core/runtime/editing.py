@@ -28,18 +28,27 @@ from pure noise (strength 1). The original pixels are pasted back outside the ma
 Interpolation needs a sampler with ``invert`` (DDIM inversion, Song et al. 2021 sec. 4.3):
 both images are inverted to noise, the noises are slerped (Shoemake 1985), and each frame is
 sampled back deterministically (eta = 0).
+
+Outputs by index (seeding ``per-index/1``, core.runtime.seeding). Each command is a ``Job``: ``n``
+outputs (img2img / inpaint: one per input; interpolate: one per frame) and ``render(indices)``,
+which renders those outputs alone. Output i's random draws (its SDEdit / blending noise, the
+sampler's) come from its own generator keyed by (seed, i), stream ``edit``; its input is read
+when its batch is rendered. So output i's pixels do not depend on the batch size or on which
+process renders it: ``-o DIR/`` commits batch by batch, resumes, and shares the indices among
+torchrun ranks as ``sample`` does (core.runtime.rundir.run_dir).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..contract.errors import LatentzooError
+from . import seeding
 from .record import DEFAULT_BATCH_SIZE
 
 # Python API (``pipe``: a Pipeline or a pipeline name; images: tensors in [-1, 1] or image paths):
@@ -129,24 +138,37 @@ class _MaskConditioned:
         return self._prior(torch.cat([x, extra], dim=1), t, *args, **kwargs)
 
 
-def _resolve(pipe: Any, images: Any, what: str, *, fit: bool = False) -> tuple[Any, torch.Tensor]:
-    """Accept a pipeline or its name, and image tensors ((B, C, H, W) in [-1, 1]) or image paths."""
+def _pipeline(pipe: Any, what: str) -> Any:
+    """Accept a pipeline or its name; refuse one that cannot edit."""
     if isinstance(pipe, str):
         from .api import load_pipeline
 
         pipe = load_pipeline(pipe)
     check_editable(pipe, what)
-    if not isinstance(images, torch.Tensor):
-        from .codec import _inputs
-
-        images = _inputs(pipe, [str(p) for p in images], fit)
-    return pipe, images
+    return pipe
 
 
 @dataclass
 class Edit:
     images: torch.Tensor  # (B, C, H, W) in [-1, 1]
     record: dict[str, Any]
+
+
+@dataclass
+class Job:
+    """An edit as ``n`` outputs rendered by index (module doc): ``render(indices)`` -> their images in [-1, 1]."""
+
+    n: int
+    render: Callable[[Sequence[int]], torch.Tensor]
+    record: dict[str, Any]
+
+    def images(self, batch_size: int | None = None) -> torch.Tensor:
+        """Every output, ``batch_size`` at a time (default: one batch)."""
+        size = batch_size or max(1, self.n)
+        return torch.cat([self.render(range(i, min(self.n, i + size))) for i in range(0, self.n, size)])
+
+    def edit(self, batch_size: int | None = None) -> Edit:
+        return Edit(self.images(batch_size), self.record)
 
 
 @dataclass
@@ -171,6 +193,29 @@ def spans(n: int, batch_size: int) -> Iterator[range]:
         yield range(start, min(n, start + batch_size))
 
 
+def stream(job: Job, batch_size: int = DEFAULT_BATCH_SIZE) -> EditStream:
+    """A Job's outputs as an EditStream: rendered ``batch_size`` at a time, as it is read."""
+    return EditStream(job.n, (job.render(rows) for rows in spans(job.n, batch_size)), job.record)
+
+
+def edit_generators(seed: int, indices: Sequence[int]) -> seeding.RowGenerators:
+    """Output i's generator: keyed by (seed, i), stream ``edit`` (core.runtime.seeding)."""
+    return seeding.RowGenerators.for_samples(seed, [(int(i), 0) for i in indices], "edit")
+
+
+def _source(pipe: Any, images: Any, fit: bool) -> tuple[int, Callable[[Sequence[int]], torch.Tensor]]:
+    """(count, read(indices)): input tensors ((B, C, H, W) in [-1, 1]) or image paths, read by index.
+    Paths are all read once here first, so a bad input is refused before anything renders."""
+    if isinstance(images, torch.Tensor):
+        return len(images), lambda idx: images[list(idx)]
+    from .codec import _inputs
+
+    paths = [str(p) for p in images]
+    for start in range(0, len(paths), 64):  # checked in chunks: memory stays flat in the number of inputs
+        _inputs(pipe, paths[start : start + 64], fit)
+    return len(paths), lambda idx: _inputs(pipe, [paths[i] for i in idx], fit)
+
+
 def _plan(pipe: Any, options: Mapping[str, Any] | None, text_options: Mapping[str, str] | None, what: str):
     kind = check_editable(pipe, what)
     plan = pipe.resolve_options(options, text_options)
@@ -186,23 +231,41 @@ def img2img(
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
     text_options: Mapping[str, str] | None = None,
+    fit: bool = False,
+    batch_size: int | None = None,
 ) -> Edit:
     """SDEdit (Meng et al. 2022): encode, noise to the level ``strength`` picks, denoise, decode."""
+    return img2img_job(pipe, images, strength, seed=seed, options=options, text_options=text_options, fit=fit).edit(batch_size)
+
+
+def img2img_job(
+    pipe: Any,
+    images: torch.Tensor | list[str],
+    strength: float,
+    *,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    text_options: Mapping[str, str] | None = None,
+    fit: bool = False,
+) -> Job:
+    """``img2img`` as a Job: output i is input i, edited with the draws of (seed, i)."""
     strength = check_strength(strength)
-    pipe, images = _resolve(pipe, images, "SDEdit (img2img)")
+    pipe = _pipeline(pipe, "SDEdit (img2img)")
     kind, plan, levels = _plan(pipe, options, text_options, "SDEdit (img2img)")
     levels = strength_levels(levels, strength)
-    generator = torch.Generator().manual_seed(seed)
-    x0 = pipe.scale(pipe.encode(images))
-    eps = torch.randn(x0.shape, generator=generator)
-    start = noised(kind, x0, eps, levels[0])
-    call = pipe._call_options(plan, len(x0))
-    z = _finite(pipe.sampler.sample(pipe.prior, start, levels=levels, generator=generator, **call), pipe)
-    out = pipe.decode(pipe.unscale(z))
-    return Edit(
-        out,
-        {"edit": "img2img", "strength": strength, "start_level": levels[0], "denoising_steps": len(levels) - 1, **_rec(pipe, plan, seed)},
-    )
+    count, read = _source(pipe, images, fit)
+
+    @torch.inference_mode()
+    def render(indices: Sequence[int]) -> torch.Tensor:
+        generator = edit_generators(seed, indices)
+        x0 = pipe.scale(pipe.encode(read(indices)))
+        start = noised(kind, x0, seeding.randn(x0.shape, generator), levels[0])
+        call = pipe._call_options(plan, len(x0))
+        z = _finite(pipe.sampler.sample(pipe.prior, start, levels=levels, generator=generator, **call), pipe)
+        return pipe.decode(pipe.unscale(z))
+
+    record = {"edit": "img2img", "strength": strength, "start_level": levels[0], "denoising_steps": len(levels) - 1}
+    return Job(count, render, {**record, **_rec(pipe, plan, seed)})
 
 
 def load_mask(path: str, size: tuple[int, int], *, fit: bool = True) -> torch.Tensor:
@@ -239,63 +302,89 @@ def inpaint(
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
     text_options: Mapping[str, str] | None = None,
+    fit: bool = False,
+    batch_size: int | None = None,
 ) -> Edit:
     """Repaint where ``mask`` (bool, (1|B, 1, H, W), True = repaint; or a mask file) is set; keep the rest exactly (module doc)."""
-    pipe, images = _resolve(pipe, images, "inpainting")
+    return inpaint_job(pipe, images, mask, seed=seed, options=options, text_options=text_options, fit=fit).edit(batch_size)
+
+
+def inpaint_job(
+    pipe: Any,
+    images: torch.Tensor | list[str],
+    mask: torch.Tensor | str,
+    *,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    text_options: Mapping[str, str] | None = None,
+    fit: bool = False,
+) -> Job:
+    """``inpaint`` as a Job: output i is input i repainted under its mask (the one mask, or mask i)."""
+    pipe = _pipeline(pipe, "inpainting")
     if len(pipe.prior.latent_shape) != 3:  # a mask needs a latent grid to map onto (not, e.g., unCLIP's embedding vector)
         raise LatentzooError(
             f"inpainting needs a spatial latent grid, but prior {pipe.spec.prior} models {tuple(pipe.prior.latent_shape)} "
             "vectors; use a latent-grid pipeline such as digits"
         )
+    count, read = _source(pipe, images, fit)
+    size = tuple(read([0]).shape[-2:])
     if not isinstance(mask, torch.Tensor):
-        mask = load_mask(str(mask), tuple(images.shape[-2:]))
+        mask = load_mask(str(mask), size)
     kind, plan, levels = _plan(pipe, options, text_options, "inpainting")
-    if mask.shape[-2:] != images.shape[-2:]:
-        raise LatentzooError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]}, the image {images.shape[-1]}x{images.shape[-2]}")
+    if tuple(mask.shape[-2:]) != size:
+        raise LatentzooError(f"the mask is {mask.shape[-1]}x{mask.shape[-2]}, the image {size[1]}x{size[0]}")
     if not bool(mask.any()):
         raise LatentzooError("the mask is all black (nothing to repaint); white marks the region to repaint")
-    generator = torch.Generator().manual_seed(seed)
-    if getattr(pipe.prior, "mask_conditioned", False):
-        return _inpaint_conditioned(pipe, images, mask, plan, levels, generator, seed)
+    if mask.shape[0] not in (1, count):
+        raise LatentzooError(f"give one mask or one per image ({count}), not {mask.shape[0]}")
+    conditioned = bool(getattr(pipe.prior, "mask_conditioned", False))
+
+    @torch.inference_mode()
+    def render(indices: Sequence[int]) -> torch.Tensor:
+        generator = edit_generators(seed, indices)
+        x = read(indices)
+        masks = mask[list(indices)] if mask.shape[0] > 1 else mask.expand(len(x), -1, -1, -1)
+        if conditioned:
+            return _inpaint_conditioned(pipe, x, masks, plan, levels, generator)
+        return _inpaint_blended(pipe, kind, x, masks, plan, levels, generator)
+
+    method = "mask-conditioned prior (mask and masked-image latents as input channels)" if conditioned else (
+        "latent blending at each model evaluation"
+    )  # fmt: skip
+    record = {"edit": "inpaint", "method": method, "masked_fraction": round(float(mask.float().mean()), 4)}
+    return Job(count, render, {**record, **_rec(pipe, plan, seed)})
+
+
+def _inpaint_blended(
+    pipe: Any, kind: str, images: torch.Tensor, mask: torch.Tensor, plan: Any, levels: list[float], generator: torch.Generator
+) -> torch.Tensor:
+    """Latent blending (module doc): the kept region is the original noised to each call's level."""
     x0 = pipe.scale(pipe.encode(images))
     # A latent cell is repainted when any pixel it covers is (max-pool to the latent grid).
     repaint = torch.nn.functional.adaptive_max_pool2d(mask.float(), x0.shape[-2:]) > 0.5
-    keep = (~repaint).expand(x0.shape[0], x0.shape[1], -1, -1)
-    eps = torch.randn(x0.shape, generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    keep = (~repaint).expand(-1, x0.shape[1], -1, -1)
+    eps = seeding.randn(x0.shape, generator)  # per row: its blending noise, then its start noise
+    noise = seeding.randn(x0.shape, generator)
     prior = _Blended(pipe.prior, kind, x0, eps, keep)
     call = pipe._call_options(plan, len(x0))
     z = _finite(pipe.sampler.sample(prior, noised(kind, x0, noise, levels[0]), levels=levels, generator=generator, **call), pipe)
     z = torch.where(keep, x0, z)
     out = pipe.decode(pipe.unscale(z))
-    out = torch.where(mask.expand_as(out), out, images)  # the original pixels outside the mask, exactly
-    record = {
-        "edit": "inpaint",
-        "method": "latent blending at each model evaluation",
-        "masked_fraction": round(float(mask.float().mean()), 4),
-    }
-    return Edit(out, {**record, **_rec(pipe, plan, seed)})
+    return torch.where(mask.expand_as(out), out, images)  # the original pixels outside the mask, exactly
 
 
 def _inpaint_conditioned(
-    pipe: Any, images: torch.Tensor, mask: torch.Tensor, plan: Any, levels: list[float], generator: torch.Generator, seed: int
-) -> Edit:
+    pipe: Any, images: torch.Tensor, mask: torch.Tensor, plan: Any, levels: list[float], generator: torch.Generator
+) -> torch.Tensor:
     """Inpainting with a mask-conditioned prior (module doc): from pure noise, mask and masked-image latents as input channels."""
     masked = pipe.scale(pipe.encode(images * (~mask).to(images.dtype)))
     latent_mask = torch.nn.functional.interpolate(mask.float(), size=masked.shape[-2:])  # nearest, as diffusers
-    latent_mask = latent_mask.expand(masked.shape[0], -1, -1, -1)
-    noise = torch.randn(masked.shape, generator=generator)
+    noise = seeding.randn(masked.shape, generator)
     call = pipe._call_options(plan, len(images))
     prior = _MaskConditioned(pipe.prior, latent_mask, masked)
     z = _finite(pipe.sampler.sample(prior, noise, levels=levels, generator=generator, **call), pipe)
     out = pipe.decode(pipe.unscale(z))
-    out = torch.where(mask.expand_as(out), out, images)  # the original pixels outside the mask, exactly
-    record = {
-        "edit": "inpaint",
-        "method": "mask-conditioned prior (mask and masked-image latents as input channels)",
-        "masked_fraction": round(float(mask.float().mean()), 4),
-    }
-    return Edit(out, {**record, **_rec(pipe, plan, seed)})
+    return torch.where(mask.expand_as(out), out, images)  # the original pixels outside the mask, exactly
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -330,16 +419,11 @@ def invert(pipe: Any, images: torch.Tensor, plan: Any, levels: list[float]) -> t
 
 @torch.inference_mode()
 def sample_back(
-    pipe: Any, noise: torch.Tensor, plan: Any, levels: list[float], seed: int, rows: Iterable[int] | None = None
+    pipe: Any, noise: torch.Tensor, plan: Any, levels: list[float], seed: int, indices: Sequence[int] | None = None
 ) -> torch.Tensor:
-    """Deterministic (eta = 0) sampling of ``noise`` over ``levels``, decoded. Any draw a sampler still
-    makes comes from frame i's own generator (``rows``: the frames' indices; core.runtime.seeding), so a
-    frame's bytes do not depend on the batch it is sampled in."""
-    from .seeding import RowGenerators
-
-    keys = [(i, 0) for i in (rows if rows is not None else range(len(noise)))]
+    """Deterministic (eta = 0) sampling of ``noise`` over ``levels``, decoded (any draw from the generators of ``indices``)."""
     call = {**pipe._call_options(plan, len(noise)), "eta": 0.0}
-    generator = RowGenerators.for_samples(seed, keys)
+    generator = edit_generators(seed, range(len(noise)) if indices is None else indices)
     z = _finite(pipe.sampler.sample(pipe.prior, noise, levels=levels, generator=generator, **call), pipe)
     return pipe.decode(pipe.unscale(z))
 
@@ -354,10 +438,49 @@ def interpolate(
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
     text_options: Mapping[str, str] | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    fit: bool = False,
+    batch_size: int | None = None,
 ) -> Edit:
     """``frames`` images from A to B: DDIM-invert both, slerp the noises, sample each frame back (eta = 0)."""
-    return interpolate_stream(pipe, a, b, frames, seed=seed, options=options, text_options=text_options, batch_size=batch_size).collect()
+    return interpolate_job(pipe, a, b, frames, seed=seed, options=options, text_options=text_options, fit=fit).edit(batch_size)
+
+
+def interpolate_job(
+    pipe: Any,
+    a: torch.Tensor | list[str],
+    b: torch.Tensor | list[str],
+    frames: int,
+    *,
+    seed: int = 0,
+    options: Mapping[str, Any] | None = None,
+    text_options: Mapping[str, str] | None = None,
+    fit: bool = False,
+) -> Job:
+    """``interpolate`` as a Job: output i is frame i, at i / (frames - 1) of the way from A to B. Each
+    process inverts A and B once (deterministic), when it renders its first frame."""
+    from .record import check_held, check_run
+
+    check_held("--frames", frames, 2)
+    check_run(frames, seed)
+    if isinstance(pipe, str):
+        from .api import load_pipeline
+
+        pipe = load_pipeline(pipe)
+    check_invertible(pipe)
+    pipe = _pipeline(pipe, "interpolation")
+    xa, xb = (_source(pipe, x, fit)[1]([0]) for x in (a, b))
+    _, plan, levels = _plan(pipe, options, text_options, "interpolation")
+    ends: list[torch.Tensor] = []
+
+    @torch.inference_mode()
+    def render(indices: Sequence[int]) -> torch.Tensor:
+        if not ends:
+            ends.append(invert(pipe, torch.cat([xa, xb]), plan, levels))
+        noise = ends[0]
+        path = torch.cat([slerp(noise[:1], noise[1:], i / (frames - 1)) for i in indices])
+        return sample_back(pipe, path, plan, levels, seed, indices)
+
+    return Job(frames, render, {"edit": "interpolate", "frames": frames, **_rec(pipe, plan, seed)})
 
 
 def interpolate_stream(
@@ -369,31 +492,12 @@ def interpolate_stream(
     seed: int = 0,
     options: Mapping[str, Any] | None = None,
     text_options: Mapping[str, str] | None = None,
+    fit: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> EditStream:
-    """``interpolate`` as an ``EditStream``: A and B are inverted once, then the frames are slerped,
-    sampled back and decoded ``batch_size`` at a time, so memory is flat in ``frames``."""
-    from .record import check_held, check_run
-
-    check_held("--frames", frames, 2)
-    check_run(frames, seed, batch_size)
-    if isinstance(pipe, str):
-        from .api import load_pipeline
-
-        pipe = load_pipeline(pipe)
-    check_invertible(pipe)
-    pipe, a = _resolve(pipe, a, "interpolation")
-    _, b = _resolve(pipe, b, "interpolation")
-    _, plan, levels = _plan(pipe, options, text_options, "interpolation")
-    noise = invert(pipe, torch.cat([a, b]), plan, levels)
-
-    @torch.inference_mode()
-    def batches() -> Iterator[torch.Tensor]:
-        for rows in spans(frames, batch_size):
-            path = torch.cat([slerp(noise[:1], noise[1:], i / (frames - 1)) for i in rows])
-            yield sample_back(pipe, path, plan, levels, seed, rows)
-
-    return EditStream(frames, batches(), {"edit": "interpolate", "frames": frames, **_rec(pipe, plan, seed)})
+    """``interpolate`` as an EditStream: frames sampled back ``batch_size`` at a time as it is read (memory flat in ``frames``)."""
+    job = interpolate_job(pipe, a, b, frames, seed=seed, options=options, text_options=text_options, fit=fit)
+    return stream(job, batch_size)
 
 
 def _rec(pipe: Any, plan: Any, seed: int) -> dict[str, Any]:
@@ -468,15 +572,22 @@ write_edit = write  # the name latentzoo exports
 __all__ = [
     "Edit",
     "EditStream",
+    "Job",
     "check_strength",
+    "edit_generators",
     "img2img",
+    "img2img_job",
     "inpaint",
+    "inpaint_job",
     "interpolate",
+    "interpolate_job",
     "interpolate_stream",
     "invert",
     "load_mask",
     "noised",
     "slerp",
+    "spans",
+    "stream",
     "strength_levels",
     "write",
 ]

@@ -39,13 +39,14 @@ from .record import DEFAULT_BATCH_SIZE, MAX_SEED, PRECISIONS, check_precision, c
 DEFAULT_STEPS = 50
 
 
-def compute_precision(precision: str) -> contextlib.AbstractContextManager:
-    """``bf16``: the models' matmuls and convolutions run in bfloat16 under autocast (weights stay as
+def compute_precision(precision: str, device: str = "cpu") -> contextlib.AbstractContextManager:
+    """On another device than the CPU, nothing here: each model part runs under its device's autocast
+    (core.runtime.devices.OnDevice). On the CPU: ``bf16``: the models' matmuls and convolutions run in bfloat16 under autocast (weights stay as
     loaded; samplers' arithmetic and the decoded images are float32). Half the memory traffic of
     the large layers, at about 3 significant digits: same seed, same bytes still holds on one machine.
     ``bf16-weights``: the same autocast, with the weights held in bfloat16 (``Pipeline.hold_weights``)."""
     check_precision(precision)
-    if precision == "fp32":
+    if precision == "fp32" or device != "cpu":
         return contextlib.nullcontext()
     return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
 
@@ -95,11 +96,13 @@ class Pipeline:
     refiner: Any = None  # (Pipeline, switch): a refiner finishing this pipeline's sampling (core.runtime.refine.attach)
     # LoRA adapters applied in memory (interop.lora.apply_to_pipeline): name, sha256, strengths, for the sidecar.
     adapters: list[dict[str, Any]] = field(default_factory=list)
+    device: str = "cpu"  # where the model parts run (core.runtime.devices.place); samplers and generators stay on the CPU
 
     def modules(self) -> list[torch.nn.Module]:
         """The distinct torch modules among the pipeline's components."""
         found: list[torch.nn.Module] = []
         for part in (self.prior, self.decoder, self.encoder, self.conditioner, self.scorer):
+            part = getattr(part, "module", part) if type(part).__name__ == "OnDevice" else part  # placed on a device
             if isinstance(part, torch.nn.Module) and all(part is not m for m in found):
                 found.append(part)
         return found
@@ -373,7 +376,7 @@ class Pipeline:
         drawn: dict[int, int] | None = None,
     ) -> torch.Tensor:
         """Images in [-1, 1] of the draws ``keys`` ((output, candidate) pairs), each from its own generators."""
-        with compute_precision(precision):
+        with compute_precision(precision, self.device):
             latents = self._latents(
                 plan,
                 seeding.RowGenerators.for_samples(seed, keys),

@@ -31,7 +31,7 @@ DEFAULT_BATCH_SIZE = 64
 MAX_SEED = 2**63 - 1
 MAX_GRID_PIXELS = 100_000_000  # one grid PNG: 10k x 10k pixels (~300 MB of RGB while it is drawn)
 MIN_TILE = 8  # pixels: the smallest image side any pipeline makes, for the check before the size is known
-PRECISIONS = ("fp32", "bf16", "bf16-weights")
+PRECISIONS = ("fp32", "bf16", "bf16-weights", "fp16")  # fp16: CUDA only (core.runtime.check_precision_on)
 
 
 def check_run(n: int, seed: int, batch_size: int | None = None, nrow: int | None = None) -> None:

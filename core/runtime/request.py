@@ -222,12 +222,12 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     check_run(n, request.seed, request.batch_size, nrow)
     _check_layout(request)
     check_precision(request.precision)
-    from .devices import check_device, check_threads
+    from .devices import check_device, check_precision_on, check_threads
 
     check_threads(request.threads)
-    check_device(request.device)
-    if request.resume and (request.command != "sample" or not request.output.endswith(("/", os.sep))):
-        raise LatentzooError(f"--resume continues a -o DIR/ run of sample; -o {request.output} is written at once: drop --resume")
+    check_precision_on(request.precision, check_device(request.device))
+    if request.resume and not request.output.endswith(("/", os.sep)):
+        raise LatentzooError(f"--resume continues a -o DIR/ run; -o {request.output} is written at once: drop --resume")
     runs = _runs(request, conditioning)
     for out, _ in runs:
         SampleOutput(out, n=n, nrow=nrow)  # refuse a bad output before building anything
@@ -328,24 +328,30 @@ def run(request: SampleRequest, *, progress: Progress | None = None, registry: R
 def execute(plan: Plan, pipe: Pipeline, *, progress: Progress | None = None) -> list[Written]:
     """Run a validated plan on its built pipeline (``build(plan)``), writing each output and sidecar:
     ``run`` for one-shot front ends, and the server, which keeps built pipelines warm, call this."""
-    request = plan.request
-    if request.command != "sample":
-        with sampler_progress(pipe, progress):
-            return [Written(request.output, _edit(plan, pipe))]
-    from .devices import apply_threads, join_world
+    from .devices import apply_threads, join_world, place, rank_device
 
+    request = plan.request
     extra = {"threads": apply_threads(request.threads), "device": request.device}
+    world = join_world(request.device)  # torchrun: each rank renders its share (core.runtime.rundir); None for one process
+    try:
+        place(pipe, rank_device(request.device, world), request.precision)
+        if request.command != "sample":
+            with sampler_progress(pipe, progress):
+                record = _edit(plan, pipe, world, extra)
+            return [Written(request.output, record)] if world is None or world.is_main else []
+        return _sample(plan, pipe, progress, world, extra)
+    finally:
+        if world is not None:
+            world.close()
+
+
+def _sample(plan: Plan, pipe: Pipeline, progress: Progress | None, world: Any, extra: dict[str, Any]) -> list[Written]:
     if "steps" in plan.values and plan.values["steps"] is not None and getattr(pipe.sampler, "levels", None) is None:
         raise LatentzooError(  # never silently ignored
             f"--steps: sampler {pipe.spec.sampler} walks no noise schedule (it draws tokens or samples directly), "
             "so it takes no steps; drop --steps"
         )
-    world = join_world()  # torchrun: each rank renders its share (core.runtime.rundir); None for one process
-    try:
-        return _sample_runs(plan, pipe, progress, world, extra)
-    finally:
-        if world is not None:
-            world.close()
+    return _sample_runs(plan, pipe, progress, world, extra)
 
 
 class sampler_progress:
@@ -405,35 +411,40 @@ def _inputs_named(r: SampleRequest, paths: list[Any]) -> list[Any]:
     return paths if r.input_names is None else list(r.input_names)
 
 
-def _edit(plan: Plan, pipe: Pipeline) -> dict[str, Any]:
-    """Run an editing command (imports torch): the inputs are read once the pipeline is built, as
-    ``latentzoo img2img / inpaint / interpolate / variations`` do; returns the sidecar record."""
+def _edit(plan: Plan, pipe: Pipeline, world: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """Run an editing command (imports torch): its Job (core.runtime.editing: outputs rendered by index, inputs
+    read as their batch renders), written by ``rundir.write_job`` (``-o DIR/``: committed batch by
+    batch, resumable, shared among ranks; a grid: assembled by rank 0). Returns the sidecar record."""
     from . import editing
     from . import variations as embedding
-    from .codec import _inputs
+    from .rundir import write_job
 
     r = plan.request
     if r.command == "img2img":
         editing.check_strength(r.strength)
     options = _option_values(plan, {**plan.values, **plan.conditioning})
-    if r.command == "variations":  # streamed: written batch by batch, memory flat in -n
+    frames, inputs, nrow = False, list(r.images), None
+    if r.command == "variations":
         embedding.check_variations(pipe)
         if r.to:
-            edit = embedding.interpolate_embeddings_stream(pipe, r.images[0], r.to, r.n, seed=r.seed, fit=r.fit, batch_size=r.batch_size)
-            return editing.write(edit, r.output, nrow=r.n, inputs=_inputs_named(r, [r.images[0], r.to]))
-        edit = embedding.variations_stream(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit, batch_size=r.batch_size)
-        return editing.write(edit, r.output, nrow=r.nrow, inputs=_inputs_named(r, [r.images[0]]))
-    if r.command == "interpolate":
-        editing.check_invertible(pipe)
-    editing.check_editable(pipe, "editing")
-    x = _inputs(pipe, list(r.images), r.fit)
-    if r.command == "img2img":
-        return editing.write(
-            editing.img2img(pipe, x, r.strength, seed=r.seed, **options), r.output, inputs=_inputs_named(r, list(r.images))
-        )
-    if r.command == "inpaint":
-        assert r.mask is not None  # validate refused a missing mask
-        mask = editing.load_mask(r.mask, tuple(x.shape[-2:]))
-        return editing.write(editing.inpaint(pipe, x, mask, seed=r.seed, **options), r.output, inputs=_inputs_named(r, [*r.images, r.mask]))
-    edit = editing.interpolate_stream(pipe, x[:1], x[1:], r.frames, seed=r.seed, batch_size=r.batch_size, **options)
-    return editing.write(edit, r.output, nrow=r.frames, inputs=_inputs_named(r, list(r.images)), frames=True)
+            job = embedding.interpolate_embeddings_job(pipe, r.images[0], r.to, r.n, seed=r.seed, fit=r.fit)
+            inputs, nrow = [r.images[0], r.to], r.n
+        else:
+            job, nrow = embedding.variations_job(pipe, r.images[0], r.n, seed=r.seed, fit=r.fit), r.nrow
+    else:
+        if r.command == "interpolate":
+            editing.check_invertible(pipe)
+        editing.check_editable(pipe, "editing")
+        if r.command == "img2img":
+            job = editing.img2img_job(pipe, list(r.images), r.strength, seed=r.seed, fit=r.fit, **options)
+        elif r.command == "inpaint":
+            assert r.mask is not None  # validate refused a missing mask
+            job = editing.inpaint_job(pipe, list(r.images), r.mask, seed=r.seed, fit=r.fit, **options)
+            inputs = [*r.images, r.mask]
+        else:
+            job = editing.interpolate_job(pipe, list(r.images[:1]), list(r.images[1:]), r.frames, seed=r.seed, fit=r.fit, **options)
+            frames, nrow = True, r.frames
+    return write_job(
+        job, pipe, r.output, inputs=inputs, names=_inputs_named(r, inputs), nrow=nrow, frames=frames,
+        batch_size=r.batch_size, precision=r.precision, resume=r.resume, world=world, extra=extra,
+    )  # fmt: skip

@@ -5,8 +5,9 @@ and that decoder *samples* images from a latent (declares ``stochastic = True`` 
 ``decode(latents, generator=...)``; see ``Pipeline.stochastic_decoder``). unCLIP's decoder is
 one: it turns a CLIP image embedding into an image by diffusion, so decoding the embedding of
 one input N times with different noise gives N images that share what the embedding holds
-(the digit, its style) and differ in what it does not. A deterministic decoder (a VQ-GAN's)
-would return N copies, so such pipelines are refused in one line.
+(the digit, its style) and differ in what it does not. Variation i's decoder noise comes from
+(seed, i) (core.runtime.seeding), so it does not depend on the batch or the process that renders it.
+A deterministic decoder (a VQ-GAN's) would return N copies, so such pipelines are refused in one line.
 
 Interpolation (sec. 3.2): the two inputs' embeddings are slerped (Shoemake 1985) and each frame
 is decoded from the *same* decoder noise, so only the embedding changes along the strip.
@@ -18,15 +19,14 @@ is decoded from the *same* decoder noise, so only the embedding changes along th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..contract.errors import LatentzooError
-from .editing import Edit, EditStream, slerp, spans
-from .record import DEFAULT_BATCH_SIZE, check_run
-from .seeding import SEEDING
+from .editing import Edit, EditStream, Job, slerp, stream
+from .record import DEFAULT_BATCH_SIZE
 
 
 def check_variations(pipe: Any) -> None:
@@ -68,67 +68,84 @@ def _check_n(n: int, what: str, least: int) -> int:
 
 
 @torch.inference_mode()
-def variations(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE) -> Edit:
+def variations(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int | None = None) -> Edit:
     """``n`` images decoded from the embedding of one input image (a path or a (1, C, H, W) tensor in [-1, 1]).
 
     ``fit`` (default on) converts the input's mode and size to the encoder's; off, a mismatch is an error.
     The same pipeline, input and seed give identical bytes on CPU.
     """
-    return variations_stream(pipe, image, n, seed=seed, fit=fit, batch_size=batch_size).collect()
+    return variations_job(pipe, image, n, seed=seed, fit=fit).edit(batch_size)
 
 
-def variations_stream(
-    pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
-) -> EditStream:
-    """``variations`` as an ``EditStream``: decoded ``batch_size`` at a time (memory flat in ``n``).
-    Variation i's decoder noise comes from its own generator, keyed (seed, i) as a sampled image's
-    decoder noise is (core.runtime.seeding), so its bytes do not depend on the batch size or on ``n``."""
-    from .seeding import RowGenerators
+def variations_job(pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True) -> Job:
+    """``variations`` as a Job: variation i is decoded with the decoder noise of (seed, i) (stream
+    ``decoder``, as ``sample`` draws a stochastic decoder's), so it does not depend on the batch."""
+    from . import seeding
+    from .record import check_run
 
     _check_n(n, "-n", 1)
-    check_run(n, seed, batch_size)
+    check_run(n, seed)
     pipe, x = _resolve(pipe, image, fit=fit)
     z = pipe.encode(x)
 
     @torch.inference_mode()
-    def batches() -> Iterator[torch.Tensor]:
-        for rows in spans(n, batch_size):
-            generator = RowGenerators.for_samples(seed, [(i, 0) for i in rows], "decoder")
-            yield pipe.decode(z.expand(len(rows), *z.shape[1:]).contiguous(), generator=generator)
+    def render(indices: Sequence[int]) -> torch.Tensor:
+        rows = seeding.RowGenerators.for_samples(seed, [(int(i), 0) for i in indices], "decoder")
+        return pipe.decode(z.expand(len(indices), *z.shape[1:]).contiguous(), generator=rows)
 
-    return EditStream(n, batches(), _record(pipe, "variations", seed, seeding=SEEDING))
+    return Job(n, render, _record(pipe, "variations", seed))
 
 
 @torch.inference_mode()
 def interpolate_embeddings(
-    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int | None = None
 ) -> Edit:
     """``frames`` images from A to B: slerp of their embeddings, each frame decoded from the same noise."""
-    return interpolate_embeddings_stream(pipe, a, b, frames, seed=seed, fit=fit, batch_size=batch_size).collect()
+    return interpolate_embeddings_job(pipe, a, b, frames, seed=seed, fit=fit).edit(batch_size)
 
 
-def interpolate_embeddings_stream(
-    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
-) -> EditStream:
-    """``interpolate_embeddings`` as an ``EditStream``, ``batch_size`` frames at a time. Every row's
-    generator has the one seed ``decoder_seed(seed)``, so every frame gets the same decoder noise
-    (what a batch of one seeded so draws), whatever the batch."""
+def interpolate_embeddings_job(pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True) -> Job:
+    """``interpolate_embeddings`` as a Job: frame i is decoded alone, from the decoder noise of ``seed``."""
     from .pipeline import decoder_seed
-    from .seeding import RowGenerators
+    from .record import check_run
 
     _check_n(frames, "-n (frames)", 2)
-    check_run(frames, seed, batch_size)
+    check_run(frames, seed)
     pipe, xa = _resolve(pipe, a, fit=fit)
     _, xb = _resolve(pipe, b, fit=fit)
     za, zb = pipe.encode(xa), pipe.encode(xb)
 
     @torch.inference_mode()
-    def batches() -> Iterator[torch.Tensor]:
-        for rows in spans(frames, batch_size):
-            path = torch.cat([slerp(za, zb, i / (frames - 1)) for i in rows])
-            yield pipe.decode(path, generator=RowGenerators([decoder_seed(seed)] * len(rows)))
+    def render(indices: Sequence[int]) -> torch.Tensor:
+        from .seeding import RowGenerators
 
-    return EditStream(frames, batches(), _record(pipe, "interpolate-embeddings", seed, frames=frames))
+        # every row's generator has the one seed decoder_seed(seed): every frame gets the same decoder noise
+        path = torch.cat([slerp(za, zb, i / (frames - 1)) for i in indices])
+        return pipe.decode(path, generator=RowGenerators([decoder_seed(seed)] * len(indices)))
+
+    return Job(frames, render, _record(pipe, "interpolate-embeddings", seed, frames=frames))
 
 
-__all__ = ["check_variations", "interpolate_embeddings", "interpolate_embeddings_stream", "variations", "variations_stream"]
+def variations_stream(
+    pipe: Any, image: Any, n: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> EditStream:
+    """``variations`` as an EditStream: decoded ``batch_size`` at a time as it is read (memory flat in ``n``)."""
+    return stream(variations_job(pipe, image, n, seed=seed, fit=fit), batch_size)
+
+
+def interpolate_embeddings_stream(
+    pipe: Any, a: Any, b: Any, frames: int, *, seed: int = 0, fit: bool = True, batch_size: int = DEFAULT_BATCH_SIZE
+) -> EditStream:
+    """``interpolate_embeddings`` as an EditStream, ``batch_size`` frames at a time as it is read."""
+    return stream(interpolate_embeddings_job(pipe, a, b, frames, seed=seed, fit=fit), batch_size)
+
+
+__all__ = [
+    "check_variations",
+    "interpolate_embeddings",
+    "interpolate_embeddings_job",
+    "interpolate_embeddings_stream",
+    "variations",
+    "variations_job",
+    "variations_stream",
+]

@@ -207,14 +207,15 @@ class UnCLIPDecoder(nn.Module, Decoder):
         emb = F.normalize(emb, dim=-1)  # the decoder was trained on unit-norm CLIP embeddings
         b, c, s = emb.shape[0], self.image_channels, self.base_size
         generator = generator or torch.Generator().manual_seed(0)
-        x = randn((b, c * s * s), generator)  # row by row for per-sample generators (core.runtime.seeding)
+        # row by row for per-sample generators, drawn on the CPU and moved to the weights' device (core.runtime.seeding)
+        x = randn((b, c * s * s), generator, device=emb.device)
         den = Denoiser(
             self.denoiser,
             guidance=self.guidance,
             clip_sample=True,
             batch_size=b,
             conditioning={"tokens": emb[:, None, :]},
-            null_conditioning={"tokens": torch.zeros(1, 1, self.embedding_dim)},
+            null_conditioning={"tokens": torch.zeros(1, 1, self.embedding_dim, device=emb.device)},
         )
         schedule = self.denoiser.noise_schedule
         levels = self.levels(self.steps)
