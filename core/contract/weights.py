@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -213,6 +214,73 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
         metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return sha256_file(path)
+
+
+# safetensors' dtype names (the format's spec, huggingface/safetensors README)
+SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}  # fmt: skip
+
+
+def torch_dtype(code: str) -> torch.dtype:
+    """The torch dtype of a safetensors dtype name (``F32`` -> torch.float32)."""
+    import torch
+
+    names = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+    if code not in names:
+        raise WeightsError(f"safetensors dtype {code!r} is not one latentzoo reads ({', '.join(sorted(names))})")
+    return getattr(torch, names[code])
+
+
+def stream_tensors(
+    path: str | Path,
+    layout: dict[str, tuple[tuple[int, ...], torch.dtype]],
+    produce: Callable[[str], torch.Tensor],
+    metadata: dict[str, str] | None = None,
+) -> str:
+    """Write a safetensors file one tensor at a time, atomically; return its sha256.
+
+    ``layout`` gives each tensor's shape and dtype up front (the header comes first in the
+    format: 8 bytes of little-endian header length, the JSON header padded with spaces to a
+    multiple of 8, then the tensors' bytes at their ``data_offsets``); ``produce(name)`` then
+    makes each tensor only when its bytes are written, so peak memory is one tensor, not the
+    file (``save_file`` holds every tensor and a bytes copy of each). A produced tensor of
+    another shape or dtype than its layout is an error.
+    """
+    import struct
+
+    import torch
+
+    names = sorted(layout)
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if len(metadata) > 1 else metadata
+    offset = 0
+    for name in names:
+        shape, dtype = layout[name]
+        size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {
+            "dtype": SAFETENSORS_DTYPES[str(dtype).removeprefix("torch.")],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text)
+            for name in names:
+                tensor = produce(name).detach().contiguous().cpu()
+                if tuple(tensor.shape) != tuple(layout[name][0]) or tensor.dtype != layout[name][1]:
+                    raise ValueError(f"tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, not its declared {layout[name]}")
+                f.write(tensor.reshape(-1).view(torch.uint8).numpy().data if tensor.numel() else b"")
+                del tensor
+
+    atomic_write(path, write)
     return sha256_file(path)
 
 

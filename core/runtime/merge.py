@@ -68,35 +68,39 @@ def merge_files(operation: str, paths: list[Path], alpha: float, out: str | Path
     import torch
     from safetensors import safe_open
 
-    from ..contract.weights import check_finite, save_tensors
+    from ..contract.weights import check_finite, stream_tensors, torch_dtype
 
     if operation not in OPERATIONS or len(paths) != OPERATIONS[operation]:
         raise LatentzooError(f"merge {operation}: takes {OPERATIONS.get(operation, '?')} inputs")
     target = getattr(torch, DTYPES[dtype]) if dtype else None
-    tensors: dict[str, torch.Tensor] = {}
     with contextlib.ExitStack() as stack:
         files = [stack.enter_context(safe_open(str(p), "pt")) for p in paths]
-        _combine(operation, files, alpha, target, tensors)
-    check_finite(out, tensors)
-    return save_tensors(out, tensors, {"recipe": json.dumps(recipe, sort_keys=True)})
+        layout = {}
+        for key in files[0].keys():
+            head = files[0].get_slice(key)
+            kept = torch_dtype(head.get_dtype())
+            layout[key] = (tuple(head.get_shape()), (target or kept) if kept.is_floating_point else kept)
+
+        def produce(key: str) -> torch.Tensor:
+            tensor = _combine(operation, [f.get_tensor(key) for f in files], alpha, target)
+            check_finite(out, {key: tensor})  # NaN or Inf refused before the file is renamed into place
+            return tensor
+
+        return stream_tensors(out, layout, produce, {"recipe": json.dumps(recipe, sort_keys=True)})
 
 
-def _combine(operation: str, files: list[Any], alpha: float, target: Any, tensors: dict[str, Any]) -> None:
-    """Fill ``tensors`` key by key: one tensor of each input in memory at a time."""
+def _combine(operation: str, ts: list[Any], alpha: float, target: Any) -> Any:
+    """One output tensor from the inputs' tensors of one name, in fp32, cast to ``target`` (or A's dtype)."""
     import torch
 
-    for key in files[0].keys():
-        ts = [f.get_tensor(key) for f in files]
-        if not ts[0].is_floating_point():  # integer buffers (ids, counters) are A's
-            tensors[key] = ts[0]
-            continue
-        xs = [t.to(torch.float32) for t in ts]
-        if operation == "weighted-sum":
-            y = (1.0 - alpha) * xs[0] + alpha * xs[1]
-        else:
-            y = xs[0] + alpha * (xs[1] - xs[2])
-        tensors[key] = y.to(target or ts[0].dtype)
-        del ts, xs
+    if not ts[0].is_floating_point():  # integer buffers (ids, counters) are A's
+        return ts[0]
+    xs = [t.to(torch.float32) for t in ts]
+    if operation == "weighted-sum":
+        y = (1.0 - alpha) * xs[0] + alpha * xs[1]
+    else:
+        y = xs[0] + alpha * (xs[1] - xs[2])
+    return y.to(target or ts[0].dtype)
 
 
 __all__ = ["DTYPES", "OPERATIONS", "check_alpha", "check_same_tensors", "headers", "merge_files"]
