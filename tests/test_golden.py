@@ -31,6 +31,11 @@ REQUESTS: dict[str, list[str]] = {
     "digits-flow": ["digits-flow", "--steps", "3", *FAST],
     "digits-unclip": ["digits-unclip", "--steps", "3", "--prompt", "a seven", *FAST],
     "digits-t2i": ["digits-t2i", "--steps", "3", "--prompt", "a thick seven", *FAST],
+    # distilled students (issue 25), each at the sampling it was distilled for
+    "digits-fast": ["digits-fast", *FAST],
+    "digits-fast-2": ["digits-fast-2", *FAST],
+    "digits-fast-1": ["digits-fast-1", *FAST],
+    "digits-t2i-fast": ["digits-t2i-fast", "--prompt", "a thick seven", "--guidance", "2", *FAST],
     # a part swap (and its dropped default), and one image to a file
     "digits+euler": ["digits", "--sampler", "euler", "--scheduler", "karras", "--steps", "3", *FAST],
     "digits-n1": ["digits", "--steps", "3", "-n", "1", "--seed", "7", "--no-progress"],
@@ -42,6 +47,10 @@ GOLDEN: dict[str, str] = {
     "digits+euler": "bd96631a4e20f2863abb7eb0662752fc782e471ffdbc0e7d6a74967dff46996e",
     "digits-cond": "2aaaceff09d56dab43b6c634402977019db55522b9d9e26720de8197f18454c9",
     "digits-dalle": "f5a3f5b820f45e03212f466c9401dca7e38703fec8ee4595f08d6b5b4140480b",
+    "digits-fast": "239cb9c362b7ab5e641f3a90110b7901073779b58f4ed667d9909faf6e2665d6",
+    "digits-fast-1": "2d1bc225c520c1fb3d94097dabd4de4892f88290f37e9d5a21830c9d5b2231ab",
+    "digits-fast-2": "242a299106d672636a137537f28c01699a30fc246df67e37b841e69f8f3f4c02",
+    "digits-t2i-fast": "920d17cf65763641d66082c0cad65094b3024f91caf101cdfc47088c7f2410a2",
     "digits-flow": "1d1a0be528fa914a5050050adc19406f63951ee6dd8f88a4b9825a9766b3f140",
     "digits-kl-ldm": "4cd4a579347592a2e041249602667ed86322770580ad5e0728efbcc6e09b7048",
     "digits-n1": "8af02e4db7f4c8d03b3dd6bfc6d47741b077fcc8cbe287caf589523e70fd68d1",
