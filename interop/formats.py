@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from latentzoo.core.contract.errors import LatentzooError, RegistryError
+from latentzoo.core.contract.weights import drop_backups, place, unplace
 
 ACTIONS = ("convert", "export")
 MANIFEST = ".latentzoo-export.json"
@@ -227,14 +228,14 @@ def _convert_into(
         # full disk, a signal) puts it back: the old entry or the new one is complete, never neither.
         weights = [stage / e["weights"]["path"] for e in components.values() if "path" in (e.get("weights") or {})]
         extras = [f for f in sorted(stage.iterdir()) if f.is_file() and f != staged and f not in weights]
-        placed = _place([(f, out / f.name) for f in (*weights, *extras, staged)], out)
+        placed = place([(f, out / f.name) for f in (*weights, *extras, staged)])
         try:
             if register:
                 converted.registered = _register(components, pipelines, out, force)
         except BaseException:
-            _unplace(placed)
+            unplace(placed)
             raise
-        _drop_backups(placed)
+        drop_backups(placed)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         for folder in made if created else []:  # a failed conversion leaves nothing behind
@@ -256,43 +257,6 @@ def _register(components: dict[str, dict[str, Any]], pipelines: dict[str, dict[s
             entry["weights"] = {**entry["weights"], "path": relative_weights(out / entry["weights"]["path"], user)}
         comps[comp] = entry
     return add_entries(comps, pipelines, force=force, path=user)
-
-
-def _place(moves: list[tuple[Path, Path]], out: Path) -> list[tuple[Path, Path | None]]:
-    """Rename each (staged, dest) into place, an existing dest first renamed aside (a backup in
-    ``out``: renames need no free space for data). On any failure, undo what was done and raise.
-    Returns (dest, backup or None) per move, for ``_unplace`` / ``_drop_backups``."""
-    placed: list[tuple[Path, Path | None]] = []
-    try:
-        for src, dest in moves:
-            backup = None
-            if dest.exists():
-                backup = dest.with_name(f".{dest.name}.{os.getpid()}.bak")
-                os.replace(dest, backup)
-            placed.append((dest, backup))
-            os.replace(src, dest)
-    except BaseException:
-        _unplace(placed)
-        raise
-    return placed
-
-
-def _unplace(placed: list[tuple[Path, Path | None]]) -> None:
-    """Put back what ``_place`` replaced (best effort: a rename that fails here leaves its backup)."""
-    for dest, backup in reversed(placed):
-        try:
-            if backup is not None:
-                os.replace(backup, dest)
-            else:
-                dest.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
-def _drop_backups(placed: list[tuple[Path, Path | None]]) -> None:
-    for _, backup in placed:
-        if backup is not None:
-            backup.unlink(missing_ok=True)
 
 
 def _validate_weights(stage: Path, components: dict[str, dict[str, Any]], fmt: str) -> None:

@@ -61,6 +61,48 @@ def _umask() -> int:
     return mask
 
 
+Placed = list[tuple[Path, "Path | None"]]
+
+
+def place(moves: list[tuple[Path, Path]]) -> Placed:
+    """Rename each (staged, dest) into place as one unit: an existing dest is first renamed aside
+    (a ``.NAME.PID.bak`` beside it: renames need no free space for data). On any failure, or a
+    signal, what was done is undone and the error re-raised. Returns (dest, backup or None) per
+    move, for ``unplace`` (put everything back) or ``drop_backups`` (commit)."""
+    placed: Placed = []
+    try:
+        for src, dest in moves:
+            backup = None
+            if dest.exists():
+                backup = dest.with_name(f".{dest.name}.{os.getpid()}.bak")
+                os.replace(dest, backup)
+            placed.append((dest, backup))
+            os.replace(src, dest)
+    except BaseException:
+        unplace(placed)
+        raise
+    return placed
+
+
+def unplace(placed: Placed) -> None:
+    """Put back what ``place`` replaced (best effort: a rename that fails here leaves its backup)."""
+    for dest, backup in reversed(placed):
+        try:
+            if backup is not None:
+                os.replace(backup, dest)
+            else:
+                dest.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def drop_backups(placed: Placed) -> None:
+    """Commit a ``place``: remove the files it kept aside."""
+    for _, backup in placed:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
@@ -201,6 +243,15 @@ def write_json(path: str | Path, data: Any) -> Path:
 METADATA_KEY = "latentzoo"
 
 
+def _pack_metadata(metadata: dict[str, str] | None) -> dict[str, str] | None:
+    """safetensors serialises a metadata map of two or more keys in a per-process random order, so
+    the same tensors would hash differently from run to run: two or more keys are stored as one
+    key holding sorted JSON (read_metadata unpacks it)."""
+    if metadata and len(metadata) > 1:
+        return {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
+    return metadata
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Write a safetensors file atomically; return its sha256.
 
@@ -210,8 +261,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     """
     from safetensors.torch import save_file
 
-    if metadata and len(metadata) > 1:
-        metadata = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
+    metadata = _pack_metadata(metadata)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return sha256_file(path)
@@ -256,7 +306,7 @@ def stream_tensors(
     names = sorted(layout)
     header: dict[str, Any] = {}
     if metadata:
-        header["__metadata__"] = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if len(metadata) > 1 else metadata
+        header["__metadata__"] = _pack_metadata(metadata)
     offset = 0
     for name in names:
         shape, dtype = layout[name]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..contract.errors import LatentzooError
+from ..contract.weights import _umask, drop_backups, place
 
 RECORD_FORMAT = "latentzoo.samples/1"
 DIR_SIDECAR = "samples.json"
@@ -277,7 +278,7 @@ class SampleOutput:
         except OSError as exc:
             raise LatentzooError(f"cannot write {dest}: {exc.strerror or exc}; choose another -o") from exc
         os.close(fd)
-        os.chmod(name, 0o666 & ~_umask())
+        os.chmod(name, 0o666 & ~_umask())  # as weights.atomic_write
         self._temps.append(Path(name))
         return Path(name)
 
@@ -301,33 +302,10 @@ class SampleOutput:
             self._unlock()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _replace_all(moves: list[tuple[Path, Path]], output: str) -> None:
-    """Rename each (src, dest); an existing dest is kept aside and restored if a later rename fails."""
-    done: list[tuple[Path, Path | None]] = []
+    """Rename each (src, dest) as one unit (weights.place: an existing dest kept aside, restored on failure)."""
     try:
-        for src, dest in moves:
-            backup = None
-            if dest.exists():
-                backup = dest.with_name(f".{dest.name}.{os.getpid()}.bak")
-                os.replace(dest, backup)
-            done.append((dest, backup))
-            os.replace(src, dest)
+        placed = place(moves)
     except OSError as exc:
-        for dest, backup in reversed(done):
-            try:
-                if backup is not None:
-                    os.replace(backup, dest)
-                else:
-                    dest.unlink(missing_ok=True)
-            except OSError:
-                pass
         raise LatentzooError(f"cannot write {output}: {exc.strerror or exc} ({exc.filename}); nothing was written") from exc
-    for _, backup in done:
-        if backup is not None:
-            backup.unlink(missing_ok=True)
+    drop_backups(placed)

@@ -185,7 +185,7 @@ def run_dir(
 
 def _move_into(partial: Path, directory: Path, names: list[str], output: str) -> None:
     """Rename ``partial/NAME`` to ``directory/NAME`` for each name, in order, as one unit: an existing
-    destination is kept aside and restored if a later rename fails (record._replace_all's rule, with
+    destination is kept aside and restored if a later rename fails (weights.place's rule, with
     memory held only for the files kept aside: flat in the number of samples)."""
     src_dir, dest_dir = str(partial), str(directory)
     backups: dict[str, str] = {}
