@@ -3,6 +3,7 @@
     python benchmarks/distill.py                                   # everything: n 1000, seeds 0 1 2
     python benchmarks/distill.py --n 200 --seeds 0 --only fd       # a quick look
     python benchmarks/distill.py --registry runs/digits-fast/registry.yaml   # also the run's 8-step student
+    python benchmarks/distill.py --cells digits:50 digits-fast:4 digits-flow:2   # only these cells (mean over --seeds)
 
 1. **FD vs model evaluations** (1, 2, 4, 8, 50): Fréchet distance in the digit classifier's feature
    space vs the 360 held-out digits (``benchmarks/quality.py``'s metric; batch k of seed s uses
@@ -283,11 +284,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--registry", action="append", default=[], help="Extra registry YAML (a distill run's): its NAME-8 student is scored too."
     )
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        metavar="PIPELINE:STEPS",
+        help="Only these FD cells, each a pipeline at its own sampler and scheduler (the cache is keyed by name: give another "
+        "--out for a run's registry).",
+    )
     parser.add_argument("--out", default="runs/distill-fd.json", help="FD cell cache (JSON).")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.cells:
+        table = FDTable(args)
+        for cell in args.cells:
+            name, _, steps = cell.rpartition(":")
+            fd, seeds = table.mean(name, None, None, int(steps))
+            print(f"{name} at {steps} steps: FD {fd:.2f} (n {args.n}; seeds {' / '.join(f'{v:.2f}' for v in seeds)})")
+        return 0
     sections = args.only or ["fd", "wall", "t2i", "cost"]
     extra = {}
     for path in args.registry:

@@ -296,11 +296,8 @@ def apply_request(pipe: Any, request: Any) -> list[dict[str, Any]]:
     """A typed request's ``loras`` applied to its built pipeline: the adapter plugin's declared
     ``apply``, which ``core.runtime.request`` finds through the declaration (core knows no LoRA format)."""
     from latentzoo.core.runtime.adapters import parse_spec
-    from latentzoo.core.runtime.api import registry as load_registry
 
-    from .distilled import check_adapters
-
-    check_adapters(pipe, request, load_registry(request.registries))  # a distilled LoRA's sampler and steps (interop.distilled)
+    # a distilled LoRA's distilled_for was checked in request validation (core.runtime.distilled), with the prior's
     return apply_to_pipeline(pipe, [parse_spec(v) for v in request.loras], request.registries)
 
 

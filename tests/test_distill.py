@@ -253,6 +253,67 @@ def test_shipped_students_record_what_they_were_distilled_for():
     assert math.isfinite(reg.get("digits-fast-prior", "prior").data["metrics"]["cpu_minutes"])
 
 
+def test_distilled_priors_and_adapters_share_one_schema():
+    """Every shipped distilled entry, prior or LoRA, parses as core.contract.distilled.DistilledFor and writes back the same."""
+    from latentzoo.core.contract.distilled import DistilledFor
+    from latentzoo.core.contract.registry import Registry
+
+    reg = Registry.load([])
+    found = {n: e.data["distilled_for"] for n, e in reg.entries.items() if "distilled_for" in e.data}
+    assert {"digits-fast-prior", "digits-t2i-fast-prior", "digits-t2i-lcm"} <= set(found)
+    for data in found.values():
+        assert DistilledFor.parse(data).as_dict() == data
+    assert not any("distilled" in (e.data.get("config") or {}) for e in reg.entries.values())  # the old LoRA spelling is gone
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("{method: progressive, steps: 0}", "steps must be a whole number >= 1"),
+        ("{method: consistency, guidance: 2.0}", "guidance must be [low, high]"),
+        ("{method: consistency, folded_guidance: .nan}", "folded_guidance must be a finite number"),
+        ("{method: distillation}", "method must be one of progressive, single-step, consistency"),
+        ("{sampler: lcm}", "needs method"),
+        ("{method: consistency, guidance_folded: 2.0}", "unknown key 'guidance_folded'"),
+        ("[lcm]", "must be a dict"),
+    ],
+)
+def test_a_bad_distilled_for_is_a_schema_error_naming_file_and_line(tmp_path, body, says):
+    from latentzoo.core.contract.errors import RegistryError
+    from latentzoo.core.contract.registry import Registry
+
+    path = tmp_path / "reg.yaml"
+    path.write_text(f"components:\n  my-lora:\n    class: lora\n    roles: [adapter]\n    distilled_for: {body}\n")
+    with pytest.raises(RegistryError) as err:
+        Registry.load([str(path)])
+    assert f"{path}:5: components.my-lora.distilled_for:" in str(err.value) and says in str(err.value), err.value
+
+
+def test_a_distilled_lora_is_checked_in_request_validation_as_a_distilled_prior_is(cli, tmp_path):
+    """One check path: the LoRA's distilled_for is read by request validation (nothing loaded), in the API as on the CLI."""
+    import warnings
+
+    from latentzoo.core.contract.errors import LatentzooError
+    from latentzoo.core.runtime.request import SampleRequest, validate
+
+    base = {"pipeline": "digits-t2i", "loras": ("digits-t2i-lcm",), "prompt": "a 3", "n": 1, "output": str(tmp_path / "a.png")}
+    with pytest.raises(LatentzooError, match="digits-t2i-lcm was distilled on 50 teacher timesteps; 51 steps is more"):
+        validate(SampleRequest(**base, sampler="lcm", steps=51))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        plan = validate(SampleRequest(**base, sampler="euler", steps=2, guidance=1))
+        assert any("LoRA digits-t2i-lcm was distilled for the lcm sampler; sampler euler run" in m for m in plan.warnings), plan.warnings
+        plan = validate(SampleRequest(**base, sampler="lcm", steps=4))  # the pipeline's guidance 2
+        assert any("guidance 2 folded in" in m for m in plan.warnings), plan.warnings
+        plan = validate(SampleRequest(**{**base, "loras": ("digits-t2i-lcm:0",)}, sampler="lcm", steps=60))  # strength 0: the base
+        assert not plan.warnings
+    assert not (tmp_path / "a.png").exists()
+    r = cli("sample", "digits-t2i", "--lora", "digits-t2i-lcm", "--sampler", "lcm", "--steps", "60", "--prompt", "a 3", "-n", "1",
+            "-o", str(tmp_path / "b.png"))  # fmt: skip
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "60 steps is more than it can walk" in r.stderr, r.stderr
+    assert not (tmp_path / "b.png").exists()
+
+
 @pytest.mark.slow
 def test_two_torchrun_processes_distil_as_one_process_does(cli, tmp_path):
     from test_distributed import torchrun

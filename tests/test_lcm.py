@@ -149,7 +149,15 @@ def test_distill_consistency_resumes_exactly_and_leaves_the_base(folder, cli, tm
     assert any(t.abs().sum() > 0 for k, t in tensors.items() if k.endswith("lora_up.weight"))  # it learnt something
     entry = yaml.safe_load((tmp_path / "a" / "registry.yaml").read_text())["components"]["lcm-test"]
     assert entry["class"] == "lora" and entry["config"]["parts"]["prior"]["sha256"] == before
-    assert entry["config"]["distilled"] == {"method": "consistency", "sampler": "lcm", "teacher_steps": 50, "guidance": 2.0}
+    assert entry["distilled_for"] == {  # the registry's one schema (core.contract.distilled), as a distilled prior's
+        "method": "consistency",
+        "teacher": "digits-t2i",
+        "sampler": "lcm",
+        "teacher_steps": 50,
+        "max_steps": 50,
+        "folded_guidance": 2.0,
+    }
+    assert "distilled" not in entry["config"]
     assert math.isfinite(entry["metrics"]["final_loss"])
 
 
@@ -214,7 +222,7 @@ def test_shipped_digits_t2i_lcm_fits_and_samples(cli, tmp_path):
 
     lora, base = info("digits-t2i-lcm"), info("digits-t2i-prior")
     assert lora.weights_path().stat().st_size <= 0.2 * base.weights_path().stat().st_size
-    assert lora.data["config"]["distilled"]["sampler"] == "lcm"
+    assert lora.data["distilled_for"]["sampler"] == "lcm"
     args = [
         "--sampler",
         "lcm",

@@ -5,8 +5,9 @@
 
 Each argument names a pipeline of the run (``RUN_NAME=SHIPPED_NAME`` renames it); its prior is
 copied to ``weights/SHIPPED_NAME-prior.safetensors`` (sha256 checked) and registered as
-``SHIPPED_NAME-prior``, the pipeline as ``SHIPPED_NAME``. The entries are inserted as YAML
-text (the rest of registry.yaml is left as it is).
+``SHIPPED_NAME-prior``, the pipeline as ``SHIPPED_NAME``. The entries are written as YAML text
+(the rest of registry.yaml is left as it is): an entry already there of the same name (an earlier
+shipping of the student) is replaced in place, a new one is appended to its section.
 """
 
 from __future__ import annotations
@@ -25,12 +26,25 @@ def block(name: str, body: dict) -> str:
     return "".join(f"  {line}\n" for line in text.splitlines())
 
 
+def put(section: str, name: str, text: str) -> str:
+    """``section`` of the registry text (all of it between its header and the next) with ``name``'s block replaced or appended."""
+    lines = section.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(f"  {name}:")), None)
+    if start is None:
+        return section.rstrip("\n") + "\n" + text
+    end = start + 1
+    while end < len(lines) and (lines[end].startswith("   ") or not lines[end].strip()):
+        end += 1  # the entry's body: deeper-indented lines (and blank ones)
+    return "".join(lines[:start]) + text + "".join(lines[end:])
+
+
 def main(argv: list[str]) -> int:
     from latentzoo.core.contract.weights import sha256_file
 
     run_registry = Path(argv[0])
     doc = yaml.safe_load(run_registry.read_text(encoding="utf-8"))
-    components, pipelines = [], []
+    registry = ROOT / "registry.yaml"
+    head, sep, pipelines = registry.read_text(encoding="utf-8").partition("\npipelines:\n")
     for arg in argv[1:]:
         source, _, shipped = arg.partition("=")
         shipped = shipped or source
@@ -44,13 +58,9 @@ def main(argv: list[str]) -> int:
         entry["weights"] = {"path": f"weights/{target.name}", "sha256": entry["weights"]["sha256"]}
         entry["training"] = {**entry.get("training", {}), "command": "docs/distillation.md"}
         pipe["prior"] = f"{shipped}-prior"
-        components.append(block(f"{shipped}-prior", entry))
-        pipelines.append(block(shipped, pipe))
-    registry = ROOT / "registry.yaml"
-    text = registry.read_text(encoding="utf-8")
-    head, sep, tail = text.partition("\npipelines:\n")
-    text = head + "\n" + "".join(components).rstrip("\n") + sep + tail.rstrip("\n") + "\n" + "".join(pipelines)
-    registry.write_text(text, encoding="utf-8")
+        head = put(head, f"{shipped}-prior", block(f"{shipped}-prior", entry))
+        pipelines = put(pipelines, shipped, block(shipped, pipe))
+    registry.write_text(head.rstrip("\n") + "\n" + sep.lstrip("\n") + pipelines.rstrip("\n") + "\n", encoding="utf-8")
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .conditioning import ConditioningSpace
+from .distilled import DistilledFor
 from .errors import LatentzooError, RegistryError
 from .interfaces import ROLES
 from .latent import LatentSpace
@@ -41,7 +42,7 @@ COMPONENT_KEYS = {
     "description": str,
     "metrics": dict,
     "training": dict,
-    "distilled_for": dict,  # a distilled student: the sampling it was trained for (core.runtime.distilled)
+    "distilled_for": dict,  # a distilled prior or adapter: the sampling it was trained for (core.contract.distilled)
     "aliases": list,
 }
 REQUIRED_COMPONENT_KEYS = ("class", "roles")
@@ -257,6 +258,11 @@ def _parse(text: str, path: Path, layer: str) -> list[Entry]:
                         (section, name, "roles"),
                         f"{'unknown role ' + repr(unknown[0]) if unknown else 'no role given'}; roles are {', '.join(ROLES)}",
                     )
+            if "distilled_for" in body:
+                try:
+                    DistilledFor.parse(body["distilled_for"])
+                except (TypeError, ValueError) as exc:
+                    raise fail((section, name, "distilled_for"), str(exc)) from None
             if "weights" in body:
                 weights = body["weights"]
                 for key in weights:

@@ -267,7 +267,7 @@ def validate(request: SampleRequest, registry: Registry | None = None) -> Plan:
     check_options(reg, spec, **({"text_options": given} if request.text else {"options": given}))
     from .distilled import check as check_distilled
 
-    found += check_distilled(reg, spec, values, conditioning)  # a distilled student sampled otherwise than trained
+    found += check_distilled(reg, spec, values, conditioning, request.loras)  # a distilled prior or LoRA sampled otherwise than trained
     return Plan(request, spec, reg, values, conditioning, runs, candidates, found)
 
 

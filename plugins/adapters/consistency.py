@@ -22,7 +22,8 @@ Per training example (latent consistency distillation, Luo et al. 2023, alg. 1):
 
 The run follows the trainer contract (``core.training``: checkpoints of the pairs and their
 optimizer, exact ``--resume``, torchrun). The published entry records what it was distilled
-for (``distilled``: method, sampler, teacher steps, guidance), which ``sample --lora`` checks.
+for in the registry's one schema (``distilled_for``, core.contract.distilled: method, sampler, teacher steps,
+the most steps it can walk, the guidance folded in), which request validation checks for ``sample --lora``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 
 from latentzoo.core.contract.denoising import split_prediction
+from latentzoo.core.contract.distilled import DistilledFor
 from latentzoo.core.contract.errors import LatentzooError
 from latentzoo.core.contract.weights import save_tensors, write_json
 from latentzoo.core.runtime.adapters import fingerprint, lora_layers, select_targets
@@ -241,7 +243,14 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
         shapes = {p: tuple(prior.get_submodule(p).weight.shape) for p in paths}
         final = sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:]))
         base_sha = (prior_entry.data.get("weights") or {}).get("sha256")
-        distilled = {"method": "consistency", "sampler": "lcm", "teacher_steps": cfg["teacher_steps"], "guidance": cfg["guidance"]}
+        distilled = DistilledFor(
+            method="consistency",
+            teacher=cfg["base"],
+            sampler="lcm",
+            teacher_steps=cfg["teacher_steps"],
+            max_steps=cfg["teacher_steps"],  # more would walk levels between and below the grid it learned
+            folded_guidance=float(cfg["guidance"]),
+        )
         config = {
             "format": "kohya",
             "rank": rank,
@@ -250,7 +259,6 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
             "parts": {
                 "prior": {"base": prior_name, "sha256": base_sha, "fingerprint": fingerprint(shapes), "modules": len(paths), "unmatched": 0}
             },
-            "distilled": distilled,
         }
         entry = {
             "family": "lora",
@@ -263,6 +271,7 @@ def train(options: TrainOptions) -> dict[str, Any] | None:
                 f"Consistency LoRA (LCM-LoRA, rank {rank}, {len(paths)} layers) for {cfg['base']}: "
                 f"sample {cfg['base']} --lora NAME --sampler lcm --scheduler sgm_uniform --steps 4 --guidance 1"
             ),
+            "distilled_for": distilled.as_dict(),
             "metrics": {"final_loss": round(final, 6)},
             "training": {
                 "data": options.data,

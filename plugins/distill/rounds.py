@@ -15,8 +15,8 @@ OUT/registry.yaml`` runs one at once.
   previous stage's student), learns to take in one DDIM step what the teacher takes in two, on
   the teacher's levels at 2N steps; it samples at N.
 
-Each stage's entry records ``distilled_for`` (method, sampler, scheduler, steps, guidance
-range): ``latentzoo sample`` warns when a student runs otherwise (core.runtime.distilled).
+Each stage's entry records ``distilled_for`` (core.contract.distilled: method, sampler, scheduler, steps,
+guidance range): request validation warns when a student runs otherwise (core.runtime.distilled).
 """
 
 from __future__ import annotations
@@ -277,12 +277,13 @@ def run_stage(opts: DistillOptions, built: Built, teacher: Stage, stage: str, in
 
 def distilled_for(opts: DistillOptions, stage: str, steps: int) -> dict[str, Any]:
     """What the student was trained for: the method, and for a round the sampler, scheduler and steps."""
-    out: dict[str, Any] = {"teacher": opts.teacher.name, "method": "progressive" if stage != "stage-0" else "single-step"}
-    if opts.guidance is not None:
-        out["guidance"] = list(opts.guidance)
+    from latentzoo.core.contract.distilled import DistilledFor
+
+    plan: dict[str, Any] = {}
     if stage != "stage-0":
-        out.update(sampler=opts.teacher.sampler, scheduler=opts.teacher.scheduler, steps=steps, teacher_steps=2 * steps)
-    return out
+        plan = {"sampler": opts.teacher.sampler, "scheduler": opts.teacher.scheduler, "steps": steps, "teacher_steps": 2 * steps}
+    method = "progressive" if stage != "stage-0" else "single-step"
+    return DistilledFor(method=method, teacher=opts.teacher.name, guidance=opts.guidance, **plan).as_dict()
 
 
 def describe(opts: DistillOptions, stage: str, steps: int) -> str:
