@@ -327,3 +327,87 @@ def test_two_torchrun_processes_distil_as_one_process_does(cli, tmp_path):
         assert latest_checkpoint(two / stage)[1]["replicas_identical"] is True
         a, b = load_file(str(one / stage / "model.safetensors")), load_file(str(two / stage / "model.safetensors"))
         assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a if not k.endswith("to_k.bias"))
+
+
+# Reflow (Liu et al. 2022): digits-flow's ODE couplings, then flow matching on the straight path between them.
+
+
+def reflow(out, *extra: str) -> list[str]:
+    return ["distill", "reflow", "--teacher", "digits-flow", "--pairs", "8", "--teacher-steps", "2", "-o", str(out), *TINY, *extra]
+
+
+def test_a_reflow_round_publishes_a_flow_student_that_samples_at_once(cli, tmp_path):
+    import yaml
+
+    out = tmp_path / "reflow"
+    r = cli(*reflow(out))
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load((out / "registry.yaml").read_text())
+    prior = doc["components"]["digits-flow-reflow-prior"]
+    assert prior["class"] == "flow.unet" and prior["family"] == "flow"
+    assert prior["distilled_for"] == {
+        "method": "reflow",
+        "teacher": "digits-flow",
+        "sampler": "flow-euler",
+        "scheduler": "flow-shift",
+        "teacher_steps": 2,
+    }
+    assert prior["latent_space"]["scaling_factor"] == pytest.approx(1.5630550384521484)  # the teacher's latent space, kept
+    pipe = doc["pipelines"]["digits-flow-reflow"]
+    assert pipe["prior"] == "digits-flow-reflow-prior" and pipe["sampler"] == "flow-euler" and pipe["defaults"] == {"steps": 1}
+    pairs = load_file(str(out / "pairs.safetensors"))
+    assert pairs["z0"].shape == pairs["x1"].shape == (8, 3, 8, 8)
+    # x1 is the teacher's own 2-step Euler solution from z0 (stage 1)
+    import latentzoo
+
+    teacher = latentzoo.build("digits-flow-prior", "prior").eval()
+    with torch.no_grad():
+        x = pairs["z0"]
+        for t, t_next in ((1.0, 0.5), (0.5, 0.0)):
+            x = x + (t_next - t) * teacher(x, torch.full((8,), t))
+    assert torch.allclose(x, pairs["x1"], atol=1e-5)
+    for steps in ("1", "2"):
+        r = cli("--registry", str(out / "registry.yaml"), "sample", "digits-flow-reflow", "--steps", steps, "-n", "2",
+                "-o", str(tmp_path / f"s{steps}.png"))  # fmt: skip
+        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+        assert (tmp_path / f"s{steps}.png").stat().st_size > 0
+    r = cli(*reflow(out))  # the same -o again, without --resume
+    assert r.returncode == 1 and "--resume" in r.stderr, r.stderr
+
+
+def test_reflow_resume_reads_its_pairs_back_and_equals_an_uninterrupted_run(cli, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli(*reflow(straight, "--steps", "4")).returncode == 0
+    assert cli(*reflow(split, "--steps", "2")).returncode == 0
+    drawn = (split / "pairs.safetensors").stat().st_mtime_ns
+    r = cli(*reflow(split, "--steps", "4", "--resume"))
+    assert r.returncode == 0, r.stderr
+    assert (split / "pairs.safetensors").stat().st_mtime_ns == drawn  # not drawn again
+    assert (split / "pairs.safetensors").read_bytes() == (straight / "pairs.safetensors").read_bytes()  # seeded
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(split / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    r = cli(*reflow(split, "--steps", "6", "--resume", "--pairs", "9"))  # other pairs than the saved ones
+    assert r.returncode == 1 and "pairs 8 -> 9" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("teacher", ["digits", "digits-dalle"])
+def test_reflow_of_a_teacher_that_is_not_a_flow_is_refused(cli, tmp_path, teacher):
+    r = cli("distill", "reflow", "--teacher", teacher, "--pairs", "4", "-o", str(tmp_path / "x"), *TINY)
+    assert r.returncode == 1 and "not a flow" in r.stderr and teacher in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--pairs", "0"], "--pairs must be a whole number >= 1"),
+        (["--pairs", "4"], "--pairs 4 is fewer than --batch-size 8"),
+        (["--pairs", "8", "--teacher-steps", "0"], "--teacher-steps must be a whole number >= 1"),
+        (["--pairs", "8", "--sample-steps", "0"], "--sample-steps must be a whole number >= 1"),
+        (["--pairs", "8", "--sampler", "ddim"], "does not drive a flow prior"),
+    ],
+)
+def test_reflow_refuses_bad_numbers_in_one_line_writing_nothing(cli, tmp_path, args, says):
+    r = cli("distill", "reflow", "--teacher", "digits-flow", *args, "-o", str(tmp_path / "x"), *TINY)
+    assert r.returncode == 1 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / "x").exists()

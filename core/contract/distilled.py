@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-METHODS = ("progressive", "single-step", "consistency")
+METHODS = ("progressive", "single-step", "consistency", "reflow")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class DistilledFor:
 
     method: str
     """progressive (one step of ``sampler`` per two of its teacher's), single-step (matched at single
-    timesteps, no step count) or consistency (a consistency function, sampled with ``sampler``)."""
+    timesteps, no step count), consistency (a consistency function, sampled with ``sampler``) or reflow
+    (a rectified flow retrained on its teacher's ODE couplings, any step count of ``sampler``)."""
     teacher: str | None = None
     """The pipeline it was distilled from (named in messages: sample it for what the student cannot do)."""
     sampler: str | None = None
