@@ -130,7 +130,7 @@ def guidance(ctx: click.Context, rounds: int, guidance_range: tuple[float, float
 @click.option("--sample-steps", type=int, default=1, show_default=True, help="Default steps of the student pipeline.")
 @click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps of the student.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Global batch per optimizer step (all processes).")
-@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the pairs' noise and the training stream.")
 @click.option("--checkpoint-every", type=int, default=250, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in -o: its pairs are read back, training resumes exactly.")
