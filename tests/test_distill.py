@@ -411,3 +411,18 @@ def test_reflow_refuses_bad_numbers_in_one_line_writing_nothing(cli, tmp_path, a
     r = cli("distill", "reflow", "--teacher", "digits-flow", *args, "-o", str(tmp_path / "x"), *TINY)
     assert r.returncode == 1 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_reflow_as_one_process_does(cli, tmp_path):
+    from test_distributed import torchrun
+
+    from latentzoo.core.training import latest_checkpoint
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert cli(*reflow(one)).returncode == 0
+    torchrun(cli, *reflow(two)).assert_ok()
+    assert latest_checkpoint(two)[1]["replicas_identical"] is True
+    assert (one / "pairs.safetensors").read_bytes() == (two / "pairs.safetensors").read_bytes()  # drawn once, by rank 0
+    a, b = load_file(str(one / "model.safetensors")), load_file(str(two / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
