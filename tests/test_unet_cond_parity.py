@@ -172,4 +172,3 @@ def test_samplers_pass_the_conditioning(sampler_name):
     a, b, other = draw(conditions(2)), draw(conditions(2)), draw(conditions(2, seed=5))
     assert torch.equal(a, b) and torch.isfinite(a).all()
     assert float((a - other).abs().max()) > 1e-3
-
