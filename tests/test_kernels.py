@@ -256,3 +256,51 @@ def test_latentzoo_kernels_eager_turns_it_off():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "LATENTZOO_KERNELS": "eager"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "Linear"]
+
+
+def test_packed_linear_gives_the_bytes_of_the_dense_one_and_follows_its_weight():
+    """A linear weight packed into oneDNN's blocked layout: the same bytes as oneDNN on the dense weight, for any
+    number of rows (the layout does not depend on it), repacked when the weight changes, dropped after a cast."""
+    from latentzoo.core.contract.weights import cast_parameters
+
+    torch.manual_seed(0)
+    eager, fast = twins(nn.Linear(64, 96))
+    with torch.inference_mode():
+        for shape in [(5, 64), (2, 7, 64), (300, 64)]:
+            x = torch.randn(*shape)
+            got = fast(x)
+            assert fast._packed is not None and fast._packed[1] is not None and fast._packed[1].is_mkldnn
+            assert torch.equal(got, torch.ops.mkldnn._linear_pointwise(x, fast.weight, fast.bias, "none", [], ""))
+            assert rel(got, eager(x)) < RTOL
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        fast.weight.mul_(-1.0)  # an in-place update: repacked
+        eager.weight.mul_(-1.0)
+        assert rel(fast(x), eager(x)) < RTOL
+    cast_parameters(fast, torch.bfloat16)
+    cast_parameters(eager, torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(fast(x.bfloat16()), eager(x.bfloat16()))
+    assert fast._packed is None
+
+
+def test_a_components_file_backed_linears_are_packed_together_at_its_first_call():
+    """Packed one per call, the long-lived copies would interleave with freed activations in the heap (a higher
+    peak): the first file-backed linear to run packs every other one of its component first."""
+    from latentzoo.core.runtime.build import Builder
+
+    prior = Builder.from_registry().component("digits-t2i-prior", "prior")
+    linears = [m for m in prior.modules() if isinstance(m, kernels.OneDNNLinear)]
+    assert linears and all(m._packed is None for m in linears)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *prior.latent_shape, generator=g)
+    tokens = torch.randn(2, 16, prior.cross_attention_dim, generator=g)
+    with torch.inference_mode():
+        prior.time_embedding(torch.randn(2, prior.time_embedding.linear_1.in_features))
+        assert all(m._packed is not None and m._packed[1] is not None for m in linears)  # every one, before the others ran
+        got = prior(x, torch.tensor(500), encoder_hidden_states=tokens)
+        with kernels.eager():
+            want = prior(x, torch.tensor(500), encoder_hidden_states=tokens)
+    assert rel(got, want) < RTOL
+    copied = copy.deepcopy(prior)  # a copy packs its own layers, not the original's
+    assert all(m._packed is None and m._siblings == () for m in copied.modules() if isinstance(m, kernels.OneDNNLinear))

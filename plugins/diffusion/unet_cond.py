@@ -69,7 +69,11 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, gate = self.proj(x).chunk(2, dim=-1)
-        return a * F.gelu(gate)
+        if torch.is_grad_enabled():
+            return a * F.gelu(gate)
+        # At inference the product goes into gelu's fresh output: the same bytes (a * b == b * a in IEEE
+        # arithmetic), one (tokens x 4 dim) buffer fewer at the peak (SDXL at 32x32: 21 MB).
+        return F.gelu(gate).mul_(a)
 
 
 class FeedForward(nn.Module):
@@ -96,9 +100,14 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, dropout=dropout)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context, mask) + x
-        return self.ff(self.norm3(x)) + x
+        if torch.is_grad_enabled():
+            x = self.attn1(self.norm1(x)) + x
+            x = self.attn2(self.norm2(x), context, mask) + x
+            return self.ff(self.norm3(x)) + x
+        # Inference: each residual sum goes into the branch's fresh output (the same bytes, one buffer fewer).
+        x = self.attn1(self.norm1(x)).add_(x)
+        x = self.attn2(self.norm2(x), context, mask).add_(x)
+        return self.ff(self.norm3(x)).add_(x)
 
 
 class Transformer2DModel(nn.Module):
