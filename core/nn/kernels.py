@@ -4,9 +4,7 @@ Two costs of eager PyTorch on a CPU that a loaded pipeline need not pay at infer
 
 - ``nn.Linear`` in fp32 calls BLAS ``addmm`` (MKL in the official builds). On AMD CPUs MKL's
   fp32 GEMM runs well below oneDNN's: on this project's AMD EPYC a (2048 x 320) x (320 x 2560)
-  product takes 28 ms through ``addmm`` and 12 ms through oneDNN, on the same dense weight; with the
-  weight packed once into oneDNN's blocked layout (``OneDNNLinear``) another ~4 % on an SDXL UNet's
-  shapes (the same bytes: the GEMM no longer re-blocks the weight on each call).
+  product takes 28 ms through ``addmm`` and 12 ms through oneDNN, on the same dense weight.
 - ``nn.Conv2d`` calls oneDNN, but hands it the weight in PyTorch's plain OIHW layout, which
   oneDNN reorders into its blocked layout on *every* call. At the low resolutions of a UNet
   (8x8, 4x4 latents) that reorder costs more than the convolution: a 1280 -> 1280 3x3
@@ -19,9 +17,6 @@ frozen CPU graphs) and otherwise run exactly as before: training, CUDA, bf16 wei
 and ``--precision bf16`` take the eager path. Results agree with eager to float rounding (about 1e-6
 relative; ``tests/test_kernels.py``) and are deterministic: the same input gives the same bytes.
 
-A packed linear weight does not depend on the input's shape; a component's file-backed linears are all
-packed at its first inference call, back to back, so that the long-lived copies do not interleave with
-activations freed in between (a heap that cannot shrink: SDXL's UNet peaked 240 MB higher that way).
 A packed convolution weight is a copy in oneDNN's layout, made at the first call for the
 input's shape (the layout oneDNN picks depends on it) and remade when the weight changes
 (``load_state_dict``, an in-place update) or the shape does. A weight adopted from a
@@ -42,7 +37,7 @@ import contextlib
 import mmap
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -62,8 +57,6 @@ def available() -> bool:
 
 
 _AVAILABLE = available()
-# Packing a linear weight (oneDNN's reorder for inner products); without it the linear runs on the dense weight.
-_CAN_PACK_LINEAR = hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
 @contextlib.contextmanager
@@ -93,72 +86,13 @@ def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
-def inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """The accelerated path applies: fp32 CPU inference (no autograd, no autocast) with the kernels on."""
-    return _inference_on_cpu(x, weight)
-
-
-def _pack_from_source(w: torch.Tensor, pack: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
-    """``pack`` of ``w``'s values read through a temporary mapping of its file (then unmapped: resident memory
-    holds the packed copy instead of the dense pages), or of ``w`` itself when it lives only in memory and is
-    small; None where a packed copy would add memory (a large in-memory weight)."""
-    with file_source(w) as dense:
-        if dense is None and w.numel() * w.element_size() <= MAX_IN_MEMORY_PACK:
-            dense = w.detach()
-        return None if dense is None else pack(dense)
-
-
 class OneDNNLinear(nn.Linear):
-    """``nn.Linear`` whose CPU fp32 inference runs oneDNN's GEMM on a weight packed once into oneDNN's blocked layout.
-
-    The packed layout (AB16b64a for fp32 on AVX-512) does not depend on the number of rows, so one copy serves
-    every input shape; it gives the same bytes as oneDNN on the dense weight (``tests/test_kernels.py``), about
-    4 % faster on an SDXL UNet's shapes (the GEMM no longer re-blocks the weight on each call). A weight that
-    cannot be packed without adding memory runs oneDNN on the dense weight (no copy).
-    """
-
-    _packed: tuple[tuple[object, ...], torch.Tensor | None] | None = None  # (what it was packed from, packed or None: dense)
-    _siblings: tuple[OneDNNLinear, ...] = ()  # the linear layers accelerate() switched with this one (one component)
-
-    def _packed_weight(self, rows: int) -> torch.Tensor | None:
-        w = self.weight
-        if w.is_inference() or not _CAN_PACK_LINEAR:
-            return None  # made under inference_mode: no version counter, so an in-place change could not be seen
-        key = (id(w), w.data_ptr(), w._version, w.dtype)
-        if self._packed is None or self._packed[0] != key:
-            first = self._packed is None
-            self._packed = None  # free the old copy before making the new one
-            self._packed = (key, _pack_from_source(w, lambda dense: torch.ops.mkldnn._reorder_linear_weight(dense, rows)))
-            if first and getattr(w, _SOURCE, None) is not None:
-                # Pack the component's other file-backed linears now, back to back, before this call's activations
-                # come and go between them: packed lazily, one per call, the long-lived copies interleave with freed
-                # activations in the heap, which then cannot shrink (a full-size SDXL UNet peaked 270 MB higher).
-                for other in self._siblings:
-                    if other is not self and other._packed is None and _packs_from_file(other.weight, w):
-                        other._packed_weight(rows)
-        return self._packed[1]
+    """``nn.Linear`` whose CPU fp32 inference runs oneDNN's GEMM on the same dense weight (no copy)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() in (2, 3) and _inference_on_cpu(x, self.weight):
-            w = self._packed_weight(x.numel() // max(1, x.shape[-1]))
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight if w is None else w, self.bias, "none", [], "")
-        if self._packed is not None and self._packed[0][:2] != (id(self.weight), self.weight.data_ptr()):
-            self._packed = None  # the weight was replaced (a cast, new storage): drop the stale packed copy
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return super().forward(x)
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        state.pop("_packed", None)  # a cache in oneDNN's layout: copies and pickles repack on their first call
-        state.pop("_siblings", None)  # the original's layers, not the copy's
-        return state
-
-
-def _packs_from_file(w: torch.Tensor, like: torch.Tensor) -> bool:
-    return (
-        getattr(w, _SOURCE, None) is not None
-        and not w.is_inference()
-        and (w.dtype, w.device, w.layout) == (like.dtype, like.device, like.layout)
-    )
 
 
 class PackedConv2d(nn.Conv2d):
@@ -227,15 +161,11 @@ def accelerate(module: nn.Module) -> nn.Module:
     """
     if not _AVAILABLE:
         return module
-    linears = []
     for m in module.modules():
         if type(m) is nn.Linear:
             m.__class__ = OneDNNLinear
-            linears.append(m)
         elif type(m) is nn.Conv2d and _packable(m):
             m.__class__ = PackedConv2d
-    for m in linears:
-        m._siblings = tuple(linears)
     return module
 
 
