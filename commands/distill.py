@@ -11,6 +11,24 @@ import click
 from .consistency import consistency
 
 
+def _train_options(kw: dict[str, Any], data: str) -> Any:
+    """The trainer-contract options every distill command takes (core.training.TrainOptions)."""
+    from latentzoo.core.training import TrainOptions
+
+    return TrainOptions(
+        out=Path(kw["out"]),
+        data=data,
+        steps=kw["steps"],
+        batch_size=kw["batch_size"],
+        lr=kw["lr"],
+        seed=kw["seed"],
+        checkpoint_every=kw["checkpoint_every"],
+        resume=kw["resume"],
+        progress=not kw["no_progress"],
+        device=kw["device"],
+    )
+
+
 def _common(f: Any) -> Any:
     options = [
         click.option("--teacher", required=True, metavar="PIPELINE", help="The teacher: a registry pipeline with a denoiser prior."),
@@ -41,7 +59,6 @@ def _common(f: Any) -> Any:
 
 
 def _run(ctx: click.Context, rounds: int, guidance: tuple[float, float] | None, **kw: Any) -> None:
-    from latentzoo.core.training import TrainOptions
     from latentzoo.plugins.distill.rounds import DistillOptions, distill
     from latentzoo.plugins.distill.teacher import resolve_teacher
 
@@ -54,18 +71,7 @@ def _run(ctx: click.Context, rounds: int, guidance: tuple[float, float] | None, 
         data=kw["data"],
         registries=ctx.obj["registries"],
     )
-    train = TrainOptions(
-        out=Path(kw["out"]),
-        data=teacher.data,
-        steps=kw["steps"],
-        batch_size=kw["batch_size"],
-        lr=kw["lr"],
-        seed=kw["seed"],
-        checkpoint_every=kw["checkpoint_every"],
-        resume=kw["resume"],
-        progress=not kw["no_progress"],
-        device=kw["device"],
-    )
+    train = _train_options(kw, teacher.data)
     name = kw["name"] or f"{kw['teacher']}-fast"
     opts = DistillOptions(teacher, Path(kw["out"]), name, train, prediction=kw["prediction"], guidance=guidance)
     doc = distill(opts)
@@ -146,24 +152,12 @@ def reflow(ctx: click.Context, **kw: Any) -> None:
       latentzoo distill reflow --teacher digits-flow --pairs 3000 --teacher-steps 30 --steps 1500 -o runs/flow-reflow
       latentzoo --registry runs/flow-reflow/registry.yaml sample digits-flow-reflow --steps 1
     """
-    from latentzoo.core.training import TrainOptions
     from latentzoo.plugins.distill.reflow import ReflowOptions, resolve_reflow_teacher
     from latentzoo.plugins.distill.reflow import reflow as run_reflow
 
     teacher = resolve_reflow_teacher(kw["teacher"], sampler=kw["sampler"], scheduler=kw["scheduler"], registries=ctx.obj["registries"])
     teacher_steps = kw["teacher_steps"] if kw["teacher_steps"] is not None else int(teacher.spec.defaults.get("steps") or 0)
-    train = TrainOptions(
-        out=Path(kw["out"]),
-        data=str((teacher.prior_entry.data.get("training") or {}).get("data") or "digits"),
-        steps=kw["steps"],
-        batch_size=kw["batch_size"],
-        lr=kw["lr"],
-        seed=kw["seed"],
-        checkpoint_every=kw["checkpoint_every"],
-        resume=kw["resume"],
-        progress=not kw["no_progress"],
-        device=kw["device"],
-    )
+    train = _train_options(kw, str((teacher.prior_entry.data.get("training") or {}).get("data") or "digits"))
     name = kw["name"] or f"{kw['teacher']}-reflow"
     opts = ReflowOptions(
         teacher, Path(kw["out"]), name, train, pairs=kw["pairs"], teacher_steps=teacher_steps, sample_steps=kw["sample_steps"]

@@ -83,18 +83,17 @@ def resolve_reflow_teacher(
     name: str, *, sampler: str | None = None, scheduler: str | None = None, registries: tuple[str, ...] = ()
 ) -> ReflowTeacher:
     """The teacher: a pipeline whose prior is a ``flow`` prior, sampled by a flow sampler on a flow scheduler."""
-    from latentzoo.core.contract.compose import load_spec, resolve_component
-    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.contract.compose import resolve_component
 
-    registry = Registry.load(list(registries))
-    spec, registry = load_spec(registry, name)
-    prior = resolve_component(registry, spec.prior, "prior")
-    kind = registry.declaration(prior).get("kind")
-    if kind != "flow":
-        raise LatentzooError(
-            f"teacher {name}: its prior {spec.prior} is a {kind or 'kind-less'} prior, not a flow; reflow straightens the ODE "
-            "of a rectified flow: pick a flow pipeline such as digits-flow (for a denoiser use `distill progressive`)"
-        )
+    from .teacher import load_teacher
+
+    spec, registry, prior = load_teacher(
+        name,
+        "flow",
+        "reflow straightens the ODE of a rectified flow: pick a flow pipeline such as digits-flow "
+        "(for a denoiser use `distill progressive`)",
+        registries,
+    )
     if prior.conditioning is not None:
         raise LatentzooError(f"teacher {name} is conditional ({prior.conditioning.kind}); reflow here takes an unconditional flow")
     sampler_name, scheduler_name = sampler or spec.sampler, scheduler or spec.scheduler

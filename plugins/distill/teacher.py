@@ -44,6 +44,20 @@ class TeacherSpec:
         return self.teacher_steps // 2**round_index
 
 
+def load_teacher(name: str, kind: str, why: str, registries: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
+    """(spec, registry, prior entry) of pipeline ``name``, refused in one line unless its prior is of ``kind``
+    (``why`` says what the method needs and what to pick instead)."""
+    from latentzoo.core.contract.compose import load_spec, resolve_component
+    from latentzoo.core.contract.registry import Registry
+
+    spec, registry = load_spec(Registry.load(list(registries)), name)
+    prior = resolve_component(registry, spec.prior, "prior")
+    found = registry.declaration(prior).get("kind")
+    if found != kind:
+        raise LatentzooError(f"teacher {name}: its prior {spec.prior} is a {found or 'kind-less'} prior, not a {kind}; {why}")
+    return spec, registry, prior
+
+
 def resolve_teacher(
     name: str,
     *,
@@ -56,18 +70,11 @@ def resolve_teacher(
 ) -> TeacherSpec:
     """The teacher and the rounds' plan, checked: a denoiser prior, a deterministic two-step sampler
     (when rounds > 0) and a step count that halves ``rounds`` times to at least 1."""
-    from latentzoo.core.contract.compose import load_spec, resolve_component
-    from latentzoo.core.contract.registry import Registry
+    from latentzoo.core.contract.compose import resolve_component
 
-    registry = Registry.load(list(registries))
-    spec, registry = load_spec(registry, name)
-    prior = resolve_component(registry, spec.prior, "prior")
-    kind = registry.declaration(prior).get("kind")
-    if kind != "denoiser":
-        raise LatentzooError(
-            f"teacher {name}: its prior {spec.prior} is a {kind or 'kind-less'} prior, not a denoiser; "
-            "distillation matches DDIM steps of a diffusion denoiser: pick a denoiser pipeline such as digits"
-        )
+    spec, registry, prior = load_teacher(
+        name, "denoiser", "distillation matches DDIM steps of a diffusion denoiser: pick a denoiser pipeline such as digits", registries
+    )
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
         raise LatentzooError(f"--rounds must be 0 or more, not {rounds!r}")
     steps = teacher_steps if teacher_steps is not None else int(spec.defaults.get("steps") or 0)
@@ -104,7 +111,7 @@ def resolve_teacher(
         spec=spec,
         registry=registry,
         prior_entry=prior,
-        kind=kind,
+        kind="denoiser",
         conditioning=None if cond is None else cond.kind,
         sampler=sampler_name,
         scheduler=scheduler_name,
