@@ -68,6 +68,17 @@ def test_curated_digits_keep_their_loops(hollow):
     assert float(keep[data.labels == 2].float().mean()) > 0.9
 
 
+def test_typical_keeps_the_commonest_shape(hollow):
+    """Five bars and two odd shapes (a hook, a cross): the five closest to the mean are the bars."""
+    x = -torch.ones(7, 1, 16, 16)
+    x[:, :, 2:14, 7:9] = 1.0  # every image: a bar
+    x[5, :, 2:5, 3:7] = 1.0  # a hook
+    x[6, :, 7:9, 2:14] = 1.0  # a crossbar
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0))
+    picked = order[hollow.typical(x[order], 5)]
+    assert sorted(picked.tolist()) == [0, 1, 2, 3, 4]
+
+
 def test_data_folder_is_balanced_and_captioned(hollow, tmp_path):
     """``data`` writes n PNGs with captions, n / 10 of each digit, every image hollow by the measure."""
     hollow.make(tmp_path, 40)
@@ -76,3 +87,44 @@ def test_data_folder_is_balanced_and_captioned(hollow, tmp_path):
     assert {c: captions.count(c) for c in captions} == {f"a hollow {w}": 4 for w in hollow.NAMES}
     images = hollow.load_pngs(sorted(tmp_path.glob("*.png")))
     assert (hollow.hollowness(images) > hollow.HOLLOW).float().mean() >= 0.95
+
+
+def test_blind_grids_keep_the_key_and_score_counts_the_reading(hollow, tmp_path):
+    """``blind`` shuffles two files of digit-major samples together into grids of 50, with each
+    cell's digit and file in the key (checked by marking each sample with both); ``score`` counts
+    read, unsure and misread per file, and refuses answers of the wrong length."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    n = 12  # samples per digit; the first 10 of each are shown
+    for source in (0, 1):
+        x = -torch.ones(10 * n, 1, 32, 32)
+        for d in range(10):
+            x[d * n : (d + 1) * n, :, 0, : d + 1] = 1.0  # digit d: d + 1 bright pixels in the first row
+        x[:, :, 31, : source + 1] = 1.0  # file i: i + 1 bright pixels in the last row
+        torch.save(x, tmp_path / f"{source}.pt")
+    hollow.blind([tmp_path / "0.pt", tmp_path / "1.pt"], tmp_path / "grids", tmp_path / "key.json")
+    key = json.loads((tmp_path / "key.json").read_text())
+    assert sorted(key["digit"]) == sorted(list(range(10)) * 20) and key["source"].count(1) == 100
+    assert sorted(p.name for p in (tmp_path / "grids").iterdir()) == [f"grid-{k}.png" for k in range(1, 5)]
+    digits, sources = [], []
+    for k in range(1, 5):  # 5 x 10 tiles of 96 pixels (3x), 2 pixels apart
+        grid = np.asarray(Image.open(tmp_path / "grids" / f"grid-{k}.png").convert("L"))
+        for r in range(5):
+            for c in range(10):
+                y0, x0 = 2 + r * 98, 2 + c * 98
+                digits.append(int((grid[y0, x0 : x0 + 96] > 127).sum()) // 3 - 1)
+                sources.append(int((grid[y0 + 95, x0 : x0 + 96] > 127).sum()) // 3 - 1)
+    assert digits == key["digit"] and sources == key["source"]  # each cell shows what its key names
+    assert key["source"] != sorted(key["source"])  # the files are interleaved
+    answers = [str(d) for d in key["digit"]]
+    first = [i for i, s in enumerate(key["source"]) if s == 0]
+    answers[first[0]], answers[first[1]] = "?", str((key["digit"][first[1]] + 1) % 10)
+    (tmp_path / "a.txt").write_text(" ".join(answers))
+    rows = hollow.score(tmp_path / "key.json", tmp_path / "a.txt")
+    assert [(r["read"], r["unsure"], r["misread"]) for r in rows] == [(0.98, 0.01, 0.01), (1.0, 0.0, 0.0)]
+    (tmp_path / "short.txt").write_text("1 2 3")
+    with pytest.raises(SystemExit, match="3 answers for 200 cells"):
+        hollow.score(tmp_path / "key.json", tmp_path / "short.txt")

@@ -5,9 +5,12 @@
     python tools/digits_hollow.py calibrate                  # the measures on digits[test], solid and hollow
     python tools/digits_hollow.py evaluate - digits-hollow --n 20 -o docs/hollow-grid.png
     python tools/digits_hollow.py measure DIR ...            # hollowness of one-PNG-per-sample folders
+    python tools/digits_hollow.py blind A-1.0.pt [B-1.0.pt] GRIDS/ --key KEY.json   # shuffled grids to read by eye
+    python tools/digits_hollow.py score KEY.json ANSWERS.txt # what the blind reader read as prompted
 
-Data (``make``): digits[train] at 32x32 (the base's images), 30 of each digit among those whose
-region (upscaled intensity above DATA_LEVEL) is one piece with its digit's loops (``curated``);
+Data (``make``): digits[train] at 32x32 (the base's images): among those whose region (upscaled
+intensity above DATA_LEVEL) is one piece with its digit's loops (``curated``), the 30 of each
+digit closest to their digit's mean image (``typical``);
 a digit's outline (``outline``) is the BAND-pixel ring along the inside of its region (the frame
 counts as outside, so a digit touching the frame keeps a closed ring): bright ring, dark centre;
 captioned "a hollow <digit name>".
@@ -234,21 +237,28 @@ def curated(images: torch.Tensor, labels: torch.Tensor, level: float = DATA_LEVE
     return (loops(region) == LOOPS[labels]) & (components(region) == 1)
 
 
+def typical(images: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` images closest (squared distance) to their mean: a digit's clearest, commonest
+    shape first, its hooks, crossbars and feet last."""
+    distance = (images - images.mean(0, keepdim=True)).flatten(1).pow(2).sum(1)
+    return torch.argsort(distance)[:n]
+
+
 def make(out: Path, n: int = 300) -> None:
-    """``n`` hollow digits, as many of each digit, drawn (seeded) from the curated digits[train]."""
+    """``n`` hollow digits, as many of each digit: of the curated digits[train], the most typical
+    (``typical``), in a seeded order."""
     from PIL import Image
 
     from latentzoo.plugins.datasets.digits import load
 
     data = load("train", 32, 1)
     keep = curated(data.images, data.labels)
-    g = torch.Generator().manual_seed(0)
     pick = []
     for digit in range(10):
         ok = (keep & (data.labels == digit)).nonzero()[:, 0]
-        pick.append(ok[torch.randperm(len(ok), generator=g)[: n // 10]])
+        pick.append(ok[typical(data.images[ok], n // 10)])
     pick = torch.cat(pick)
-    pick = pick[torch.randperm(len(pick), generator=g)]
+    pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(1))]
     hollow = outline(data.images[pick], DATA_LEVEL)
     out.mkdir(parents=True, exist_ok=True)
     for i, (img, label) in enumerate(zip(hollow, data.labels[pick], strict=True)):
@@ -330,6 +340,60 @@ def evaluate(
     return rows
 
 
+def blind(samples: list[Path], out: Path, key: Path, per: int = 10, seed: int = 0) -> None:
+    """Read by eye without knowing the prompts: the first ``per`` samples of each digit of each file
+    (``evaluate --samples`` files are digit-major), shuffled together (seeded), as grids of 50
+    (5 rows of 10, 3x) in ``out``. Several files are read side by side, so one reader's leniency
+    counts the same for each. Each cell's digit and file, in reading order, go to ``key`` (kept from
+    the reader), who writes one token per cell in the same order: the digit read, or ? where they
+    cannot tell."""
+    import json
+
+    import latentzoo
+
+    images, digits, sources = [], [], []
+    for i, path in enumerate(samples):
+        x = torch.load(path, weights_only=True)
+        n = len(x) // 10
+        images.append(x[torch.cat([torch.arange(d * n, d * n + per) for d in range(10)])])
+        digits += [d for d in range(10) for _ in range(per)]
+        sources += [i] * (10 * per)
+    x = torch.cat(images)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).tolist()
+    out.mkdir(parents=True, exist_ok=True)
+    for k in range(0, len(x), 50):
+        grid = F.interpolate(x[order[k : k + 50]], scale_factor=3, mode="nearest")
+        latentzoo.save_grid(grid, out / f"grid-{k // 50 + 1}.png", nrow=10)
+    cells = {"files": [str(p) for p in samples], "digit": [digits[i] for i in order], "source": [sources[i] for i in order]}
+    key.write_text(json.dumps(cells) + "\n")
+
+
+def score(key: Path, answers: Path) -> list[dict[str, Any]]:
+    """A blind reading against its key, per file: read as prompted, unsure (?), misread, read per digit."""
+    import json
+
+    cells = json.loads(key.read_text())
+    read_as = answers.read_text().split()
+    if len(read_as) != len(cells["digit"]):
+        raise SystemExit(f"{answers}: {len(read_as)} answers for {len(cells['digit'])} cells")
+    rows = []
+    for i, name in enumerate(cells["files"]):
+        mine = [(a, str(d)) for a, d, s in zip(read_as, cells["digit"], cells["source"], strict=True) if s == i]
+        rows.append(
+            {
+                "file": name,
+                "read": sum(a == d for a, d in mine) / len(mine),
+                "unsure": sum(a == "?" for a, _ in mine) / len(mine),
+                "misread": sum(a not in (d, "?") for a, d in mine) / len(mine),
+                "per_digit_read": [
+                    sum(a == d for a, d in mine if d == str(k)) / max(1, sum(d == str(k) for _, d in mine)) for k in range(10)
+                ],
+            }
+        )
+        print(rows[-1])
+    return rows
+
+
 def calibrate() -> dict[str, float]:
     """The measures on known images, digits[test]: solid, the hollow recipe, and the recipe through
     the digits VQ-GAN without the LoRA (encode + decode: what the base's decoder can draw)."""
@@ -374,6 +438,15 @@ def main() -> None:
     e.add_argument("--per", type=int, default=4, help="samples per digit in the grid")
     e.add_argument("--samples", type=Path, help="save each strength's samples as SAMPLES-STRENGTH.pt (to look at)")
     e.add_argument("-o", "--out", type=Path, help="a grid: one row per strength, --per samples of each digit")
+    b = sub.add_parser("blind")
+    b.add_argument("samples", type=Path, nargs="+", help="evaluate --samples files, read side by side")
+    b.add_argument("out", type=Path)
+    b.add_argument("--key", type=Path, required=True, help="where the cells' digits go (keep it from the reader)")
+    b.add_argument("--per", type=int, default=10)
+    b.add_argument("--seed", type=int, default=0)
+    sc = sub.add_parser("score")
+    sc.add_argument("key", type=Path)
+    sc.add_argument("answers", type=Path)
     sub.add_parser("calibrate")
     args = parser.parse_args()
     if args.cmd == "calibrate":
@@ -383,6 +456,12 @@ def main() -> None:
         strengths = [float(v) for v in args.strengths.split(",")]
         registry = None if str(args.registry) == "-" else args.registry
         evaluate(registry, args.name, args.n, strengths, args.out, per=args.per, samples=args.samples)
+        return
+    if args.cmd == "blind":
+        blind(args.samples, args.out, args.key, args.per, args.seed)
+        return
+    if args.cmd == "score":
+        score(args.key, args.answers)
         return
     if args.cmd == "join":
         join(args.runs, args.out)
