@@ -258,7 +258,7 @@ def make(out: Path, n: int = 300) -> None:
         ok = (keep & (data.labels == digit)).nonzero()[:, 0]
         pick.append(ok[typical(data.images[ok], n // 10)])
     pick = torch.cat(pick)
-    pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(1))]
+    pick = pick[torch.randperm(len(pick), generator=torch.Generator().manual_seed(1))]  # the shipped LoRA's file order
     hollow = outline(data.images[pick], DATA_LEVEL)
     out.mkdir(parents=True, exist_ok=True)
     for i, (img, label) in enumerate(zip(hollow, data.labels[pick], strict=True)):
@@ -334,10 +334,16 @@ def evaluate(
         rows.append(row)
         if samples is not None:
             torch.save(x, samples.with_name(f"{samples.stem}-{s}.pt"))
-        grids.append(torch.cat([x[i * n : i * n + per] for i in range(10)]))
+        grids.append(first_of_each(x, per))
     if out is not None:
         latentzoo.save_grid(torch.cat(grids), out, nrow=10 * per)
     return rows
+
+
+def first_of_each(x: torch.Tensor, per: int) -> torch.Tensor:
+    """The first ``per`` samples of each digit of digit-major samples (10 equal runs, 0 to 9)."""
+    n = len(x) // 10
+    return torch.cat([x[d * n : d * n + per] for d in range(10)])
 
 
 def blind(samples: list[Path], out: Path, key: Path, per: int = 10, seed: int = 0) -> None:
@@ -353,9 +359,7 @@ def blind(samples: list[Path], out: Path, key: Path, per: int = 10, seed: int = 
 
     images, digits, sources = [], [], []
     for i, path in enumerate(samples):
-        x = torch.load(path, weights_only=True)
-        n = len(x) // 10
-        images.append(x[torch.cat([torch.arange(d * n, d * n + per) for d in range(10)])])
+        images.append(first_of_each(torch.load(path, weights_only=True), per))
         digits += [d for d in range(10) for _ in range(per)]
         sources += [i] * (10 * per)
     x = torch.cat(images)
